@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# umlmem: plain Makefile. Everything built goes to build/.
+#
+#   make            library (build/libumlmem.a, .so) and the command build/umlmem
+#   make test       the Criterion suite, then the same suite under Valgrind memcheck
+#   make demo       the overcommit demo
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make deps       installs missing Debian packages (apt-get); make and make test call it
+#   V=1             show the commands
+#
+# CFLAGS is yours: `make CFLAGS="-O0 -g"`; the flags the build needs are added.
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+DESTDIR ?=
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+B       ?= build
+VERSION := 0.1.0
+SOVER   := 0
+
+override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -Iinclude -Iumlmem -Iswapfiles -Idedup
+LIBS    := -lxxhash -pthread
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# Debian packages the build and the tests need, and the command that shows
+# each one is there.
+DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev valgrind
+
+LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
+LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
+CLI_SRC := $(wildcard demos/*.c)
+CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
+
+.PHONY: all deps lib test test-plain test-valgrind demo install uninstall clean
+
+all: deps lib $(B)/umlmem
+
+lib: $(B)/libumlmem.a $(B)/libumlmem.so
+
+# Does nothing (one dpkg-query) when every package is there.
+deps:
+	$(Q)missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to install:$$missing (or install them yourself)" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+
+$(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/libumlmem.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/libumlmem.so: $(LIB_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -o $@ $^ $(LDFLAGS) $(LIBS)
+
+$(B)/umlmem: $(CLI_OBJ) $(B)/libumlmem.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libumlmem.a $(LDFLAGS) $(LIBS) -lm
+
+$(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/libumlmem.a $(LDFLAGS) $(LIBS) -lcriterion
+
+# The suite twice: natively, then under memcheck, where any error fails the
+# run. Criterion runs each test in a child process; valgrind follows it.
+# TEST_ARGS passes options to Criterion (e.g. TEST_ARGS=--filter='model/*').
+test: all test-plain test-valgrind
+
+test-plain: $(B)/test_umlmem
+	$(B)/test_umlmem -j2 $(TEST_ARGS)
+
+test-valgrind: $(B)/test_umlmem
+	UMLMEM_TEST_SCALE=valgrind valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite,indirect --trace-children=yes \
+	  --child-silent-after-fork=no $(B)/test_umlmem -j2 $(TEST_ARGS)
+
+demo: all
+	$(B)/umlmem demo
+
+install: lib $(B)/umlmem
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/umlmem.h $(DESTDIR)$(INCDIR)/umlmem.h
+	install -m 644 $(B)/libumlmem.a $(DESTDIR)$(LIBDIR)/libumlmem.a
+	install -m 755 $(B)/libumlmem.so $(DESTDIR)$(LIBDIR)/libumlmem.so.$(VERSION)
+	ln -sf libumlmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libumlmem.so.$(SOVER)
+	ln -sf libumlmem.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libumlmem.so
+	install -m 755 $(B)/umlmem $(DESTDIR)$(BINDIR)/umlmem
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' umlmem.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/umlmem.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/umlmem.h $(DESTDIR)$(LIBDIR)/libumlmem.* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/umlmem.pc $(DESTDIR)$(BINDIR)/umlmem
+
+clean:
+	rm -rf $(B)

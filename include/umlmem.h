@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/**
+ * @file umlmem.h
+ * @brief umlmem: guest RAM larger than the host, in user space.
+ *
+ * umlmem gives every guest (an emulator's guest, a UML-style process) a RAM
+ * region that may be far larger than the host can hold. A fixed budget of
+ * physical frames holds the pages in use; the rest live in sparse swap files;
+ * untouched memory costs nothing and reads as zeros.
+ *
+ * Objects
+ *  - A *host* (#umlmem_host) is one physical memory budget. It owns the frame
+ *    store (one memfd of the budget's size), the swap files, the pager and the
+ *    counters. Create it with umlmem_host_create().
+ *  - A *guest* (#umlmem_guest) is one guest's RAM, of any nominal size up to
+ *    #UMLMEM_MAX_GUEST_BYTES, created on a host with umlmem_guest_create().
+ *    Any number of guests may share a host; their nominal sizes may add up to
+ *    far more than the budget.
+ *
+ * Access
+ *  - umlmem_read() and umlmem_write() copy bytes in and out, any length and
+ *    alignment. A page that is not resident is faulted in (from swap, or as a
+ *    fresh zeroed frame on its first write); when the budget is full the pager
+ *    evicts the least recently used pages in a batch first.
+ *  - umlmem_pin() returns a pointer to one page's bytes that stays valid until
+ *    umlmem_unpin(); a pinned page is never evicted or moved.
+ *  - umlmem_discard() turns a range back into zeros and frees what held it.
+ *
+ * Errors
+ *  Every call that can fail returns 0 on success or a negative errno. Nothing
+ *  aborts the process on bad input. umlmem_strerror() names any code, and
+ *  umlmem_errmsg() gives the calling thread a sentence about its last failure
+ *  (which argument, which limit) that a person can act on.
+ *
+ * Threads
+ *  Every call is thread-safe unless its entry says otherwise; one guest may be
+ *  used from many threads at once. Destroying a guest or a host while another
+ *  thread still uses it is a bug in the caller.
+ *
+ * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
+ * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ */
+#ifndef UMLMEM_H
+#define UMLMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UMLMEM_VERSION_MAJOR 0
+#define UMLMEM_VERSION_MINOR 1
+#define UMLMEM_VERSION_PATCH 0
+
+/** The page size: the unit of residency, swap and sharing. */
+#define UMLMEM_PAGE_SIZE 4096u
+
+/** The largest nominal guest size: 2^47 bytes (128 TiB), the x86-64 user
+ *  address space. Larger sizes are refused with -EINVAL. */
+#define UMLMEM_MAX_GUEST_BYTES (1ull << 47)
+
+/** One physical memory budget (opaque). */
+typedef struct umlmem_host umlmem_host;
+/** One guest's RAM (opaque). */
+typedef struct umlmem_guest umlmem_guest;
+
+/** How swap pages move between frames and swap files. */
+enum umlmem_io_engine {
+	UMLMEM_IO_AUTO = 0, /**< io_uring, else libaio, else sync (the best available) */
+	UMLMEM_IO_URING,    /**< io_uring through liburing */
+	UMLMEM_IO_AIO,      /**< Linux native AIO through libaio, O_DIRECT */
+	UMLMEM_IO_SYNC,     /**< pread/pwrite from the calling thread */
+};
+
+/** Host flag: reclaim (and dedup) threads run by themselves. Without it
+ *  nothing runs unless a call needs it or umlmem_reclaim() asks for it. */
+#define UMLMEM_BACKGROUND 0x1u
+
+/**
+ * Host configuration. Always fill it with umlmem_host_config_init() first and
+ * then change the fields you care about: fields may be added at the end.
+ */
+struct umlmem_host_config {
+	/** Budget: the most guest RAM resident at once, in bytes. Required
+	 *  (> 0, at least one page). Rounded down to whole pages. It may not
+	 *  exceed the machine's physical memory. */
+	uint64_t resident_bytes;
+	/** Directory for the sparse swap files; NULL: $TMPDIR, else /var/tmp.
+	 *  The files are unlinked from the start (O_TMPFILE, or mkstemp and
+	 *  unlink) and created with mode 0600. */
+	const char *swap_dir;
+	/** Swap capacity in bytes; 0: grows on demand. Rounded down to pages.
+	 *  When full, an access that needs a new frame fails with -ENOSPC and
+	 *  every page stays readable. */
+	uint64_t swap_bytes;
+	/** Files the slots are spread over; 0: 1. At most 64. */
+	unsigned swap_files;
+	/** I/O engine; AUTO picks the best available (see umlmem_host_io_engine()). */
+	enum umlmem_io_engine io;
+	/** UMLMEM_BACKGROUND, ... */
+	unsigned flags;
+	/** Pages the pager evicts in one batch when it needs frames; 0: 64.
+	 *  Pages evicted together are written to adjacent swap slots. */
+	unsigned reclaim_batch;
+};
+
+/** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
+void umlmem_host_config_init(struct umlmem_host_config *cfg);
+
+/**
+ * Creates a host.
+ * @param cfg   configuration (see struct umlmem_host_config); not kept.
+ * @param host  receives the new host.
+ * @return 0, or
+ *  - -EINVAL: @p cfg or @p host NULL, resident_bytes below one page or above
+ *    physical memory, swap_bytes below one page (and not 0), swap_files > 64,
+ *    unknown engine or flags;
+ *  - -ENOENT, -ENOTDIR, -EACCES, -EROFS, ...: swap_dir missing, not a
+ *    directory or not writable (umlmem_errmsg() names it);
+ *  - -ENOTSUP: the requested I/O engine is not available here;
+ *  - -ENOMEM: the frame store or the tables could not be allocated.
+ */
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+
+/** Destroys a host: destroys its remaining guests, closes (and so removes)
+ *  its swap files, releases the frame store. NULL is ignored. */
+void umlmem_host_destroy(umlmem_host *host);
+
+/** The engine the host really uses (AUTO resolved), and in @p why (may be
+ *  NULL) a sentence on why AUTO fell back where it did; "" otherwise. */
+enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
+
+/** Guest flag: never merge this guest's pages with others. */
+#define UMLMEM_GUEST_NOMERGE 0x1u
+
+/** Guest configuration; fill it with umlmem_guest_config_init() first. */
+struct umlmem_guest_config {
+	/** Nominal RAM in bytes: 1 to #UMLMEM_MAX_GUEST_BYTES; may far exceed
+	 *  the host budget. Need not be a multiple of the page size: accesses
+	 *  are checked against this exact size, the last page is partial. */
+	uint64_t ram_bytes;
+	/** Pages merge only with guests of the same domain (default 0). */
+	uint32_t merge_domain;
+	/** UMLMEM_GUEST_NOMERGE, ... */
+	unsigned flags;
+	/** For stats and messages; may be NULL. Copied (at most 63 bytes kept). */
+	const char *name;
+};
+
+/** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
+void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+
+/**
+ * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
+ * allocated in chunks on first write, so a 1 TiB guest that touched 1 MiB
+ * costs a few tens of KiB of metadata.
+ * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
+ *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
+ */
+int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			umlmem_guest **guest);
+
+/** Destroys a guest: frees its frames, swap slots and page table. Pointers
+ *  from umlmem_pin() on it become invalid. NULL is ignored. */
+void umlmem_guest_destroy(umlmem_guest *guest);
+
+/**
+ * Copies @p len bytes at guest address @p gpa into @p buf. Never-written
+ * memory reads as zeros and takes no frame. Pages in swap are read back in.
+ * @return 0, or
+ *  - -EINVAL: @p g NULL, or @p buf NULL with @p len > 0;
+ *  - -EFAULT: any byte of [gpa, gpa + len) lies outside the guest (or the
+ *    sum overflows); nothing is copied;
+ *  - -ENOMEM: a frame was needed and every frame is pinned;
+ *  - -ENOSPC: a frame was needed, every evictable page is dirty and swap is
+ *    full;
+ *  - -EIO: a swap read failed or its checksum did not match; the swap copy
+ *    is kept, so a retry may succeed.
+ *  On an error after the first page, the bytes of earlier pages are already
+ *  in @p buf; guest memory is unchanged either way.
+ */
+int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
+
+/**
+ * Copies @p len bytes from @p buf to guest address @p gpa.
+ * @return 0, or the errors of umlmem_read(). On an error the pages before
+ *  the failing one are written, the failing page and those after it are not.
+ */
+int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
+
+/** Pin for reading. */
+#define UMLMEM_READ 0x1u
+/** Pin for writing (breaks sharing, marks the page dirty). */
+#define UMLMEM_WRITE 0x2u
+
+/**
+ * Makes the page at @p gpa resident and returns a pointer to its
+ * #UMLMEM_PAGE_SIZE bytes in @p page, valid until the matching umlmem_unpin().
+ * Pins nest (each needs its own unpin). A pinned page is never evicted,
+ * merged or moved. With #UMLMEM_WRITE the page is marked dirty at pin time;
+ * writing through a read-only pin is a bug in the caller.
+ * @return 0, or -EINVAL (@p g or @p page NULL, @p gpa not page-aligned,
+ *  @p access not a non-empty combination of READ and WRITE), -EFAULT
+ *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
+ *  pins), and the fault errors of umlmem_read().
+ */
+int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
+
+/**
+ * Drops one pin of the page at @p gpa.
+ * @return 0, or -EINVAL (@p g NULL, @p gpa not page-aligned, or the page is
+ *  not pinned), -EFAULT (@p gpa outside the guest).
+ * (shared/API.md declares this call void; it returns int so that an unpin
+ * without a pin is reported. Callers that ignore the result still compile.)
+ */
+int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
+
+/**
+ * Makes [gpa, gpa + len) read as zeros and frees the frames and swap slots
+ * that held it. @p gpa must be page-aligned; @p len a multiple of the page
+ * size, or reaching exactly the end of the guest. len 0 does nothing.
+ * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
+ *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
+ */
+int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
+
+/**
+ * Evicts up to @p pages resident pages now, least recently used first
+ * (pinned pages are skipped; dirty ones are written to swap in batches;
+ * clean ones with a valid swap copy are dropped without I/O).
+ * @param evicted  receives the number evicted (may be NULL).
+ * @return 0 (also when fewer, or none, could be evicted), or -EINVAL (NULL
+ *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
+ *  failed; the pages stay resident and are counted in io_errors).
+ */
+int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
+
+/**
+ * Scans up to @p pages resident pages for identical content and merges them.
+ * @param merged  receives the number of pages merged (may be NULL).
+ * @return 0, or -EINVAL (NULL host).
+ */
+int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+
+/** Counters, for a host (sums over its guests) or for one guest. */
+struct umlmem_stats {
+	uint64_t ram_pages;       /**< nominal pages (sum over guests for the host) */
+	uint64_t resident_pages;  /**< guest pages backed by a frame, private or shared */
+	uint64_t frames_used;     /**< frames in use; never above the budget */
+	uint64_t swapped_pages;   /**< guest pages whose content lives only in swap */
+	uint64_t zero_pages;      /**< pages with no frame and no slot: never written, discarded or zeros */
+	uint64_t shared_frames;   /**< frames mapped by more than one page (KSM: pages_shared) */
+	uint64_t sharing_pages;   /**< pages saved by sharing (KSM: pages_sharing) */
+	uint64_t cow_breaks;      /**< writes that had to copy a shared frame */
+	uint64_t faults;          /**< accesses that needed a frame: first touch, swap-in, copy-on-write */
+	uint64_t swap_ins;        /**< pages read from swap */
+	uint64_t swap_outs;       /**< pages written to swap */
+	uint64_t swap_disk_bytes; /**< bytes the swap files really occupy on disk (st_blocks * 512) */
+	uint64_t io_errors;       /**< failed swap reads or writes */
+	uint64_t checksum_errors; /**< swap reads whose content did not match what was written */
+};
+
+/**
+ * Host-wide counters. resident_pages + swapped_pages + zero_pages ==
+ * ram_pages whenever no call is in flight.
+ * @return 0, or -EINVAL (NULL argument).
+ */
+int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+
+/** One guest's counters: ram, resident, swapped, zero pages, faults, swap
+ *  ins and outs, cow breaks are the guest's own; frames_used,
+ *  shared_frames, swap_disk_bytes and the error counts are 0.
+ *  @return 0, or -EINVAL (NULL argument). */
+int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+
+/** A short English name for a return code (0 or a negative errno); never NULL. */
+const char *umlmem_strerror(int err);
+
+/** The calling thread's message about its last failed umlmem call: which
+ *  argument or limit, and what to change. "" when there was none. The text
+ *  stays valid until the thread's next umlmem call. */
+const char *umlmem_errmsg(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UMLMEM_H */

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * check.c: host_check(), which recomputes every count and reference the
+ * library keeps incrementally and compares: page-state counts per guest,
+ * frame reference counts and reverse maps, the free list, and the slot
+ * reference counts (page table entries plus clean frames). Tests call it
+ * along their random runs; with UMLMEM_DEBUG it can guard every call.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct ctx {
+	struct umlmem_host *h;
+	uint32_t *frefs;          /* mappings seen per frame */
+	uint64_t *slots;          /* every slot reference seen */
+	uint64_t nslots, capslots;
+	uint64_t resident, swapped;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(struct ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, c->errlen, fmt, ap);
+	va_end(ap);
+	return -EUCLEAN;
+}
+
+static int add_slot(struct ctx *c, uint64_t s)
+{
+	if (c->nslots == c->capslots) {
+		uint64_t n = c->capslots ? 2 * c->capslots : 1024;
+		uint64_t *p = realloc(c->slots, n * sizeof(*p));
+
+		if (!p)
+			return fail(c, "out of memory while checking");
+		c->slots = p;
+		c->capslots = n;
+	}
+	c->slots[c->nslots++] = s;
+	return 0;
+}
+
+static bool maps(const struct frame *fr, struct umlmem_guest *g, uint64_t idx)
+{
+	if (fr->g == g && fr->idx == idx)
+		return true;
+	for (uint32_t i = 0; i + 1 < fr->refs; i++)
+		if (fr->more[i].g == g && fr->more[i].idx == idx)
+			return true;
+	return false;
+}
+
+static int visit(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
+{
+	struct ctx *c = arg;
+	uint64_t v = PTE_VAL(*e);
+
+	if (idx >= g->npages)
+		return fail(c, "guest '%s': entry %llu past its %llu pages", g->name,
+			    (unsigned long long)idx, (unsigned long long)g->npages);
+	switch (PTE_TYPE(*e)) {
+	case PTE_FRAME:
+		if (v >= c->h->nframes)
+			return fail(c, "guest '%s' page %llu: frame %llu out of range", g->name,
+				    (unsigned long long)idx, (unsigned long long)v);
+		if (!maps(&c->h->frames[v], g, idx))
+			return fail(c, "guest '%s' page %llu: frame %llu does not map it back",
+				    g->name, (unsigned long long)idx, (unsigned long long)v);
+		c->frefs[v]++;
+		c->resident++;
+		return 0;
+	case PTE_SLOT:
+		c->swapped++;
+		return add_slot(c, v);
+	default:
+		return fail(c, "guest '%s' page %llu: entry type %u outside an I/O", g->name,
+			    (unsigned long long)idx, PTE_TYPE(*e));
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int check_locked(struct ctx *c)
+{
+	struct umlmem_host *h = c->h;
+	uint64_t ram = 0, nguests = 0, freecount = 0;
+	uint8_t *isfree;
+	int rc;
+
+	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
+		c->resident = c->swapped = 0;
+		rc = pt_walk(g, visit, c);
+		if (rc)
+			return rc;
+		if (c->resident != g->resident || c->swapped != g->swapped ||
+		    g->resident + g->swapped + g->zero != g->npages)
+			return fail(c, "guest '%s': counted %llu resident %llu swapped, recorded "
+				    "%llu + %llu + %llu zero of %llu", g->name,
+				    (unsigned long long)c->resident, (unsigned long long)c->swapped,
+				    (unsigned long long)g->resident, (unsigned long long)g->swapped,
+				    (unsigned long long)g->zero, (unsigned long long)g->npages);
+		ram += g->npages;
+		nguests++;
+	}
+	if (ram != h->ram_pages || nguests != h->nguests)
+		return fail(c, "host: ram_pages %llu / guests %llu recorded, %llu / %llu counted",
+			    (unsigned long long)h->ram_pages, (unsigned long long)h->nguests,
+			    (unsigned long long)ram, (unsigned long long)nguests);
+
+	isfree = calloc(h->nframes, 1);
+	if (!isfree)
+		return fail(c, "out of memory while checking");
+	rc = 0;
+	for (uint64_t i = 0; i < h->nfree && !rc; i++) {
+		uint32_t f = h->free[i];
+
+		if (f >= h->nframes || isfree[f]++)
+			rc = fail(c, "free list: frame %u out of range or listed twice", f);
+	}
+	for (uint64_t f = 0; f < h->nframes && !rc; f++) {
+		const struct frame *fr = &h->frames[f];
+
+		if (fr->refs != c->frefs[f])
+			rc = fail(c, "frame %llu: refs %u, but %u entries map it",
+				  (unsigned long long)f, fr->refs, c->frefs[f]);
+		else if (!fr->refs != !!isfree[f])
+			rc = fail(c, "frame %llu: refs %u but %son the free list",
+				  (unsigned long long)f, fr->refs, isfree[f] ? "" : "not ");
+		else if (!fr->refs && (fr->pins || fr->slot != SLOT_NONE))
+			rc = fail(c, "free frame %llu holds a pin or a slot", (unsigned long long)f);
+		else if (fr->flags & F_BUSY)
+			rc = fail(c, "frame %llu still marked busy", (unsigned long long)f);
+		else if (fr->slot != SLOT_NONE)
+			rc = add_slot(c, fr->slot);
+		freecount += isfree[f];
+	}
+	free(isfree);
+	if (rc)
+		return rc;
+
+	/* every slot's reference count is the number of its references seen */
+	qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);
+	for (uint64_t i = 0, j; i < c->nslots; i = j) {
+		uint32_t refs;
+
+		for (j = i; j < c->nslots && c->slots[j] == c->slots[i]; j++)
+			;
+		refs = swap_refs(h->swap, c->slots[i]);
+		if (refs != j - i)
+			return fail(c, "slot %llu: refs %u, but %llu references exist",
+				    (unsigned long long)c->slots[i], refs,
+				    (unsigned long long)(j - i));
+	}
+	{
+		struct swap_info si;
+		uint64_t distinct = 0;
+
+		swap_info(h->swap, &si);
+		for (uint64_t i = 0; i < c->nslots; i++)
+			distinct += !i || c->slots[i] != c->slots[i - 1];
+		if (si.slots_used != distinct)
+			return fail(c, "swap: %llu slots in use, %llu referenced (a leak)",
+				    (unsigned long long)si.slots_used, (unsigned long long)distinct);
+	}
+	return swap_check(h->swap, c->err, c->errlen);
+}
+
+int host_check(struct umlmem_host *h, char *err, size_t errlen)
+{
+	struct ctx c = { .h = h, .err = err, .errlen = errlen };
+	int rc;
+
+	if (errlen)
+		err[0] = '\0';
+	c.frefs = calloc(h->nframes, sizeof(*c.frefs));
+	if (!c.frefs)
+		return -ENOMEM;
+	pthread_mutex_lock(&h->lock);
+	rc = check_locked(&c);
+	pthread_mutex_unlock(&h->lock);
+	free(c.frefs);
+	free(c.slots);
+	return rc;
+}

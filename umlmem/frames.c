@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * frames.c: the frame store and the frame table.
+ *
+ * The store is one memfd of the budget's size, mapped once. One file rather
+ * than anonymous memory because (a) the same frame can later be mapped into
+ * several guests' native views, the way User-Mode Linux maps its RAM file,
+ * and (b) an I/O engine can register the whole store as fixed buffers and
+ * move frames to and from swap with no bounce copy.
+ *
+ * Frames are recycled through a free stack and never returned to the
+ * kernel while the host lives: the budget is a promise about the most the
+ * host holds, and giving pages back would only make the next fault slower.
+ * A recycled frame still holds its previous page's bytes, so a frame handed
+ * to a page that must read as zeros is cleared first (F_FRESH marks frames
+ * the kernel has never handed out, which read as zeros already: the first
+ * pass over a new host costs no memset).
+ *
+ * Caller holds host->lock for everything here but frames_init/fini.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int frames_init(struct umlmem_host *h)
+{
+	size_t bytes = h->nframes * PAGE_SIZE;
+
+	h->store_fd = memfd_create("umlmem-frames", MFD_CLOEXEC);
+	if (h->store_fd < 0)
+		return seterr(-errno, "memfd_create for the frame store failed: %s",
+			      strerror(errno));
+	if (ftruncate(h->store_fd, (off_t)bytes) < 0)
+		return seterr(-errno, "cannot size the frame store to %zu bytes: %s",
+			      bytes, strerror(errno));
+	h->store = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, h->store_fd, 0);
+	if (h->store == MAP_FAILED) {
+		h->store = NULL;
+		return seterr(-ENOMEM, "cannot map the frame store (%zu bytes): %s",
+			      bytes, strerror(errno));
+	}
+	h->frames = calloc(h->nframes, sizeof(*h->frames));
+	h->free = malloc(h->nframes * sizeof(*h->free));
+	if (!h->frames || !h->free)
+		return seterr(-ENOMEM, "cannot allocate the frame table for %llu frames",
+			      (unsigned long long)h->nframes);
+	/* Pushed high to low so that frames are used from the start of the
+	   store: a host that never fills its budget touches a compact prefix. */
+	for (uint64_t i = 0; i < h->nframes; i++) {
+		h->free[i] = (uint32_t)(h->nframes - 1 - i);
+		h->frames[i].slot = SLOT_NONE;
+		h->frames[i].flags = F_FRESH;
+	}
+	h->nfree = h->nframes;
+	return 0;
+}
+
+void frames_fini(struct umlmem_host *h)
+{
+	if (h->store)
+		munmap(h->store, h->nframes * PAGE_SIZE);
+	if (h->store_fd >= 0)
+		close(h->store_fd);
+	free(h->frames);
+	free(h->free);
+}
+
+int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
+{
+	struct frame *fr;
+	uint64_t f, done;
+	int rc = 0;
+
+	if (!h->nfree) {
+		rc = pager_evict(h, h->cfg.reclaim_batch, &done);
+		if (!h->nfree)
+			return rc ? rc : -ENOMEM;
+	}
+	f = h->free[--h->nfree];
+	fr = &h->frames[f];
+	if (zero && !(fr->flags & F_FRESH))
+		memset(frame_addr(h, f), 0, PAGE_SIZE);
+	fr->flags = F_REF;
+	*out = f;
+	return 0;
+}
+
+void frame_put(struct umlmem_host *h, uint64_t f)
+{
+	struct frame *fr = &h->frames[f];
+
+	free(fr->more);
+	fr->more = NULL;
+	fr->g = NULL;
+	fr->refs = 0;
+	fr->pins = 0;
+	fr->flags = 0;
+	fr->slot = SLOT_NONE;
+	h->free[h->nfree++] = (uint32_t)f;
+}
+
+void frame_drop_slot(struct umlmem_host *h, uint64_t f)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (fr->slot != SLOT_NONE) {
+		swap_unref(h->swap, fr->slot, 1);
+		fr->slot = SLOT_NONE;
+	}
+}

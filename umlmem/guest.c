@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * guest.c: guests and their page tables.
+ *
+ * A guest's page table is a three-level radix tree of 64-bit entries
+ * (internal.h: PTE_*), allocated lazily: the top array has one pointer per
+ * GiB of nominal RAM, a directory one pointer per 2 MiB, a leaf one entry
+ * per page. Only writes allocate; a read of a page whose leaf is missing
+ * sees PTE_ZERO. So a 1 TiB guest costs 8 KiB until it is written, and one
+ * that wrote 1 MiB in one place costs 8 + 4 + 4 KiB.
+ *
+ * Leaves and directories are never freed while the guest lives: a page
+ * that became ZERO again (discard) keeps its leaf, which bounds the work of
+ * every later access and keeps entry pointers stable for the callers that
+ * hold one across a frame_get().
+ *
+ * Caller holds host->lock for pte_* and pt_walk.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define TOP_SHIFT (PT_LEAF_BITS + PT_DIR_BITS)
+
+void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+{
+	if (cfg)
+		memset(cfg, 0, sizeof(*cfg));
+}
+
+#define GUEST_FLAGS UMLMEM_GUEST_NOMERGE
+
+int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
+			umlmem_guest **out)
+{
+	struct umlmem_guest *g;
+
+	clearerr_tls();
+	if (!h || !cfg || !out)
+		return seterr(-EINVAL, "umlmem_guest_create: %s is NULL",
+			      !h ? "host" : !cfg ? "cfg" : "guest");
+	*out = NULL;
+	if (!cfg->ram_bytes || cfg->ram_bytes > UMLMEM_MAX_GUEST_BYTES)
+		return seterr(-EINVAL, "ram_bytes %llu is out of range: a guest holds 1 byte "
+			      "to %llu bytes (128 TiB)", (unsigned long long)cfg->ram_bytes,
+			      (unsigned long long)UMLMEM_MAX_GUEST_BYTES);
+	if (cfg->flags & ~GUEST_FLAGS)
+		return seterr(-EINVAL, "unknown guest flags 0x%x", cfg->flags & ~GUEST_FLAGS);
+
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return seterr(-ENOMEM, "cannot allocate the guest");
+	g->host = h;
+	g->ram_bytes = cfg->ram_bytes;
+	g->npages = (cfg->ram_bytes + PAGE_SIZE - 1) / PAGE_SIZE;
+	g->merge_domain = cfg->merge_domain;
+	g->flags = cfg->flags;
+	snprintf(g->name, sizeof(g->name), "%s", cfg->name ? cfg->name : "unnamed");
+	g->ntop = (g->npages + (1ull << TOP_SHIFT) - 1) >> TOP_SHIFT;
+	g->top = calloc(g->ntop, sizeof(*g->top));
+	if (!g->top) {
+		free(g);
+		return seterr(-ENOMEM, "cannot allocate the page table root of a %llu-byte guest",
+			      (unsigned long long)cfg->ram_bytes);
+	}
+	g->meta_bytes = sizeof(*g) + g->ntop * sizeof(*g->top);
+	g->zero = g->npages;
+
+	pthread_mutex_lock(&h->lock);
+	g->next = h->guests;
+	if (h->guests)
+		h->guests->prev = g;
+	h->guests = g;
+	h->nguests++;
+	h->ram_pages += g->npages;
+	pthread_mutex_unlock(&h->lock);
+	*out = g;
+	return 0;
+}
+
+static int zap_one(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
+{
+	(void)arg;
+	page_zap(g, idx, e);
+	return 0;
+}
+
+void umlmem_guest_destroy(umlmem_guest *g)
+{
+	struct umlmem_host *h;
+
+	if (!g)
+		return;
+	h = g->host;
+	pthread_mutex_lock(&h->lock);
+	/* Pins die with the guest: the frames go back to the free list. */
+	pt_walk(g, zap_one, NULL);
+	if (g->prev)
+		g->prev->next = g->next;
+	else
+		h->guests = g->next;
+	if (g->next)
+		g->next->prev = g->prev;
+	h->nguests--;
+	h->ram_pages -= g->npages;
+	pthread_mutex_unlock(&h->lock);
+
+	for (uint64_t i = 0; i < g->ntop; i++) {
+		if (!g->top[i])
+			continue;
+		for (unsigned j = 0; j < PT_DIR_N; j++)
+			free(g->top[i][j]);
+		free(g->top[i]);
+	}
+	free(g->top);
+	free(g);
+}
+
+pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)
+{
+	pte_t **dir = g->top[idx >> TOP_SHIFT];
+	pte_t *leaf;
+
+	if (!dir)
+		return NULL;
+	leaf = dir[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
+	return leaf ? &leaf[idx & (PT_LEAF_N - 1)] : NULL;
+}
+
+pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx)
+{
+	pte_t ***dirp = &g->top[idx >> TOP_SHIFT];
+	pte_t **leafp;
+
+	if (!*dirp) {
+		*dirp = calloc(PT_DIR_N, sizeof(**dirp));
+		if (!*dirp)
+			return NULL;
+		g->meta_bytes += PT_DIR_N * sizeof(**dirp);
+	}
+	leafp = &(*dirp)[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
+	if (!*leafp) {
+		*leafp = calloc(PT_LEAF_N, sizeof(**leafp));
+		if (!*leafp)
+			return NULL;
+		g->meta_bytes += PT_LEAF_N * sizeof(**leafp);
+	}
+	return &(*leafp)[idx & (PT_LEAF_N - 1)];
+}
+
+int pt_walk(struct umlmem_guest *g,
+	    int (*fn)(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg), void *arg)
+{
+	int rc;
+
+	for (uint64_t i = 0; i < g->ntop; i++) {
+		if (!g->top[i])
+			continue;
+		for (uint64_t j = 0; j < PT_DIR_N; j++) {
+			pte_t *leaf = g->top[i][j];
+
+			if (!leaf)
+				continue;
+			for (uint64_t k = 0; k < PT_LEAF_N; k++) {
+				if (leaf[k] == PTE_ZERO)
+					continue;
+				rc = fn(g, i << TOP_SHIFT | j << PT_LEAF_BITS | k, &leaf[k], arg);
+				if (rc)
+					return rc;
+			}
+		}
+	}
+	return 0;
+}

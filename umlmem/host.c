@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * host.c: the host object (one physical memory budget), its configuration,
+ * its statistics and the error reporting every call shares.
+ *
+ * A host owns the frame store (frames.c), the swap set and its I/O engine
+ * (swapfiles/), the pager (pager.c) and the list of its guests (guest.c).
+ * host->lock, declared in internal.h, guards all of them but the engine,
+ * which is thread-safe by itself.
+ *
+ * Errors: every public call returns 0 or a negative errno, and a failing
+ * call leaves a sentence in a thread-local buffer (umlmem_errmsg) that says
+ * which value was wrong and what to change. The buffer is per thread so
+ * that concurrent callers never see each other's messages and no lock is
+ * needed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static __thread char errbuf[512];
+
+int seterr(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+void clearerr_tls(void)
+{
+	errbuf[0] = '\0';
+}
+
+const char *umlmem_errmsg(void)
+{
+	return errbuf;
+}
+
+/* The codes the library returns, in its own words; anything else falls
+   back to the C library's description. */
+static const struct {
+	int err;
+	const char *text;
+} errtab[] = {
+	{ 0,          "success" },
+	{ EINVAL,     "invalid argument" },
+	{ EFAULT,     "address outside the guest" },
+	{ ENOMEM,     "out of memory: every frame is pinned or an allocation failed" },
+	{ ENOSPC,     "swap is full" },
+	{ EIO,        "swap I/O error or checksum mismatch" },
+	{ EBUSY,      "page is pinned" },
+	{ ENOTSUP,    "not supported here" },
+	{ EOVERFLOW,  "count would overflow" },
+	{ ENOENT,     "no such file or directory" },
+	{ ENOTDIR,    "not a directory" },
+	{ EACCES,     "permission denied" },
+	{ EROFS,      "read-only file system" },
+	{ EUCLEAN,    "internal state inconsistent" },
+};
+
+const char *umlmem_strerror(int err)
+{
+	const char *s;
+
+	for (size_t i = 0; i < sizeof(errtab) / sizeof(errtab[0]); i++)
+		if (errtab[i].err == -err)
+			return errtab[i].text;
+	if (err > 0 || err == INT_MIN)
+		return "not an umlmem return code";
+	s = strerrordesc_np(-err);
+	return s ? s : "unknown error";
+}
+
+void umlmem_host_config_init(struct umlmem_host_config *cfg)
+{
+	if (!cfg)
+		return;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->swap_files = 1;
+	cfg->io = UMLMEM_IO_AUTO;
+	cfg->reclaim_batch = 64;
+}
+
+#define HOST_FLAGS UMLMEM_BACKGROUND
+#define MAX_RECLAIM_BATCH 4096u
+
+static int check_config(const struct umlmem_host_config *c)
+{
+	long pages = sysconf(_SC_PHYS_PAGES);
+	uint64_t phys = pages > 0 ? (uint64_t)pages * PAGE_SIZE : UINT64_MAX;
+
+	if (c->resident_bytes < PAGE_SIZE)
+		return seterr(-EINVAL, "resident_bytes %llu is below one page (%u bytes): "
+			      "set the budget to at least one page",
+			      (unsigned long long)c->resident_bytes, PAGE_SIZE);
+	if (c->resident_bytes > phys)
+		return seterr(-EINVAL, "resident_bytes %llu exceeds this machine's physical "
+			      "memory (%llu bytes): a budget must fit in RAM",
+			      (unsigned long long)c->resident_bytes, (unsigned long long)phys);
+	if (c->resident_bytes / PAGE_SIZE > UINT32_MAX)
+		return seterr(-EINVAL, "resident_bytes %llu is above 16 TiB, the most one host holds",
+			      (unsigned long long)c->resident_bytes);
+	if (c->swap_bytes && c->swap_bytes < PAGE_SIZE)
+		return seterr(-EINVAL, "swap_bytes %llu is below one page: use 0 for unlimited "
+			      "or at least %u", (unsigned long long)c->swap_bytes, PAGE_SIZE);
+	if (c->swap_files > SWAP_MAX_FILES)
+		return seterr(-EINVAL, "swap_files %u is above the limit of %u",
+			      c->swap_files, SWAP_MAX_FILES);
+	if ((unsigned)c->io > UMLMEM_IO_SYNC)
+		return seterr(-EINVAL, "io engine %d is not one of UMLMEM_IO_AUTO, _URING, _AIO, _SYNC",
+			      (int)c->io);
+	if (c->flags & ~HOST_FLAGS)
+		return seterr(-EINVAL, "unknown host flags 0x%x", c->flags & ~HOST_FLAGS);
+	if (c->reclaim_batch > MAX_RECLAIM_BATCH)
+		return seterr(-EINVAL, "reclaim_batch %u is above the limit of %u",
+			      c->reclaim_batch, MAX_RECLAIM_BATCH);
+	return 0;
+}
+
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
+{
+	struct umlmem_host *h;
+	const char *dir;
+	char err[512];
+	int rc;
+
+	clearerr_tls();
+	if (!cfg || !out)
+		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", cfg ? "host" : "cfg");
+	*out = NULL;
+	rc = check_config(cfg);
+	if (rc)
+		return rc;
+
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return seterr(-ENOMEM, "cannot allocate the host");
+	h->store_fd = -1;
+	h->cfg = *cfg;
+	if (!h->cfg.swap_files)
+		h->cfg.swap_files = 1;
+	if (!h->cfg.reclaim_batch)
+		h->cfg.reclaim_batch = 64;
+	dir = cfg->swap_dir ? cfg->swap_dir : getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/var/tmp";
+	if (strlen(dir) >= sizeof(h->swap_dir)) {
+		free(h);
+		return seterr(-EINVAL, "swap_dir is longer than %zu bytes", sizeof(h->swap_dir) - 1);
+	}
+	strcpy(h->swap_dir, dir);
+	h->cfg.swap_dir = h->swap_dir;
+	h->nframes = cfg->resident_bytes / PAGE_SIZE;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+
+	rc = frames_init(h);
+	if (!rc)
+		rc = pager_init(h);
+	if (rc)
+		goto fail;
+	err[0] = '\0';
+	rc = swap_open(&h->swap, h->swap_dir, h->cfg.swap_files, cfg->swap_bytes, err, sizeof(err));
+	if (rc) {
+		seterr(rc, "%s", err[0] ? err : "cannot create the swap files");
+		goto fail;
+	}
+	rc = io_engine_create(cfg->io, h->swap, h->store, h->nframes * PAGE_SIZE, &h->io,
+			      h->io_why, sizeof(h->io_why));
+	if (rc) {
+		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
+		goto fail;
+	}
+	*out = h;
+	return 0;
+fail:
+	umlmem_host_destroy(h);
+	return rc;
+}
+
+void umlmem_host_destroy(umlmem_host *h)
+{
+	if (!h)
+		return;
+	while (h->guests)
+		umlmem_guest_destroy(h->guests);
+	if (h->io)
+		io_engine_destroy(h->io);
+	if (h->swap)
+		swap_close(h->swap);
+	pager_fini(h);
+	frames_fini(h);
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *h, const char **why)
+{
+	if (!h) {
+		if (why)
+			*why = "no host";
+		return UMLMEM_IO_AUTO;
+	}
+	if (why)
+		*why = h->io_why;
+	return h->io->kind;
+}
+
+static void add_events(struct umlmem_stats *s, const struct counters *c)
+{
+#define X(n) s->n = c->n;
+	UMLMEM_EVENT_COUNTERS(X)
+#undef X
+}
+
+int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+{
+	struct swap_info si;
+
+	clearerr_tls();
+	if (!h || !s)
+		return seterr(-EINVAL, "umlmem_host_stats: %s is NULL", h ? "stats" : "host");
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_lock(&h->lock);
+	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
+		s->resident_pages += g->resident;
+		s->swapped_pages += g->swapped;
+		s->zero_pages += g->zero;
+	}
+	s->ram_pages = h->ram_pages;
+	s->frames_used = h->nframes - h->nfree;
+	add_events(s, &h->ev);
+	pthread_mutex_unlock(&h->lock);
+	/* st_blocks is read outside host->lock: fstat may wait on the disk */
+	swap_info(h->swap, &si);
+	s->swap_disk_bytes = si.disk_bytes;
+	return 0;
+}
+
+int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+{
+	clearerr_tls();
+	if (!g || !s)
+		return seterr(-EINVAL, "umlmem_guest_stats: %s is NULL", g ? "stats" : "guest");
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_lock(&g->host->lock);
+	s->ram_pages = g->npages;
+	s->resident_pages = g->resident;
+	s->swapped_pages = g->swapped;
+	s->zero_pages = g->zero;
+	add_events(s, &g->ev);
+	s->io_errors = 0;
+	s->checksum_errors = 0;
+	pthread_mutex_unlock(&g->host->lock);
+	return 0;
+}
+
+int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
+{
+	(void)pages;
+	clearerr_tls();
+	if (merged)
+		*merged = 0;
+	if (!h)
+		return seterr(-EINVAL, "umlmem_dedup_scan: host is NULL");
+	/* No merge scanner in this version: scanning merges nothing. */
+	return 0;
+}
