@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The engine interface: picks an engine, runs batches through it and
+ * injects faults for the tests.
+ *
+ * Fault injection sits here, in front of every engine, so each engine is
+ * tested against the same failures without knowing about them. A request
+ * that an injected fault marks is either never submitted (EIO, ENOSPC) or
+ * submitted with half its length (SHORT), so that a torn page really
+ * reaches the file or the buffer, as a crash or a failing disk would leave
+ * it, and the caller's checksums have something real to catch.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "swap.h"
+
+static void io_why(char *why, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void io_why(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+}
+
+int io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
+		     size_t store_len, struct io_engine **out, char *why, size_t whylen)
+{
+	const struct io_ops *ops;
+	struct io_engine *e;
+	pthread_mutex_t *lock;
+	int rc;
+
+	io_why(why, whylen, "%s", "");
+	if (!out || !sw)
+		return -EINVAL;
+	*out = NULL;
+	switch (kind) {
+	case UMLMEM_IO_AUTO:
+		io_why(why, whylen, "io_uring and libaio engines are not built into this version; using pread/pwrite");
+		ops = &io_sync_ops;
+		break;
+	case UMLMEM_IO_SYNC:
+		ops = &io_sync_ops;
+		break;
+	case UMLMEM_IO_URING:
+		io_why(why, whylen, "the io_uring engine is not built into this version: use UMLMEM_IO_SYNC or UMLMEM_IO_AUTO");
+		return -ENOTSUP;
+	case UMLMEM_IO_AIO:
+		io_why(why, whylen, "the libaio engine is not built into this version: use UMLMEM_IO_SYNC or UMLMEM_IO_AUTO");
+		return -ENOTSUP;
+	default:
+		io_why(why, whylen, "unknown I/O engine %d", (int)kind);
+		return -EINVAL;
+	}
+
+	e = calloc(1, sizeof(*e));
+	lock = malloc(sizeof(*lock));
+	if (!e || !lock) {
+		free(e);
+		free(lock);
+		return -ENOMEM;
+	}
+	rc = pthread_mutex_init(lock, NULL);
+	if (rc) {
+		free(e);
+		free(lock);
+		return -rc;
+	}
+	e->ops = ops;
+	e->kind = UMLMEM_IO_SYNC;
+	e->fault_lock = lock;
+	rc = ops->init(e, sw, store, store_len);
+	if (rc < 0) {
+		io_why(why, whylen, "the %s engine cannot run here: error %d", ops->name, rc);
+		pthread_mutex_destroy(lock);
+		free(lock);
+		free(e);
+		return rc;
+	}
+	*out = e;
+	return 0;
+}
+
+void io_engine_destroy(struct io_engine *e)
+{
+	if (!e)
+		return;
+	if (e->ops && e->ops->fini)
+		e->ops->fini(e);
+	pthread_mutex_destroy(e->fault_lock);
+	free(e->fault_lock);
+	free(e);
+}
+
+void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,
+	       uint64_t count)
+{
+	if (!e || (op != IO_READ && op != IO_WRITE))
+		return;
+	pthread_mutex_lock(e->fault_lock);
+	e->fault[op].kind = kind;
+	e->fault[op].nth = e->seen[op] + (nth ? nth : 1);
+	e->fault[op].count = count ? count : 1;
+	e->fault_armed = e->fault[IO_READ].kind != IO_FAULT_NONE ||
+			 e->fault[IO_WRITE].kind != IO_FAULT_NONE;
+	pthread_mutex_unlock(e->fault_lock);
+}
+
+/*
+ * Counts the batch and marks the requests an armed fault hits by storing
+ * the (positive) fault kind in their res, which no engine ever produces.
+ * Returns how many were marked.
+ */
+static unsigned io_mark(struct io_engine *e, struct io_req *r, unsigned n)
+{
+	unsigned i, hit = 0;
+
+	pthread_mutex_lock(e->fault_lock);
+	for (i = 0; i < n; i++) {
+		unsigned op = r[i].op == IO_WRITE ? IO_WRITE : IO_READ;
+		uint64_t k = ++e->seen[op];
+
+		r[i].res = 0;
+		if (!e->fault_armed || e->fault[op].kind == IO_FAULT_NONE)
+			continue;
+		if (k < e->fault[op].nth)
+			continue;
+		if (k - e->fault[op].nth < e->fault[op].count) {
+			r[i].res = (int32_t)e->fault[op].kind;
+			hit++;
+		}
+		if (k - e->fault[op].nth + 1 >= e->fault[op].count) {
+			e->fault[op].kind = IO_FAULT_NONE;
+			e->fault_armed = e->fault[IO_READ].kind != IO_FAULT_NONE ||
+					 e->fault[IO_WRITE].kind != IO_FAULT_NONE;
+		}
+	}
+	pthread_mutex_unlock(e->fault_lock);
+	return hit;
+}
+
+unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
+{
+	unsigned i, a, failed = 0;
+
+	if (!n || !r)
+		return 0;
+	if (!e) {
+		for (i = 0; i < n; i++)
+			r[i].res = -EINVAL;
+		return n;
+	}
+	if (!io_mark(e, r, n)) {
+		e->ops->run(e, r, n);
+	} else {
+		/* runs of unmarked requests still go through as batches */
+		for (a = 0; a < n; a = i) {
+			struct io_req torn;
+
+			for (i = a; i < n && r[i].res == 0; i++)
+				;
+			if (i > a) {
+				e->ops->run(e, r + a, i - a);
+				continue;
+			}
+			switch (r[i].res) {
+			case IO_FAULT_SHORT:
+				torn = r[i];
+				/* half, kept a multiple of 512 for O_DIRECT */
+				torn.len = (r[i].len / 2) & ~511u;
+				if (torn.len)
+					e->ops->run(e, &torn, 1);
+				r[i].res = -EIO;
+				break;
+			case IO_FAULT_ENOSPC:
+				r[i].res = -ENOSPC;
+				break;
+			default:
+				r[i].res = -EIO;
+				break;
+			}
+			i++;
+		}
+	}
+	for (i = 0; i < n; i++)
+		failed += r[i].res != 0;
+	return failed;
+}

@@ -1,0 +1,735 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The swap set: sparse, unlinked files that hold the pages the frame budget
+ * cannot, a slot allocator over them, and per-slot reference counts and
+ * checksums.
+ *
+ * Why clusters. Slots are handed out SWAP_CLUSTER_PAGES at a time from one
+ * "current" cluster, in ascending order, so a batch of evictions lands on a
+ * contiguous file range and the engine can issue it as one large write. The
+ * clusters are striped over the files (cluster c in file c % nfiles), so a
+ * swap set of several files spreads its load without splitting a batch.
+ *
+ * Why punching. A cluster whose last live slot is freed is punched out of
+ * its file (FALLOC_FL_PUNCH_HOLE), so the disk space follows the live data
+ * and not the high-water mark, and the cluster goes on an empty list to be
+ * reused before any new one is created. Only whole clusters are punched:
+ * one fallocate per 256 KiB freed instead of one per page, and a cluster's
+ * blocks stay together on disk while it is in use.
+ *
+ * Metadata is an array of pointers to per-cluster records grown by
+ * doubling, one record per cluster ever created: an unlimited swap set that
+ * used 1 GiB costs about 3 MiB of records, whatever its nominal capacity.
+ * Under the cap the allocator never revisits the holes of partly used
+ * clusters (that would break the contiguity of batches); at the cap it does,
+ * round robin, so a full swap set still serves every free slot.
+ *
+ * The lock. One mutex, swap.lock, guards all slot and cluster state. It is a
+ * leaf: it is taken with any umlmem lock held and nothing is called out
+ * under it. The engines never take it; they only read the file descriptors,
+ * which are fixed from swap_open() to swap_close().
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include <xxhash.h>
+
+#include "swap.h"
+
+/* Hard limit of an "unlimited" swap set: 2^36 slots (256 TiB). */
+#define SW_MAX_SLOTS	(1ull << 36)
+#define SW_NIL		UINT64_MAX
+/* Misuse is reported on stderr in debug builds, this many times per set. */
+#define SW_MISUSE_LOUD	8
+
+enum sw_state {
+	CL_USED = 0,	/* holds or held slots since it was last empty */
+	CL_CURRENT,	/* the cluster swap_alloc() hands out from */
+	CL_EMPTY,	/* no live slot, punched, on the empty list */
+};
+
+struct sw_cluster {
+	uint64_t next;				/* empty list link */
+	uint32_t live;				/* slots with refs > 0 */
+	uint8_t state;				/* enum sw_state */
+	uint32_t refs[SWAP_CLUSTER_PAGES];
+	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
+};
+
+struct swap {
+	/*
+	 * Leaf lock. Protects the cluster records and every field from here
+	 * to the comment "fixed after swap_open". Punches are issued under
+	 * it (see sw_empty()).
+	 */
+	pthread_mutex_t lock;
+	struct sw_cluster **cl;	/* [0, ncl) created, never freed before close */
+	uint64_t cl_alloc;	/* length of the cl array */
+	uint64_t ncl;		/* clusters created */
+	uint64_t cur;		/* current cluster or SW_NIL */
+	unsigned cursor;	/* next page of cur to look at */
+	uint64_t empty;		/* head of the empty list or SW_NIL */
+	uint64_t nempty;
+	uint64_t scan;		/* where the at-cap scan resumes */
+	uint64_t used;		/* slots with refs > 0 */
+	uint64_t punches;
+	uint64_t punch_errors;
+	uint64_t misuse;	/* calls refused as misuse, reported by swap_check */
+	char misuse_msg[160];	/* the first of them */
+
+	/* fixed after swap_open, read without the lock */
+	unsigned nfiles;
+	int direct;
+	uint64_t cap_slots;	/* as asked; 0: unlimited */
+	uint64_t limit;		/* slots really usable: cap_slots or SW_MAX_SLOTS */
+	uint64_t max_cl;	/* clusters needed to hold limit slots */
+	int fd[SWAP_MAX_FILES];
+};
+
+static void sw_msg(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void sw_msg(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!buf || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- files ----------------------------------------------------------- */
+
+static int sw_check_dir(const char *dir, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		int e = errno;
+
+		if (e == ENOENT)
+			sw_msg(err, errlen, "swap_dir '%s' does not exist: create it or set swap_dir to a writable directory",
+			       dir);
+		else
+			sw_msg(err, errlen, "swap_dir '%s' cannot be used (%s): set swap_dir to a writable directory",
+			       dir, strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		sw_msg(err, errlen, "swap_dir '%s' is not a directory: set swap_dir to a writable directory", dir);
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
+static int sw_open_tmpfile(const char *dir, int dflag)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC | dflag, 0600);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* For filesystems without O_TMPFILE: the name exists only for an instant. */
+static int sw_open_mkstemp(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd, e;
+
+	if (snprintf(path, sizeof(path), "%s/umlmem-swap-XXXXXX", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (unlink(path) < 0 || fchmod(fd, 0600) < 0) {
+		e = errno;
+		unlink(path);
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int sw_set_direct(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	fl = on ? fl | O_DIRECT : fl & ~O_DIRECT;
+	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+/*
+ * Creates one unlinked file. *direct says whether to try O_DIRECT and is
+ * cleared when the filesystem refuses it (EINVAL).
+ */
+static int sw_create(const char *dir, int *direct)
+{
+	int fd = -EINVAL;
+
+	if (*direct) {
+		fd = sw_open_tmpfile(dir, O_DIRECT);
+		if (fd >= 0)
+			return fd;
+	}
+	if (fd == -EINVAL) {
+		fd = sw_open_tmpfile(dir, 0);
+		if (fd >= 0) {
+			*direct = 0;
+			return fd;
+		}
+	}
+	/* ENOTSUP: no O_TMPFILE in this filesystem; EISDIR: nor in the kernel */
+	if (fd != -EOPNOTSUPP && fd != -EISDIR && fd != -EINVAL)
+		return fd;
+	fd = sw_open_mkstemp(dir);
+	if (fd >= 0 && *direct && sw_set_direct(fd, 1) < 0)
+		*direct = 0;
+	return fd;
+}
+
+static void sw_free(struct swap *sw)
+{
+	unsigned i;
+	uint64_t c;
+
+	for (i = 0; i < SWAP_MAX_FILES; i++)
+		if (sw->fd[i] >= 0)
+			close(sw->fd[i]);
+	for (c = 0; c < sw->ncl; c++)
+		free(sw->cl[c]);
+	free(sw->cl);
+	free(sw);
+}
+
+int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_bytes,
+	      char *err, size_t errlen)
+{
+	struct swap *sw;
+	unsigned i;
+	int rc, direct = 1;
+
+	sw_msg(err, errlen, "%s", "");
+	if (!out || !dir) {
+		sw_msg(err, errlen, "swap_open: no %s given", out ? "swap_dir" : "result pointer");
+		return -EINVAL;
+	}
+	*out = NULL;
+	if (nfiles < 1 || nfiles > SWAP_MAX_FILES) {
+		sw_msg(err, errlen, "swap_files %u is out of range: use 1 to %u", nfiles, SWAP_MAX_FILES);
+		return -EINVAL;
+	}
+	if (cap_bytes && cap_bytes < SWAP_PAGE) {
+		sw_msg(err, errlen, "swap capacity of %llu bytes is below one page (%u bytes): use 0 or at least one page",
+		       (unsigned long long)cap_bytes, SWAP_PAGE);
+		return -EINVAL;
+	}
+	rc = sw_check_dir(dir, err, errlen);
+	if (rc < 0)
+		return rc;
+
+	sw = calloc(1, sizeof(*sw));
+	if (!sw) {
+		sw_msg(err, errlen, "no memory for the swap set");
+		return -ENOMEM;
+	}
+	for (i = 0; i < SWAP_MAX_FILES; i++)
+		sw->fd[i] = -1;
+	sw->nfiles = nfiles;
+	sw->cap_slots = cap_bytes / SWAP_PAGE;
+	if (sw->cap_slots > SW_MAX_SLOTS)
+		sw->cap_slots = SW_MAX_SLOTS;
+	sw->limit = sw->cap_slots ? sw->cap_slots : SW_MAX_SLOTS;
+	sw->max_cl = (sw->limit + SWAP_CLUSTER_PAGES - 1) / SWAP_CLUSTER_PAGES;
+	sw->cur = SW_NIL;
+	sw->empty = SW_NIL;
+
+	for (i = 0; i < nfiles; i++) {
+		rc = sw_create(dir, &direct);
+		if (rc < 0) {
+			if (rc == -EACCES || rc == -EPERM || rc == -EROFS)
+				sw_msg(err, errlen, "swap_dir '%s' is not writable (%s): set swap_dir to a writable directory",
+				       dir, strerror(-rc));
+			else
+				sw_msg(err, errlen, "cannot create a swap file in swap_dir '%s': %s",
+				       dir, strerror(-rc));
+			sw_free(sw);
+			return rc;
+		}
+		sw->fd[i] = rc;
+	}
+	/* one mode for the whole set, should a later file have refused it */
+	if (!direct)
+		for (i = 0; i < nfiles; i++)
+			sw_set_direct(sw->fd[i], 0);
+	sw->direct = direct;
+
+	rc = pthread_mutex_init(&sw->lock, NULL);
+	if (rc) {
+		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
+		sw_free(sw);
+		return -rc;
+	}
+	*out = sw;
+	return 0;
+}
+
+void swap_close(struct swap *sw)
+{
+	if (!sw)
+		return;
+	pthread_mutex_destroy(&sw->lock);
+	sw_free(sw);
+}
+
+unsigned swap_nfiles(const struct swap *sw)
+{
+	return sw->nfiles;
+}
+
+int swap_fd(const struct swap *sw, unsigned file)
+{
+	return file < sw->nfiles ? sw->fd[file] : -1;
+}
+
+int swap_is_direct(const struct swap *sw)
+{
+	return sw->direct;
+}
+
+void swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *off)
+{
+	uint64_t c = slot / SWAP_CLUSTER_PAGES;
+
+	if (file)
+		*file = c % sw->nfiles;
+	if (off)
+		*off = (c / sw->nfiles) * SWAP_CLUSTER_BYTES +
+		       (slot % SWAP_CLUSTER_PAGES) * (uint64_t)SWAP_PAGE;
+}
+
+uint64_t swap_page_csum(const void *page)
+{
+	return XXH3_64bits(page, SWAP_PAGE);
+}
+
+/* ---- clusters and slots (all under sw->lock) -------------------------- */
+
+/* Usable pages of cluster @c: the last cluster under a cap may be partial. */
+static unsigned sw_pages(const struct swap *sw, uint64_t c)
+{
+	uint64_t left = sw->limit - c * SWAP_CLUSTER_PAGES;
+
+	return left < SWAP_CLUSTER_PAGES ? (unsigned)left : SWAP_CLUSTER_PAGES;
+}
+
+/* The record of a usable slot, or NULL. */
+static struct sw_cluster *sw_lookup(const struct swap *sw, uint64_t slot, unsigned *idx)
+{
+	uint64_t c = slot / SWAP_CLUSTER_PAGES;
+
+	if (c >= sw->ncl)
+		return NULL;
+	*idx = slot % SWAP_CLUSTER_PAGES;
+	if (*idx >= sw_pages(sw, c))
+		return NULL;
+	return sw->cl[c];
+}
+
+/*
+ * A caller bug (a reference to a free slot, a slot never handed out). It is
+ * refused without touching any state, so it cannot corrupt the allocator;
+ * swap_check() reports it.
+ */
+static void sw_misuse(struct swap *sw, const char *what, uint64_t slot, uint64_t a, uint64_t b)
+{
+	char msg[sizeof(sw->misuse_msg)];
+
+	snprintf(msg, sizeof(msg), "%s: slot %llu (%llu, %llu)", what,
+		 (unsigned long long)slot, (unsigned long long)a, (unsigned long long)b);
+	if (!sw->misuse++)
+		memcpy(sw->misuse_msg, msg, sizeof(msg));
+#ifndef NDEBUG
+	if (sw->misuse <= SW_MISUSE_LOUD)
+		fprintf(stderr, "umlmem: swap misuse refused: %s\n", msg);
+#endif
+}
+
+static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
+{
+	struct sw_cluster *cl = sw->cl[c];
+
+	cl->refs[i] = 1;
+	cl->csum[i] = 0;
+	cl->live++;
+	sw->used++;
+	*out = c * SWAP_CLUSTER_PAGES + i;
+}
+
+static unsigned sw_take_current(struct swap *sw, unsigned n, uint64_t *out)
+{
+	struct sw_cluster *cl = sw->cl[sw->cur];
+	unsigned pages = sw_pages(sw, sw->cur), got = 0;
+
+	while (got < n && sw->cursor < pages) {
+		unsigned i = sw->cursor++;
+
+		/* cannot happen (swap_check verifies it); never hand out a live slot */
+		if (cl->refs[i])
+			continue;
+		sw_take(sw, sw->cur, i, &out[got++]);
+	}
+	return got;
+}
+
+static void sw_retire_current(struct swap *sw)
+{
+	struct sw_cluster *cl;
+
+	if (sw->cur == SW_NIL)
+		return;
+	cl = sw->cl[sw->cur];
+	if (cl->live) {
+		cl->state = CL_USED;
+	} else {
+		/* emptied while current: already punched */
+		cl->state = CL_EMPTY;
+		cl->next = sw->empty;
+		sw->empty = sw->cur;
+		sw->nempty++;
+	}
+	sw->cur = SW_NIL;
+}
+
+/* Makes a fresh current cluster: an empty one, else a new one. */
+static int sw_next_current(struct swap *sw)
+{
+	struct sw_cluster *cl;
+	uint64_t c;
+
+	if (sw->nempty) {
+		c = sw->empty;
+		cl = sw->cl[c];
+		sw->empty = cl->next;
+		sw->nempty--;
+	} else {
+		if (sw->ncl >= sw->max_cl)
+			return -ENOSPC;
+		if (sw->ncl == sw->cl_alloc) {
+			uint64_t na = sw->cl_alloc ? sw->cl_alloc * 2 : 16;
+			struct sw_cluster **p;
+
+			if (na > sw->max_cl)
+				na = sw->max_cl;
+			p = realloc(sw->cl, na * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			sw->cl = p;
+			sw->cl_alloc = na;
+		}
+		cl = calloc(1, sizeof(*cl));
+		if (!cl)
+			return -ENOMEM;
+		c = sw->ncl;
+		sw->cl[sw->ncl++] = cl;
+	}
+	sw_retire_current(sw);
+	cl->state = CL_CURRENT;
+	cl->next = SW_NIL;
+	sw->cur = c;
+	sw->cursor = 0;
+	return 0;
+}
+
+/* At the cap: free slots of partly used clusters, round robin. */
+static unsigned sw_scan(struct swap *sw, unsigned n, uint64_t *out)
+{
+	uint64_t k, c = 0;
+	unsigned got = 0;
+
+	if (!sw->ncl)
+		return 0;
+	for (k = 0; k < sw->ncl && got < n && sw->used < sw->limit; k++) {
+		struct sw_cluster *cl;
+		unsigned i, pages;
+
+		c = (sw->scan + k) % sw->ncl;
+		cl = sw->cl[c];
+		pages = sw_pages(sw, c);
+		if (cl->state == CL_EMPTY || cl->live >= pages)
+			continue;
+		for (i = 0; i < pages && got < n; i++)
+			if (!cl->refs[i])
+				sw_take(sw, c, i, &out[got++]);
+	}
+	/* resume on the cluster that may still have holes */
+	sw->scan = got == n ? c : (c + 1) % sw->ncl;
+	return got;
+}
+
+unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
+{
+	unsigned got = 0;
+
+	if (!sw || !out || !n)
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	while (got < n) {
+		if (sw->cur != SW_NIL)
+			got += sw_take_current(sw, n - got, out + got);
+		if (got == n || sw_next_current(sw) == 0)
+			continue;
+		got += sw_scan(sw, n - got, out + got);
+		break;
+	}
+	pthread_mutex_unlock(&sw->lock);
+	return got;
+}
+
+/*
+ * Cluster @c lost its last live slot: give its blocks back and make it
+ * reusable. The punch is done here, under the lock, on purpose: once the
+ * lock is dropped the cluster can be handed out again and written, and a
+ * punch issued later would then erase that new data.
+ */
+static void sw_empty(struct swap *sw, uint64_t c)
+{
+	struct sw_cluster *cl = sw->cl[c];
+	int fd = sw->fd[c % sw->nfiles];
+	off_t off = (off_t)((c / sw->nfiles) * SWAP_CLUSTER_BYTES);
+	int rc;
+
+	do {
+		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			       (off_t)SWAP_CLUSTER_BYTES);
+	} while (rc < 0 && errno == EINTR);
+	if (rc == 0)
+		sw->punches++;
+	else
+		sw->punch_errors++;	/* EOPNOTSUPP: the space stays, nothing else is lost */
+
+	if (c == sw->cur) {
+		sw->cursor = 0;
+		return;
+	}
+	cl->state = CL_EMPTY;
+	cl->next = sw->empty;
+	sw->empty = c;
+	sw->nempty++;
+}
+
+void swap_ref(struct swap *sw, uint64_t slot, unsigned n)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	if (!sw || !n)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl)
+		sw_misuse(sw, "swap_ref of a slot out of range", slot, n, 0);
+	else if (!cl->refs[i])
+		sw_misuse(sw, "swap_ref of a free slot", slot, n, 0);
+	else if (cl->refs[i] > UINT32_MAX - n)
+		sw_misuse(sw, "swap_ref overflows the count", slot, n, cl->refs[i]);
+	else
+		cl->refs[i] += n;
+	pthread_mutex_unlock(&sw->lock);
+}
+
+void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	if (!sw || !n)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl) {
+		sw_misuse(sw, "swap_unref of a slot out of range", slot, n, 0);
+	} else if (cl->refs[i] < n) {
+		sw_misuse(sw, cl->refs[i] ? "swap_unref of more references than the slot has" :
+			  "swap_unref of a free slot", slot, n, cl->refs[i]);
+	} else {
+		cl->refs[i] -= n;
+		if (!cl->refs[i]) {
+			cl->csum[i] = 0;
+			cl->live--;
+			sw->used--;
+			if (!cl->live)
+				sw_empty(sw, slot / SWAP_CLUSTER_PAGES);
+		}
+	}
+	pthread_mutex_unlock(&sw->lock);
+}
+
+uint32_t swap_refs(struct swap *sw, uint64_t slot)
+{
+	struct sw_cluster *cl;
+	uint32_t r = 0;
+	unsigned i;
+
+	if (!sw)
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (cl)
+		r = cl->refs[i];
+	pthread_mutex_unlock(&sw->lock);
+	return r;
+}
+
+void swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	if (!sw)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl)
+		sw_misuse(sw, "swap_set_csum of a slot out of range", slot, 0, 0);
+	else if (!cl->refs[i])
+		sw_misuse(sw, "swap_set_csum of a free slot", slot, 0, 0);
+	else
+		cl->csum[i] = csum;
+	pthread_mutex_unlock(&sw->lock);
+}
+
+uint64_t swap_csum(struct swap *sw, uint64_t slot)
+{
+	struct sw_cluster *cl;
+	uint64_t r = 0;
+	unsigned i;
+
+	if (!sw)
+		return 0;
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (cl)
+		r = cl->csum[i];
+	pthread_mutex_unlock(&sw->lock);
+	return r;
+}
+
+static uint64_t sw_disk_bytes(const struct swap *sw)
+{
+	uint64_t sum = 0;
+	struct stat st;
+	unsigned i;
+
+	for (i = 0; i < sw->nfiles; i++)
+		if (fstat(sw->fd[i], &st) == 0)
+			sum += (uint64_t)st.st_blocks * 512;
+	return sum;
+}
+
+void swap_info(struct swap *sw, struct swap_info *out)
+{
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	if (!sw)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	out->slots_used = sw->used;
+	out->clusters = sw->ncl;
+	out->punches = sw->punches;
+	pthread_mutex_unlock(&sw->lock);
+	out->slots_cap = sw->cap_slots;
+	out->disk_bytes = sw_disk_bytes(sw);
+}
+
+int swap_check(struct swap *sw, char *err, size_t errlen)
+{
+	uint64_t c, used = 0, nempty = 0, walk = 0;
+	int rc = -EUCLEAN;
+
+	sw_msg(err, errlen, "%s", "");
+	if (!sw)
+		return -EINVAL;
+	pthread_mutex_lock(&sw->lock);
+	if (sw->misuse) {
+		sw_msg(err, errlen, "%llu misuse call(s) refused, the first: %s",
+		       (unsigned long long)sw->misuse, sw->misuse_msg);
+		goto out;
+	}
+	for (c = 0; c < sw->ncl; c++) {
+		struct sw_cluster *cl = sw->cl[c];
+		unsigned i, pages = sw_pages(sw, c), live = 0;
+
+		for (i = 0; i < SWAP_CLUSTER_PAGES; i++) {
+			if (i >= pages && cl->refs[i]) {
+				sw_msg(err, errlen, "cluster %llu: unusable page %u has %u references",
+				       (unsigned long long)c, i, cl->refs[i]);
+				goto out;
+			}
+			if (!cl->refs[i] && cl->csum[i]) {
+				sw_msg(err, errlen, "cluster %llu: free page %u keeps a checksum",
+				       (unsigned long long)c, i);
+				goto out;
+			}
+			if (c == sw->cur && i >= sw->cursor && cl->refs[i]) {
+				sw_msg(err, errlen, "cluster %llu: page %u past the cursor %u is live",
+				       (unsigned long long)c, i, sw->cursor);
+				goto out;
+			}
+			live += cl->refs[i] != 0;
+		}
+		if (live != cl->live) {
+			sw_msg(err, errlen, "cluster %llu: live count %u but %u pages have references",
+			       (unsigned long long)c, cl->live, live);
+			goto out;
+		}
+		if ((cl->state == CL_CURRENT) != (c == sw->cur)) {
+			sw_msg(err, errlen, "cluster %llu: current state disagrees with the current cluster",
+			       (unsigned long long)c);
+			goto out;
+		}
+		if (cl->state == CL_EMPTY) {
+			nempty++;
+			if (live) {
+				sw_msg(err, errlen, "cluster %llu: on the empty list with %u live pages",
+				       (unsigned long long)c, live);
+				goto out;
+			}
+		}
+		used += live;
+	}
+	if (used != sw->used) {
+		sw_msg(err, errlen, "%llu slots in use but the clusters hold %llu",
+		       (unsigned long long)sw->used, (unsigned long long)used);
+		goto out;
+	}
+	for (c = sw->empty; c != SW_NIL && walk <= sw->ncl; c = sw->cl[c]->next, walk++) {
+		if (c >= sw->ncl || sw->cl[c]->state != CL_EMPTY) {
+			sw_msg(err, errlen, "empty list holds cluster %llu that is not empty",
+			       (unsigned long long)c);
+			goto out;
+		}
+	}
+	if (walk != nempty || nempty != sw->nempty) {
+		sw_msg(err, errlen, "empty list has %llu entries, %llu clusters are empty, count says %llu",
+		       (unsigned long long)walk, (unsigned long long)nempty,
+		       (unsigned long long)sw->nempty);
+		goto out;
+	}
+	rc = 0;
+out:
+	pthread_mutex_unlock(&sw->lock);
+	return rc;
+}

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * swapfiles: the swap set (sparse files, slots, clusters, checksums) and the
+ * I/O engines that move pages between frames and slots.
+ *
+ * A *slot* is one page of swap, named by a 64-bit number. Slots are grouped
+ * in clusters of SWAP_CLUSTER_PAGES; cluster c lives in file (c % nfiles) at
+ * byte offset (c / nfiles) * SWAP_CLUSTER_BYTES, so slot s is page
+ * (s % SWAP_CLUSTER_PAGES) of cluster (s / SWAP_CLUSTER_PAGES).
+ *
+ * Each slot has a reference count (a shared page is swapped out once and
+ * every sharer's page table entry, plus a frame that still caches its
+ * content, holds one reference) and the xxh3-64 checksum of what was last
+ * written to it. A cluster whose last live slot is freed is punched out of
+ * its file (fallocate PUNCH_HOLE), so the disk space follows live data.
+ *
+ * Locking: the swap set has one internal mutex (struct swap.lock) that
+ * protects slot and cluster state. It is a leaf lock: callers may hold any
+ * umlmem lock when calling in, and no swap_* function calls out while
+ * holding it. The engine functions (io_*) take no lock of the swap set;
+ * they only read its file descriptors, which are fixed after swap_open().
+ */
+#ifndef UMLMEM_SWAP_H
+#define UMLMEM_SWAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "umlmem.h"
+
+#define SWAP_PAGE          4096u
+#define SWAP_CLUSTER_PAGES 64u
+#define SWAP_CLUSTER_BYTES ((uint64_t)SWAP_CLUSTER_PAGES * SWAP_PAGE)
+#define SWAP_MAX_FILES     64u
+#define SLOT_NONE          UINT64_MAX
+
+struct swap;
+
+/* ---- swap.c: files, slots, clusters ---------------------------------- */
+
+/*
+ * Opens a swap set of @nfiles (1..SWAP_MAX_FILES) unlinked files in @dir:
+ * O_TMPFILE, falling back to mkstemp + unlink where the filesystem lacks it;
+ * mode 0600; O_DIRECT where the filesystem takes it. @cap_bytes caps the
+ * capacity (rounded down to pages; 0: unlimited). On failure returns a
+ * negative errno and writes a sentence naming the directory and the problem
+ * into @err.
+ */
+int  swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_bytes,
+	       char *err, size_t errlen);
+void swap_close(struct swap *sw);
+
+unsigned swap_nfiles(const struct swap *sw);
+int      swap_fd(const struct swap *sw, unsigned file);
+int      swap_is_direct(const struct swap *sw);   /* files opened with O_DIRECT */
+
+/*
+ * Allocates up to @n free slots, each with one reference, into @out, taking
+ * them from the current cluster in ascending order so that a batch is
+ * contiguous on disk; moves to an empty cluster (or a new one while under the
+ * cap) when the current one is used up; at the cap, reuses free slots of
+ * partly used clusters. Returns how many were allocated (0 when swap is
+ * full).
+ */
+unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out);
+
+/* Adds @n references to a live slot. */
+void     swap_ref(struct swap *sw, uint64_t slot, unsigned n);
+/* Drops @n references; at zero the slot is free, and a cluster left with
+   no live slot is punched out of its file. */
+void     swap_unref(struct swap *sw, uint64_t slot, unsigned n);
+uint32_t swap_refs(struct swap *sw, uint64_t slot);
+
+void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
+uint64_t swap_csum(struct swap *sw, uint64_t slot);
+
+/* Where slot @slot lives. */
+void     swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *off);
+
+/* xxh3-64 of one page: what swap_set_csum() stores and a read verifies. */
+uint64_t swap_page_csum(const void *page);
+
+struct swap_info {
+	uint64_t slots_used;     /* slots with at least one reference */
+	uint64_t slots_cap;      /* capacity in slots; 0: unlimited */
+	uint64_t clusters;       /* clusters ever created */
+	uint64_t punches;        /* clusters punched out */
+	uint64_t disk_bytes;     /* sum of st_blocks * 512 over the files */
+};
+void swap_info(struct swap *sw, struct swap_info *out);
+
+/* Consistency check for tests: every cluster's live count equals its slots
+   with references; returns 0 or -EUCLEAN with a message in @err. */
+int  swap_check(struct swap *sw, char *err, size_t errlen);
+
+/* ---- io.c: the engine interface -------------------------------------- */
+
+enum io_op { IO_READ = 0, IO_WRITE = 1 };
+
+/*
+ * One page transfer. Preconditions: @buf is 4096-aligned (a frame of the
+ * store, or a 4096-aligned buffer of the caller's), @off a multiple of
+ * 4096, @len a multiple of 512 and at most 4096, @file < swap_nfiles().
+ */
+struct io_req {
+	void    *buf;
+	uint64_t off;
+	uint32_t len;
+	uint16_t file;
+	uint8_t  op;     /* enum io_op */
+	int32_t  res;    /* out: 0 when all @len bytes moved; else -errno (short: -EIO) */
+};
+
+struct io_engine;
+
+/* Engine operations, one table per engine (io_sync.c, ...). */
+struct io_ops {
+	const char *name;
+	/* Prepares the engine for the files of @sw and the frame store
+	   [store, store + store_len). -ENOTSUP where the engine cannot run. */
+	int  (*init)(struct io_engine *e, struct swap *sw, void *store, size_t store_len);
+	/* Submits all @n requests and returns when every one has completed,
+	   each with its res set. Requests touching adjacent file ranges may be
+	   merged. Returns 0. Safe to call from several threads at once. */
+	int  (*run)(struct io_engine *e, struct io_req *r, unsigned n);
+	void (*fini)(struct io_engine *e);
+};
+
+/* Injected faults (tests): the @nth (1-based) request of @op from now on
+   fails as @kind, and the @count - 1 after it too. */
+enum io_fault { IO_FAULT_NONE = 0, IO_FAULT_EIO, IO_FAULT_SHORT, IO_FAULT_ENOSPC };
+
+struct io_engine {
+	const struct io_ops *ops;
+	enum umlmem_io_engine kind;
+	void *priv;                 /* the engine's own state */
+	/* fault injection, guarded by fault_lock */
+	struct {
+		uint64_t nth, count;
+		enum io_fault kind;
+	} fault[2];
+	uint64_t seen[2];
+	int fault_armed;
+	void *fault_lock;           /* pthread_mutex_t *, allocated by io_engine_create */
+};
+
+/*
+ * Creates the engine @kind (UMLMEM_IO_AUTO picks the best one that works and
+ * writes in @why why it skipped the others; "" when none was skipped).
+ */
+int  io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
+		      size_t store_len, struct io_engine **out, char *why, size_t whylen);
+void io_engine_destroy(struct io_engine *e);
+
+/* Runs a batch through the engine, applying injected faults: an EIO or
+   ENOSPC fault fails the request without submitting it, a SHORT fault
+   submits it with half its length so that the engine sees (and reports) a
+   short transfer. Returns the number of failed requests. */
+unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n);
+
+void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,
+	       uint64_t count);
+
+extern const struct io_ops io_sync_ops;
+
+#endif
