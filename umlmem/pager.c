@@ -140,9 +140,14 @@ static unsigned evict_batch(struct umlmem_host *h, unsigned n, int *err)
 			swap_unref(h->swap, s, 1);
 			fr->flags &= ~F_BUSY;
 			h->ev.io_errors++;
-			*err = seterr(-EIO, "writing a page to swap in '%s' failed (%s); the page "
-				      "stays in memory", h->swap_dir,
-				      umlmem_strerror(h->preq[i].res));
+			/* a filesystem out of space is a full swap to the caller */
+			if (h->preq[i].res == -ENOSPC)
+				*err = seterr(-ENOSPC, "the filesystem of swap_dir '%s' is full; "
+					      "the page stays in memory", h->swap_dir);
+			else
+				*err = seterr(-EIO, "writing a page to swap in '%s' failed (%s); "
+					      "the page stays in memory", h->swap_dir,
+					      umlmem_strerror(h->preq[i].res));
 			continue;
 		}
 		swap_set_csum(h->swap, s, h->pcsum[i]);
