@@ -24,7 +24,7 @@ VERSION := 0.1.0
 SOVER   := 0
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -lxxhash -pthread
+LIBS    := -luring -laio -lxxhash -pthread
 
 ifeq ($(V),1)
 Q :=
