@@ -43,7 +43,7 @@ CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all deps lib test test-plain test-valgrind demo install uninstall clean
+.PHONY: all deps lib test test-plain test-valgrind test-install demo install uninstall clean
 
 all: deps lib $(B)/umlmem
 
@@ -88,7 +88,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # process logs to its own file and any non-empty log fails the run.
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
-test: all test-plain test-valgrind
+test: all test-plain test-valgrind test-install
 
 test-plain: $(B)/test_umlmem
 	$(B)/test_umlmem -j2 $(TEST_ARGS)
@@ -104,6 +104,17 @@ test-valgrind: $(B)/test_umlmem
 	  for f in $$bad; do echo "== $$f"; cat $$f; done; \
 	  echo "valgrind: errors in $$(echo $$bad | wc -w) process(es); logs in $(VG_LOGS)" >&2; exit 1; \
 	else echo "valgrind: memcheck clean"; fi
+
+# Installs into build/inst and builds examples/hello.c the way the README
+# tells a user to: cc prog.c $(pkg-config --cflags --libs --static umlmem).
+INST := $(abspath $(B))/inst
+test-install: lib $(B)/umlmem
+	@rm -rf $(INST)
+	$(Q)$(MAKE) -s install PREFIX=$(INST) >/dev/null
+	$(Q)PKG_CONFIG_PATH=$(INST)/lib/pkgconfig $(CC) -Wall -Wextra -Werror -o $(B)/hello \
+	  examples/hello.c $$(PKG_CONFIG_PATH=$(INST)/lib/pkgconfig pkg-config --cflags --libs --static umlmem)
+	$(Q)LD_LIBRARY_PATH=$(INST)/lib $(B)/hello | grep -qx hello
+	@echo "install: examples/hello.c builds against the installed umlmem.pc and runs"
 
 demo: all
 	$(B)/umlmem demo
