@@ -9,6 +9,13 @@
  * submitted with half its length (SHORT), so that a torn page really
  * reaches the file or the buffer, as a crash or a failing disk would leave
  * it, and the caller's checksums have something real to catch.
+ *
+ * AUTO takes the first engine that starts: io_uring (direct transfers into
+ * registered frames), then libaio (asynchronous only on O_DIRECT files),
+ * then pread/pwrite, which runs everywhere. Each engine's init says in
+ * e->note why it cannot run, and that sentence is what the caller sees in
+ * @why, so a user learns what to change (a sysctl, RLIMIT_MEMLOCK, the swap
+ * directory's filesystem) to get the better engine.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "swap.h"
 
@@ -33,10 +41,27 @@ static void io_why(char *why, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Runs @ops's init on @e, clean for each attempt. */
+static int io_try(struct io_engine *e, const struct io_ops *ops, enum umlmem_io_engine kind,
+		  struct swap *sw, void *store, size_t store_len)
+{
+	int rc;
+
+	e->ops = ops;
+	e->kind = kind;
+	e->priv = NULL;
+	e->note[0] = '\0';
+	rc = ops->init(e, sw, store, store_len);
+	if (rc < 0 && !e->note[0])
+		snprintf(e->note, sizeof(e->note), "%s cannot start: %s", ops->name,
+			 strerror(-rc));
+	return rc;
+}
+
 int io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 		     size_t store_len, struct io_engine **out, char *why, size_t whylen)
 {
-	const struct io_ops *ops;
+	char skipped[sizeof(((struct io_engine *)0)->note) + 16];
 	struct io_engine *e;
 	pthread_mutex_t *lock;
 	int rc;
@@ -45,21 +70,8 @@ int io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 	if (!out || !sw)
 		return -EINVAL;
 	*out = NULL;
-	switch (kind) {
-	case UMLMEM_IO_AUTO:
-		io_why(why, whylen, "io_uring and libaio engines are not built into this version; using pread/pwrite");
-		ops = &io_sync_ops;
-		break;
-	case UMLMEM_IO_SYNC:
-		ops = &io_sync_ops;
-		break;
-	case UMLMEM_IO_URING:
-		io_why(why, whylen, "the io_uring engine is not built into this version: use UMLMEM_IO_SYNC or UMLMEM_IO_AUTO");
-		return -ENOTSUP;
-	case UMLMEM_IO_AIO:
-		io_why(why, whylen, "the libaio engine is not built into this version: use UMLMEM_IO_SYNC or UMLMEM_IO_AUTO");
-		return -ENOTSUP;
-	default:
+	if (kind != UMLMEM_IO_AUTO && kind != UMLMEM_IO_URING && kind != UMLMEM_IO_AIO &&
+	    kind != UMLMEM_IO_SYNC) {
 		io_why(why, whylen, "unknown I/O engine %d", (int)kind);
 		return -EINVAL;
 	}
@@ -77,12 +89,43 @@ int io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 		free(lock);
 		return -rc;
 	}
-	e->ops = ops;
-	e->kind = UMLMEM_IO_SYNC;
 	e->fault_lock = lock;
-	rc = ops->init(e, sw, store, store_len);
+
+	switch (kind) {
+	case UMLMEM_IO_AUTO:
+		rc = io_try(e, &io_uring_ops, UMLMEM_IO_URING, sw, store, store_len);
+		if (rc == 0) {
+			io_why(why, whylen, "%s", e->note);
+			break;
+		}
+		snprintf(skipped, sizeof(skipped), "%s", e->note);
+		rc = io_try(e, &io_aio_ops, UMLMEM_IO_AIO, sw, store, store_len);
+		if (rc == 0) {
+			io_why(why, whylen, "io_uring skipped: %s; using libaio", skipped);
+			break;
+		}
+		io_why(why, whylen, "io_uring skipped: %s; libaio skipped: %s; using pread/pwrite",
+		       skipped, e->note);
+		rc = io_try(e, &io_sync_ops, UMLMEM_IO_SYNC, sw, store, store_len);
+		if (rc < 0)
+			io_why(why, whylen, "no I/O engine can run: io_uring: %s; pread/pwrite: %s",
+			       skipped, e->note);
+		break;
+	case UMLMEM_IO_URING:
+		rc = io_try(e, &io_uring_ops, UMLMEM_IO_URING, sw, store, store_len);
+		io_why(why, whylen, "%s", e->note);
+		break;
+	case UMLMEM_IO_AIO:
+		rc = io_try(e, &io_aio_ops, UMLMEM_IO_AIO, sw, store, store_len);
+		io_why(why, whylen, "%s", e->note);
+		break;
+	default:
+		rc = io_try(e, &io_sync_ops, UMLMEM_IO_SYNC, sw, store, store_len);
+		break;
+	}
 	if (rc < 0) {
-		io_why(why, whylen, "the %s engine cannot run here: error %d", ops->name, rc);
+		if (kind == UMLMEM_IO_SYNC)
+			io_why(why, whylen, "%s", e->note);
 		pthread_mutex_destroy(lock);
 		free(lock);
 		free(e);

@@ -116,7 +116,9 @@ struct io_engine;
 struct io_ops {
 	const char *name;
 	/* Prepares the engine for the files of @sw and the frame store
-	   [store, store + store_len). -ENOTSUP where the engine cannot run. */
+	   [store, store + store_len) (may be NULL, 0). -ENOTSUP where the
+	   engine cannot run, with the reason in e->note and nothing left
+	   allocated; e->priv is the engine's only on success. */
 	int  (*init)(struct io_engine *e, struct swap *sw, void *store, size_t store_len);
 	/* Submits all @n requests and returns when every one has completed,
 	   each with its res set. Requests touching adjacent file ranges may be
@@ -141,11 +143,18 @@ struct io_engine {
 	uint64_t seen[2];
 	int fault_armed;
 	void *fault_lock;           /* pthread_mutex_t *, allocated by io_engine_create */
+	/* Written by init: when it fails, why the engine cannot run here; when
+	   it succeeds, "" or how the engine runs degraded (io_uring without
+	   fixed buffers). io_engine_create copies it into its @why. */
+	char note[256];
 };
 
 /*
- * Creates the engine @kind (UMLMEM_IO_AUTO picks the best one that works and
- * writes in @why why it skipped the others; "" when none was skipped).
+ * Creates the engine @kind. UMLMEM_IO_AUTO tries io_uring, then libaio, then
+ * pread/pwrite, and writes in @why why it skipped each one it skipped ("" when
+ * io_uring runs as it should; a note when it runs without fixed buffers).
+ * io_uring or libaio asked for by name and unable to run here: -ENOTSUP, and
+ * the reason in @why. The engine's kind is what really runs.
  */
 int  io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 		      size_t store_len, struct io_engine **out, char *why, size_t whylen);
@@ -161,5 +170,6 @@ void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault k
 	       uint64_t count);
 
 extern const struct io_ops io_sync_ops;
+extern const struct io_ops io_uring_ops, io_aio_ops;
 
 #endif

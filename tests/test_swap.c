@@ -5,6 +5,12 @@
  * transfers through io_run (coalesced, partial, failing) and injected
  * faults, and a random churn of references checked against a plain model.
  * Each test works in a fresh directory under /var/tmp.
+ *
+ * Every test that moves data runs once per engine (ENGINE_TEST makes
+ * name_sync, name_uring and name_aio), with its pages in a memfd "frame
+ * store" handed to the engine as the core does, so io_uring moves them as
+ * registered buffers. An engine that cannot run here is skipped, with the
+ * reason. tests/test_engines.c has the tests that only concern the engines.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -17,12 +23,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "swap.h"
 
 static char tdir[64];
+
+/* The test's frame store: a memfd mapping the engine may register, from
+   which pages() hands out pages that are never given back. */
+#define STORE_PAGES 4096u
+static struct {
+	char *base;
+	size_t used;		/* pages handed out */
+} store;
+
+static void store_unmap(void)
+{
+	if (store.base)
+		munmap(store.base, (size_t)STORE_PAGES * SWAP_PAGE);
+	store.base = NULL;
+	store.used = 0;
+}
 
 /* Removes what a test left in its directory (only plain files), then it. */
 static void sw_teardown(void)
@@ -42,6 +65,7 @@ static void sw_teardown(void)
 		closedir(d);
 	}
 	rmdir(tdir);
+	store_unmap();
 }
 
 static void sw_setup(void)
@@ -85,7 +109,36 @@ static uint64_t seed_csum(uint64_t seed)
 	return swap_page_csum(page);
 }
 
+static void store_map(void)
+{
+	int fd;
+
+	if (store.base)
+		return;
+	fd = memfd_create("test-frames", MFD_CLOEXEC);
+	cr_assert_geq(fd, 0, "memfd_create: %s", strerror(errno));
+	cr_assert_eq(ftruncate(fd, (off_t)STORE_PAGES * SWAP_PAGE), 0);
+	store.base = mmap(NULL, (size_t)STORE_PAGES * SWAP_PAGE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert_neq(store.base, MAP_FAILED, "mmap: %s", strerror(errno));
+}
+
+/* n zeroed pages of the frame store (they live until the test ends) */
 static void *pages(unsigned n)
+{
+	char *p;
+
+	store_map();
+	cr_assert_leq(store.used + n, STORE_PAGES, "the test store is too small");
+	p = store.base + store.used * SWAP_PAGE;
+	store.used += n;
+	memset(p, 0, (size_t)n * SWAP_PAGE);
+	return p;
+}
+
+/* n zeroed pages outside the store, for free() */
+static void *heap_pages(unsigned n)
 {
 	void *p = aligned_alloc(SWAP_PAGE, (size_t)n * SWAP_PAGE);
 
@@ -105,15 +158,56 @@ static struct swap *sw_open(unsigned nfiles, uint64_t cap)
 	return sw;
 }
 
-static struct io_engine *eng_open(struct swap *sw)
+static struct io_engine *eng_open(struct swap *sw, enum umlmem_io_engine kind)
 {
 	struct io_engine *e = NULL;
 	char why[256];
-	int rc = io_engine_create(UMLMEM_IO_SYNC, sw, NULL, 0, &e, why, sizeof(why));
+	int rc;
 
-	cr_assert_eq(rc, 0, "io_engine_create: %d %s", rc, why);
+	store_map();
+	rc = io_engine_create(kind, sw, store.base, (size_t)STORE_PAGES * SWAP_PAGE, &e, why,
+			      sizeof(why));
+	cr_assert_eq(rc, 0, "io_engine_create(%d): %d %s", (int)kind, rc, why);
+	cr_assert_eq(e->kind, kind);
 	return e;
 }
+
+/* Skips the test, before it allocates anything, when @kind cannot run here. */
+static void engine_required(enum umlmem_io_engine kind)
+{
+	struct io_engine *e = NULL;
+	struct swap *sw = NULL;
+	char why[256] = "";
+	int rc;
+
+	rc = swap_open(&sw, tdir, 1, 0, why, sizeof(why));
+	cr_assert_eq(rc, 0, "swap_open: %d %s", rc, why);
+	rc = io_engine_create(kind, sw, NULL, 0, &e, why, sizeof(why));
+	io_engine_destroy(e);
+	swap_close(sw);
+	if (rc == -ENOTSUP)
+		cr_skip_test("this engine cannot run here: %s", why);
+	cr_assert_eq(rc, 0, "io_engine_create(%d): %d %s", (int)kind, rc, why);
+}
+
+/*
+ * ENGINE_TEST(name) { ... } defines name_sync, name_uring and name_aio, each
+ * running the body with its engine in `kind`.
+ */
+#define ENGINE_TEST(name)							\
+	static void name##_body(enum umlmem_io_engine kind);			\
+	Test(swap, name##_sync) { name##_body(UMLMEM_IO_SYNC); }		\
+	Test(swap, name##_uring)						\
+	{									\
+		engine_required(UMLMEM_IO_URING);				\
+		name##_body(UMLMEM_IO_URING);					\
+	}									\
+	Test(swap, name##_aio)							\
+	{									\
+		engine_required(UMLMEM_IO_AIO);					\
+		name##_body(UMLMEM_IO_AIO);					\
+	}									\
+	static void name##_body(enum umlmem_io_engine kind)
 
 static void req_fill(struct swap *sw, struct io_req *r, uint64_t slot, void *buf, enum io_op op)
 {
@@ -247,30 +341,60 @@ Test(swap, open_bad_args)
 	cr_assert_null(sw);
 }
 
+/*
+ * Each engine either runs, with its own kind and name, or says why not; AUTO
+ * takes io_uring wherever io_uring runs. (tests/test_engines.c takes io_uring
+ * and libaio away to see AUTO fall back.)
+ */
 Test(swap, engine_create)
 {
+	static const struct {
+		enum umlmem_io_engine kind;
+		const char *name;
+	} eng[] = {
+		{ UMLMEM_IO_URING, "io_uring" },
+		{ UMLMEM_IO_AIO, "libaio" },
+		{ UMLMEM_IO_SYNC, "sync" },
+	};
 	struct swap *sw = sw_open(1, 0);
 	struct io_engine *e = NULL;
+	int works[3], rc;
 	char why[256];
+	unsigned i;
+
+	for (i = 0; i < 3; i++) {
+		e = (struct io_engine *)1;
+		rc = io_engine_create(eng[i].kind, sw, NULL, 0, &e, why, sizeof(why));
+		cr_assert(rc == 0 || rc == -ENOTSUP, "%s: %d %s", eng[i].name, rc, why);
+		works[i] = rc == 0;
+		if (rc == 0) {
+			cr_assert_str_eq(why, "", "%s", eng[i].name);
+			cr_assert_eq(e->kind, eng[i].kind);
+			cr_assert_str_eq(e->ops->name, eng[i].name);
+			io_engine_destroy(e);
+		} else {
+			cr_assert_null(e);
+			cr_assert_neq(why[0], 0, "%s refused without a reason", eng[i].name);
+			cr_log_info("%s cannot run here: %s", eng[i].name, why);
+		}
+	}
+	cr_assert(works[2], "the sync engine runs everywhere");
 
 	cr_assert_eq(io_engine_create(UMLMEM_IO_AUTO, sw, NULL, 0, &e, why, sizeof(why)), 0);
-	cr_assert_eq(e->kind, UMLMEM_IO_SYNC);
-	cr_assert_not_null(strstr(why, "not built"), "%s", why);
+	if (works[0]) {
+		cr_assert_eq(e->kind, UMLMEM_IO_URING);
+		cr_assert_str_eq(why, "");
+	} else {
+		cr_assert_eq(e->kind, works[1] ? UMLMEM_IO_AIO : UMLMEM_IO_SYNC);
+		cr_assert_not_null(strstr(why, "io_uring skipped: "), "%s", why);
+	}
 	io_engine_destroy(e);
 
-	cr_assert_eq(io_engine_create(UMLMEM_IO_SYNC, sw, NULL, 0, &e, why, sizeof(why)), 0);
-	cr_assert_str_eq(why, "");
-	cr_assert_str_eq(e->ops->name, "sync");
-	io_engine_destroy(e);
-
-	e = NULL;
-	cr_assert_eq(io_engine_create(UMLMEM_IO_URING, sw, NULL, 0, &e, why, sizeof(why)), -ENOTSUP);
-	cr_assert_neq(why[0], 0);
-	cr_assert_null(e);
-	cr_assert_eq(io_engine_create(UMLMEM_IO_AIO, sw, NULL, 0, &e, why, sizeof(why)), -ENOTSUP);
-	cr_assert_neq(why[0], 0);
+	e = (struct io_engine *)1;
 	cr_assert_eq(io_engine_create((enum umlmem_io_engine)42, sw, NULL, 0, &e, why, sizeof(why)),
 		     -EINVAL);
+	cr_assert_null(e);
+	cr_assert_eq(io_engine_create(UMLMEM_IO_SYNC, NULL, NULL, 0, &e, why, sizeof(why)), -EINVAL);
 	io_engine_destroy(NULL);
 	swap_close(sw);
 }
@@ -339,10 +463,10 @@ Test(swap, many_clusters)
 	swap_close(sw);
 }
 
-Test(swap, write_read_checksums)
+ENGINE_TEST(write_read_checksums)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { N = 8 };
 	char *wbuf = pages(N), *rbuf = pages(N);
 	struct io_req r[N];
@@ -365,17 +489,15 @@ Test(swap, write_read_checksums)
 	cr_assert_eq(memcmp(wbuf, rbuf, N * SWAP_PAGE), 0);
 	cr_assert_eq(e->seen[IO_WRITE], N);
 	cr_assert_eq(e->seen[IO_READ], N);
-	free(wbuf);
-	free(rbuf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
 /* Out-of-order batches over several files, and a run longer than IOV_MAX. */
-Test(swap, coalesce_and_order)
+ENGINE_TEST(coalesce_and_order)
 {
 	struct swap *sw = sw_open(2, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	unsigned n = 1100, i;
 	char *wbuf = pages(n), *rbuf = pages(n);
 	struct io_req *r = calloc(n, sizeof(*r));
@@ -407,7 +529,7 @@ Test(swap, coalesce_and_order)
 	io_engine_destroy(e);
 	swap_close(sw);
 	sw = sw_open(1, 0);
-	e = eng_open(sw);
+	e = eng_open(sw, kind);
 	s = malloc(n * sizeof(*s));
 	cr_assert_eq(swap_alloc(sw, n, s), n);
 	cr_assert_eq(xfer(e, sw, s, n, wbuf, IO_WRITE, r), 0);
@@ -418,17 +540,15 @@ Test(swap, coalesce_and_order)
 	free(s);
 	free(perm);
 	free(r);
-	free(wbuf);
-	free(rbuf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
 /* A read past the end of the file is an error for that request only. */
-Test(swap, read_past_eof)
+ENGINE_TEST(read_past_eof)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	char *buf = pages(3);
 	struct io_req r[3];
 	uint64_t s[3];
@@ -440,15 +560,14 @@ Test(swap, read_past_eof)
 	cr_assert_eq(r[0].res, 0);
 	cr_assert_eq(r[1].res, -EIO);
 	cr_assert_eq(r[2].res, -EIO);
-	free(buf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
-Test(swap, punch_frees_disk)
+ENGINE_TEST(punch_frees_disk)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { N = SWAP_CLUSTER_PAGES + 1 };
 	char *buf = pages(N);
 	struct swap_info before, after;
@@ -485,7 +604,6 @@ Test(swap, punch_frees_disk)
 	swap_info(sw, &after);
 	cr_assert_eq(after.clusters, 2);
 	cr_assert_eq(swap_check(sw, err, sizeof(err)), 0, "%s", err);
-	free(buf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
@@ -551,10 +669,10 @@ Test(swap, cap_reuses_holes)
 	swap_close(sw);
 }
 
-Test(swap, stripes_over_files)
+ENGINE_TEST(stripes_over_files)
 {
 	struct swap *sw = sw_open(3, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { NC = 6 };
 	uint64_t s[NC * SWAP_CLUSTER_PAGES], one[NC], off;
 	char *buf = pages(NC), *rbuf = pages(NC);
@@ -577,18 +695,16 @@ Test(swap, stripes_over_files)
 	}
 	cr_assert_eq(xfer(e, sw, one, NC, rbuf, IO_READ, r), 0);
 	cr_assert_eq(memcmp(buf, rbuf, NC * SWAP_PAGE), 0);
-	free(buf);
-	free(rbuf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
 /* ---- injected faults ---------------------------------------------------- */
 
-Test(swap, fault_eio_nth)
+ENGINE_TEST(fault_eio_nth)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { N = 5 };
 	char *buf = pages(N), *rbuf = pages(N);
 	struct io_req r[N];
@@ -627,16 +743,14 @@ Test(swap, fault_eio_nth)
 	io_inject(e, IO_WRITE, 1, IO_FAULT_EIO, 10);
 	io_inject(e, IO_WRITE, 1, IO_FAULT_NONE, 0);
 	cr_assert_eq(xfer(e, sw, s, N, buf, IO_WRITE, r), 0);
-	free(buf);
-	free(rbuf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
-Test(swap, fault_short_tears)
+ENGINE_TEST(fault_short_tears)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	char *a = pages(1), *b = pages(1), *rd = pages(1);
 	uint64_t s[1], ca, cb;
 	struct io_req r[1];
@@ -665,17 +779,14 @@ Test(swap, fault_short_tears)
 	cr_assert_eq(r[0].res, -EIO);
 	cr_assert_eq(memcmp(rd, b, SWAP_PAGE / 2), 0);
 	cr_assert_eq(rd[SWAP_PAGE - 1], 0);
-	free(a);
-	free(b);
-	free(rd);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
 
-Test(swap, fault_enospc)
+ENGINE_TEST(fault_enospc)
 {
 	struct swap *sw = sw_open(1, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { N = 4 };
 	char *buf = pages(N);
 	struct io_req r[N];
@@ -689,7 +800,6 @@ Test(swap, fault_enospc)
 	cr_assert_eq(r[2].res, -ENOSPC);
 	cr_assert_eq(r[3].res, 0);
 	cr_assert_eq(e->seen[IO_WRITE], N);
-	free(buf);
 	io_engine_destroy(e);
 	swap_close(sw);
 }
@@ -700,47 +810,47 @@ struct thr_arg {
 	struct swap *sw;
 	struct io_engine *e;
 	unsigned id;
+	char *w, *rd;		/* N pages each, this thread's own */
 	int bad;
 };
+
+enum { THR_PAGES = 16, THR_ROUNDS = 20 };
 
 static void *io_thread(void *p)
 {
 	struct thr_arg *a = p;
-	enum { N = 16, ROUNDS = 20 };
-	char *w = aligned_alloc(SWAP_PAGE, N * SWAP_PAGE);
-	char *rd = aligned_alloc(SWAP_PAGE, N * SWAP_PAGE);
+	enum { N = THR_PAGES };
 	struct io_req r[N];
 	uint64_t s[N];
 	unsigned i, k;
 
-	if (!w || !rd || swap_alloc(a->sw, N, s) != N) {
+	if (swap_alloc(a->sw, N, s) != N) {
 		a->bad = 1;
-		goto out;
+		return NULL;
 	}
-	for (k = 0; k < ROUNDS && !a->bad; k++) {
+	for (k = 0; k < THR_ROUNDS && !a->bad; k++) {
 		for (i = 0; i < N; i++)
-			fill_page(w + i * SWAP_PAGE, a->id * 100000 + k * 100 + i);
+			fill_page(a->w + i * SWAP_PAGE, a->id * 100000 + k * 100 + i);
 		for (i = 0; i < N; i++)
-			req_fill(a->sw, &r[i], s[i], w + i * SWAP_PAGE, IO_WRITE);
+			req_fill(a->sw, &r[i], s[i], a->w + i * SWAP_PAGE, IO_WRITE);
 		if (io_run(a->e, r, N))
 			a->bad = 2;
 		for (i = 0; i < N; i++)
-			req_fill(a->sw, &r[i], s[i], rd + i * SWAP_PAGE, IO_READ);
-		if (io_run(a->e, r, N) || memcmp(w, rd, N * SWAP_PAGE))
+			req_fill(a->sw, &r[i], s[i], a->rd + i * SWAP_PAGE, IO_READ);
+		if (io_run(a->e, r, N) || memcmp(a->w, a->rd, N * SWAP_PAGE))
 			a->bad = 3;
 	}
 	for (i = 0; i < N; i++)
 		swap_unref(a->sw, s[i], 1);
-out:
-	free(w);
-	free(rd);
 	return NULL;
 }
 
-Test(swap, threads_share_engine)
+/* Four threads with their own pages in flight at once on one engine; odd
+   threads read into pages outside the frame store. */
+ENGINE_TEST(threads_share_engine)
 {
 	struct swap *sw = sw_open(2, 0);
-	struct io_engine *e = eng_open(sw);
+	struct io_engine *e = eng_open(sw, kind);
 	enum { T = 4 };
 	struct thr_arg a[T];
 	pthread_t t[T];
@@ -748,13 +858,17 @@ Test(swap, threads_share_engine)
 	unsigned i;
 	char err[256];
 
-	for (i = 0; i < T; i++) {
-		a[i] = (struct thr_arg){ .sw = sw, .e = e, .id = i };
+	for (i = 0; i < T; i++)
+		a[i] = (struct thr_arg){ .sw = sw, .e = e, .id = i, .w = pages(THR_PAGES),
+					 .rd = i % 2 ? heap_pages(THR_PAGES) : pages(THR_PAGES) };
+	for (i = 0; i < T; i++)
 		cr_assert_eq(pthread_create(&t[i], NULL, io_thread, &a[i]), 0);
-	}
-	for (i = 0; i < T; i++) {
+	for (i = 0; i < T; i++)
 		pthread_join(t[i], NULL);
+	for (i = 0; i < T; i++) {
 		cr_assert_eq(a[i].bad, 0, "thread %u failed (%d)", i, a[i].bad);
+		if (i % 2)
+			free(a[i].rd);
 	}
 	swap_info(sw, &info);
 	cr_assert_eq(info.slots_used, 0);
