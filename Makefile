@@ -43,7 +43,7 @@ CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all deps lib test test-plain test-valgrind test-install demo install uninstall clean
+.PHONY: all deps lib test test-plain test-valgrind test-install demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
 
@@ -116,8 +116,30 @@ test-install: lib $(B)/umlmem
 	$(Q)LD_LIBRARY_PATH=$(INST)/lib $(B)/hello | grep -qx hello
 	@echo "install: examples/hello.c builds against the installed umlmem.pc and runs"
 
+# Sanitizer builds, each in its own build directory, running the suite.
+# TSan runs the threaded subjects with background reclaim on.
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer
+asan: deps
+	$(MAKE) B=$(B)/asan CFLAGS="$(SAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  TEST_ARGS="$(TEST_ARGS)" test-plain
+ubsan: deps
+	$(MAKE) B=$(B)/ubsan CFLAGS="$(SAN_FLAGS) -fsanitize=undefined -fno-sanitize-recover=all" \
+	  TEST_ARGS="$(TEST_ARGS)" test-plain
+# Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
+# runs the threaded subjects through tests/crshim.h, in one process.
+TSAN_TESTS := tests/test_threads.c tests/shim/main.c
+tsan: deps
+	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
+	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
+	  -Iinclude -Iumlmem -Iswapfiles -Itests -o $(B)/tsan/test_threads $(TSAN_TESTS) \
+	  $(B)/tsan/libumlmem.a $(LIBS)
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TEST_ARGS)
+
 demo: all
 	$(B)/umlmem demo
+
+bench: all
+	$(B)/umlmem bench --json $(BENCH_ARGS)
 
 install: lib $(B)/umlmem
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR)

@@ -74,8 +74,9 @@ enum umlmem_io_engine {
 	UMLMEM_IO_SYNC,     /**< pread/pwrite from the calling thread */
 };
 
-/** Host flag: reclaim (and dedup) threads run by themselves. Without it
- *  nothing runs unless a call needs it or umlmem_reclaim() asks for it. */
+/** Host flag: a reclaim thread keeps free frames between two watermarks
+ *  (see reclaim_low), so that faults rarely wait for a write-out. Without
+ *  it nothing runs unless a call needs it or umlmem_reclaim() asks for it. */
 #define UMLMEM_BACKGROUND 0x1u
 
 /**
@@ -104,6 +105,11 @@ struct umlmem_host_config {
 	/** Pages the pager evicts in one batch when it needs frames; 0: 64.
 	 *  Pages evicted together are written to adjacent swap slots. */
 	unsigned reclaim_batch;
+	/** With UMLMEM_BACKGROUND: the reclaim thread wakes when fewer than
+	 *  reclaim_low frames are free and evicts until reclaim_high are.
+	 *  0: 1/64 of the budget (at least one batch, at most 1/8) and twice
+	 *  that (at most 1/4). */
+	uint64_t reclaim_low, reclaim_high;
 };
 
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */

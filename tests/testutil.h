@@ -10,7 +10,11 @@
 #ifndef UMLMEM_TESTUTIL_H
 #define UMLMEM_TESTUTIL_H
 
+#ifdef UMLMEM_CRSHIM
+#include "crshim.h"
+#else
 #include <criterion/criterion.h>
+#endif
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>

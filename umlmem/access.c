@@ -2,10 +2,14 @@
 /*
  * access.c: the copy, pin and discard calls, and the fault path they share.
  *
- * Every access works one page at a time under host->lock: look up the
+ * Reads of resident pages take no lock (see internal.h, "Lock-free
+ * reads"): an emulator's loads are the hottest path there is, and a page
+ * that is resident needs nothing from the pager but its referenced byte.
+ * Everything else works one page at a time under host->lock: look up the
  * entry, fault the page in if the access needs a frame, copy, release the
- * lock. Taking the lock per page rather than per call keeps one long copy
- * from starving other guests, and costs one uncontended lock pair per page.
+ * lock. The lock is dropped while a page is read from swap (the entry is
+ * PTE_BUSY; others who want that page wait for this read rather than
+ * issuing their own) and while the pager writes a batch out.
  *
  * What needs a frame:
  *  - a write: always (a ZERO page gets a cleared frame, unless the write
@@ -33,7 +37,7 @@ static void rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, 
 	struct frame *fr = &h->frames[f];
 
 	/* Only the first mapper exists in this version; shared frames (refs > 1)
-	   keep the others in fr->more, added by the merge scanner. */
+	   keep the others in fr->more. */
 	fr->g = g;
 	fr->idx = idx;
 	fr->refs = 1;
@@ -86,15 +90,53 @@ static int check_page(struct umlmem_guest *g, uint64_t gpa, const char *fn)
 
 /* ---- the fault path -------------------------------------------------------- */
 
-static void count_fault(struct umlmem_guest *g)
+/* Page @idx of @g, now in frame @f, becomes resident. */
+static void map_new(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f)
 {
+	rmap_add(g->host, f, g, idx);
+	pte_set(g, e, PTE_MK(PTE_FRAME, f));
+	g->resident++;
 	g->ev.faults++;
 	g->host->ev.faults++;
 }
 
+/* Reads slot @s into the free frame @f for page @idx, with host->lock
+   dropped; the entry is PTE_BUSY meanwhile, so the page's slot reference
+   stays put and everyone else who wants the page waits for this read. */
+static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, uint64_t f)
+{
+	struct umlmem_host *h = g->host;
+	struct frame *fr = &h->frames[f];
+	bool bad;
+	int rc;
+
+	fr->flags |= F_BUSY;
+	h->busy_frames++;
+	pte_set(g, e, PTE_BUSY);
+	pthread_mutex_unlock(&h->lock);
+	rc = pager_read_slot(h, s, frame_addr(h, f), &bad);
+	pthread_mutex_lock(&h->lock);
+	fr->flags &= ~F_BUSY;
+	h->busy_frames--;
+	pthread_cond_broadcast(&h->cond);
+	rc = pager_count_read(h, g, rc, bad);
+	if (rc) {
+		pte_set(g, e, PTE_MK(PTE_SLOT, s));
+		frame_put(h, f);
+		return rc;
+	}
+	/* The entry's reference on the slot becomes the frame's: the page is
+	   clean until written. */
+	fr->slot = s;
+	g->swapped--;
+	map_new(g, idx, e, f);
+	return 0;
+}
+
 /* page_fault(), telling in *nofr whether it failed for want of a frame (the
-   page itself is fine) rather than because its swap copy could not be read. */
-static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole,
+   page itself is fine) rather than because its swap copy could not be read.
+   @pin: the caller will hold the frame, so it must not be under write-out. */
+static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, bool pin,
 		 uint64_t *out, bool *nofr)
 {
 	struct umlmem_host *h = g->host;
@@ -104,63 +146,67 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 
 	if (!e)
 		return seterr(-ENOMEM, "cannot allocate page table for guest '%s'", g->name);
-	switch (PTE_TYPE(*e)) {
-	case PTE_FRAME:
-		f = PTE_VAL(*e);
-		h->frames[f].flags |= F_REF;
-		if (for_write)
-			frame_drop_slot(h, f);
-		*out = f;
-		return 0;
-	case PTE_ZERO:
-		rc = frame_get(h, !whole, &f);
-		if (rc) {
-			*nofr = true;
-			return rc;
-		}
-		g->zero--;
-		break;
-	case PTE_SLOT:
-		s = PTE_VAL(*e);
-		rc = frame_get(h, false, &f);
-		if (rc) {
-			*nofr = true;
-			return rc;
-		}
-		if (for_write && whole) {
-			/* Every byte is about to be overwritten: no read. */
-			swap_unref(h->swap, s, 1);
-		} else {
-			rc = pager_read_slot(h, g, s, frame_addr(h, f));
-			if (rc) {
-				frame_put(h, f);
-				return rc;
+	for (;;) {
+		switch (PTE_TYPE(*e)) {
+		case PTE_BUSY:
+			host_wait(h);
+			continue;
+		case PTE_FRAME:
+			f = PTE_VAL(*e);
+			/* the content of a frame being written out must not move */
+			if ((for_write || pin) && (h->frames[f].flags & F_BUSY)) {
+				host_wait(h);
+				continue;
 			}
-			/* The entry's reference on the slot becomes the frame's:
-			   the page is clean until written. */
-			h->frames[f].slot = s;
+			frame_touch(h, f);
 			if (for_write)
 				frame_drop_slot(h, f);
+			*out = f;
+			return 0;
+		case PTE_ZERO:
+			rc = frame_get(h, !whole, &f);
+			if (rc == -EAGAIN)
+				continue;
+			if (rc) {
+				*nofr = true;
+				return rc;
+			}
+			g->zero--;
+			map_new(g, idx, e, f);
+			*out = f;
+			return 0;
+		default: /* PTE_SLOT */
+			s = PTE_VAL(*e);
+			rc = frame_get(h, false, &f);
+			if (rc == -EAGAIN)
+				continue;
+			if (rc) {
+				*nofr = true;
+				return rc;
+			}
+			if (for_write && whole) {
+				/* every byte is about to be overwritten: no read */
+				swap_unref(h->swap, s, 1);
+				g->swapped--;
+				map_new(g, idx, e, f);
+			} else {
+				rc = swap_in(g, idx, e, s, f);
+				if (rc)
+					return rc;
+				if (for_write)
+					frame_drop_slot(h, f);
+			}
+			*out = f;
+			return 0;
 		}
-		g->swapped--;
-		break;
-	default:
-		return seterr(-EUCLEAN, "page %llu of guest '%s' has an I/O in flight",
-			      (unsigned long long)idx, g->name);
 	}
-	rmap_add(h, f, g, idx);
-	*e = PTE_MK(PTE_FRAME, f);
-	g->resident++;
-	count_fault(g);
-	*out = f;
-	return 0;
 }
 
 int page_fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, uint64_t *out)
 {
 	bool nofr = false;
 
-	return fault(g, idx, for_write, whole, out, &nofr);
+	return fault(g, idx, for_write, whole, false, out, &nofr);
 }
 
 void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
@@ -186,11 +232,9 @@ void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
 		return;
 	}
 	g->zero++;
-	*e = PTE_ZERO;
+	pte_set(g, e, PTE_ZERO);
 }
 
-/* Unmaps frame @f from every mapper, pointing them at @to (PTE_SLOT or
-   PTE_ZERO), and frees the frame. Used by the pager. */
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to)
 {
 	struct frame *fr = &h->frames[f];
@@ -198,9 +242,8 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to)
 	while (fr->refs) {
 		struct umlmem_guest *g = fr->g;
 		uint64_t idx = fr->idx;
-		pte_t *e = pte_find(g, idx);
 
-		*e = to;
+		pte_set(g, pte_find(g, idx), to);
 		g->resident--;
 		if (PTE_TYPE(to) == PTE_SLOT)
 			g->swapped++;
@@ -213,15 +256,89 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to)
 
 /* ---- copy access ----------------------------------------------------------- */
 
-/* A read of a page in swap when no frame can be had: through a stack page. */
+/* A read of a page in swap when no frame can be had: through a page on the
+   stack, holding a reference so the slot cannot be reused meanwhile. */
 static int read_through(struct umlmem_guest *g, uint64_t s, uint32_t off, void *dst, size_t n)
 {
 	_Alignas(4096) uint8_t page[PAGE_SIZE];
-	int rc = pager_read_slot(g->host, g, s, page);
+	struct umlmem_host *h = g->host;
+	bool bad;
+	int rc;
 
+	swap_ref(h->swap, s, 1);
+	pthread_mutex_unlock(&h->lock);
+	rc = pager_read_slot(h, s, page, &bad);
+	pthread_mutex_lock(&h->lock);
+	swap_unref(h->swap, s, 1);
+	rc = pager_count_read(h, g, rc, bad);
 	if (!rc)
 		memcpy(dst, page + off, n);
 	return rc;
+}
+
+/* The part of a read that is in one page, under host->lock. */
+static int read_locked(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8_t *dst, size_t n)
+{
+	struct umlmem_host *h = g->host;
+	bool nofr = false;
+	uint64_t f;
+	pte_t *e;
+	int rc;
+
+	for (;;) {
+		e = pte_find(g, idx);
+		switch (e ? PTE_TYPE(*e) : PTE_ZERO) {
+		case PTE_ZERO:
+			memset(dst, 0, n);
+			return 0;
+		case PTE_BUSY:
+			host_wait(h);
+			continue;
+		case PTE_FRAME:
+			f = PTE_VAL(*e);
+			break;
+		default:
+			rc = fault(g, idx, false, false, false, &f, &nofr);
+			if (rc && nofr && PTE_TYPE(*e) == PTE_SLOT)
+				return read_through(g, PTE_VAL(*e), off, dst, n);
+			if (rc)
+				return rc;
+			break;
+		}
+		frame_touch(h, f);
+		memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
+		return 0;
+	}
+}
+
+/* The lock-free read of one resident or never-written page; false when the
+   page needs the locked path. */
+static bool read_fast(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8_t *dst, size_t n)
+{
+	struct umlmem_host *h = g->host;
+	uint32_t seq = LOAD_ACQ(&g->seq);
+	pte_t *e, pte;
+	uint64_t f;
+
+	if (seq & 1)
+		return false;
+	e = pte_find(g, idx);
+	pte = e ? LOAD(e) : PTE_ZERO;
+	if (pte == PTE_ZERO) {
+		/* never written or discarded: zeros are a correct answer even
+		   if a write is racing with this read */
+		memset(dst, 0, n);
+		return true;
+	}
+	if (PTE_TYPE(pte) != PTE_FRAME)
+		return false;
+	f = PTE_VAL(pte);
+	memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (LOAD(&g->seq) != seq)
+		return false;
+	frame_touch(h, f);
+	return true;
 }
 
 int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
@@ -238,37 +355,17 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 		return rc;
 	h = g->host;
 	while (len) {
-		uint64_t idx = gpa >> PAGE_SHIFT, f;
+		uint64_t idx = gpa >> PAGE_SHIFT;
 		uint32_t off = gpa & (PAGE_SIZE - 1);
 		size_t n = PAGE_SIZE - off < len ? PAGE_SIZE - off : len;
-		pte_t *e, pte;
 
-		pthread_mutex_lock(&h->lock);
-		e = pte_find(g, idx);
-		pte = e ? *e : PTE_ZERO;
-		switch (PTE_TYPE(pte)) {
-		case PTE_ZERO:
-			memset(dst, 0, n);
-			break;
-		case PTE_FRAME:
-			f = PTE_VAL(pte);
-			h->frames[f].flags |= F_REF;
-			memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
-			break;
-		default: {
-			bool nofr = false;
-
-			rc = fault(g, idx, false, false, &f, &nofr);
-			if (!rc)
-				memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
-			else if (nofr)
-				rc = read_through(g, PTE_VAL(*e), off, dst, n);
-			break;
+		if (!read_fast(g, idx, off, dst, n)) {
+			pthread_mutex_lock(&h->lock);
+			rc = read_locked(g, idx, off, dst, n);
+			pthread_mutex_unlock(&h->lock);
+			if (rc)
+				return rc;
 		}
-		}
-		pthread_mutex_unlock(&h->lock);
-		if (rc)
-			return rc;
 		dst += n;
 		gpa += n;
 		len -= n;
@@ -315,6 +412,7 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 {
 	struct umlmem_host *h;
+	bool nofr = false;
 	uint64_t f;
 	int rc;
 
@@ -329,7 +427,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 			      "UMLMEM_WRITE or both", access);
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
-	rc = page_fault(g, gpa >> PAGE_SHIFT, access & UMLMEM_WRITE, false, &f);
+	rc = fault(g, gpa >> PAGE_SHIFT, access & UMLMEM_WRITE, false, true, &f, &nofr);
 	if (!rc && h->frames[f].pins >= MAX_PINS)
 		rc = seterr(-EOVERFLOW, "umlmem_pin: page 0x%llx already holds %u pins",
 			    (unsigned long long)gpa, MAX_PINS);
@@ -397,10 +495,30 @@ static int range_walk(struct umlmem_guest *g, uint64_t a, uint64_t b,
 	return 0;
 }
 
-static int is_pinned(struct umlmem_guest *g, uint64_t idx, pte_t *e)
+/* 1: under I/O (wait for it); -EBUSY: pinned. */
+static int blocked(struct umlmem_guest *g, uint64_t idx, pte_t *e, bool pins_block)
 {
+	struct frame *fr;
+
 	(void)idx;
-	return PTE_TYPE(*e) == PTE_FRAME && g->host->frames[PTE_VAL(*e)].pins ? -EBUSY : 0;
+	if (PTE_TYPE(*e) == PTE_BUSY)
+		return 1;
+	if (PTE_TYPE(*e) != PTE_FRAME)
+		return 0;
+	fr = &g->host->frames[PTE_VAL(*e)];
+	if (pins_block && fr->pins)
+		return -EBUSY;
+	return fr->flags & F_BUSY ? 1 : 0;
+}
+
+static int blocked_pins(struct umlmem_guest *g, uint64_t idx, pte_t *e)
+{
+	return blocked(g, idx, e, true);
+}
+
+static int blocked_io(struct umlmem_guest *g, uint64_t idx, pte_t *e)
+{
+	return blocked(g, idx, e, false);
 }
 
 static int zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
@@ -409,10 +527,23 @@ static int zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
 	return 0;
 }
 
+int range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force)
+{
+	int rc;
+
+	/* All or nothing: wait until no page of the range is under I/O, then
+	   refuse if one is pinned (unless forced), then zap under one hold of
+	   the lock, so that no I/O can start in between. */
+	while ((rc = range_walk(g, a, b, force ? blocked_io : blocked_pins)) == 1)
+		host_wait(g->host);
+	if (rc)
+		return rc;
+	return range_walk(g, a, b, zap);
+}
+
 int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 {
 	struct umlmem_host *h;
-	uint64_t a, b;
 	int rc;
 
 	clearerr_tls();
@@ -426,17 +557,12 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 			      "(gpa and len must be multiples of %u, or the range must end at "
 			      "the guest's end)", (unsigned long long)gpa,
 			      (unsigned long long)len, PAGE_SIZE);
-	a = gpa >> PAGE_SHIFT;
-	b = (gpa + len + PAGE_SIZE - 1) >> PAGE_SHIFT;
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
-	/* All or nothing: a pinned page anywhere leaves the range untouched. */
-	rc = range_walk(g, a, b, is_pinned);
+	rc = range_zap(g, gpa >> PAGE_SHIFT, (gpa + len + PAGE_SIZE - 1) >> PAGE_SHIFT, false);
 	if (rc)
 		seterr(rc, "umlmem_discard: a page in [0x%llx, +%llu) is pinned; "
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
-	else
-		range_walk(g, a, b, zap);
 	pthread_mutex_unlock(&h->lock);
 	return rc;
 }

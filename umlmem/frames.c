@@ -17,6 +17,7 @@
  * pass over a new host costs no memset).
  *
  * Caller holds host->lock for everything here but frames_init/fini.
+ * frame_get() may drop it to reclaim; see its prototype.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -44,8 +45,9 @@ int frames_init(struct umlmem_host *h)
 			      bytes, strerror(errno));
 	}
 	h->frames = calloc(h->nframes, sizeof(*h->frames));
+	h->fref = calloc(h->nframes, 1);
 	h->free = malloc(h->nframes * sizeof(*h->free));
-	if (!h->frames || !h->free)
+	if (!h->frames || !h->fref || !h->free)
 		return seterr(-ENOMEM, "cannot allocate the frame table for %llu frames",
 			      (unsigned long long)h->nframes);
 	/* Pushed high to low so that frames are used from the start of the
@@ -66,6 +68,7 @@ void frames_fini(struct umlmem_host *h)
 	if (h->store_fd >= 0)
 		close(h->store_fd);
 	free(h->frames);
+	free(h->fref);
 	free(h->free);
 }
 
@@ -73,20 +76,35 @@ int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
 {
 	struct frame *fr;
 	uint64_t f, done;
-	int rc = 0;
+	int rc;
 
 	if (!h->nfree) {
 		rc = pager_evict(h, h->cfg.reclaim_batch, &done);
-		if (!h->nfree)
-			return rc ? rc : -ENOMEM;
+		/* the lock was dropped if anything was written: look again */
+		if (h->nfree || done)
+			return -EAGAIN;
+		/* Frames under I/O are neither free nor evictable yet; they
+		   will be soon, so that is not a failure. */
+		if (h->busy_frames) {
+			host_wait(h);
+			return -EAGAIN;
+		}
+		return rc ? rc : -ENOMEM;
 	}
 	f = h->free[--h->nfree];
 	fr = &h->frames[f];
 	if (zero && !(fr->flags & F_FRESH))
 		memset(frame_addr(h, f), 0, PAGE_SIZE);
-	fr->flags = F_REF;
+	fr->flags = 0;
+	STORE(&h->fref[f], 1);
+	pager_kick(h);
 	*out = f;
 	return 0;
+}
+
+void host_wait(struct umlmem_host *h)
+{
+	pthread_cond_wait(&h->cond, &h->lock);
 }
 
 void frame_put(struct umlmem_host *h, uint64_t f)

@@ -14,7 +14,8 @@
  * every later access and keeps entry pointers stable for the callers that
  * hold one across a frame_get().
  *
- * Caller holds host->lock for pte_* and pt_walk.
+ * Caller holds host->lock for pte_alloc and pt_walk; pte_find is also
+ * used by the lock-free read path.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -81,13 +82,6 @@ int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
 	return 0;
 }
 
-static int zap_one(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
-{
-	(void)arg;
-	page_zap(g, idx, e);
-	return 0;
-}
-
 void umlmem_guest_destroy(umlmem_guest *g)
 {
 	struct umlmem_host *h;
@@ -97,7 +91,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
 	/* Pins die with the guest: the frames go back to the free list. */
-	pt_walk(g, zap_one, NULL);
+	range_zap(g, 0, g->npages, true);
 	if (g->prev)
 		g->prev->next = g->next;
 	else
@@ -121,32 +115,34 @@ void umlmem_guest_destroy(umlmem_guest *g)
 
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)
 {
-	pte_t **dir = g->top[idx >> TOP_SHIFT];
+	pte_t **dir = LOAD_ACQ(&g->top[idx >> TOP_SHIFT]);
 	pte_t *leaf;
 
 	if (!dir)
 		return NULL;
-	leaf = dir[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
+	leaf = LOAD_ACQ(&dir[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)]);
 	return leaf ? &leaf[idx & (PT_LEAF_N - 1)] : NULL;
 }
 
 pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx)
 {
 	pte_t ***dirp = &g->top[idx >> TOP_SHIFT];
-	pte_t **leafp;
+	pte_t **leafp, **dir, *leaf;
 
 	if (!*dirp) {
-		*dirp = calloc(PT_DIR_N, sizeof(**dirp));
-		if (!*dirp)
+		dir = calloc(PT_DIR_N, sizeof(*dir));
+		if (!dir)
 			return NULL;
-		g->meta_bytes += PT_DIR_N * sizeof(**dirp);
+		g->meta_bytes += PT_DIR_N * sizeof(*dir);
+		STORE_REL(dirp, dir);
 	}
 	leafp = &(*dirp)[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
 	if (!*leafp) {
-		*leafp = calloc(PT_LEAF_N, sizeof(**leafp));
-		if (!*leafp)
+		leaf = calloc(PT_LEAF_N, sizeof(*leaf));
+		if (!leaf)
 			return NULL;
-		g->meta_bytes += PT_LEAF_N * sizeof(**leafp);
+		g->meta_bytes += PT_LEAF_N * sizeof(*leaf);
+		STORE_REL(leafp, leaf);
 	}
 	return &(*leafp)[idx & (PT_LEAF_N - 1)];
 }

@@ -123,6 +123,16 @@ static int check_config(const struct umlmem_host_config *c)
 			      (int)c->io);
 	if (c->flags & ~HOST_FLAGS)
 		return seterr(-EINVAL, "unknown host flags 0x%x", c->flags & ~HOST_FLAGS);
+	if (c->reclaim_high && c->reclaim_high < c->reclaim_low)
+		return seterr(-EINVAL, "reclaim_high %llu is below reclaim_low %llu",
+			      (unsigned long long)c->reclaim_high,
+			      (unsigned long long)c->reclaim_low);
+	if (c->reclaim_low >= c->resident_bytes / PAGE_SIZE ||
+	    c->reclaim_high >= c->resident_bytes / PAGE_SIZE)
+		return seterr(-EINVAL, "reclaim_low/high (%llu/%llu) must be below the budget's "
+			      "%llu frames", (unsigned long long)c->reclaim_low,
+			      (unsigned long long)c->reclaim_high,
+			      (unsigned long long)(c->resident_bytes / PAGE_SIZE));
 	if (c->reclaim_batch > MAX_RECLAIM_BATCH)
 		return seterr(-EINVAL, "reclaim_batch %u is above the limit of %u",
 			      c->reclaim_batch, MAX_RECLAIM_BATCH);
@@ -167,8 +177,6 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	pthread_cond_init(&h->cond, NULL);
 
 	rc = frames_init(h);
-	if (!rc)
-		rc = pager_init(h);
 	if (rc)
 		goto fail;
 	err[0] = '\0';
@@ -183,6 +191,9 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
 	}
+	rc = pager_start(h);
+	if (rc)
+		goto fail;
 	*out = h;
 	return 0;
 fail:
@@ -194,13 +205,13 @@ void umlmem_host_destroy(umlmem_host *h)
 {
 	if (!h)
 		return;
+	pager_stop(h);
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	if (h->io)
 		io_engine_destroy(h->io);
 	if (h->swap)
 		swap_close(h->swap);
-	pager_fini(h);
 	frames_fini(h);
 	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->lock);

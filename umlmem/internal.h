@@ -4,16 +4,24 @@
  * file of umlmem/, grouped by file. Only the library and its tests include
  * this header.
  *
- * Locking (issue-level summary; each lock is documented where declared):
- *   host->lock   one mutex per host; protects every page table of the host's
- *                guests, the frame table, the free list, the pager's clock
- *                and the counters. Taken first.
+ * Locking. Each lock is documented where it is declared; in order:
+ *   host->lock   one mutex per host: page tables, frame table, free list,
+ *                pager state, counters. Never held across swap I/O: a page
+ *                being read in is PTE_BUSY and a frame being written out is
+ *                F_BUSY while the lock is dropped, and whoever needs such a
+ *                page waits on host->cond.
  *   swap->lock   leaf lock inside the swap set (swapfiles/swap.h); taken
- *                under host->lock by the swap_* calls.
+ *                under host->lock by the swap_* calls, or alone.
+ *   engine locks internal to the I/O engines; taken with no umlmem lock held.
  *   err (TLS)    the per-thread error message needs no lock.
- * In this version swap I/O is done under host->lock (one coarse lock, as
- * simple as correct); the entry state PTE_BUSY is reserved for the engines
- * that drop the lock across I/O.
+ *
+ * Lock-free reads. umlmem_read() of a resident page takes no lock: it loads
+ * the entry, copies from the frame and checks the guest's sequence count
+ * (guest->seq) before and after. Every change that takes a frame away from
+ * a page (eviction, discard, destroy) is made inside seq_begin/seq_end on
+ * that page's guest, so a copy that raced with one is retried under the
+ * lock. Page table nodes are published with release stores and never freed
+ * while the guest lives; entries are written with atomic stores.
  */
 #ifndef UMLMEM_INTERNAL_H
 #define UMLMEM_INTERNAL_H
@@ -29,6 +37,12 @@
 #define PAGE_SHIFT 12
 #define PAGE_SIZE  UMLMEM_PAGE_SIZE
 
+/* Accesses to data that lock-free readers see. */
+#define LOAD(p)         __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOAD_ACQ(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v)     __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
 /* Debug level: 1 checks invariants (host_check) at the end of every
    mutating call; 0 (default) only when a test asks. */
 #ifndef UMLMEM_DEBUG
@@ -41,7 +55,7 @@
  *   PTE_ZERO   0                no frame, no slot: reads as zeros
  *   PTE_FRAME  frame << 2 | 1   content in frame (private or shared)
  *   PTE_SLOT   slot << 2 | 2    content only in swap slot
- *   PTE_BUSY   3                I/O in flight; waiters sleep on host->cond
+ *   PTE_BUSY   3                being read in from swap; waiters sleep on host->cond
  * A zero-filled leaf is all PTE_ZERO, so lazily allocated chunks need no
  * initialisation beyond calloc.
  */
@@ -69,12 +83,16 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_SLOT = 2, PTE_BUSY = 3 };
  *    (g, idx), further ones (shared frames) are in more[0 .. refs - 2];
  *  - slot != SLOT_NONE: that slot holds exactly the frame's content and
  *    this frame holds one reference on it (the page is clean);
- *  - pins > 0: the pager and the dedup scanner leave the frame alone.
+ *  - pins > 0: the pager and the dedup scanner leave the frame alone;
+ *  - F_BUSY with refs > 0: being written out; its content must not change
+ *    (writers, pinners, discard wait), readers may still copy from it.
+ * The referenced bit lives apart, in host->fref[n], because lock-free
+ * readers set it.
  */
 enum {
-	F_REF   = 0x1,   /* referenced since the clock hand last passed */
-	F_FRESH = 0x2,   /* never used since the store was created: reads as zeros */
-	F_BUSY  = 0x4,   /* taken by the pager for the batch in progress */
+	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
+	F_BUSY  = 0x2,   /* owned by an I/O in flight: a write-out (refs > 0) or a
+			    read-in (refs == 0, off the free list) */
 };
 
 struct rmap {
@@ -110,6 +128,9 @@ struct umlmem_guest {
 	struct umlmem_guest *prev, *next;   /* host's guest list, under host->lock */
 	uint64_t ram_bytes;
 	uint64_t npages;
+	/* Odd while a frame is being taken away from one of this guest's pages;
+	   lock-free readers retry when it moved. Written under host->lock. */
+	uint32_t seq;
 	uint32_t merge_domain;
 	unsigned flags;
 	char name[64];
@@ -127,7 +148,9 @@ struct umlmem_host {
 	/* Protects everything below that is not marked otherwise, and every
 	   guest's page table and counters. Taken before swap->lock. */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;          /* PTE_BUSY waiters (reserved) */
+	/* Broadcast (under lock) when an I/O completes: PTE_BUSY entries and
+	   F_BUSY frames have changed state. */
+	pthread_cond_t cond;
 
 	struct umlmem_host_config cfg;
 	char swap_dir[4096];
@@ -137,6 +160,7 @@ struct umlmem_host {
 	int store_fd;
 	uint8_t *store;
 	struct frame *frames;
+	uint8_t *fref;                /* referenced bits, one byte per frame; atomic */
 
 	/* free frames: a stack of frame numbers */
 	uint32_t *free;
@@ -144,6 +168,13 @@ struct umlmem_host {
 
 	/* pager: CLOCK hand over frame numbers */
 	uint64_t hand;
+	uint64_t busy_frames;         /* F_BUSY frames: I/O in flight on them */
+	/* background reclaim (UMLMEM_BACKGROUND): keeps nfree in [low, high] */
+	uint64_t low, high;
+	pthread_t kthread;
+	bool kthread_on, kthread_stop, kthread_idle;
+	pthread_cond_t kcond;         /* wakes the reclaim thread; with lock */
+	uint64_t kwakeups;
 
 	struct swap *swap;            /* own lock, leaf */
 	struct io_engine *io;         /* thread-safe; fixed after create */
@@ -154,12 +185,37 @@ struct umlmem_host {
 	uint64_t ram_pages;           /* sum over live guests */
 	struct counters ev;           /* host-wide, including destroyed guests */
 
-	/* the pager's batch (cfg.reclaim_batch entries each) */
-	uint64_t *pv;                 /* victim frames */
-	uint64_t *pslot;              /* their new slots */
-	uint64_t *pcsum;              /* checksums of what is written */
-	struct io_req *preq;
 };
+
+static inline void seq_begin(struct umlmem_guest *g)
+{
+	STORE(&g->seq, g->seq + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void seq_end(struct umlmem_guest *g)
+{
+	STORE_REL(&g->seq, g->seq + 1);
+}
+
+/* Sets entry @e of guest @g; a change that takes a frame away is bracketed
+   by the guest's sequence count. Caller holds host->lock. */
+static inline void pte_set(struct umlmem_guest *g, pte_t *e, pte_t v)
+{
+	if (PTE_TYPE(*e) == PTE_FRAME && *e != v) {
+		seq_begin(g);
+		STORE(e, v);
+		seq_end(g);
+	} else {
+		STORE(e, v);
+	}
+}
+
+static inline void frame_touch(struct umlmem_host *h, uint64_t f)
+{
+	if (!LOAD(&h->fref[f]))
+		STORE(&h->fref[f], 1);
+}
 
 /* ---- host.c ------------------------------------------------------------- */
 /* Record the calling thread's message for umlmem_errmsg(); returns err. */
@@ -173,10 +229,14 @@ static inline void *frame_addr(const struct umlmem_host *h, uint64_t f)
 /* ---- frames.c ----------------------------------------------------------- */
 int  frames_init(struct umlmem_host *h);
 void frames_fini(struct umlmem_host *h);
-/* Takes a free frame, evicting a batch first when none is free; @zero: the
-   frame must read as zeros. Caller holds host->lock. -ENOMEM (all pinned),
-   -ENOSPC (swap full), -EIO (write-out failed). */
+/* Takes a free frame into *f (@zero: it must read as zeros) and returns 0.
+   When none is free it reclaims a batch, dropping host->lock during the
+   write-out, and returns -EAGAIN: the caller must look at its page again.
+   When nothing could be freed: -ENOMEM (all pinned), -ENOSPC (swap full),
+   -EIO (write-out failed). Caller holds host->lock. */
 int  frame_get(struct umlmem_host *h, bool zero, uint64_t *f);
+/* Sleeps on host->cond until an I/O completes. Caller holds host->lock. */
+void host_wait(struct umlmem_host *h);
 /* Returns an unmapped frame (refs already 0, slot released) to the free list. */
 void frame_put(struct umlmem_host *h, uint64_t f);
 /* Drops the clean swap copy of frame @f (the page is about to change). */
@@ -184,7 +244,8 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f);
 
 /* ---- guest.c ------------------------------------------------------------ */
 /* Entry of page @idx; NULL when its leaf was never allocated (the entry is
-   then PTE_ZERO). Caller holds host->lock. */
+   then PTE_ZERO). Safe without host->lock (nodes are published with release
+   stores and live as long as the guest). */
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx);
 /* Same, allocating the path; NULL only on -ENOMEM. */
 pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx);
@@ -195,24 +256,37 @@ int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t 
 /* ---- access.c ----------------------------------------------------------- */
 /* Makes page @idx resident (faulting it in as needed) and returns its frame;
    @for_write breaks sharing and drops the clean swap copy. Caller holds
-   host->lock. */
+   host->lock; it may be dropped and retaken while waiting for I/O. */
 int  page_fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, uint64_t *f);
 /* Puts page @idx back to ZERO, freeing its frame or slot. Caller holds host->lock. */
 void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e);
+/* Zaps every page of [a, b) once none is under I/O (waiting for it);
+   -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
+   host->lock. */
+int  range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force);
 /* Points every mapper of frame @f at @to (a PTE_SLOT entry, whose slot
    already holds one reference per mapper, or PTE_ZERO) and frees the frame.
    Caller holds host->lock. */
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
 
 /* ---- pager.c ------------------------------------------------------------ */
-int  pager_init(struct umlmem_host *h);
-void pager_fini(struct umlmem_host *h);
-/* Evicts up to @want pages (one clock pass at most per batch). Caller holds
-   host->lock. Returns 0 or the first error; *done gets the pages evicted. */
+/* Evicts up to @want pages. Caller holds host->lock, which is dropped
+   during write-outs. Returns 0 or the first error; *done gets the pages
+   evicted. */
 int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done);
-/* Reads slot @slot into @buf and verifies its checksum; counts swap_ins on
-   @g and the host, io and checksum errors on the host. -EIO on failure. */
-int  pager_read_slot(struct umlmem_host *h, struct umlmem_guest *g, uint64_t slot, void *buf);
+/* Reads slot @slot into @buf and verifies its checksum, with no umlmem lock
+   held (the caller keeps the slot referenced). Returns 0, or -EIO with
+   *csum_bad telling a checksum mismatch from a failed read. */
+int  pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad);
+/* Counts the outcome of a pager_read_slot() on @g and the host and words
+   the error. Caller holds host->lock. */
+int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad);
+/* Starts and stops the background reclaim thread. */
+int  pager_start(struct umlmem_host *h);
+void pager_stop(struct umlmem_host *h);
+/* Called after a frame was taken: wakes the reclaim thread below the low
+   watermark. Caller holds host->lock. */
+void pager_kick(struct umlmem_host *h);
 
 /* ---- check.c ------------------------------------------------------------ */
 /* Verifies every invariant of the host, its guests, frames and swap set;

@@ -2,13 +2,12 @@
 /*
  * pager.c: keeps the host within its budget by moving pages out to swap.
  *
- * Replacement is CLOCK (second chance): every access sets F_REF on its
- * frame; the hand sweeps the frame table, clears F_REF where it finds it
- * set and takes the frames where it finds it clear. A frame that was used
- * since the hand last passed survives one more sweep, which approximates
- * LRU at the cost of one bit per frame and no list to maintain on the
- * access path (the access path only sets a bit under the lock it already
- * holds).
+ * Replacement is CLOCK (second chance): every access sets the frame's
+ * referenced byte (host->fref, set without a lock by the lock-free read
+ * path); the hand sweeps the frame table, clears the byte where it finds it
+ * set and takes the frames where it finds it clear. A frame used since the
+ * hand last passed survives one more sweep, which approximates LRU at the
+ * cost of one byte per frame and no list to maintain on the access path.
  *
  * Eviction works in batches of cfg.reclaim_batch frames:
  *  - a clean frame (frame->slot valid: the swap copy equals the frame) is
@@ -16,46 +15,39 @@
  *  - a frame of zeros is dropped to PTE_ZERO without I/O, so a page that
  *    was cleared by its guest costs neither a frame nor a slot;
  *  - the rest are written together into slots that swap_alloc() hands out
- *    contiguously, so the batch is one sequential write (the sync engine
- *    merges adjacent requests into one pwritev). Each slot records the
- *    xxh3-64 checksum of what was written; every read checks it.
+ *    contiguously, so the batch is one sequential write. Each slot records
+ *    the xxh3-64 checksum of what was written; every read checks it.
+ * While a batch is written, host->lock is dropped. Its frames are F_BUSY:
+ * the hand skips them, readers may still copy from them, and writers,
+ * pinners and discard wait on host->cond until the write completes. So no
+ * fault on another page ever waits behind a write-out, and every other
+ * guest keeps running.
  * A failed write leaves its frame resident and mapped (nothing is lost),
  * frees the slot and counts an io_error. Pinned frames are never chosen.
  *
- * Caller holds host->lock for every function here. In this version the
- * swap I/O itself runs under it too.
+ * With UMLMEM_BACKGROUND a reclaim thread keeps the free frames between
+ * the low and the high watermark, so that faults find a free frame and
+ * rarely reclaim (and wait for a write) themselves. The faulting thread
+ * wakes it only when the free count crosses the low mark: a wake-up costs
+ * tens of microseconds, once per (high - low) frames.
+ *
+ * Caller holds host->lock for every function here but pager_read_slot().
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
-int pager_init(struct umlmem_host *h)
-{
-	unsigned n = h->cfg.reclaim_batch;
+struct victim {
+	uint64_t f, slot, csum;
+};
 
-	h->pv = calloc(n, sizeof(*h->pv));
-	h->pslot = calloc(n, sizeof(*h->pslot));
-	h->pcsum = calloc(n, sizeof(*h->pcsum));
-	h->preq = calloc(n, sizeof(*h->preq));
-	if (!h->pv || !h->pslot || !h->pcsum || !h->preq)
-		return seterr(-ENOMEM, "cannot allocate the pager's batch of %u", n);
-	return 0;
-}
-
-void pager_fini(struct umlmem_host *h)
-{
-	free(h->pv);
-	free(h->pslot);
-	free(h->pcsum);
-	free(h->preq);
-}
-
-/* Picks up to @max victims into h->pv, marking them F_BUSY so that a sweep
-   that wraps around cannot pick one twice. Two turns of the hand at most:
-   the first may only clear reference bits. */
-static unsigned pick(struct umlmem_host *h, unsigned max)
+/* Picks up to @max victims, marking them F_BUSY so that neither this sweep
+   (wrapping round) nor another evictor picks one twice. Two turns of the
+   hand at most: the first may only clear referenced bytes. */
+static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
 	uint64_t limit = 2 * h->nframes;
 	unsigned n = 0;
@@ -67,14 +59,21 @@ static unsigned pick(struct umlmem_host *h, unsigned max)
 		h->hand = f + 1 == h->nframes ? 0 : f + 1;
 		if (!fr->refs || fr->pins || (fr->flags & F_BUSY))
 			continue;
-		if (fr->flags & F_REF) {
-			fr->flags &= ~F_REF;
+		if (LOAD(&h->fref[f])) {
+			STORE(&h->fref[f], 0);
 			continue;
 		}
 		fr->flags |= F_BUSY;
-		h->pv[n++] = f;
+		h->busy_frames++;
+		v[n++].f = f;
 	}
 	return n;
+}
+
+static void unbusy(struct umlmem_host *h, uint64_t f)
+{
+	h->frames[f].flags &= ~F_BUSY;
+	h->busy_frames--;
 }
 
 static bool page_is_zero(const uint8_t *p)
@@ -82,13 +81,15 @@ static bool page_is_zero(const uint8_t *p)
 	return p[0] == 0 && !memcmp(p, p + 1, PAGE_SIZE - 1);
 }
 
-/* Evicts the @n victims in h->pv; returns how many left memory. */
-static unsigned evict_batch(struct umlmem_host *h, unsigned n, int *err)
+/* Evicts the @n victims in @v; returns how many left memory. Drops
+   host->lock while writing. */
+static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
+			    struct io_req *req, uint64_t *slots, int *err)
 {
 	unsigned done = 0, ndirty = 0, got;
 
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t f = h->pv[i];
+		uint64_t f = v[i].f;
 		struct frame *fr = &h->frames[f];
 
 		if (fr->slot != SLOT_NONE) {
@@ -99,87 +100,108 @@ static unsigned evict_batch(struct umlmem_host *h, unsigned n, int *err)
 			if (fr->refs > 1)
 				swap_ref(h->swap, s, fr->refs - 1);
 			fr->slot = SLOT_NONE;
+			h->busy_frames--;
 			frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
+			h->busy_frames--;
 			frame_unmap_all(h, f, PTE_ZERO);
 			done++;
 		} else {
-			h->pv[ndirty++] = f;
+			v[ndirty++].f = f;
 		}
 	}
 	if (!ndirty)
 		return done;
 
-	got = swap_alloc(h->swap, ndirty, h->pslot);
+	got = swap_alloc(h->swap, ndirty, slots);
 	if (got < ndirty) {
 		*err = seterr(-ENOSPC, "swap is full (swap_bytes %llu): %u dirty pages could not "
 			      "be written out; discard guest memory or raise swap_bytes",
 			      (unsigned long long)h->cfg.swap_bytes, ndirty - got);
 		for (unsigned i = got; i < ndirty; i++)
-			h->frames[h->pv[i]].flags &= ~F_BUSY;
+			unbusy(h, v[i].f);
 	}
 	for (unsigned i = 0; i < got; i++) {
-		struct io_req *r = &h->preq[i];
 		unsigned file;
 
-		swap_where(h->swap, h->pslot[i], &file, &r->off);
-		r->file = (uint16_t)file;
-		r->buf = frame_addr(h, h->pv[i]);
-		r->len = PAGE_SIZE;
-		r->op = IO_WRITE;
-		r->res = 0;
-		h->pcsum[i] = swap_page_csum(r->buf);
+		v[i].slot = slots[i];
+		swap_where(h->swap, slots[i], &file, &req[i].off);
+		req[i].file = (uint16_t)file;
+		req[i].buf = frame_addr(h, v[i].f);
+		req[i].len = PAGE_SIZE;
+		req[i].op = IO_WRITE;
+		req[i].res = 0;
 	}
-	io_run(h->io, h->preq, got);
+
+	pthread_mutex_unlock(&h->lock);
+	/* F_BUSY keeps the content still: checksum and write need no lock */
+	for (unsigned i = 0; i < got; i++)
+		v[i].csum = swap_page_csum(req[i].buf);
+	io_run(h->io, req, got);
+	pthread_mutex_lock(&h->lock);
+
 	for (unsigned i = 0; i < got; i++) {
-		uint64_t f = h->pv[i], s = h->pslot[i];
+		uint64_t f = v[i].f, s = v[i].slot;
 		struct frame *fr = &h->frames[f];
 
-		if (h->preq[i].res) {
+		if (req[i].res) {
 			swap_unref(h->swap, s, 1);
-			fr->flags &= ~F_BUSY;
+			unbusy(h, f);
 			h->ev.io_errors++;
 			/* a filesystem out of space is a full swap to the caller */
-			if (h->preq[i].res == -ENOSPC)
+			if (req[i].res == -ENOSPC)
 				*err = seterr(-ENOSPC, "the filesystem of swap_dir '%s' is full; "
 					      "the page stays in memory", h->swap_dir);
 			else
 				*err = seterr(-EIO, "writing a page to swap in '%s' failed (%s); "
 					      "the page stays in memory", h->swap_dir,
-					      umlmem_strerror(h->preq[i].res));
+					      umlmem_strerror(req[i].res));
 			continue;
 		}
-		swap_set_csum(h->swap, s, h->pcsum[i]);
+		swap_set_csum(h->swap, s, v[i].csum);
 		if (fr->refs > 1)
 			swap_ref(h->swap, s, fr->refs - 1);
 		fr->g->ev.swap_outs++;
 		h->ev.swap_outs++;
+		h->busy_frames--;
 		frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
 		done++;
 	}
+	pthread_cond_broadcast(&h->cond);
 	return done;
 }
 
 int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out)
 {
+	unsigned batch = h->cfg.reclaim_batch;
 	uint64_t total = 0, scanned = 0;
+	struct victim *v;
+	struct io_req *req;
+	uint64_t *slots;
 	int err = 0;
 
+	*out = 0;
+	v = malloc(batch * sizeof(*v));
+	req = malloc(batch * sizeof(*req));
+	slots = malloc(batch * sizeof(*slots));
+	if (!v || !req || !slots) {
+		err = seterr(-ENOMEM, "cannot allocate a reclaim batch of %u", batch);
+		goto out;
+	}
 	while (total < want) {
 		uint64_t left = want - total;
-		unsigned n = pick(h, left < h->cfg.reclaim_batch ? (unsigned)left
-						     : h->cfg.reclaim_batch);
+		unsigned n = pick(h, v, left < batch ? (unsigned)left : batch);
 		unsigned done;
 
 		if (!n) {
 			if (!err)
 				err = seterr(-ENOMEM, "no page can be evicted: all %llu frames of the "
-					     "budget are pinned or free; unpin pages or raise "
-					     "resident_bytes", (unsigned long long)h->nframes);
+					     "budget are pinned, free or under I/O; unpin pages or "
+					     "raise resident_bytes", (unsigned long long)h->nframes);
 			break;
 		}
-		done = evict_batch(h, n, &err);
+		done = evict_batch(h, v, n, req, slots, &err);
 		total += done;
 		scanned += n;
 		/* A batch of only dirty pages with swap full (or failing) frees
@@ -188,32 +210,140 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out)
 		if (!done && scanned >= h->nframes)
 			break;
 	}
+out:
+	free(v);
+	free(req);
+	free(slots);
 	*out = total;
 	return err;
 }
 
-int pager_read_slot(struct umlmem_host *h, struct umlmem_guest *g, uint64_t slot, void *buf)
+int pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad)
 {
 	struct io_req r = { .buf = buf, .len = PAGE_SIZE, .op = IO_READ };
 	unsigned file;
 
+	*csum_bad = false;
 	swap_where(h->swap, slot, &file, &r.off);
 	r.file = (uint16_t)file;
 	io_run(h->io, &r, 1);
-	if (r.res) {
-		h->ev.io_errors++;
-		return seterr(-EIO, "reading guest '%s' page from swap failed (%s); its swap copy "
-			      "is kept, so a retry may succeed", g->name, umlmem_strerror(r.res));
-	}
+	if (r.res)
+		return r.res;
 	if (swap_page_csum(buf) != swap_csum(h->swap, slot)) {
+		*csum_bad = true;
+		return -EIO;
+	}
+	return 0;
+}
+
+int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad)
+{
+	if (!rc) {
+		g->ev.swap_ins++;
+		h->ev.swap_ins++;
+		return 0;
+	}
+	if (csum_bad) {
 		h->ev.checksum_errors++;
 		return seterr(-EIO, "a guest '%s' page read from swap does not match its "
 			      "checksum: the swap file was changed or the disk returned bad data",
 			      g->name);
 	}
-	g->ev.swap_ins++;
-	h->ev.swap_ins++;
+	h->ev.io_errors++;
+	return seterr(-EIO, "reading guest '%s' page from swap failed (%s); its swap copy "
+		      "is kept, so a retry may succeed", g->name, umlmem_strerror(rc));
+}
+
+/* ---- background reclaim ---------------------------------------------------- */
+
+static void *kthread_main(void *arg)
+{
+	struct umlmem_host *h = arg;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->kthread_stop) {
+		uint64_t done = 0;
+
+		if (h->nfree < h->high) {
+			pager_evict(h, h->high - h->nfree, &done);
+			if (done)
+				continue;
+		}
+		/* Idle: above the high mark, or nothing could be evicted (all
+		   pinned, swap full). In the latter case retry now and then
+		   rather than at every kick, which would spin. */
+		h->kthread_idle = true;
+		if (h->nfree >= h->high) {
+			pthread_cond_wait(&h->kcond, &h->lock);
+		} else {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 10 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&h->kcond, &h->lock, &ts);
+		}
+		h->kthread_idle = false;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+void pager_kick(struct umlmem_host *h)
+{
+	if (h->kthread_on && h->kthread_idle && h->nfree < h->low) {
+		h->kthread_idle = false;
+		h->kwakeups++;
+		pthread_cond_signal(&h->kcond);
+	}
+}
+
+int pager_start(struct umlmem_host *h)
+{
+	uint64_t n = h->nframes, b = h->cfg.reclaim_batch;
+
+	/* Defaults: wake at 1/64 of the budget free (at least a batch, at most
+	   1/8), refill to twice that (at most 1/4), so one wake-up writes
+	   several batches back to back. */
+	h->low = h->cfg.reclaim_low;
+	if (!h->low) {
+		h->low = n / 64 > b ? n / 64 : b;
+		if (h->low > n / 8)
+			h->low = n / 8;
+	}
+	h->high = h->cfg.reclaim_high;
+	if (!h->high) {
+		h->high = 2 * h->low;
+		if (h->high > n / 4)
+			h->high = n / 4;
+	}
+	if (h->high < h->low)
+		h->high = h->low;
+	if (!(h->cfg.flags & UMLMEM_BACKGROUND))
+		return 0;
+	pthread_cond_init(&h->kcond, NULL);
+	if (pthread_create(&h->kthread, NULL, kthread_main, h)) {
+		pthread_cond_destroy(&h->kcond);
+		return seterr(-ENOMEM, "cannot start the reclaim thread");
+	}
+	h->kthread_on = true;
 	return 0;
+}
+
+void pager_stop(struct umlmem_host *h)
+{
+	if (!h->kthread_on)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->kthread_stop = true;
+	pthread_cond_signal(&h->kcond);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->kthread, NULL);
+	pthread_cond_destroy(&h->kcond);
+	h->kthread_on = false;
 }
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
