@@ -78,6 +78,10 @@ enum umlmem_io_engine {
  *  (see reclaim_low), so that faults rarely wait for a write-out. Without
  *  it nothing runs unless a call needs it or umlmem_reclaim() asks for it. */
 #define UMLMEM_BACKGROUND 0x1u
+/** Host flag: never read ahead of a swap-in. By default a fault that
+ *  continues an ascending run of swap-ins also reads the next slots (8 at
+ *  first, up to 64) into frames that are free anyway. */
+#define UMLMEM_NO_READAHEAD 0x2u
 
 /**
  * Host configuration. Always fill it with umlmem_host_config_init() first and
@@ -233,10 +237,12 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
 int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 
 /**
- * Evicts up to @p pages resident pages now, least recently used first
+ * Frees up to @p pages frames now by evicting, least recently used first
  * (pinned pages are skipped; dirty ones are written to swap in batches;
- * clean ones with a valid swap copy are dropped without I/O).
- * @param evicted  receives the number evicted (may be NULL).
+ * clean ones with a valid swap copy, and pages read ahead that no guest
+ * touched, are dropped without I/O).
+ * @param evicted  receives the number of guest pages that left memory (may
+ *  be NULL): resident_pages falls by exactly that much.
  * @return 0 (also when fewer, or none, could be evicted), or -EINVAL (NULL
  *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
  *  failed; the pages stay resident and are counted in io_errors).
@@ -280,6 +286,36 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
  *  shared_frames, swap_disk_bytes and the error counts are 0.
  *  @return 0, or -EINVAL (NULL argument). */
 int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+
+/**
+ * More about a host than struct umlmem_stats: the pager and the swap set.
+ * Fields may be added at the end; umlmem_host_info() fills only as many
+ * bytes as the caller's struct has, so old callers keep working.
+ */
+struct umlmem_host_info {
+	uint64_t frames_total;    /**< the budget, in frames */
+	uint64_t frames_free;     /**< frames on the free list */
+	uint64_t frames_cached;   /**< frames holding a page read ahead that no guest has
+				       touched yet: in frames_used, not in resident_pages */
+	uint64_t frames_busy;     /**< frames under swap I/O right now */
+	uint64_t readahead_pages; /**< pages read ahead of a fault */
+	uint64_t readahead_hits;  /**< faults served by a page read ahead, with no I/O */
+	uint64_t reclaim_low;     /**< watermarks of the reclaim thread, in frames */
+	uint64_t reclaim_high;
+	uint64_t reclaim_wakeups; /**< times the reclaim thread was woken */
+	uint64_t swap_slots_used; /**< swap slots holding data */
+	uint64_t swap_slots_cap;  /**< swap capacity in slots; 0: unlimited */
+	uint64_t swap_punches;    /**< swap clusters punched out of their files */
+	uint64_t engine;          /**< the enum umlmem_io_engine in use */
+};
+
+/**
+ * Fills @p info (at most @p size bytes of it: pass sizeof(*info)).
+ * frames_used of umlmem_host_stats() == frames_total - frames_free ==
+ * resident frames + frames_cached + frames_busy.
+ * @return 0, or -EINVAL (NULL argument).
+ */
+int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
 
 /** A short English name for a return code (0 or a negative errno); never NULL. */
 const char *umlmem_strerror(int err);

@@ -17,6 +17,18 @@
  * one fallocate per 256 KiB freed instead of one per page, and a cluster's
  * blocks stay together on disk while it is in use.
  *
+ * Punches are deferred. swap_unref() runs under the caller's locks, and a
+ * fallocate waits on the filesystem, so an emptied cluster only goes on the
+ * punch list (CL_PUNCH: not allocatable, so nothing can be written into it
+ * and later erased); swap_punch_pending(), called where the caller holds no
+ * lock, does the fallocates with swap.lock dropped and then makes the
+ * clusters reusable. Only at the cap, when the space is needed now, does
+ * swap_alloc() punch in place.
+ *
+ * The swap cache. Each slot can name the frame that holds a clean copy of
+ * it (swap_cache_set/get), so that a page faulted back in by one sharer, or
+ * read ahead, is found by the next fault on the same slot without I/O.
+ *
  * Metadata is an array of pointers to per-cluster records grown by
  * doubling, one record per cluster ever created: an unlimited swap set that
  * used 1 GiB costs about 3 MiB of records, whatever its nominal capacity.
@@ -55,6 +67,7 @@ enum sw_state {
 	CL_USED = 0,	/* holds or held slots since it was last empty */
 	CL_CURRENT,	/* the cluster swap_alloc() hands out from */
 	CL_EMPTY,	/* no live slot, punched, on the empty list */
+	CL_PUNCH,	/* no live slot, on the punch list, not yet punched */
 };
 
 struct sw_cluster {
@@ -63,6 +76,7 @@ struct sw_cluster {
 	uint8_t state;				/* enum sw_state */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
+	uint32_t cache[SWAP_CLUSTER_PAGES];	/* frame + 1 holding a clean copy; 0: none */
 };
 
 struct swap {
@@ -79,6 +93,8 @@ struct swap {
 	unsigned cursor;	/* next page of cur to look at */
 	uint64_t empty;		/* head of the empty list or SW_NIL */
 	uint64_t nempty;
+	uint64_t punch;		/* head of the punch list or SW_NIL */
+	uint64_t npunch;	/* on the punch list, or being punched */
 	uint64_t scan;		/* where the at-cap scan resumes */
 	uint64_t used;		/* slots with refs > 0 */
 	uint64_t punches;
@@ -254,6 +270,7 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 	sw->max_cl = (sw->limit + SWAP_CLUSTER_PAGES - 1) / SWAP_CLUSTER_PAGES;
 	sw->cur = SW_NIL;
 	sw->empty = SW_NIL;
+	sw->punch = SW_NIL;
 
 	for (i = 0; i < nfiles; i++) {
 		rc = sw_create(dir, &direct);
@@ -366,12 +383,16 @@ static void sw_misuse(struct swap *sw, const char *what, uint64_t slot, uint64_t
 #endif
 }
 
+static void sw_empty(struct swap *sw, uint64_t c);
+static void sw_punch_now(struct swap *sw);
+
 static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
 {
 	struct sw_cluster *cl = sw->cl[c];
 
 	cl->refs[i] = 1;
 	cl->csum[i] = 0;
+	cl->cache[i] = 0;
 	cl->live++;
 	sw->used++;
 	*out = c * SWAP_CLUSTER_PAGES + i;
@@ -400,15 +421,10 @@ static void sw_retire_current(struct swap *sw)
 	if (sw->cur == SW_NIL)
 		return;
 	cl = sw->cl[sw->cur];
-	if (cl->live) {
+	if (cl->live)
 		cl->state = CL_USED;
-	} else {
-		/* emptied while current: already punched */
-		cl->state = CL_EMPTY;
-		cl->next = sw->empty;
-		sw->empty = sw->cur;
-		sw->nempty++;
-	}
+	else
+		sw_empty(sw, sw->cur);
 	sw->cur = SW_NIL;
 }
 
@@ -418,6 +434,8 @@ static int sw_next_current(struct swap *sw)
 	struct sw_cluster *cl;
 	uint64_t c;
 
+	if (!sw->nempty && sw->ncl >= sw->max_cl)
+		sw_punch_now(sw);
 	if (sw->nempty) {
 		c = sw->empty;
 		cl = sw->cl[c];
@@ -467,7 +485,8 @@ static unsigned sw_scan(struct swap *sw, unsigned n, uint64_t *out)
 		c = (sw->scan + k) % sw->ncl;
 		cl = sw->cl[c];
 		pages = sw_pages(sw, c);
-		if (cl->state == CL_EMPTY || cl->live >= pages)
+		/* a cluster waiting for its punch must stay untouched */
+		if (cl->state == CL_EMPTY || cl->state == CL_PUNCH || cl->live >= pages)
 			continue;
 		for (i = 0; i < pages && got < n; i++)
 			if (!cl->refs[i])
@@ -497,15 +516,10 @@ unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
 	return got;
 }
 
-/*
- * Cluster @c lost its last live slot: give its blocks back and make it
- * reusable. The punch is done here, under the lock, on purpose: once the
- * lock is dropped the cluster can be handed out again and written, and a
- * punch issued later would then erase that new data.
- */
-static void sw_empty(struct swap *sw, uint64_t c)
+/* Punches cluster @c out of its file. No lock needed: the cluster is on
+   no list that swap_alloc() takes from. */
+static void sw_punch(struct swap *sw, uint64_t c)
 {
-	struct sw_cluster *cl = sw->cl[c];
 	int fd = sw->fd[c % sw->nfiles];
 	off_t off = (off_t)((c / sw->nfiles) * SWAP_CLUSTER_BYTES);
 	int rc;
@@ -514,19 +528,115 @@ static void sw_empty(struct swap *sw, uint64_t c)
 		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
 			       (off_t)SWAP_CLUSTER_BYTES);
 	} while (rc < 0 && errno == EINTR);
-	if (rc == 0)
-		sw->punches++;
-	else
-		sw->punch_errors++;	/* EOPNOTSUPP: the space stays, nothing else is lost */
+	/* EOPNOTSUPP: the space stays, nothing else is lost */
+	__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, 1, __ATOMIC_RELAXED);
+}
 
-	if (c == sw->cur) {
-		sw->cursor = 0;
-		return;
-	}
+static void sw_to_empty(struct swap *sw, uint64_t c)
+{
+	struct sw_cluster *cl = sw->cl[c];
+
 	cl->state = CL_EMPTY;
 	cl->next = sw->empty;
 	sw->empty = c;
 	sw->nempty++;
+}
+
+/*
+ * Cluster @c lost its last live slot: queue it for punching. It leaves the
+ * current position if it held it, so nothing is handed out of it before
+ * the punch.
+ */
+static void sw_empty(struct swap *sw, uint64_t c)
+{
+	struct sw_cluster *cl = sw->cl[c];
+
+	if (c == sw->cur)
+		sw->cur = SW_NIL;
+	cl->state = CL_PUNCH;
+	cl->next = sw->punch;
+	sw->punch = c;
+	sw->npunch++;
+}
+
+/* At the cap, with no empty cluster: punch the queued ones now, under the
+   lock, because the caller needs their space. */
+static void sw_punch_now(struct swap *sw)
+{
+	while (sw->punch != SW_NIL) {
+		uint64_t c = sw->punch;
+
+		sw->punch = sw->cl[c]->next;
+		sw->npunch--;
+		sw_punch(sw, c);
+		sw_to_empty(sw, c);
+	}
+}
+
+void swap_punch_pending(struct swap *sw)
+{
+	uint64_t list, c, next;
+
+	if (!sw)
+		return;
+	pthread_mutex_lock(&sw->lock);
+	list = sw->punch;
+	sw->punch = SW_NIL;   /* npunch still counts them until they are empty */
+	pthread_mutex_unlock(&sw->lock);
+	for (c = list; c != SW_NIL; c = sw->cl[c]->next)
+		sw_punch(sw, c);
+	pthread_mutex_lock(&sw->lock);
+	for (c = list; c != SW_NIL; c = next) {
+		next = sw->cl[c]->next;
+		sw->npunch--;
+		sw_to_empty(sw, c);
+	}
+	pthread_mutex_unlock(&sw->lock);
+}
+
+uint32_t swap_cache_get(struct swap *sw, uint64_t slot)
+{
+	struct sw_cluster *cl;
+	uint32_t r = 0;
+	unsigned i;
+
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (cl && cl->refs[i])
+		r = cl->cache[i];
+	pthread_mutex_unlock(&sw->lock);
+	return r;
+}
+
+unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
+{
+	struct sw_cluster *cl;
+	unsigned i, got = 0;
+
+	pthread_mutex_lock(&sw->lock);
+	for (uint64_t s = from; s < from + n; s++) {
+		cl = sw_lookup(sw, s, &i);
+		if (!cl)
+			break;
+		if (cl->refs[i] && !cl->cache[i])
+			out[got++] = s;
+	}
+	pthread_mutex_unlock(&sw->lock);
+	return got;
+}
+
+void swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl || !cl->refs[i])
+		sw_misuse(sw, "swap_cache_set of a free slot", slot, frame1, 0);
+	else
+		cl->cache[i] = frame1;
+	pthread_mutex_unlock(&sw->lock);
 }
 
 void swap_ref(struct swap *sw, uint64_t slot, unsigned n)
@@ -567,6 +677,7 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		cl->refs[i] -= n;
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
+			cl->cache[i] = 0;
 			cl->live--;
 			sw->used--;
 			if (!cl->live)
@@ -645,18 +756,20 @@ void swap_info(struct swap *sw, struct swap_info *out)
 	memset(out, 0, sizeof(*out));
 	if (!sw)
 		return;
+	/* disk use should show what has been freed */
+	swap_punch_pending(sw);
 	pthread_mutex_lock(&sw->lock);
 	out->slots_used = sw->used;
 	out->clusters = sw->ncl;
-	out->punches = sw->punches;
 	pthread_mutex_unlock(&sw->lock);
+	out->punches = __atomic_load_n(&sw->punches, __ATOMIC_RELAXED);
 	out->slots_cap = sw->cap_slots;
 	out->disk_bytes = sw_disk_bytes(sw);
 }
 
 int swap_check(struct swap *sw, char *err, size_t errlen)
 {
-	uint64_t c, used = 0, nempty = 0, walk = 0;
+	uint64_t c, used = 0, nempty = 0, npunch = 0, walk = 0;
 	int rc = -EUCLEAN;
 
 	sw_msg(err, errlen, "%s", "");
@@ -676,6 +789,11 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 			if (i >= pages && cl->refs[i]) {
 				sw_msg(err, errlen, "cluster %llu: unusable page %u has %u references",
 				       (unsigned long long)c, i, cl->refs[i]);
+				goto out;
+			}
+			if (!cl->refs[i] && cl->cache[i]) {
+				sw_msg(err, errlen, "cluster %llu: free page %u names a cached frame",
+				       (unsigned long long)c, i);
 				goto out;
 			}
 			if (!cl->refs[i] && cl->csum[i]) {
@@ -700,6 +818,12 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 			       (unsigned long long)c);
 			goto out;
 		}
+		if (cl->state == CL_PUNCH && live) {
+			sw_msg(err, errlen, "cluster %llu: waits for its punch with %u live pages",
+			       (unsigned long long)c, live);
+			goto out;
+		}
+		npunch += cl->state == CL_PUNCH;
 		if (cl->state == CL_EMPTY) {
 			nempty++;
 			if (live) {
@@ -726,6 +850,11 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 		sw_msg(err, errlen, "empty list has %llu entries, %llu clusters are empty, count says %llu",
 		       (unsigned long long)walk, (unsigned long long)nempty,
 		       (unsigned long long)sw->nempty);
+		goto out;
+	}
+	if (npunch != sw->npunch) {
+		sw_msg(err, errlen, "%llu clusters wait for a punch, count says %llu",
+		       (unsigned long long)npunch, (unsigned long long)sw->npunch);
 		goto out;
 	}
 	rc = 0;

@@ -298,11 +298,11 @@ Test(api, host_flags)
 	struct umlmem_host_config cfg;
 
 	cfg_default(&cfg);
-	cfg.flags = 0x2;
+	cfg.flags = 0x100;
 	BAD_MSG(host_with(&cfg), -EINVAL, "flags");
 	cfg.flags = 0x80000000u;
 	BAD_MSG(host_with(&cfg), -EINVAL, "flags");
-	cfg.flags = UMLMEM_BACKGROUND | 0x4;
+	cfg.flags = UMLMEM_BACKGROUND | 0x40;
 	BAD_MSG(host_with(&cfg), -EINVAL, "flags");
 	intact();
 }

@@ -68,6 +68,9 @@ static umlmem_host *mk_host(uint64_t budget_pages, unsigned batch, unsigned nfil
 	cfg.swap_files = nfiles;
 	if (batch)
 		cfg.reclaim_batch = batch;
+	/* these tests count the pager's own reads and writes page by page;
+	   readahead has tests of its own */
+	cfg.flags = UMLMEM_NO_READAHEAD;
 	rc = umlmem_host_create(&cfg, &P.h);
 	cr_assert_eq(rc, 0, "umlmem_host_create(%" PRIu64 " pages): %s: %s", budget_pages,
 		     umlmem_strerror(rc), umlmem_errmsg());

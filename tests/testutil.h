@@ -168,6 +168,16 @@ static inline uint64_t tu_status_bytes(const char *field)
 	return kb * 1024;
 }
 
+/* Frames that hold a page read ahead and not yet mapped: with no sharing,
+   frames_used == resident_pages + this, whenever no call is in flight. */
+static inline uint64_t tu_cached(umlmem_host *h)
+{
+	struct umlmem_host_info i;
+
+	cr_assert_eq(umlmem_host_info(h, &i, sizeof(i)), 0);
+	return i.frames_cached;
+}
+
 static inline uint64_t tu_vmrss(void) { return tu_status_bytes("VmRSS"); }
 static inline uint64_t tu_rssshmem(void) { return tu_status_bytes("RssShmem"); }
 

@@ -32,15 +32,26 @@
 
 /* ---- reverse map --------------------------------------------------------- */
 
-static void rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
+/* Adds mapper (g, idx) to frame @f: the first in the frame itself, any
+   further one (a shared frame) in fr->more. -ENOMEM only for a further one. */
+static int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more;
 
-	/* Only the first mapper exists in this version; shared frames (refs > 1)
-	   keep the others in fr->more. */
-	fr->g = g;
-	fr->idx = idx;
-	fr->refs = 1;
+	if (!fr->refs) {
+		fr->g = g;
+		fr->idx = idx;
+		fr->refs = 1;
+		return 0;
+	}
+	more = realloc(fr->more, fr->refs * sizeof(*more));
+	if (!more)
+		return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
+	more[fr->refs - 1] = (struct rmap){ g, idx };
+	fr->more = more;
+	fr->refs++;
+	return 0;
 }
 
 /* Removes mapper (g, idx) of frame @f. */
@@ -90,7 +101,8 @@ static int check_page(struct umlmem_guest *g, uint64_t gpa, const char *fn)
 
 /* ---- the fault path -------------------------------------------------------- */
 
-/* Page @idx of @g, now in frame @f, becomes resident. */
+/* Page @idx of @g, now in frame @f (which no other page maps), becomes
+   resident. */
 static void map_new(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f)
 {
 	rmap_add(g->host, f, g, idx);
@@ -100,22 +112,122 @@ static void map_new(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f)
 	g->host->ev.faults++;
 }
 
+/* A cached copy of slot @s that no page maps, of a slot that no entry
+   names any more (its page was discarded or written whole), is garbage:
+   free both. */
+static void cache_drop_orphan(struct umlmem_host *h, uint64_t s)
+{
+	uint32_t f1 = swap_cache_get(h->swap, s);
+	struct frame *fr;
+
+	if (!f1)
+		return;
+	fr = &h->frames[f1 - 1];
+	if (fr->refs || (fr->flags & F_BUSY) || swap_refs(h->swap, s) != 1)
+		return;
+	swap_cache_set(h->swap, s, 0);
+	fr->slot = SLOT_NONE;
+	h->cached--;
+	swap_unref(h->swap, s, 1);
+	frame_put(h, f1 - 1);
+}
+
+/* Picks the slots to read ahead of a swap-in of slot @s and gives each a
+   free frame, cached and F_BUSY, holding a reference on its slot; evicts
+   first (the lock may drop: the caller's page is PTE_BUSY and its frame
+   F_BUSY, so nothing of the caller's moves) when too few frames are free.
+   Returns how many; their frames and slots are in @ra. */
+static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t s, struct ra_page *ra)
+{
+	struct umlmem_host *h = g->host;
+	uint64_t slots[RA_MAX];
+	unsigned win, n, got = 0;
+
+	if (s > g->ra_last && s - g->ra_last <= RA_GAP)
+		g->ra_run++;
+	else
+		g->ra_run = 0;
+	g->ra_last = s;
+	if (!g->ra_run || (h->cfg.flags & UMLMEM_NO_READAHEAD))
+		return 0;
+	win = g->ra_run > 4 ? RA_MAX : RA_MIN << (g->ra_run - 1);
+	if (win > RA_MAX)
+		win = RA_MAX;
+	if (h->nfree < win) {
+		uint64_t done;
+
+		/* the coldest pages make room for the ones a run will want */
+		pager_evict(h, win - h->nfree, &done, NULL);
+		clearerr_tls();
+	}
+	if (win > h->nfree)
+		win = (unsigned)h->nfree;
+	n = win ? swap_uncached(h->swap, s + 1, win, slots) : 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t f;
+
+		if (frame_take(h, &f))
+			break;
+		h->frames[f].flags = F_BUSY;
+		h->busy_frames++;
+		swap_ref(h->swap, slots[i], 1);
+		frame_set_slot(h, f, slots[i]);
+		h->cached++;
+		ra[got].f = f;
+		ra[got].slot = slots[i];
+		got++;
+	}
+	return got;
+}
+
+/* Completes a readahead page: verified, it stays cached; otherwise it is
+   dropped (the fault that wants it will read it and report). */
+static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
+{
+	struct frame *fr = &h->frames[ra->f];
+
+	fr->flags &= ~F_BUSY;
+	h->busy_frames--;
+	if (!res) {
+		h->ra_pages++;
+		h->ev.swap_ins++;
+		/* unused so far: the first turn of the hand may take it */
+		STORE(&h->fref[ra->f], 0);
+		cache_drop_orphan(h, ra->slot);
+		return;
+	}
+	fr->slot = SLOT_NONE;
+	swap_cache_set(h->swap, ra->slot, 0);
+	swap_unref(h->swap, ra->slot, 1);
+	h->cached--;
+	frame_put(h, ra->f);
+}
+
 /* Reads slot @s into the free frame @f for page @idx, with host->lock
-   dropped; the entry is PTE_BUSY meanwhile, so the page's slot reference
-   stays put and everyone else who wants the page waits for this read. */
+   dropped, together with the pages read ahead of it; the entry is PTE_BUSY
+   meanwhile, so the page's slot reference stays put and everyone else who
+   wants the page waits for this read. */
 static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, uint64_t f)
 {
 	struct umlmem_host *h = g->host;
 	struct frame *fr = &h->frames[f];
+	struct ra_page ra[RA_MAX + 1];
+	int res[RA_MAX + 1];
+	unsigned nra;
 	bool bad;
 	int rc;
 
-	fr->flags |= F_BUSY;
+	fr->flags = F_BUSY;
 	h->busy_frames++;
 	pte_set(g, e, PTE_BUSY);
+	ra[0] = (struct ra_page){ f, s };
+	nra = readahead_prepare(g, s, ra + 1);
 	pthread_mutex_unlock(&h->lock);
-	rc = pager_read_slot(h, s, frame_addr(h, f), &bad);
+	pager_read_slots(h, ra, 1 + nra, res, &bad);
 	pthread_mutex_lock(&h->lock);
+	rc = res[0];
+	for (unsigned i = 1; i <= nra; i++)
+		readahead_finish(h, &ra[i], res[i]);
 	fr->flags &= ~F_BUSY;
 	h->busy_frames--;
 	pthread_cond_broadcast(&h->cond);
@@ -127,9 +239,38 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 	}
 	/* The entry's reference on the slot becomes the frame's: the page is
 	   clean until written. */
-	fr->slot = s;
+	frame_set_slot(h, f, s);
 	g->swapped--;
 	map_new(g, idx, e, f);
+	return 0;
+}
+
+/* Page @idx, whose entry names slot @s, finds the slot's content already in
+   frame @f (read ahead, or faulted in by another sharer): map it, no I/O. */
+static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, uint64_t f)
+{
+	struct umlmem_host *h = g->host;
+	struct frame *fr = &h->frames[f];
+
+	int rc;
+
+	if (!fr->refs) {
+		/* a page read ahead: it continues the run that read it */
+		h->cached--;
+		h->ra_hits++;
+		g->ra_last = s;
+	}
+	rc = rmap_add(h, f, g, idx);
+	if (rc)
+		return rc;
+	pte_set(g, e, PTE_MK(PTE_FRAME, f));
+	g->resident++;
+	g->ev.faults++;
+	h->ev.faults++;
+	/* the frame keeps its own reference; the entry's goes */
+	swap_unref(h->swap, s, 1);
+	g->swapped--;
+	g->ev.swap_ins++;
 	return 0;
 }
 
@@ -177,6 +318,20 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			return 0;
 		default: /* PTE_SLOT */
 			s = PTE_VAL(*e);
+			f = swap_cache_get(h->swap, s);
+			if (f--) {
+				if (h->frames[f].flags & F_BUSY) {
+					host_wait(h);
+					continue;
+				}
+				rc = map_cached(g, idx, e, s, f);
+				if (rc)
+					return rc;
+				if (for_write)
+					frame_drop_slot(h, f);
+				*out = f;
+				return 0;
+			}
 			rc = frame_get(h, false, &f);
 			if (rc == -EAGAIN)
 				continue;
@@ -226,6 +381,7 @@ void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
 		break;
 	case PTE_SLOT:
 		swap_unref(h->swap, PTE_VAL(*e), 1);
+		cache_drop_orphan(h, PTE_VAL(*e));
 		g->swapped--;
 		break;
 	default:
@@ -564,5 +720,6 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		seterr(rc, "umlmem_discard: a page in [0x%llx, +%llu) is pinned; "
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	pthread_mutex_unlock(&h->lock);
+	swap_punch_pending(h->swap);
 	return rc;
 }

@@ -97,7 +97,7 @@ static int cmp_u64(const void *a, const void *b)
 static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
-	uint64_t ram = 0, nguests = 0, freecount = 0;
+	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0;
 	uint8_t *isfree;
 	int rc;
 
@@ -137,20 +137,30 @@ static int check_locked(struct ctx *c)
 		if (fr->refs != c->frefs[f])
 			rc = fail(c, "frame %llu: refs %u, but %u entries map it",
 				  (unsigned long long)f, fr->refs, c->frefs[f]);
-		else if (!fr->refs != !!isfree[f])
-			rc = fail(c, "frame %llu: refs %u but %son the free list",
-				  (unsigned long long)f, fr->refs, isfree[f] ? "" : "not ");
-		else if (!fr->refs && (fr->pins || fr->slot != SLOT_NONE))
-			rc = fail(c, "free frame %llu holds a pin or a slot", (unsigned long long)f);
+		else if ((!fr->refs && fr->slot == SLOT_NONE) != !!isfree[f])
+			rc = fail(c, "frame %llu: refs %u, slot %s, but %son the free list",
+				  (unsigned long long)f, fr->refs,
+				  fr->slot == SLOT_NONE ? "none" : "set", isfree[f] ? "" : "not ");
+		else if (!fr->refs && fr->pins)
+			rc = fail(c, "unmapped frame %llu holds a pin", (unsigned long long)f);
+		else if (fr->slot != SLOT_NONE &&
+			 swap_cache_get(h->swap, fr->slot) != (uint32_t)f + 1)
+			rc = fail(c, "frame %llu holds slot %llu, but the swap cache names frame %u",
+				  (unsigned long long)f, (unsigned long long)fr->slot,
+				  swap_cache_get(h->swap, fr->slot));
 		else if (fr->flags & F_BUSY)
 			rc = fail(c, "frame %llu still marked busy", (unsigned long long)f);
 		else if (fr->slot != SLOT_NONE)
 			rc = add_slot(c, fr->slot);
 		freecount += isfree[f];
+		cached += !fr->refs && fr->slot != SLOT_NONE;
 	}
 	free(isfree);
 	if (rc)
 		return rc;
+	if (cached != h->cached)
+		return fail(c, "%llu cached frames counted, %llu recorded",
+			    (unsigned long long)cached, (unsigned long long)h->cached);
 
 	/* every slot's reference count is the number of its references seen */
 	qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);

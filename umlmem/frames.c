@@ -79,7 +79,7 @@ int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
 	int rc;
 
 	if (!h->nfree) {
-		rc = pager_evict(h, h->cfg.reclaim_batch, &done);
+		rc = pager_evict(h, h->cfg.reclaim_batch, &done, NULL);
 		/* the lock was dropped if anything was written: look again */
 		if (h->nfree || done)
 			return -EAGAIN;
@@ -91,15 +91,33 @@ int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
 		}
 		return rc ? rc : -ENOMEM;
 	}
-	f = h->free[--h->nfree];
+	frame_take(h, &f);
 	fr = &h->frames[f];
-	if (zero && !(fr->flags & F_FRESH))
+	if (zero && (fr->flags & F_FRESH) == 0)
 		memset(frame_addr(h, f), 0, PAGE_SIZE);
 	fr->flags = 0;
+	*out = f;
+	return 0;
+}
+
+int frame_take(struct umlmem_host *h, uint64_t *out)
+{
+	uint64_t f;
+
+	if (!h->nfree)
+		return -ENOMEM;
+	f = h->free[--h->nfree];
+	/* F_FRESH is left for frame_get to see; every user clears flags */
 	STORE(&h->fref[f], 1);
 	pager_kick(h);
 	*out = f;
 	return 0;
+}
+
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s)
+{
+	h->frames[f].slot = s;
+	swap_cache_set(h->swap, s, (uint32_t)f + 1);
 }
 
 void host_wait(struct umlmem_host *h)
@@ -126,6 +144,7 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f)
 	struct frame *fr = &h->frames[f];
 
 	if (fr->slot != SLOT_NONE) {
+		swap_cache_set(h->swap, fr->slot, 0);
 		swap_unref(h->swap, fr->slot, 1);
 		fr->slot = SLOT_NONE;
 	}

@@ -101,6 +101,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	h->nguests--;
 	h->ram_pages -= g->npages;
 	pthread_mutex_unlock(&h->lock);
+	swap_punch_pending(h->swap);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {
 		if (!g->top[i])

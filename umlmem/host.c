@@ -93,7 +93,7 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg)
 	cfg->reclaim_batch = 64;
 }
 
-#define HOST_FLAGS UMLMEM_BACKGROUND
+#define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD)
 #define MAX_RECLAIM_BATCH 4096u
 
 static int check_config(const struct umlmem_host_config *c)
@@ -258,6 +258,34 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
 	swap_info(h->swap, &si);
 	s->swap_disk_bytes = si.disk_bytes;
+	return 0;
+}
+
+int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
+{
+	struct umlmem_host_info i = { 0 };
+	struct swap_info si;
+
+	clearerr_tls();
+	if (!h || !out)
+		return seterr(-EINVAL, "umlmem_host_info: %s is NULL", h ? "info" : "host");
+	pthread_mutex_lock(&h->lock);
+	i.frames_total = h->nframes;
+	i.frames_free = h->nfree;
+	i.frames_cached = h->cached;
+	i.frames_busy = h->busy_frames;
+	i.readahead_pages = h->ra_pages;
+	i.readahead_hits = h->ra_hits;
+	i.reclaim_low = h->low;
+	i.reclaim_high = h->high;
+	i.reclaim_wakeups = h->kwakeups;
+	i.engine = h->io->kind;
+	pthread_mutex_unlock(&h->lock);
+	swap_info(h->swap, &si);
+	i.swap_slots_used = si.slots_used;
+	i.swap_slots_cap = si.slots_cap;
+	i.swap_punches = si.punches;
+	memcpy(out, &i, size < sizeof(i) ? size : sizeof(i));
 	return 0;
 }
 

@@ -78,11 +78,14 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_SLOT = 2, PTE_BUSY = 3 };
  * Frame n is bytes [n * 4096, (n + 1) * 4096) of the frame store.
  *
  * Invariants (checked by host_check):
- *  - refs == 0  <=> the frame is on the free list, pins == 0, slot == NONE;
+ *  - refs == 0 and slot == NONE <=> the frame is on the free list (or being
+ *    read into, F_BUSY); refs == 0 and slot != NONE: a cached copy that no
+ *    page maps yet (read ahead), evictable at no cost;
  *  - refs == number of page table entries PTE_FRAME(n); the first mapper is
  *    (g, idx), further ones (shared frames) are in more[0 .. refs - 2];
- *  - slot != SLOT_NONE: that slot holds exactly the frame's content and
- *    this frame holds one reference on it (the page is clean);
+ *  - slot != SLOT_NONE: that slot holds exactly the frame's content, this
+ *    frame holds one reference on it (the page is clean), and the swap
+ *    cache names this frame for that slot;
  *  - pins > 0: the pager and the dedup scanner leave the frame alone;
  *  - F_BUSY with refs > 0: being written out; its content must not change
  *    (writers, pinners, discard wait), readers may still copy from it.
@@ -93,6 +96,18 @@ enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
 	F_BUSY  = 0x2,   /* owned by an I/O in flight: a write-out (refs > 0) or a
 			    read-in (refs == 0, off the free list) */
+};
+
+/* Readahead: a swap-in that continues a run of faults on ascending slots
+   (each within RA_GAP of the last) also reads the next slots, RA_MIN at the
+   start of a run, doubling per fault up to RA_MAX, into frames that stay
+   unmapped in the swap cache until their page is faulted. */
+#define RA_GAP 8
+#define RA_MIN 8
+#define RA_MAX 64
+
+struct ra_page {
+	uint64_t f, slot;
 };
 
 struct rmap {
@@ -141,6 +156,9 @@ struct umlmem_guest {
 	/* page-state counts, under host->lock; resident + swapped + zero == npages */
 	uint64_t resident, swapped, zero;
 	struct counters ev;
+	/* readahead state, under host->lock */
+	uint64_t ra_last;      /* slot of the last swap-in */
+	unsigned ra_run;       /* faults in the current ascending run */
 };
 
 /* ---- host --------------------------------------------------------------- */
@@ -169,6 +187,8 @@ struct umlmem_host {
 	/* pager: CLOCK hand over frame numbers */
 	uint64_t hand;
 	uint64_t busy_frames;         /* F_BUSY frames: I/O in flight on them */
+	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
+	uint64_t ra_pages, ra_hits;   /* pages read ahead; faults they served */
 	/* background reclaim (UMLMEM_BACKGROUND): keeps nfree in [low, high] */
 	uint64_t low, high;
 	pthread_t kthread;
@@ -237,6 +257,10 @@ void frames_fini(struct umlmem_host *h);
 int  frame_get(struct umlmem_host *h, bool zero, uint64_t *f);
 /* Sleeps on host->cond until an I/O completes. Caller holds host->lock. */
 void host_wait(struct umlmem_host *h);
+/* Takes a free frame, never reclaiming: -ENOMEM when none is free. */
+int  frame_take(struct umlmem_host *h, uint64_t *f);
+/* Frame @f now holds a clean copy of slot @s, and holds a reference on it. */
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s);
 /* Returns an unmapped frame (refs already 0, slot released) to the free list. */
 void frame_put(struct umlmem_host *h, uint64_t f);
 /* Drops the clean swap copy of frame @f (the page is about to change). */
@@ -270,14 +294,19 @@ int  range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force);
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
 
 /* ---- pager.c ------------------------------------------------------------ */
-/* Evicts up to @want pages. Caller holds host->lock, which is dropped
-   during write-outs. Returns 0 or the first error; *done gets the pages
-   evicted. */
-int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done);
+/* Frees up to @want frames by eviction. Caller holds host->lock, which is
+   dropped during write-outs. Returns 0 or the first error; *done gets the
+   frames freed, *pages (may be NULL) the guest pages that left memory
+   (fewer when cached copies were dropped, more when a shared frame was). */
+int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t *pages);
 /* Reads slot @slot into @buf and verifies its checksum, with no umlmem lock
    held (the caller keeps the slot referenced). Returns 0, or -EIO with
    *csum_bad telling a checksum mismatch from a failed read. */
 int  pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad);
+/* The same for @n pages (slot into frame) in one batch; res[i] is 0 or a
+   negative errno for each, and *csum_bad tells about page 0. */
+void pager_read_slots(struct umlmem_host *h, const struct ra_page *p, unsigned n, int *res,
+		      bool *csum_bad);
 /* Counts the outcome of a pager_read_slot() on @g and the host and words
    the error. Caller holds host->lock. */
 int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad);

@@ -57,7 +57,9 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		struct frame *fr = &h->frames[f];
 
 		h->hand = f + 1 == h->nframes ? 0 : f + 1;
-		if (!fr->refs || fr->pins || (fr->flags & F_BUSY))
+		/* free frames have neither mappers nor a slot; a frame with
+		   only a slot is a cached copy read ahead, and fair game */
+		if ((!fr->refs && fr->slot == SLOT_NONE) || fr->pins || (fr->flags & F_BUSY))
 			continue;
 		if (LOAD(&h->fref[f])) {
 			STORE(&h->fref[f], 0);
@@ -81,10 +83,20 @@ static bool page_is_zero(const uint8_t *p)
 	return p[0] == 0 && !memcmp(p, p + 1, PAGE_SIZE - 1);
 }
 
+static int by_address(const void *a, const void *b, void *arg)
+{
+	const struct frame *x = &((struct umlmem_host *)arg)->frames[((const struct victim *)a)->f];
+	const struct frame *y = &((struct umlmem_host *)arg)->frames[((const struct victim *)b)->f];
+
+	if (x->g != y->g)
+		return (uintptr_t)x->g < (uintptr_t)y->g ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
 /* Evicts the @n victims in @v; returns how many left memory. Drops
    host->lock while writing. */
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
-			    struct io_req *req, uint64_t *slots, int *err)
+			    struct io_req *req, uint64_t *slots, uint64_t *pages, int *err)
 {
 	unsigned done = 0, ndirty = 0, got;
 
@@ -96,15 +108,23 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			uint64_t s = fr->slot;
 
 			/* the frame's reference on the slot becomes the first
-			   mapper's; every further mapper needs its own */
-			if (fr->refs > 1)
+			   mapper's; every further mapper needs its own; a copy
+			   no page maps just gives its reference back */
+			swap_cache_set(h->swap, s, 0);
+			if (!fr->refs) {
+				swap_unref(h->swap, s, 1);
+				h->cached--;
+			} else if (fr->refs > 1) {
 				swap_ref(h->swap, s, fr->refs - 1);
+			}
 			fr->slot = SLOT_NONE;
 			h->busy_frames--;
+			*pages += fr->refs;
 			frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
 			h->busy_frames--;
+			*pages += fr->refs;
 			frame_unmap_all(h, f, PTE_ZERO);
 			done++;
 		} else {
@@ -114,6 +134,9 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	if (!ndirty)
 		return done;
 
+	/* Slots follow guest addresses: a guest that later reads its memory
+	   in order finds it in ascending slots, which readahead recognises. */
+	qsort_r(v, ndirty, sizeof(*v), by_address, h);
 	got = swap_alloc(h->swap, ndirty, slots);
 	if (got < ndirty) {
 		*err = seterr(-ENOSPC, "swap is full (swap_bytes %llu): %u dirty pages could not "
@@ -139,6 +162,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	for (unsigned i = 0; i < got; i++)
 		v[i].csum = swap_page_csum(req[i].buf);
 	io_run(h->io, req, got);
+	swap_punch_pending(h->swap);
 	pthread_mutex_lock(&h->lock);
 
 	for (unsigned i = 0; i < got; i++) {
@@ -165,6 +189,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		fr->g->ev.swap_outs++;
 		h->ev.swap_outs++;
 		h->busy_frames--;
+		*pages += fr->refs;
 		frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
 		done++;
 	}
@@ -172,8 +197,9 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	return done;
 }
 
-int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out)
+int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *pages)
 {
+	uint64_t npages = 0;
 	unsigned batch = h->cfg.reclaim_batch;
 	uint64_t total = 0, scanned = 0;
 	struct victim *v;
@@ -201,7 +227,7 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out)
 					     "raise resident_bytes", (unsigned long long)h->nframes);
 			break;
 		}
-		done = evict_batch(h, v, n, req, slots, &err);
+		done = evict_batch(h, v, n, req, slots, &npages, &err);
 		total += done;
 		scanned += n;
 		/* A batch of only dirty pages with swap full (or failing) frees
@@ -215,25 +241,53 @@ out:
 	free(req);
 	free(slots);
 	*out = total;
+	if (pages)
+		*pages = npages;
 	return err;
+}
+
+static int read_batch(struct umlmem_host *h, const uint64_t *slot, void *const *buf, unsigned n,
+		      int *res, bool *csum_bad)
+{
+	struct io_req req[1 + RA_MAX];
+	unsigned file;
+
+	for (unsigned i = 0; i < n; i++) {
+		req[i] = (struct io_req){ .buf = buf[i], .len = PAGE_SIZE, .op = IO_READ };
+		swap_where(h->swap, slot[i], &file, &req[i].off);
+		req[i].file = (uint16_t)file;
+	}
+	io_run(h->io, req, n);
+	*csum_bad = false;
+	for (unsigned i = 0; i < n; i++) {
+		res[i] = req[i].res;
+		if (!res[i] && swap_page_csum(buf[i]) != swap_csum(h->swap, slot[i])) {
+			res[i] = -EIO;
+			if (!i)
+				*csum_bad = true;
+		}
+	}
+	return res[0];
 }
 
 int pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad)
 {
-	struct io_req r = { .buf = buf, .len = PAGE_SIZE, .op = IO_READ };
-	unsigned file;
+	int res;
 
-	*csum_bad = false;
-	swap_where(h->swap, slot, &file, &r.off);
-	r.file = (uint16_t)file;
-	io_run(h->io, &r, 1);
-	if (r.res)
-		return r.res;
-	if (swap_page_csum(buf) != swap_csum(h->swap, slot)) {
-		*csum_bad = true;
-		return -EIO;
+	return read_batch(h, &slot, &buf, 1, &res, csum_bad);
+}
+
+void pager_read_slots(struct umlmem_host *h, const struct ra_page *p, unsigned n, int *res,
+		      bool *csum_bad)
+{
+	uint64_t slot[1 + RA_MAX];
+	void *buf[1 + RA_MAX];
+
+	for (unsigned i = 0; i < n; i++) {
+		slot[i] = p[i].slot;
+		buf[i] = frame_addr(h, p[i].f);
 	}
-	return 0;
+	read_batch(h, slot, buf, n, res, csum_bad);
 }
 
 int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad)
@@ -265,7 +319,7 @@ static void *kthread_main(void *arg)
 		uint64_t done = 0;
 
 		if (h->nfree < h->high) {
-			pager_evict(h, h->high - h->nfree, &done);
+			pager_evict(h, h->high - h->nfree, &done, NULL);
 			if (done)
 				continue;
 		}
@@ -348,7 +402,7 @@ void pager_stop(struct umlmem_host *h)
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 {
-	uint64_t done = 0;
+	uint64_t done = 0, npages = 0;
 	int rc;
 
 	clearerr_tls();
@@ -357,7 +411,7 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 	if (!h)
 		return seterr(-EINVAL, "umlmem_reclaim: host is NULL");
 	pthread_mutex_lock(&h->lock);
-	rc = pager_evict(h, pages, &done);
+	rc = pager_evict(h, pages, &done, &npages);
 	pthread_mutex_unlock(&h->lock);
 	if (rc == -ENOMEM) {
 		/* nothing (more) evictable is not a failure of reclaim */
@@ -365,6 +419,6 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 		clearerr_tls();
 	}
 	if (evicted)
-		*evicted = done;
+		*evicted = npages;
 	return rc;
 }
