@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <string.h>
 
 #include "swap.h"
@@ -193,6 +194,85 @@ static unsigned io_mark(struct io_engine *e, struct io_req *r, unsigned n)
 	return hit;
 }
 
+static int by_place(const void *a, const void *b, void *arg)
+{
+	const struct io_req *r = arg;
+	const struct io_req *x = &r[*(const unsigned *)a], *y = &r[*(const unsigned *)b];
+
+	if (x->op != y->op)
+		return x->op < y->op ? -1 : 1;
+	if (x->file != y->file)
+		return x->file < y->file ? -1 : 1;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/*
+ * Runs @n unmarked requests through a vectored engine, merging pages that
+ * are adjacent in one file (same direction, whole pages) into one IO_VEC
+ * request each. A merged request that fails is redone page by page, so
+ * that every page gets its own result, as if nothing had been merged.
+ */
+static void io_run_merged(struct io_engine *e, struct io_req *r, unsigned n)
+{
+	unsigned *idx = malloc(n * sizeof(*idx));
+	unsigned *first = malloc(n * sizeof(*first));   /* per merged request: its run's start in idx */
+	struct io_req *m = malloc(n * sizeof(*m));
+	struct iovec *iov = malloc(n * sizeof(*iov));
+	unsigned nm = 0, i, j;
+
+	if (!idx || !first || !m || !iov) {
+		free(idx);
+		free(first);
+		free(m);
+		free(iov);
+		e->ops->run(e, r, n);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		idx[i] = i;
+	qsort_r(idx, n, sizeof(*idx), by_place, r);
+	for (i = 0; i < n; i = j) {
+		const struct io_req *q = &r[idx[i]];
+
+		for (j = i + 1; j < n && j - i < IO_RUN_MAX; j++) {
+			const struct io_req *p = &r[idx[j - 1]], *c = &r[idx[j]];
+
+			if (c->op != q->op || c->file != q->file || p->len != SWAP_PAGE ||
+			    c->len != SWAP_PAGE || c->off != p->off + SWAP_PAGE)
+				break;
+		}
+		first[nm] = i;
+		m[nm] = *q;
+		if (j - i > 1) {
+			for (unsigned k = i; k < j; k++)
+				iov[k] = (struct iovec){ r[idx[k]].buf, SWAP_PAGE };
+			m[nm].op = (uint8_t)(q->op | IO_VEC);
+			m[nm].iov = &iov[i];
+			m[nm].niov = j - i;
+			m[nm].len = (j - i) * SWAP_PAGE;
+		}
+		nm++;
+	}
+	e->ops->run(e, m, nm);
+	for (unsigned k = 0; k < nm; k++) {
+		unsigned a = first[k], b = k + 1 < nm ? first[k + 1] : n;
+
+		if (!(m[k].op & IO_VEC)) {
+			r[idx[a]].res = m[k].res;
+			continue;
+		}
+		for (i = a; i < b; i++)
+			r[idx[i]].res = 0;
+		if (m[k].res)
+			for (i = a; i < b; i++)
+				e->ops->run(e, &r[idx[i]], 1);
+	}
+	free(idx);
+	free(first);
+	free(m);
+	free(iov);
+}
+
 unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 {
 	unsigned i, a, failed = 0;
@@ -205,7 +285,10 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 		return n;
 	}
 	if (!io_mark(e, r, n)) {
-		e->ops->run(e, r, n);
+		if (n > 1 && e->ops->vectored)
+			io_run_merged(e, r, n);
+		else
+			e->ops->run(e, r, n);
 	} else {
 		/* runs of unmarked requests still go through as batches */
 		for (a = 0; a < n; a = i) {

@@ -108,7 +108,9 @@ int  swap_check(struct swap *sw, char *err, size_t errlen);
 
 /* ---- io.c: the engine interface -------------------------------------- */
 
-enum io_op { IO_READ = 0, IO_WRITE = 1 };
+/* IO_VEC is set only by io_run() on the requests it merges (see io_req). */
+enum io_op { IO_READ = 0, IO_WRITE = 1, IO_VEC = 2 };
+#define IO_RUN_MAX 128u   /* pages io_run() merges into one request at most */
 
 /*
  * One page transfer. Preconditions: @buf is 4096-aligned (a frame of the
@@ -122,6 +124,12 @@ struct io_req {
 	uint16_t file;
 	uint8_t  op;     /* enum io_op */
 	int32_t  res;    /* out: 0 when all @len bytes moved; else -errno (short: -EIO) */
+	/* With IO_VEC in @op (made by io_run() only, for engines that set
+	   io_ops.vectored): @niov pages at @iov, adjacent in the file from @off,
+	   moved as one transfer of @len = niov * 4096 bytes. A short transfer
+	   is just -EIO: io_run() then redoes the pages one by one. */
+	const struct iovec *iov;
+	uint32_t niov;
 };
 
 struct io_engine;
@@ -139,6 +147,10 @@ struct io_ops {
 	   merged. Returns 0. Safe to call from several threads at once. */
 	int  (*run)(struct io_engine *e, struct io_req *r, unsigned n);
 	void (*fini)(struct io_engine *e);
+	/* The engine takes IO_VEC requests: io_run() merges pages adjacent in
+	   a file into one request, so a batch of evictions is one large write
+	   and a readahead one large read, not dozens of 4 KiB transfers. */
+	int vectored;
 };
 
 /* Injected faults (tests): the @nth (1-based) request of @op from now on
