@@ -200,6 +200,10 @@ int host_check(struct umlmem_host *h, char *err, size_t errlen)
 	if (!c.frefs)
 		return -ENOMEM;
 	pthread_mutex_lock(&h->lock);
+	/* I/O in flight (the reclaim thread's, another caller's) leaves pages
+	   between states: check once it has landed, before more can start */
+	while (h->busy_frames)
+		host_wait(h);
 	rc = check_locked(&c);
 	pthread_mutex_unlock(&h->lock);
 	free(c.frefs);
