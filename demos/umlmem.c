@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "umlmem.h"
+#include "cmd.h"
 
 #define PROG		"umlmem"
 #define EXIT_USAGE	2
@@ -50,6 +51,7 @@ static int cmd_help(int argc, char **argv);
 
 static const struct cmd cmd_table[] = {
 	{ "demo", cmd_demo, "overcommit demo: many guests on a small budget, every byte verified" },
+	{ "bench", cmd_bench, "paging figures next to their baselines (raw disk, memcpy, kernel swap)" },
 	{ "help", cmd_help, "show this help, or a command's options: help COMMAND" },
 };
 

@@ -1,0 +1,2291 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * umlmem bench: the library's paging figures, each measured in the same run,
+ * on the same swap directory, next to the baseline it should be judged by.
+ *
+ * Every figure is printed as {value, baseline, ratio, unit, context...}; the
+ * ratio is value / baseline for rates and baseline / value for times, so a
+ * ratio above 1 always favours umlmem. A ratio is only as meaningful as its
+ * baseline, so each baseline is built to differ from the measured path in
+ * exactly one thing: the library.
+ *
+ * Sizes. Budget B (default 256 MiB; --quick 32 MiB) and a working set of
+ * 4B, so that three quarters of it cannot be resident. Timed phases run for
+ * a fixed time (8 s; --quick 2 s) after a warm-up (1 s; 0.5 s) that starts
+ * the I/O engine's rings, fills the CPU caches and lets the pager reach its
+ * steady state. All times are CLOCK_MONOTONIC.
+ *
+ * pagein_random_t1 -- swap-ins per second, one thread. One guest of 4B on a
+ *   budget of B, every page written with distinct content (word w of page p
+ *   holds p * 512 + w + 1: nothing is a zero page and nothing is equal to
+ *   anything else), so that 3/4 of it is in swap. Then one thread reads 8
+ *   bytes at a uniformly random page for the timed phase; the value is the
+ *   guest's swap_ins delta over that phase divided by its length. With
+ *   uniform access about B / 4B of the reads hit resident pages; those cost
+ *   nanoseconds against the tens of microseconds of a fault, and are
+ *   reported ("reads", "hit_fraction") rather than hidden. Every value read
+ *   is checked against the content written. The guest's swap_ins also
+ *   counts a fault that finds its page already read ahead; random pages
+ *   rarely continue an ascending run of slots, and the host's readahead
+ *   counters over the same interval are reported so that this can be seen.
+ *   Baseline: raw 4 KiB random reads at queue depth 1 from a file of the
+ *   working set's size, made with the same swap set code (swap_open on the
+ *   same directory, so the same O_DIRECT decision and the same filesystem)
+ *   and read through an I/O engine of the kind the host really uses, into
+ *   a 4096-aligned buffer that the engine was given as its store (so the
+ *   io_uring engine reads it with READ_FIXED, as it reads frames). That is
+ *   what one fault has to do at the least: one page from the disk. The gap
+ *   between the two is the library's own cost per fault ("overhead_us").
+ *   The timed phase is cut into slices (8; --quick 4) that alternate
+ *   between umlmem and the baseline, so that a change in the disk's speed
+ *   or in other load on the machine during the run falls on both alike.
+ *
+ * pagein_random_t8 -- the same with 8 threads reading random pages of the
+ *   same one guest (one guest rather than 8: the question is whether faults
+ *   of one guest overlap). Baseline: 8 threads each doing queue-depth-1
+ *   reads through the same engine on the baseline file, which is the closer
+ *   analogue of 8 faulting threads than one thread submitting batches of 8.
+ *   "scaling_vs_t1" compares with the one-thread figure of the same run.
+ *
+ * pageout_seq -- pages per second written out by umlmem_reclaim(). A host
+ *   of budget B and a guest of B, every page written (dirty, resident,
+ *   distinct), then umlmem_reclaim(h, everything) is timed; pages come from
+ *   the swap_outs delta. Each repetition makes a new host, so its swap file
+ *   is new and every write allocates blocks, as the baseline's do (a reused
+ *   file with its clusters punched out would be a different workload).
+ *   Baseline: the same number of pages written sequentially through the
+ *   same engine in batches of the host's reclaim_batch (64 pages: 256 KiB)
+ *   into a fresh swap set of the same directory, slots from swap_alloc as
+ *   the pager takes them. The pager additionally scans the clock, checks
+ *   for zero pages, checksums each page and updates page tables: that is
+ *   the cost being measured. Best of 5 (--quick 3) for both, alternating.
+ *
+ * hit_read_8b, hit_read_4k -- ns per umlmem_read() of 8 bytes (at a random
+ *   8-aligned offset of a random page) and of a whole page, from a guest
+ *   whose every page is resident (B/2 of data on a budget of B, so no
+ *   pager watermark can push anything out). Baseline: memcpy of the same
+ *   length from a plain buffer of the same size holding the same content,
+ *   at the same precomputed offsets. Both loops do the same surrounding
+ *   work: one out-of-line call per access (memcpy through a volatile
+ *   function pointer, so the compiler can neither inline nor elide it, and
+ *   with the length a run-time argument), one check of its result, one
+ *   8-byte load from the destination added to a volatile sink. The two
+ *   sums must agree, which checks that both read the same bytes. Both
+ *   sources use 4 KiB pages (the frame store is shmem; the buffer is
+ *   madvised MADV_NOHUGEPAGE) so TLB reach is the same. One warm-up pass,
+ *   then the best of 5, interleaved.
+ *
+ * kernel_swap_random -- the kernel's own swap on the pagein_random_t1
+ *   workload: a child process in a memory cgroup limited to B maps 4B of
+ *   anonymous memory (MADV_NOHUGEPAGE: 4 KiB pages like umlmem's), writes
+ *   every page with the same content rule, then for the same warm-up and
+ *   timed phase reads 8 bytes at uniformly random pages; the value is its
+ *   major faults (getrusage ru_majflt) per second, the baseline is umlmem's
+ *   pagein_random_t1 value from this run, and the ratio umlmem / kernel.
+ *   The swap is a file in the same swap directory (so the same disk), at
+ *   least 1.25 times the working set, with the highest priority should
+ *   other swap be active. A major fault may read more than one page
+ *   (vm.page-cluster readahead), so the pages the kernel read per second
+ *   (/proc/vmstat pswpin) are reported too. Needs root, mkswap, swapon and
+ *   a memory controller; otherwise the figure is skipped with the reason.
+ *   The cgroup is made below the bench's own memory cgroup (v1), so that
+ *   the child stays inside whatever limits the bench itself runs under, or
+ *   at the root of the v2 hierarchy; the bench process never joins it.
+ *   Everything is undone at the end, on error, at exit and on SIGINT,
+ *   SIGTERM and SIGHUP: the child is killed, the swap turned off and its
+ *   file removed, the cgroup removed.
+ *
+ * Numbers are printed as measured. A figure that could not be measured says
+ * why ("skipped" with a reason, or "error").
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "umlmem.h"
+#include "swap.h"
+#include "cmd.h"
+
+#define PROG		"umlmem bench"
+#define EXIT_USAGE	2
+#define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
+#define WORDS		(PAGE / 8)
+
+extern char **environ;
+
+/* ------------------------------------------------------------------------ */
+/* Figures and their results                                                */
+/* ------------------------------------------------------------------------ */
+
+enum key { K_T1, K_T8, K_PAGEOUT, K_HIT8, K_HIT4K, K_KERNEL, NKEYS };
+
+static const char *const key_name[NKEYS] = {
+	[K_T1] = "pagein_random_t1",
+	[K_T8] = "pagein_random_t8",
+	[K_PAGEOUT] = "pageout_seq",
+	[K_HIT8] = "hit_read_8b",
+	[K_HIT4K] = "hit_read_4k",
+	[K_KERNEL] = "kernel_swap_random",
+};
+
+enum rstate { RS_NONE = 0, RS_OK, RS_SKIP, RS_ERROR };
+enum fkind { F_INT, F_NUM, F_STR, F_BOOL };
+
+struct field {
+	const char *name;
+	enum fkind kind;
+	double num;
+	int64_t i;
+	char str[200];
+};
+
+#define MAX_FIELDS 20
+
+struct result {
+	enum rstate state;
+	double value, baseline, ratio;
+	const char *unit;
+	char note[512];
+	char reason[512];	/* RS_SKIP or RS_ERROR */
+	struct field f[MAX_FIELDS];
+	unsigned nf;
+};
+
+struct bench {
+	/* options */
+	bool json, quick;
+	const char *swap_dir;
+	enum umlmem_io_engine want_engine;
+	bool want[NKEYS];
+	uint64_t budget;
+	double seconds, warm;
+
+	/* the engine the hosts really use: the baselines run on the same kind */
+	bool have_engine;
+	enum umlmem_io_engine engine;
+	char engine_note[256];
+
+	struct result r[NKEYS];
+	double t_start;
+	/* other load on the machine, for whoever reads the numbers */
+	double load_start, load_end;
+};
+
+static struct field *res_field(struct result *r, const char *name, enum fkind kind)
+{
+	struct field *f;
+
+	if (r->nf >= MAX_FIELDS)
+		return NULL;
+	f = &r->f[r->nf++];
+	memset(f, 0, sizeof(*f));
+	f->name = name;
+	f->kind = kind;
+	return f;
+}
+
+static void res_int(struct result *r, const char *name, int64_t v)
+{
+	struct field *f = res_field(r, name, F_INT);
+
+	if (f)
+		f->i = v;
+}
+
+static void res_num(struct result *r, const char *name, double v)
+{
+	struct field *f = res_field(r, name, F_NUM);
+
+	if (f)
+		f->num = v;
+}
+
+static void res_bool(struct result *r, const char *name, bool v)
+{
+	struct field *f = res_field(r, name, F_BOOL);
+
+	if (f)
+		f->i = v;
+}
+
+static void __attribute__((format(printf, 3, 4)))
+res_str(struct result *r, const char *name, const char *fmt, ...)
+{
+	struct field *f = res_field(r, name, F_STR);
+	va_list ap;
+
+	if (!f)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(f->str, sizeof(f->str), fmt, ap);
+	va_end(ap);
+}
+
+static void __attribute__((format(printf, 2, 3)))
+res_note(struct result *r, const char *fmt, ...)
+{
+	size_t len = strlen(r->note);
+	va_list ap;
+
+	if (len && len + 2 < sizeof(r->note)) {
+		strcpy(r->note + len, "; ");
+		len += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(r->note + len, sizeof(r->note) - len, fmt, ap);
+	va_end(ap);
+}
+
+/* Sets a rate (more is better) or a time (less is better). */
+static void res_set(struct result *r, double value, double baseline, const char *unit,
+		    bool is_time)
+{
+	r->state = RS_OK;
+	r->value = value;
+	r->baseline = baseline;
+	r->unit = unit;
+	if (is_time)
+		r->ratio = value > 0 ? baseline / value : NAN;
+	else
+		r->ratio = baseline > 0 ? value / baseline : NAN;
+}
+
+/* The first failure is the one that explains the figure. */
+static void __attribute__((format(printf, 3, 4)))
+res_fail(struct result *r, enum rstate st, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (r->state == RS_ERROR || r->state == RS_SKIP)
+		return;
+	r->state = st;
+	va_start(ap, fmt);
+	vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s: %s\n", PROG, r->reason);
+}
+
+/* A failed library call, with the library's own sentence. */
+static void lib_fail(struct result *r, int rc, const char *what)
+{
+	char msg[512];
+
+	snprintf(msg, sizeof(msg), "%s", umlmem_errmsg());
+	if (msg[0])
+		res_fail(r, RS_ERROR, "%s: %s: %s", what, umlmem_strerror(rc), msg);
+	else
+		res_fail(r, RS_ERROR, "%s: %s", what, umlmem_strerror(rc));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts;
+
+	if (s <= 0)
+		return;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+		;
+}
+
+static void __attribute__((format(printf, 1, 2))) progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", PROG);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static const char *fmt_bytes(char *buf, size_t n, uint64_t v)
+{
+	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
+	double x = (double)v;
+	int u = -1;
+
+	if (v < 1024) {
+		snprintf(buf, n, "%" PRIu64 " B", v);
+		return buf;
+	}
+	while (x >= 1024.0 && u < 3) {
+		x /= 1024.0;
+		u++;
+	}
+	snprintf(buf, n, x < 10.0 ? "%.2f %s" : "%.1f %s", x, unit[u]);
+	return buf;
+}
+
+static const char *engine_name(enum umlmem_io_engine e)
+{
+	switch (e) {
+	case UMLMEM_IO_AUTO:	return "auto";
+	case UMLMEM_IO_URING:	return "io_uring";
+	case UMLMEM_IO_AIO:	return "libaio";
+	case UMLMEM_IO_SYNC:	return "sync";
+	}
+	return "unknown";
+}
+
+/* splitmix64: seeds and the per-thread generators. */
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n) without the bias of a modulo. */
+static uint64_t rng_below(uint64_t *s, uint64_t n)
+{
+	return (uint64_t)(((unsigned __int128)rng_next(s) * n) >> 64);
+}
+
+/* The content rule shared by every figure: never zero, never repeated. */
+static inline uint64_t word_of(uint64_t page, uint64_t w)
+{
+	return page * WORDS + w + 1;
+}
+
+static void fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt)
+{
+	for (uint64_t p = 0; p < npages; p++)
+		for (uint64_t w = 0; w < WORDS; w++)
+			buf[p * WORDS + w] = word_of(first_page + p, w) ^ salt;
+}
+
+/* Page-aligned anonymous memory, 4 KiB pages, so that both sides of a
+   comparison see the same TLB reach. */
+static void *map_pages(uint64_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, bytes, MADV_NOHUGEPAGE);
+	return p;
+}
+
+static int write_file(const char *path, const char *val)
+{
+	size_t len = strlen(val);
+	ssize_t n;
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, len);
+	if (n < 0)
+		err = -errno;
+	else if ((size_t)n != len)
+		err = -EIO;
+	close(fd);
+	return err;
+}
+
+static bool read_line(const char *path, char *buf, size_t len);
+
+static double loadavg_1m(void)
+{
+	char line[128];
+
+	if (!read_line("/proc/loadavg", line, sizeof(line)))
+		return NAN;
+	return strtod(line, NULL);
+}
+
+static bool read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fgets(buf, (int)len, f) != NULL;
+	fclose(f);
+	if (ok)
+		buf[strcspn(buf, "\n")] = '\0';
+	return ok;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hosts                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int make_host(struct bench *b, struct result *r, uint64_t budget, uint64_t guest_bytes,
+		     const char *name, umlmem_host **hp, umlmem_guest **gp)
+{
+	struct umlmem_host_config hc;
+	struct umlmem_guest_config gc;
+	const char *why = NULL;
+	enum umlmem_io_engine kind;
+	int rc;
+
+	*hp = NULL;
+	*gp = NULL;
+	umlmem_host_config_init(&hc);
+	hc.resident_bytes = budget;
+	hc.swap_dir = b->swap_dir;
+	hc.io = b->want_engine;
+	rc = umlmem_host_create(&hc, hp);
+	if (rc) {
+		*hp = NULL;
+		lib_fail(r, rc, "creating the host");
+		return rc;
+	}
+	kind = umlmem_host_io_engine(*hp, &why);
+	if (!b->have_engine) {
+		b->have_engine = true;
+		b->engine = kind;
+		snprintf(b->engine_note, sizeof(b->engine_note), "%s", why ? why : "");
+	}
+	umlmem_guest_config_init(&gc);
+	gc.ram_bytes = guest_bytes;
+	gc.name = name;
+	gc.flags = UMLMEM_GUEST_NOMERGE;
+	rc = umlmem_guest_create(*hp, &gc, gp);
+	if (rc) {
+		*gp = NULL;
+		lib_fail(r, rc, "creating the guest");
+		umlmem_host_destroy(*hp);
+		*hp = NULL;
+	}
+	return rc;
+}
+
+#define FILL_PAGES 64u
+
+/* Writes every page of [0, bytes) with the content rule (xor @salt). */
+static int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
+		      const char *what)
+{
+	uint64_t *buf = aligned_alloc(PAGE, FILL_PAGES * PAGE);
+	uint64_t npages = bytes / PAGE, p, n;
+	double last = now_s(), t;
+	char b1[32], b2[32];
+	int rc = 0;
+
+	if (!buf) {
+		res_fail(r, RS_ERROR, "out of memory for the fill buffer");
+		return -ENOMEM;
+	}
+	for (p = 0; p < npages; p += n) {
+		n = npages - p < FILL_PAGES ? npages - p : FILL_PAGES;
+		fill_pages(buf, p, n, salt);
+		rc = umlmem_write(g, p * PAGE, buf, n * PAGE);
+		if (rc) {
+			lib_fail(r, rc, "writing the guest");
+			break;
+		}
+		t = now_s();
+		if (what && t - last >= 2.0) {
+			progress("%s: written %s of %s", what, fmt_bytes(b1, sizeof(b1), p * PAGE),
+				 fmt_bytes(b2, sizeof(b2), bytes));
+			last = t;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The baseline file: a swap set of the working set's size                  */
+/* ------------------------------------------------------------------------ */
+
+#define RAW_WRITE_PAGES 256u	/* 1 MiB per io_run while filling */
+#define RAW_THREADS_MAX 8u
+
+struct rawfile {
+	struct swap *sw;
+	struct io_engine *e;
+	uint64_t npages;
+	uint64_t *slots;
+	uint8_t *mem;		/* the engine's store: write batch + one page per reader */
+	uint64_t mem_bytes;
+	bool direct;
+};
+
+static void raw_close(struct rawfile *f)
+{
+	if (f->e)
+		io_engine_destroy(f->e);
+	if (f->sw)
+		swap_close(f->sw);
+	if (f->mem)
+		munmap(f->mem, f->mem_bytes);
+	free(f->slots);
+	memset(f, 0, sizeof(*f));
+}
+
+/*
+ * Opens a fresh swap set in the swap directory and an engine of the host's
+ * kind on it, with @mem_pages of page-aligned memory as the engine's store.
+ */
+static int raw_open(struct bench *b, struct result *r, struct rawfile *f, uint64_t npages,
+		    unsigned mem_pages)
+{
+	char err[512] = "", why[512] = "";
+	const char *dir = b->swap_dir;
+	int rc;
+
+	memset(f, 0, sizeof(*f));
+	if (!dir) {
+		/* the library's own default, so the baseline shares the disk */
+		dir = getenv("TMPDIR");
+		if (!dir || !*dir)
+			dir = "/var/tmp";
+	}
+	f->npages = npages;
+	f->mem_bytes = (uint64_t)mem_pages * PAGE;
+	f->mem = map_pages(f->mem_bytes);
+	f->slots = calloc(npages ? npages : 1, sizeof(*f->slots));
+	if (!f->mem || !f->slots) {
+		res_fail(r, RS_ERROR, "out of memory for the baseline's buffers");
+		if (f->mem == NULL)
+			f->mem_bytes = 0;
+		raw_close(f);
+		return -ENOMEM;
+	}
+	memset(f->mem, 0x5a, f->mem_bytes);
+	rc = swap_open(&f->sw, dir, 1, 0, err, sizeof(err));
+	if (rc) {
+		f->sw = NULL;
+		res_fail(r, RS_ERROR, "baseline: swap_open in %s: %s", dir,
+			 err[0] ? err : strerror(-rc));
+		raw_close(f);
+		return rc;
+	}
+	f->direct = swap_is_direct(f->sw);
+	rc = io_engine_create(b->engine, f->sw, f->mem, f->mem_bytes, &f->e, why, sizeof(why));
+	if (rc) {
+		f->e = NULL;
+		res_fail(r, RS_ERROR, "baseline: starting the %s engine: %s", engine_name(b->engine),
+			 why[0] ? why : strerror(-rc));
+		raw_close(f);
+		return rc;
+	}
+	return 0;
+}
+
+/* Allocates every slot and writes it, RAW_WRITE_PAGES per io_run. */
+static int raw_fill(struct result *r, struct rawfile *f)
+{
+	struct io_req req[RAW_WRITE_PAGES];
+	uint64_t p = 0, n, got;
+	unsigned i, file;
+
+	while (p < f->npages) {
+		n = f->npages - p < RAW_WRITE_PAGES ? f->npages - p : RAW_WRITE_PAGES;
+		for (got = 0; got < n; ) {
+			unsigned k = swap_alloc(f->sw, (unsigned)(n - got), f->slots + p + got);
+
+			if (!k) {
+				res_fail(r, RS_ERROR, "baseline: swap_alloc found no free slot");
+				return -ENOSPC;
+			}
+			got += k;
+		}
+		for (i = 0; i < n; i++) {
+			swap_where(f->sw, f->slots[p + i], &file, &req[i].off);
+			req[i].file = (uint16_t)file;
+			req[i].buf = f->mem + (uint64_t)i * PAGE;
+			req[i].len = PAGE;
+			req[i].op = IO_WRITE;
+			req[i].res = 0;
+		}
+		if (io_run(f->e, req, (unsigned)n)) {
+			for (i = 0; i < n && !req[i].res; i++)
+				;
+			res_fail(r, RS_ERROR, "baseline: writing the file failed: %s",
+				 strerror(i < n ? -req[i].res : EIO));
+			return -EIO;
+		}
+		p += n;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timed random-read phases, on umlmem or on the raw file                   */
+/* ------------------------------------------------------------------------ */
+
+struct phase;
+
+struct worker {
+	pthread_t tid;
+	struct phase *ph;
+	unsigned id;
+	uint64_t rng;
+	uint64_t ops;		/* written by the worker, sampled by main (atomics) */
+	int err;
+	char msg[256];
+};
+
+struct phase {
+	int stop;		/* atomics */
+	/* the readers start together, when main sets go */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool go;
+	/* umlmem side */
+	umlmem_host *h;
+	umlmem_guest *g;
+	/* raw side */
+	struct rawfile *raw;
+	uint64_t npages;
+	struct worker w[RAW_THREADS_MAX];
+	unsigned nthreads;
+};
+
+static void phase_wait(struct phase *ph)
+{
+	pthread_mutex_lock(&ph->lock);
+	while (!ph->go)
+		pthread_cond_wait(&ph->cond, &ph->lock);
+	pthread_mutex_unlock(&ph->lock);
+}
+
+static void phase_go(struct phase *ph)
+{
+	pthread_mutex_lock(&ph->lock);
+	ph->go = true;
+	pthread_cond_broadcast(&ph->cond);
+	pthread_mutex_unlock(&ph->lock);
+}
+
+static void *guest_reader(void *arg)
+{
+	struct worker *w = arg;
+	struct phase *ph = w->ph;
+	uint64_t v, page, word, ops = 0;
+	int rc;
+
+	phase_wait(ph);
+	while (!__atomic_load_n(&ph->stop, __ATOMIC_RELAXED)) {
+		page = rng_below(&w->rng, ph->npages);
+		word = rng_below(&w->rng, WORDS);
+		rc = umlmem_read(ph->g, page * PAGE + word * 8, &v, 8);
+		if (rc) {
+			w->err = rc;
+			snprintf(w->msg, sizeof(w->msg), "umlmem_read of page %" PRIu64 ": %s: %s",
+				 page, umlmem_strerror(rc), umlmem_errmsg());
+			break;
+		}
+		if (v != word_of(page, word)) {
+			w->err = -EUCLEAN;
+			snprintf(w->msg, sizeof(w->msg), "page %" PRIu64 " word %" PRIu64
+				 " read 0x%" PRIx64 ", expected 0x%" PRIx64, page, word, v,
+				 word_of(page, word));
+			break;
+		}
+		__atomic_store_n(&w->ops, ++ops, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *raw_reader(void *arg)
+{
+	struct worker *w = arg;
+	struct phase *ph = w->ph;
+	struct rawfile *f = ph->raw;
+	struct io_req req;
+	uint64_t ops = 0, slot;
+	unsigned file;
+
+	phase_wait(ph);
+	while (!__atomic_load_n(&ph->stop, __ATOMIC_RELAXED)) {
+		slot = f->slots[rng_below(&w->rng, f->npages)];
+		swap_where(f->sw, slot, &file, &req.off);
+		req.file = (uint16_t)file;
+		/* the pages after the write batch: one per reader */
+		req.buf = f->mem + (uint64_t)(RAW_WRITE_PAGES + w->id) * PAGE;
+		req.len = PAGE;
+		req.op = IO_READ;
+		req.res = 0;
+		if (io_run(f->e, &req, 1)) {
+			w->err = req.res ? req.res : -EIO;
+			snprintf(w->msg, sizeof(w->msg), "raw read at offset %" PRIu64 ": %s",
+				 req.off, strerror(-w->err));
+			break;
+		}
+		__atomic_store_n(&w->ops, ++ops, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static uint64_t phase_ops(struct phase *ph)
+{
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < ph->nthreads; i++)
+		sum += __atomic_load_n(&ph->w[i].ops, __ATOMIC_RELAXED);
+	return sum;
+}
+
+struct phase_out {
+	double secs;
+	uint64_t ops;
+	uint64_t swap_ins, faults;	/* umlmem side */
+	uint64_t ra_pages, ra_hits;	/* readahead, from the host */
+};
+
+/*
+ * Runs @nthreads readers for @warm seconds, then for @secs timed ones,
+ * bounded by two samples taken together (clock, operation counters, guest
+ * counters) so that every count belongs to the same interval; adds the
+ * counts to @out.
+ */
+static int run_slice(struct result *r, struct phase *ph, unsigned nthreads, uint64_t seed,
+		     double warm, double secs, struct phase_out *out)
+{
+	struct umlmem_host_info i0, i1;
+	struct umlmem_stats s0, s1;
+	uint64_t ops0, ops1;
+	double t0, t1;
+	unsigned i, started = 0;
+	int rc = 0;
+
+	memset(&s0, 0, sizeof(s0));
+	memset(&s1, 0, sizeof(s1));
+	memset(&i0, 0, sizeof(i0));
+	memset(&i1, 0, sizeof(i1));
+	ph->stop = 0;
+	ph->go = false;
+	ph->nthreads = nthreads;
+	for (i = 0; i < nthreads; i++) {
+		struct worker *w = &ph->w[i];
+
+		memset(w, 0, sizeof(*w));
+		w->ph = ph;
+		w->id = i;
+		w->rng = seed * 1000003u + i;
+		rng_next(&w->rng);
+		rc = pthread_create(&w->tid, NULL, ph->g ? guest_reader : raw_reader, w);
+		if (rc) {
+			res_fail(r, RS_ERROR, "pthread_create: %s", strerror(rc));
+			break;
+		}
+		started++;
+	}
+	if (started < nthreads) {
+		__atomic_store_n(&ph->stop, 1, __ATOMIC_RELAXED);
+		phase_go(ph);
+		for (i = 0; i < started; i++)
+			pthread_join(ph->w[i].tid, NULL);
+		return -EAGAIN;
+	}
+	phase_go(ph);
+	sleep_s(warm);
+
+	if (ph->g) {
+		umlmem_guest_stats(ph->g, &s0);
+		umlmem_host_info(ph->h, &i0, sizeof(i0));
+	}
+	ops0 = phase_ops(ph);
+	t0 = now_s();
+	sleep_s(secs);
+	t1 = now_s();
+	ops1 = phase_ops(ph);
+	if (ph->g) {
+		umlmem_guest_stats(ph->g, &s1);
+		umlmem_host_info(ph->h, &i1, sizeof(i1));
+	}
+
+	__atomic_store_n(&ph->stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < nthreads; i++)
+		pthread_join(ph->w[i].tid, NULL);
+
+	for (i = 0; i < nthreads; i++)
+		if (ph->w[i].err) {
+			res_fail(r, RS_ERROR, "thread %u: %s", i, ph->w[i].msg);
+			return ph->w[i].err;
+		}
+	out->secs += t1 - t0;
+	out->ops += ops1 - ops0;
+	out->swap_ins += s1.swap_ins - s0.swap_ins;
+	out->faults += s1.faults - s0.faults;
+	out->ra_pages += i1.readahead_pages - i0.readahead_pages;
+	out->ra_hits += i1.readahead_hits - i0.readahead_hits;
+	return 0;
+}
+
+/*
+ * umlmem and the raw file in alternating slices of one timed phase, so
+ * that a change of the disk's speed or of other load on the machine during
+ * the run falls on both sides alike. Each side warms up once, before its
+ * first slice.
+ */
+static int run_compare(struct bench *b, struct result *r, struct phase *ph, unsigned nthreads,
+		       umlmem_host *h, umlmem_guest *g, struct rawfile *raw, struct phase_out *u,
+		       struct phase_out *base)
+{
+	unsigned rounds = b->quick ? 4 : 8, i;
+	double slice = b->seconds / rounds;
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	memset(base, 0, sizeof(*base));
+	for (i = 0; i < rounds; i++) {
+		ph->h = h;
+		ph->g = g;
+		ph->raw = NULL;
+		rc = run_slice(r, ph, nthreads, 4 * i + nthreads, i ? 0 : b->warm, slice, u);
+		if (rc)
+			return rc;
+		ph->h = NULL;
+		ph->g = NULL;
+		ph->raw = raw;
+		rc = run_slice(r, ph, nthreads, 4 * i + nthreads + 1000, i ? 0 : b->warm, slice,
+			       base);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* pagein_random_t1, pagein_random_t8                                       */
+/* ------------------------------------------------------------------------ */
+
+static void pagein_result(struct bench *b, struct result *r, unsigned threads,
+			  const struct phase_out *u, const struct phase_out *raw,
+			  uint64_t npages, bool direct)
+{
+	double value = u->secs > 0 ? (double)u->swap_ins / u->secs : 0;
+	double base = raw->secs > 0 ? (double)raw->ops / raw->secs : 0;
+
+	res_set(r, value, base, "faults/s", false);
+	res_int(r, "threads", threads);
+	res_int(r, "guests", 1);
+	res_int(r, "pages", (int64_t)npages);
+	res_int(r, "budget_pages", (int64_t)(b->budget / PAGE));
+	res_num(r, "seconds", u->secs);
+	res_int(r, "reads", (int64_t)u->ops);
+	res_int(r, "swap_ins", (int64_t)u->swap_ins);
+	res_int(r, "faults", (int64_t)u->faults);
+	res_int(r, "readahead_pages", (int64_t)u->ra_pages);
+	res_int(r, "readahead_hits", (int64_t)u->ra_hits);
+	res_num(r, "hit_fraction", u->ops ? 1.0 - (double)u->swap_ins / (double)u->ops : NAN);
+	res_int(r, "baseline_reads", (int64_t)raw->ops);
+	res_num(r, "baseline_seconds", raw->secs);
+	if (value > 0 && base > 0)
+		res_num(r, "overhead_us", 1e6 * threads / value - 1e6 * threads / base);
+	res_str(r, "engine", "%s", engine_name(b->engine));
+	res_bool(r, "direct", direct);
+	res_str(r, "baseline_mode", threads == 1 ?
+		"one thread, one 4 KiB read per io_run (queue depth 1)" :
+		"%u threads, each one 4 KiB read per io_run (queue depth 1 each)", threads);
+	if (!direct)
+		res_note(r, "the swap directory does not take O_DIRECT: both sides read "
+			 "through the page cache");
+	if (u->ra_hits * 100 > u->swap_ins)
+		res_note(r, "%" PRIu64 " of the swap-ins found their page read ahead, with no read "
+			 "of their own", u->ra_hits);
+	if (r->ratio > 1.1)
+		res_note(r, "more than 10%% above the raw reads it cannot beat (one read per "
+			 "fault): the disk's speed varied between slices by more than the "
+			 "library costs; compare several runs");
+	else if (r->ratio >= 0.9)
+		res_note(r, "within 10%% of the raw disk: disk-bound");
+	else if (r->ratio > 0)
+		res_note(r, "%.1f us per fault above a raw read: the library's own cost "
+			 "per fault", 1e6 * threads / value - 1e6 * threads / base);
+}
+
+static void bench_pagein(struct bench *b)
+{
+	struct result *r1 = &b->r[K_T1], *r8 = &b->r[K_T8];
+	bool do1 = b->want[K_T1], do8 = b->want[K_T8];
+	struct result *r = do1 ? r1 : r8;	/* setup failures go to the first */
+	uint64_t ws = 4 * b->budget, npages = ws / PAGE;
+	struct umlmem_stats st;
+	struct phase_out u1 = { 0 }, raw1 = { 0 }, u8 = { 0 }, raw8 = { 0 };
+	struct rawfile raw = { 0 };
+	struct phase *ph = NULL;
+	umlmem_host *h = NULL;
+	umlmem_guest *g = NULL;
+	char b1[32], b2[32];
+	double t;
+
+	if (!do1 && !do8)
+		return;
+	ph = calloc(1, sizeof(*ph));
+	if (!ph) {
+		res_fail(r, RS_ERROR, "out of memory");
+		goto out;
+	}
+	pthread_mutex_init(&ph->lock, NULL);
+	pthread_cond_init(&ph->cond, NULL);
+	progress("pagein: guest of %s on a budget of %s, filling it",
+		 fmt_bytes(b1, sizeof(b1), ws), fmt_bytes(b2, sizeof(b2), b->budget));
+	if (make_host(b, r, b->budget, ws, "bench-pagein", &h, &g))
+		goto out;
+	t = now_s();
+	if (fill_guest(r, g, ws, 0, "pagein fill"))
+		goto out;
+	umlmem_guest_stats(g, &st);
+	progress("pagein: filled in %.1f s: %" PRIu64 " pages resident, %" PRIu64 " in swap",
+		 now_s() - t, st.resident_pages, st.swapped_pages);
+
+	progress("pagein: baseline file of %s in the swap directory (%s engine)",
+		 fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
+	t = now_s();
+	if (raw_open(b, r, &raw, npages, RAW_WRITE_PAGES + RAW_THREADS_MAX) ||
+	    raw_fill(r, &raw))
+		goto out;
+	progress("pagein: baseline file written in %.1f s", now_s() - t);
+
+	ph->npages = npages;
+	if (do1) {
+		progress("pagein_random_t1: umlmem and raw reads, 1 thread, %.1f s each in "
+			 "alternating slices, after %.1f s warm-up each", b->seconds, b->warm);
+		if (run_compare(b, r1, ph, 1, h, g, &raw, &u1, &raw1))
+			goto t8;
+		pagein_result(b, r1, 1, &u1, &raw1, npages, raw.direct);
+	}
+t8:
+	if (do8) {
+		progress("pagein_random_t8: umlmem (8 threads, one guest) and raw reads (8 "
+			 "threads), %.1f s each in alternating slices", b->seconds);
+		if (run_compare(b, r8, ph, 8, h, g, &raw, &u8, &raw8))
+			goto out;
+		pagein_result(b, r8, 8, &u8, &raw8, npages, raw.direct);
+		if (r1->state == RS_OK && r1->value > 0) {
+			double sc = r8->value / r1->value;
+
+			res_num(r8, "scaling_vs_t1", sc);
+			if (sc < 1.3)
+				res_note(r8, "8 threads fault at %.2fx the rate of one: their faults "
+					 "barely overlap", sc);
+		}
+	}
+out:
+	/* a failed setup explains both figures */
+	if (do1 && do8 && r1->state == RS_ERROR && r8->state == RS_NONE)
+		res_fail(r8, RS_ERROR, "%s", r1->reason);
+	raw_close(&raw);
+	umlmem_host_destroy(h);	/* destroys the guest too */
+	if (ph) {
+		pthread_mutex_destroy(&ph->lock);
+		pthread_cond_destroy(&ph->cond);
+	}
+	free(ph);
+}
+
+/* ------------------------------------------------------------------------ */
+/* pageout_seq                                                              */
+/* ------------------------------------------------------------------------ */
+
+#define PAGEOUT_REPS 5
+#define RECLAIM_BATCH 64u	/* umlmem_host_config_init()'s default */
+
+/* One baseline repetition: a fresh swap set, @npages written in batches. */
+static int pageout_raw_once(struct bench *b, struct result *r, uint64_t npages, double *secs)
+{
+	struct io_req req[RECLAIM_BATCH];
+	uint64_t slots[RECLAIM_BATCH];
+	struct rawfile f;
+	uint64_t p, n, got;
+	unsigned i, file;
+	double t0;
+	int rc;
+
+	rc = raw_open(b, r, &f, 0, RECLAIM_BATCH);
+	if (rc)
+		return rc;
+	t0 = now_s();
+	for (p = 0; p < npages; p += n) {
+		n = npages - p < RECLAIM_BATCH ? npages - p : RECLAIM_BATCH;
+		/* the pager asks swap_alloc for a batch of slots the same way */
+		for (got = 0; got < n; ) {
+			unsigned k = swap_alloc(f.sw, (unsigned)(n - got), slots + got);
+
+			if (!k) {
+				res_fail(r, RS_ERROR, "baseline: swap_alloc found no free slot");
+				raw_close(&f);
+				return -ENOSPC;
+			}
+			got += k;
+		}
+		for (i = 0; i < n; i++) {
+			swap_where(f.sw, slots[i], &file, &req[i].off);
+			req[i].file = (uint16_t)file;
+			req[i].buf = f.mem + (uint64_t)i * PAGE;
+			req[i].len = PAGE;
+			req[i].op = IO_WRITE;
+			req[i].res = 0;
+		}
+		if (io_run(f.e, req, (unsigned)n)) {
+			res_fail(r, RS_ERROR, "baseline: sequential write failed");
+			raw_close(&f);
+			return -EIO;
+		}
+	}
+	*secs = now_s() - t0;
+	raw_close(&f);
+	return 0;
+}
+
+/* One umlmem repetition: a fresh host (so a fresh swap file, like the
+   baseline's), @npages dirty pages, one timed umlmem_reclaim of them all. */
+static int pageout_umlmem_once(struct bench *b, struct result *r, uint64_t npages, int rep,
+			       double *secs, uint64_t *pages)
+{
+	struct umlmem_stats s0, s1;
+	umlmem_host *h;
+	umlmem_guest *g;
+	uint64_t evicted;
+	double t0;
+	int rc;
+
+	rc = make_host(b, r, npages * PAGE, npages * PAGE, "bench-pageout", &h, &g);
+	if (rc)
+		return rc;
+	rc = fill_guest(r, g, npages * PAGE, (uint64_t)rep << 40, NULL);
+	if (!rc) {
+		umlmem_guest_stats(g, &s0);
+		t0 = now_s();
+		rc = umlmem_reclaim(h, UINT64_MAX, &evicted);
+		*secs = now_s() - t0;
+		umlmem_guest_stats(g, &s1);
+		if (rc)
+			lib_fail(r, rc, "umlmem_reclaim");
+		*pages = s1.swap_outs - s0.swap_outs;
+	}
+	umlmem_host_destroy(h);
+	return rc;
+}
+
+static void bench_pageout(struct bench *b)
+{
+	struct result *r = &b->r[K_PAGEOUT];
+	uint64_t npages = b->budget / PAGE, pages = 0, best_pages = 0;
+	double best_u = 0, best_raw = 0, dt = 0, rate;
+	int rep, reps = b->quick ? 3 : PAGEOUT_REPS;
+	char b1[32];
+
+	if (!b->want[K_PAGEOUT])
+		return;
+	progress("pageout_seq: %s of dirty pages reclaimed, and as many raw batch writes, "
+		 "%d times each, alternating", fmt_bytes(b1, sizeof(b1), b->budget), reps);
+	for (rep = 0; rep < reps; rep++) {
+		if (pageout_umlmem_once(b, r, npages, rep, &dt, &pages))
+			return;
+		rate = dt > 0 ? (double)pages / dt : 0;
+		if (rate > best_u) {
+			best_u = rate;
+			best_pages = pages;
+		}
+		progress("pageout_seq: rep %d: umlmem %.0f pages/s", rep + 1, rate);
+		if (pageout_raw_once(b, r, npages, &dt))
+			return;
+		rate = dt > 0 ? (double)npages / dt : 0;
+		if (rate > best_raw)
+			best_raw = rate;
+		progress("pageout_seq: rep %d: raw %.0f pages/s", rep + 1, rate);
+	}
+	res_set(r, best_u, best_raw, "pages/s", false);
+	res_int(r, "pages", (int64_t)best_pages);
+	res_int(r, "batch", RECLAIM_BATCH);
+	res_int(r, "reps", reps);
+	res_num(r, "MiB_per_s", best_u * PAGE / (1024.0 * 1024.0));
+	res_num(r, "baseline_MiB_per_s", best_raw * PAGE / (1024.0 * 1024.0));
+	res_str(r, "engine", "%s", engine_name(b->engine));
+	res_str(r, "baseline_mode", "%" PRIu64 " pages in io_run batches of %u into a fresh "
+		"swap set, best of %d", npages, RECLAIM_BATCH, reps);
+	if (best_pages < npages)
+		res_note(r, "reclaim wrote %" PRIu64 " of %" PRIu64 " pages (the rest were "
+			 "already out)", best_pages, npages);
+	if (r->ratio > 1.1)
+		res_note(r, "more than 10%% above raw batch writes of the same size: the disk's "
+			 "speed varied between repetitions; compare several runs");
+	else if (r->ratio >= 0.9)
+		res_note(r, "within 10%% of raw batch writes: disk-bound");
+}
+
+/* ------------------------------------------------------------------------ */
+/* hit_read_8b, hit_read_4k                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define HIT_REPS 5
+
+/* Called through a volatile pointer: an out-of-line call the compiler can
+   neither inline, specialise for the length, nor drop. */
+static void *(*volatile memcpy_fn)(void *, const void *, size_t) = memcpy;
+static volatile uint64_t sink;
+
+static __attribute__((noinline)) int
+loop_umlmem(umlmem_guest *g, const uint64_t *off, size_t n, size_t len, uint8_t *dst,
+	    uint64_t *sum)
+{
+	uint64_t v;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		rc = umlmem_read(g, off[i], dst, len);
+		if (rc)
+			return rc;
+		memcpy(&v, dst, 8);
+		sink += v;
+	}
+	*sum = sink;
+	return 0;
+}
+
+static __attribute__((noinline)) int
+loop_memcpy(const uint8_t *src, const uint64_t *off, size_t n, size_t len, uint8_t *dst,
+	    uint64_t *sum)
+{
+	uint64_t v;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!memcpy_fn(dst, src + off[i], len))
+			return -EFAULT;
+		memcpy(&v, dst, 8);
+		sink += v;
+	}
+	*sum = sink;
+	return 0;
+}
+
+static void hit_one(struct bench *b, enum key k, umlmem_guest *g, const uint8_t *src,
+		    uint64_t bytes, size_t len, size_t iters)
+{
+	struct result *r = &b->r[k];
+	uint64_t *off = malloc(iters * sizeof(*off));
+	uint8_t *dst = aligned_alloc(PAGE, PAGE);
+	uint64_t npages = bytes / PAGE, rng = 0x1234u + len, sum_u = 0, sum_m = 0, s0;
+	double best_u = INFINITY, best_m = INFINITY, t0, dt;
+	struct umlmem_stats st0, st1;
+	int rep, rc;
+
+	if (!off || !dst) {
+		res_fail(r, RS_ERROR, "out of memory for %zu offsets", iters);
+		goto out;
+	}
+	for (size_t i = 0; i < iters; i++) {
+		uint64_t page = rng_below(&rng, npages);
+
+		off[i] = page * PAGE + (len < PAGE ? rng_below(&rng, (PAGE - len) / 8 + 1) * 8 : 0);
+	}
+	umlmem_guest_stats(g, &st0);
+	/* rep 0 is the warm-up, not counted */
+	for (rep = 0; rep <= HIT_REPS; rep++) {
+		s0 = sink;
+		t0 = now_s();
+		rc = loop_umlmem(g, off, iters, len, dst, &sum_u);
+		dt = now_s() - t0;
+		if (rc) {
+			lib_fail(r, rc, "umlmem_read");
+			goto out;
+		}
+		sum_u -= s0;
+		if (rep && dt < best_u)
+			best_u = dt;
+
+		s0 = sink;
+		t0 = now_s();
+		rc = loop_memcpy(src, off, iters, len, dst, &sum_m);
+		dt = now_s() - t0;
+		sum_m -= s0;
+		if (rc) {
+			res_fail(r, RS_ERROR, "memcpy returned NULL");
+			goto out;
+		}
+		if (rep && dt < best_m)
+			best_m = dt;
+		if (sum_u != sum_m) {
+			res_fail(r, RS_ERROR, "umlmem_read and memcpy read different bytes "
+				 "(sums 0x%" PRIx64 " and 0x%" PRIx64 ")", sum_u, sum_m);
+			goto out;
+		}
+	}
+	umlmem_guest_stats(g, &st1);
+	res_set(r, best_u * 1e9 / (double)iters, best_m * 1e9 / (double)iters, "ns", true);
+	res_int(r, "bytes", (int64_t)len);
+	res_int(r, "iterations", (int64_t)iters);
+	res_int(r, "reps", HIT_REPS);
+	res_int(r, "resident_bytes", (int64_t)bytes);
+	res_int(r, "faults", (int64_t)(st1.faults - st0.faults));
+	res_str(r, "baseline_mode", "memcpy through a function pointer from a plain %s buffer, "
+		"same offsets, best of %d", len == 8 ? "8 B" : "4 KiB", HIT_REPS);
+	if (st1.faults != st0.faults)
+		res_note(r, "%" PRIu64 " faults during the timed loops: not every page stayed "
+			 "resident", st1.faults - st0.faults);
+	res_note(r, "source region %" PRIu64 " MiB on both sides (4 KiB pages)", bytes >> 20);
+out:
+	free(off);
+	free(dst);
+}
+
+static void bench_hits(struct bench *b)
+{
+	bool do8 = b->want[K_HIT8], do4 = b->want[K_HIT4K];
+	struct result *r = do8 ? &b->r[K_HIT8] : &b->r[K_HIT4K];
+	uint64_t bytes = b->budget / 2 / PAGE * PAGE;
+	struct umlmem_stats st;
+	umlmem_host *h = NULL;
+	umlmem_guest *g = NULL;
+	uint8_t *src = NULL;
+	char b1[32];
+
+	if (!do8 && !do4)
+		return;
+	if (bytes < PAGE)
+		bytes = PAGE;
+	progress("hit reads: %s resident on a budget twice that, against memcpy",
+		 fmt_bytes(b1, sizeof(b1), bytes));
+	if (make_host(b, r, b->budget, bytes, "bench-hits", &h, &g))
+		goto out;
+	if (fill_guest(r, g, bytes, 0, NULL))
+		goto out;
+	umlmem_guest_stats(g, &st);
+	if (st.swapped_pages) {
+		res_fail(r, RS_ERROR, "%" PRIu64 " pages went to swap although the resident set "
+			 "is half the budget", st.swapped_pages);
+		goto out;
+	}
+	src = map_pages(bytes);
+	if (!src) {
+		res_fail(r, RS_ERROR, "cannot map %" PRIu64 " bytes for the baseline", bytes);
+		goto out;
+	}
+	fill_pages((uint64_t *)src, 0, bytes / PAGE, 0);
+	if (do8)
+		hit_one(b, K_HIT8, g, src, bytes, 8, b->quick ? (1u << 19) : (1u << 21));
+	if (do4)
+		hit_one(b, K_HIT4K, g, src, bytes, PAGE, b->quick ? (1u << 16) : (1u << 18));
+out:
+	if (src)
+		munmap(src, bytes);
+	umlmem_host_destroy(h);
+}
+
+/* ------------------------------------------------------------------------ */
+/* kernel_swap_random                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What the kernel figure set up, for the cleanup that must run whatever
+ * happens. Only the process that set it up (owner) undoes it: a forked
+ * child inherits this and the handlers, and must not turn the swap off
+ * under its parent.
+ */
+static struct {
+	pid_t owner;
+	pid_t child;
+	bool swap_file;		/* created */
+	bool swap_on;
+	bool cgroup;		/* created */
+	char swap_path[PATH_MAX];
+	char cg_path[PATH_MAX];
+	bool handlers;
+	int swapoff_err, rmdir_err;	/* errno of the last failed attempt */
+	struct sigaction old[3];
+} kst;
+
+static const int kst_signals[3] = { SIGINT, SIGTERM, SIGHUP };
+
+/* Only system calls: it also runs from a signal handler. */
+static void kernel_cleanup(void)
+{
+	sigset_t all, old;
+	struct timespec ms = { 0, 10 * 1000 * 1000 };
+	int i;
+
+	if (kst.owner != getpid())
+		return;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	if (kst.child > 0) {
+		kill(kst.child, SIGKILL);
+		while (waitpid(kst.child, NULL, 0) < 0 && errno == EINTR)
+			;
+		kst.child = 0;
+	}
+	if (kst.swap_on) {
+		if (swapoff(kst.swap_path) == 0 || errno == EINVAL)
+			kst.swap_on = false;
+		else
+			kst.swapoff_err = errno;
+	}
+	if (kst.swap_file && !kst.swap_on) {
+		unlink(kst.swap_path);
+		kst.swap_file = false;
+	}
+	if (kst.cgroup) {
+		/* the memory controller may still be releasing the child's
+		   charges for a moment after it was reaped */
+		for (i = 0; i < 200; i++) {
+			if (rmdir(kst.cg_path) == 0 || errno == ENOENT) {
+				kst.cgroup = false;
+				break;
+			}
+			kst.rmdir_err = errno;
+			if (errno != EBUSY)
+				break;
+			nanosleep(&ms, NULL);
+		}
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+static void kernel_signal(int sig)
+{
+	kernel_cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void kernel_handlers(bool on)
+{
+	struct sigaction sa;
+	static bool atexit_done;
+	int i;
+
+	if (on) {
+		if (!atexit_done && atexit(kernel_cleanup) == 0)
+			atexit_done = true;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = kernel_signal;
+		sigemptyset(&sa.sa_mask);
+		for (i = 0; i < 3; i++)
+			sigaction(kst_signals[i], &sa, &kst.old[i]);
+		kst.handlers = true;
+	} else if (kst.handlers) {
+		for (i = 0; i < 3; i++)
+			sigaction(kst_signals[i], &kst.old[i], NULL);
+		kst.handlers = false;
+	}
+}
+
+/* Runs a program with its output discarded; returns its exit status, or
+   -errno when it could not be started. */
+static int run_quiet(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	int st, rc;
+	pid_t pid;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc)
+		return -rc;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* Writes zeros over the whole file: some filesystems refuse to swap on
+   fallocated (unwritten) extents. */
+static int zero_file(int fd, uint64_t bytes)
+{
+	static const char zeros[1 << 16];
+	uint64_t done = 0;
+	ssize_t n;
+
+	while (done < bytes) {
+		size_t len = bytes - done < sizeof(zeros) ? (size_t)(bytes - done) : sizeof(zeros);
+
+		n = pwrite(fd, zeros, len, (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (uint64_t)n;
+	}
+	return fsync(fd) ? -errno : 0;
+}
+
+static int swap_prepare(struct result *r, const char *dir, uint64_t bytes, bool zero,
+			bool *others)
+{
+	char *mk[] = { "mkswap", kst.swap_path, NULL };
+	char line[512];
+	FILE *f;
+	int fd, rc, lines = 0;
+
+	*others = false;
+	f = fopen("/proc/swaps", "re");
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			lines++;
+		fclose(f);
+		*others = lines > 1;
+	}
+	snprintf(kst.swap_path, sizeof(kst.swap_path), "%s/umlmem-bench-%d.swap", dir,
+		 (int)getpid());
+	fd = open(kst.swap_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		res_fail(r, RS_SKIP, "cannot create the swap file %s: %s", kst.swap_path,
+			 strerror(errno));
+		return -1;
+	}
+	kst.swap_file = true;
+	fchmod(fd, 0600);
+	rc = zero ? -EOPNOTSUPP : (fallocate(fd, 0, 0, (off_t)bytes) ? -errno : 0);
+	if (rc == -EOPNOTSUPP)
+		rc = zero_file(fd, bytes);
+	close(fd);
+	if (rc) {
+		res_fail(r, RS_SKIP, "cannot size the swap file %s: %s", kst.swap_path,
+			 strerror(-rc));
+		return -1;
+	}
+	rc = run_quiet(mk);
+	if (rc) {
+		res_fail(r, RS_SKIP, "mkswap %s: %s", kst.swap_path,
+			 rc < 0 ? strerror(-rc) : "failed");
+		return -1;
+	}
+	/* the highest priority, so our pages go here even with other swap on */
+	if (swapon(kst.swap_path, SWAP_FLAG_PREFER | (SWAP_FLAG_PRIO_MASK & 32767))) {
+		rc = -errno;
+		if (!zero && rc == -EINVAL)
+			return 1;	/* try again with a written file */
+		res_fail(r, RS_SKIP, "swapon %s: %s", kst.swap_path, strerror(-rc));
+		return -1;
+	}
+	kst.swap_on = true;
+	return 0;
+}
+
+/* The caller's own v1 memory cgroup, relative to the hierarchy root. */
+static bool own_v1_memcg(char *out, size_t len)
+{
+	char line[PATH_MAX + 64], *c1, *c2, *ctl;
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		c1 = strchr(line, ':');
+		c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		for (ctl = strtok(c1 + 1, ","); ctl; ctl = strtok(NULL, ","))
+			if (!strcmp(ctl, "memory")) {
+				snprintf(out, len, "%s", strcmp(c2 + 1, "/") ? c2 + 1 : "");
+				found = true;
+				break;
+			}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Makes the memory cgroup with the limit. Returns 0, or -1 after recording
+ * why it cannot be done here. @desc gets a description for the output.
+ */
+static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t desclen)
+{
+	char val[64], path[PATH_MAX + 64], own[PATH_MAX - 64], line[256];
+	bool v2 = false;
+	int rc;
+
+	if (read_line("/sys/fs/cgroup/cgroup.controllers", line, sizeof(line))) {
+		for (char *t = strtok(line, " "); t; t = strtok(NULL, " "))
+			if (!strcmp(t, "memory"))
+				v2 = true;
+	}
+	snprintf(val, sizeof(val), "%" PRIu64, limit);
+	if (v2) {
+		/* the root's children may only use what the root delegates */
+		if (read_line("/sys/fs/cgroup/cgroup.subtree_control", line, sizeof(line)) &&
+		    !strstr(line, "memory"))
+			write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+		snprintf(kst.cg_path, sizeof(kst.cg_path), "/sys/fs/cgroup/umlmem-bench-%d",
+			 (int)getpid());
+		if (mkdir(kst.cg_path, 0755)) {
+			res_fail(r, RS_SKIP, "cannot create cgroup %s: %s", kst.cg_path,
+				 strerror(errno));
+			return -1;
+		}
+		kst.cgroup = true;
+		snprintf(path, sizeof(path), "%s/memory.max", kst.cg_path);
+		rc = write_file(path, val);
+		if (rc) {
+			res_fail(r, RS_SKIP, "cannot write %s: %s", path, strerror(-rc));
+			return -1;
+		}
+		snprintf(path, sizeof(path), "%s/memory.swap.max", kst.cg_path);
+		if (access(path, F_OK) == 0)
+			write_file(path, "max");
+		snprintf(desc, desclen, "v2 %s memory.max=%s", kst.cg_path, val);
+		return 0;
+	}
+
+	if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK)) {
+		res_fail(r, RS_SKIP, "no memory cgroup controller (neither v2 with memory in "
+			 "/sys/fs/cgroup/cgroup.controllers nor v1 /sys/fs/cgroup/memory)");
+		return -1;
+	}
+	/* below our own cgroup first, so the child stays within our limits */
+	if (!own_v1_memcg(own, sizeof(own)))
+		own[0] = '\0';
+	snprintf(kst.cg_path, sizeof(kst.cg_path), "/sys/fs/cgroup/memory%s/umlmem-bench-%d",
+		 own, (int)getpid());
+	if (mkdir(kst.cg_path, 0755) && own[0]) {
+		snprintf(kst.cg_path, sizeof(kst.cg_path), "/sys/fs/cgroup/memory/umlmem-bench-%d",
+			 (int)getpid());
+		if (mkdir(kst.cg_path, 0755)) {
+			res_fail(r, RS_SKIP, "cannot create a v1 memory cgroup: %s", strerror(errno));
+			return -1;
+		}
+	} else if (access(kst.cg_path, F_OK)) {
+		res_fail(r, RS_SKIP, "cannot create cgroup %s: %s", kst.cg_path, strerror(errno));
+		return -1;
+	}
+	kst.cgroup = true;
+	snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", kst.cg_path);
+	rc = write_file(path, val);
+	if (rc) {
+		res_fail(r, RS_SKIP, "cannot write %s: %s", path, strerror(-rc));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/memory.swappiness", kst.cg_path);
+	write_file(path, "60");
+	snprintf(path, sizeof(path), "%s/memory.memsw.limit_in_bytes", kst.cg_path);
+	if (access(path, F_OK) == 0)
+		write_file(path, "-1");
+	snprintf(desc, desclen, "v1 %s memory.limit_in_bytes=%s swappiness=60", kst.cg_path, val);
+	return 0;
+}
+
+struct child_report {
+	int err;		/* 0, or an errno of the child */
+	char msg[160];
+	uint64_t majflt, minflt, reads, pswpin, mismatches;
+	double secs;
+};
+
+static uint64_t vmstat_pswpin(void)
+{
+	char line[128];
+	unsigned long long v = 0;
+	FILE *f = fopen("/proc/vmstat", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "pswpin %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* The child: waits until it is in the cgroup, then does the workload. */
+static void __attribute__((noreturn))
+kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
+{
+	struct child_report rep;
+	struct rusage ru0, ru1;
+	uint64_t npages = ws / PAGE, *mem, rng = 0xabcdefu, page, word, v, acc = 0;
+	double t0, t_end;
+	char c;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		signal(kst_signals[i], SIG_DFL);
+	/* a parent killed outright cannot clean up; at least do not outlive it */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	memset(&rep, 0, sizeof(rep));
+	if (read(go_fd, &c, 1) != 1)
+		_exit(1);
+	close(go_fd);
+
+	mem = mmap(NULL, ws, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		rep.err = errno;
+		snprintf(rep.msg, sizeof(rep.msg), "mmap of %" PRIu64 " bytes", ws);
+		goto report;
+	}
+	madvise(mem, ws, MADV_NOHUGEPAGE);
+	fill_pages(mem, 0, npages, 0);
+
+	t_end = now_s() + warm;
+	while (now_s() < t_end) {
+		page = rng_below(&rng, npages);
+		acc += mem[page * WORDS + rng_below(&rng, WORDS)];
+	}
+	rep.pswpin = vmstat_pswpin();
+	getrusage(RUSAGE_SELF, &ru0);
+	t0 = now_s();
+	t_end = t0 + secs;
+	for (;;) {
+		page = rng_below(&rng, npages);
+		word = rng_below(&rng, WORDS);
+		v = ((volatile uint64_t *)mem)[page * WORDS + word];
+		if (v != word_of(page, word))
+			rep.mismatches++;
+		acc += v;
+		rep.reads++;
+		if (now_s() >= t_end)
+			break;
+	}
+	rep.secs = now_s() - t0;
+	getrusage(RUSAGE_SELF, &ru1);
+	rep.pswpin = vmstat_pswpin() - rep.pswpin;
+	rep.majflt = (uint64_t)(ru1.ru_majflt - ru0.ru_majflt);
+	rep.minflt = (uint64_t)(ru1.ru_minflt - ru0.ru_minflt);
+	sink = acc;
+report:
+	if (write(out_fd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
+		_exit(1);
+	_exit(0);
+}
+
+static void bench_kernel(struct bench *b)
+{
+	struct result *r = &b->r[K_KERNEL];
+	uint64_t ws = 4 * b->budget, swap_bytes;
+	struct child_report rep;
+	char cgdesc[PATH_MAX + 128] = "", path[PATH_MAX + 64], line[64], b1[32], b2[32];
+	const char *dir = b->swap_dir;
+	int go[2] = { -1, -1 }, res[2] = { -1, -1 }, st, rc;
+	bool others = false;
+	struct pollfd pfd;
+	ssize_t n;
+	pid_t pid;
+
+	if (!b->want[K_KERNEL])
+		return;
+	if (!dir) {
+		dir = getenv("TMPDIR");
+		if (!dir || !*dir)
+			dir = "/var/tmp";
+	}
+	if (geteuid() != 0) {
+		res_fail(r, RS_SKIP, "needs root (swapon and a memory cgroup)");
+		return;
+	}
+	memset(&kst, 0, sizeof(kst));
+	kst.owner = getpid();
+	kernel_handlers(true);
+
+	/* at least the working set and a quarter, in whole MiB */
+	swap_bytes = ((ws + ws / 4) + (1u << 20) - 1) / (1u << 20) * (1u << 20);
+	progress("kernel_swap_random: swap file of %s in %s, memory cgroup of %s",
+		 fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
+	rc = swap_prepare(r, dir, swap_bytes, false, &others);
+	if (rc > 0) {
+		unlink(kst.swap_path);
+		kst.swap_file = false;
+		rc = swap_prepare(r, dir, swap_bytes, true, &others);
+	}
+	if (rc)
+		goto out;
+	if (cgroup_prepare(r, b->budget, cgdesc, sizeof(cgdesc)))
+		goto out;
+
+	if (pipe2(go, O_CLOEXEC) || pipe2(res, O_CLOEXEC)) {
+		res_fail(r, RS_ERROR, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		res_fail(r, RS_ERROR, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		close(go[1]);
+		close(res[0]);
+		kernel_child(go[0], res[1], ws, b->warm, b->seconds);
+	}
+	kst.child = pid;
+	close(go[0]);
+	close(res[1]);
+	go[0] = res[1] = -1;
+
+	/* into the cgroup before it allocates anything */
+	snprintf(path, sizeof(path), "%s/cgroup.procs", kst.cg_path);
+	snprintf(line, sizeof(line), "%d", (int)pid);
+	rc = write_file(path, line);
+	if (rc) {
+		res_fail(r, RS_SKIP, "cannot move the child into %s: %s", kst.cg_path,
+			 strerror(-rc));
+		goto out;
+	}
+	if (write(go[1], "g", 1) != 1) {
+		res_fail(r, RS_ERROR, "cannot start the child: %s", strerror(errno));
+		goto out;
+	}
+	progress("kernel_swap_random: child filling %s under the cgroup limit, then %.1f s "
+		 "+ %.1f s warm-up of random reads", fmt_bytes(b1, sizeof(b1), ws), b->seconds,
+		 b->warm);
+
+	pfd.fd = res[0];
+	pfd.events = POLLIN;
+	rc = poll(&pfd, 1, (int)((b->warm + b->seconds) * 1000) + 600 * 1000);
+	if (rc <= 0) {
+		res_fail(r, RS_ERROR, "the child did not report within %.0f s",
+			 b->warm + b->seconds + 600);
+		goto out;
+	}
+	n = read(res[0], &rep, sizeof(rep));
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	kst.child = 0;
+	if (n != (ssize_t)sizeof(rep)) {
+		if (WIFSIGNALED(st))
+			res_fail(r, RS_ERROR, "the child was killed by signal %d%s", WTERMSIG(st),
+				 WTERMSIG(st) == SIGKILL ? " (out of memory in the cgroup?)" : "");
+		else
+			res_fail(r, RS_ERROR, "the child exited with status %d without a report",
+				 WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		goto out;
+	}
+	if (rep.err) {
+		res_fail(r, RS_ERROR, "child: %s: %s", rep.msg, strerror(rep.err));
+		goto out;
+	}
+	if (rep.mismatches) {
+		res_fail(r, RS_ERROR, "child read %" PRIu64 " wrong values from its own memory",
+			 rep.mismatches);
+		goto out;
+	}
+	{
+		double kval = rep.secs > 0 ? (double)rep.majflt / rep.secs : 0;
+		struct result *t1 = &b->r[K_T1];
+		double uval = t1->state == RS_OK ? t1->value : NAN;
+
+		r->state = RS_OK;
+		r->value = kval;
+		r->baseline = uval;
+		r->unit = "faults/s";
+		r->ratio = kval > 0 ? uval / kval : NAN;
+		res_int(r, "threads", 1);
+		res_int(r, "pages", (int64_t)(ws / PAGE));
+		res_int(r, "budget_pages", (int64_t)(b->budget / PAGE));
+		res_num(r, "seconds", rep.secs);
+		res_int(r, "reads", (int64_t)rep.reads);
+		res_int(r, "major_faults", (int64_t)rep.majflt);
+		res_int(r, "minor_faults", (int64_t)rep.minflt);
+		res_num(r, "hit_fraction", rep.reads ? 1.0 - (double)rep.majflt / (double)rep.reads
+						     : NAN);
+		res_num(r, "pages_read_per_s", rep.secs > 0 ? (double)rep.pswpin / rep.secs : 0);
+		res_int(r, "swap_file_bytes", (int64_t)swap_bytes);
+		res_str(r, "cgroup", "%s", cgdesc);
+		if (read_line("/proc/sys/vm/page-cluster", line, sizeof(line)))
+			res_str(r, "page_cluster", "%s", line);
+		res_note(r, "value: kernel major faults/s; baseline: umlmem pagein_random_t1 of this "
+			 "run; ratio umlmem/kernel");
+		if (t1->state != RS_OK)
+			res_note(r, "no umlmem figure to compare: pagein_random_t1 did not run");
+		if (others)
+			res_note(r, "other swap devices are active; ours had the highest priority");
+		if (rep.pswpin > rep.majflt + rep.majflt / 10)
+			res_note(r, "the kernel read %.2f pages per major fault (swap readahead)",
+				 rep.majflt ? (double)rep.pswpin / (double)rep.majflt : 0.0);
+		if (!rep.majflt)
+			res_note(r, "no major faults: the working set did not leave memory");
+	}
+out:
+	if (go[0] >= 0)
+		close(go[0]);
+	if (go[1] >= 0)
+		close(go[1]);
+	if (res[0] >= 0)
+		close(res[0]);
+	if (res[1] >= 0)
+		close(res[1]);
+	kernel_cleanup();
+	if (kst.swap_on)
+		fprintf(stderr, "%s: WARNING: could not swapoff %s: %s; run `swapoff %s` "
+			"and remove it\n", PROG, kst.swap_path, strerror(kst.swapoff_err),
+			kst.swap_path);
+	if (kst.cgroup)
+		fprintf(stderr, "%s: warning: could not remove cgroup %s: %s\n", PROG,
+			kst.cg_path, strerror(kst.rmdir_err));
+	kernel_handlers(false);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void json_string(FILE *f, const char *s)
+{
+	const unsigned char *p;
+
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"':  fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (*p < 0x20)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+static void json_num(FILE *f, double v)
+{
+	if (!isfinite(v))
+		fputs("null", f);
+	else if (v == floor(v) && fabs(v) < 1e15)
+		fprintf(f, "%.0f", v);
+	else
+		fprintf(f, "%.3f", v);
+}
+
+static void json_result(FILE *f, const struct result *r)
+{
+	const struct field *x;
+
+	fputc('{', f);
+	if (r->state == RS_SKIP) {
+		fputs("\"skipped\": true, \"reason\": ", f);
+		json_string(f, r->reason);
+	} else {
+		fputs("\"value\": ", f);
+		json_num(f, r->state == RS_OK ? r->value : NAN);
+		fputs(", \"baseline\": ", f);
+		json_num(f, r->state == RS_OK ? r->baseline : NAN);
+		fputs(", \"ratio\": ", f);
+		json_num(f, r->state == RS_OK ? r->ratio : NAN);
+		fputs(", \"unit\": ", f);
+		json_string(f, r->unit);
+		if (r->state == RS_ERROR) {
+			fputs(", \"error\": ", f);
+			json_string(f, r->reason);
+		}
+	}
+	for (unsigned i = 0; i < r->nf; i++) {
+		x = &r->f[i];
+		fputs(", ", f);
+		json_string(f, x->name);
+		fputs(": ", f);
+		switch (x->kind) {
+		case F_INT:  fprintf(f, "%" PRId64, x->i); break;
+		case F_NUM:  json_num(f, x->num); break;
+		case F_STR:  json_string(f, x->str); break;
+		case F_BOOL: fputs(x->i ? "true" : "false", f); break;
+		}
+	}
+	if (r->note[0]) {
+		fputs(", \"note\": ", f);
+		json_string(f, r->note);
+	}
+	fputc('}', f);
+}
+
+static void print_json(const struct bench *b, double wall)
+{
+	FILE *f = stdout;
+
+	fprintf(f, "{\"quick\": %s, \"swap_dir\": ", b->quick ? "true" : "false");
+	json_string(f, b->swap_dir ? b->swap_dir : (getenv("TMPDIR") && *getenv("TMPDIR") ?
+						   getenv("TMPDIR") : "/var/tmp"));
+	fputs(", \"engine\": ", f);
+	json_string(f, b->have_engine ? engine_name(b->engine) : NULL);
+	fputs(", \"engine_note\": ", f);
+	json_string(f, b->have_engine ? b->engine_note : NULL);
+	fprintf(f, ", \"engine_requested\": \"%s\"", engine_name(b->want_engine));
+	fprintf(f, ", \"budget_bytes\": %" PRIu64 ", \"working_set_bytes\": %" PRIu64,
+		b->budget, 4 * b->budget);
+	fputs(", \"seconds\": ", f);
+	json_num(f, b->seconds);
+	fputs(", \"warmup_s\": ", f);
+	json_num(f, b->warm);
+	fprintf(f, ", \"cpus\": %ld", sysconf(_SC_NPROCESSORS_ONLN));
+	fputs(", \"loadavg_start\": ", f);
+	json_num(f, b->load_start);
+	fputs(", \"loadavg_end\": ", f);
+	json_num(f, b->load_end);
+	for (int k = 0; k < NKEYS; k++) {
+		if (b->r[k].state == RS_NONE)
+			continue;
+		fprintf(f, ",\n \"%s\": ", key_name[k]);
+		json_result(f, &b->r[k]);
+	}
+	fprintf(f, ",\n \"wall_s\": %.3f}\n", wall);
+}
+
+static void print_text(const struct bench *b, double wall)
+{
+	FILE *f = stdout;
+	char b1[32], b2[32];
+
+	fprintf(f, "umlmem bench: budget %s, working set %s, %.1f s per timed phase "
+		"(+%.1f s warm-up)%s\n", fmt_bytes(b1, sizeof(b1), b->budget),
+		fmt_bytes(b2, sizeof(b2), 4 * b->budget), b->seconds, b->warm,
+		b->quick ? ", quick" : "");
+	fprintf(f, "engine %s%s%s%s, swap dir %s\n\n",
+		b->have_engine ? engine_name(b->engine) : "(none started)",
+		b->have_engine && b->engine_note[0] ? " (" : "",
+		b->have_engine ? b->engine_note : "",
+		b->have_engine && b->engine_note[0] ? ")" : "",
+		b->swap_dir ? b->swap_dir : (getenv("TMPDIR") && *getenv("TMPDIR") ?
+					     getenv("TMPDIR") : "/var/tmp"));
+	fprintf(f, "%-20s %14s %14s %-9s %8s\n", "figure", "umlmem", "baseline", "unit",
+		"ratio");
+	for (int k = 0; k < NKEYS; k++) {
+		const struct result *r = &b->r[k];
+
+		if (r->state == RS_NONE)
+			continue;
+		if (r->state != RS_OK) {
+			fprintf(f, "%-20s %s: %s\n", key_name[k],
+				r->state == RS_SKIP ? "skipped" : "error", r->reason);
+			continue;
+		}
+		fprintf(f, "%-20s %14.2f %14.2f %-9s %8.3f\n", key_name[k], r->value,
+			r->baseline, r->unit, r->ratio);
+		fputs("   ", f);
+		for (unsigned i = 0; i < r->nf; i++) {
+			const struct field *x = &r->f[i];
+
+			switch (x->kind) {
+			case F_INT:  fprintf(f, " %s=%" PRId64, x->name, x->i); break;
+			case F_NUM:
+				fprintf(f, fabs(x->num) >= 1000 ? " %s=%.0f" : " %s=%.3g", x->name,
+					x->num);
+				break;
+			case F_STR:  fprintf(f, " %s=\"%s\"", x->name, x->str); break;
+			case F_BOOL: fprintf(f, " %s=%s", x->name, x->i ? "true" : "false"); break;
+			}
+		}
+		fputc('\n', f);
+		if (r->note[0])
+			fprintf(f, "    note: %s\n", r->note);
+	}
+	fprintf(f, "\nratio > 1 favours umlmem (value/baseline for rates, baseline/value for "
+		"times); wall time %.1f s;\nload average %.2f at the start, %.2f at the end, "
+		"on %ld CPUs\n", wall, b->load_start, b->load_end, sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void bench_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: umlmem bench [--json] [--quick] [--swap-dir DIR]\n"
+		"                    [--engine auto|uring|aio|sync] [--only KEY,...]\n"
+		"                    [--budget SIZE] [--seconds N]\n\n"
+		"Measures the library's paging figures, each next to its baseline, in one\n"
+		"run on one swap directory. ratio > 1 favours umlmem.\n\n"
+		"figures (KEY):\n"
+		"  pagein_random_t1    swap-ins/s, 1 thread, random pages of a 4x-budget guest;\n"
+		"                      baseline: raw 4 KiB reads at queue depth 1, same engine\n"
+		"  pagein_random_t8    the same with 8 threads on one guest; baseline: 8 threads\n"
+		"                      of queue-depth-1 raw reads\n"
+		"  pageout_seq         pages/s written by umlmem_reclaim; baseline: raw batch\n"
+		"                      writes of 64 pages into a fresh file\n"
+		"  hit_read_8b         ns per 8-byte umlmem_read of a resident page; baseline: memcpy\n"
+		"  hit_read_4k         ns per 4 KiB umlmem_read of a resident page; baseline: memcpy\n"
+		"  kernel_swap_random  the kernel's swap (root: swap file + memory cgroup) on the\n"
+		"                      pagein_random_t1 workload; baseline: umlmem's figure\n\n"
+		"options:\n"
+		"  --json              one JSON object on stdout (progress goes to stderr)\n"
+		"  --quick             budget 32M, 2 s phases: about 30 s in all\n"
+		"  --swap-dir DIR      directory for every swap and baseline file\n"
+		"                      (default: $TMPDIR, else /var/tmp)\n"
+		"  --engine E          auto (default), uring, aio or sync\n"
+		"  --only KEY,...      only these figures (kernel_swap_random also runs\n"
+		"                      pagein_random_t1, its baseline)\n"
+		"  --budget SIZE       host budget (default 256M; working set 4x)\n"
+		"  --seconds N         length of each timed phase (default 8; quick 2)\n"
+		"  -h, --help          this help\n\n"
+		"SIZE is bytes, or a number with K, M, G (or KiB, MiB, GiB): powers of 1024.\n");
+}
+
+static void __attribute__((format(printf, 1, 2))) bench_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", PROG);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(try `umlmem bench --help`)\n");
+}
+
+static bool parse_size(const char *s, uint64_t *out)
+{
+	static const struct { const char *sfx; unsigned shift; } units[] = {
+		{ "", 0 }, { "B", 0 }, { "K", 10 }, { "KiB", 10 }, { "M", 20 },
+		{ "MiB", 20 }, { "G", 30 }, { "GiB", 30 }, { "T", 40 }, { "TiB", 40 },
+	};
+	unsigned long long v;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(end, units[i].sfx))
+			continue;
+		if (units[i].shift && v > (UINT64_MAX >> units[i].shift))
+			return false;
+		*out = (uint64_t)v << units[i].shift;
+		return true;
+	}
+	return false;
+}
+
+static int parse_only(struct bench *b, const char *arg)
+{
+	char *dup = strdup(arg), *tok, *save = NULL;
+	int k, rc = 0;
+
+	if (!dup)
+		return EXIT_USAGE;
+	memset(b->want, 0, sizeof(b->want));
+	for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		for (k = 0; k < NKEYS; k++)
+			if (!strcmp(tok, key_name[k]))
+				break;
+		if (k == NKEYS) {
+			bench_usage_error("--only: unknown figure '%s' (one of pagein_random_t1, "
+					  "pagein_random_t8, pageout_seq, hit_read_8b, hit_read_4k, "
+					  "kernel_swap_random)", tok);
+			rc = EXIT_USAGE;
+			break;
+		}
+		b->want[k] = true;
+	}
+	free(dup);
+	if (!rc) {
+		for (k = 0; k < NKEYS && !b->want[k]; k++)
+			;
+		if (k == NKEYS) {
+			bench_usage_error("--only: no figure named");
+			rc = EXIT_USAGE;
+		}
+	}
+	return rc;
+}
+
+/* Returns 0 to run, -1 after --help, or an exit status. */
+static int bench_parse(struct bench *b, int argc, char **argv)
+{
+	const char *only = NULL, *budget = NULL, *seconds = NULL;
+	struct stat sb;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *w = argv[i], *eq = strchr(w, '='), *val = NULL;
+		size_t nl = eq ? (size_t)(eq - w) : strlen(w);
+		bool takes;
+
+#define IS(name) (nl == strlen(name) && !strncmp(w, name, nl))
+		takes = IS("--swap-dir") || IS("--engine") || IS("--only") || IS("--budget") ||
+			IS("--seconds");
+		if (takes) {
+			if (eq) {
+				val = eq + 1;
+			} else if (i + 1 < argc) {
+				val = argv[++i];
+			} else {
+				bench_usage_error("option %.*s needs a value", (int)nl, w);
+				return EXIT_USAGE;
+			}
+		} else if (eq && w[0] == '-') {
+			bench_usage_error("option %.*s takes no value", (int)nl, w);
+			return EXIT_USAGE;
+		}
+		if (IS("-h") || IS("--help")) {
+			bench_usage(stdout);
+			return -1;
+		} else if (IS("--json")) {
+			b->json = true;
+		} else if (IS("--quick")) {
+			b->quick = true;
+		} else if (IS("--swap-dir")) {
+			if (!*val) {
+				bench_usage_error("--swap-dir: empty directory name");
+				return EXIT_USAGE;
+			}
+			if (stat(val, &sb)) {
+				bench_usage_error("--swap-dir '%s': %s", val, strerror(errno));
+				return EXIT_USAGE;
+			}
+			if (!S_ISDIR(sb.st_mode)) {
+				bench_usage_error("--swap-dir '%s': not a directory", val);
+				return EXIT_USAGE;
+			}
+			b->swap_dir = val;
+		} else if (IS("--engine")) {
+			if (!strcmp(val, "auto"))
+				b->want_engine = UMLMEM_IO_AUTO;
+			else if (!strcmp(val, "uring") || !strcmp(val, "io_uring"))
+				b->want_engine = UMLMEM_IO_URING;
+			else if (!strcmp(val, "aio") || !strcmp(val, "libaio"))
+				b->want_engine = UMLMEM_IO_AIO;
+			else if (!strcmp(val, "sync"))
+				b->want_engine = UMLMEM_IO_SYNC;
+			else {
+				bench_usage_error("--engine '%s': one of auto, uring, aio, sync", val);
+				return EXIT_USAGE;
+			}
+		} else if (IS("--only")) {
+			only = val;
+		} else if (IS("--budget")) {
+			budget = val;
+		} else if (IS("--seconds")) {
+			seconds = val;
+		} else {
+			bench_usage_error("%s '%s'", w[0] == '-' ? "unknown option" :
+					  "unexpected argument", w);
+			return EXIT_USAGE;
+		}
+#undef IS
+	}
+
+	b->budget = b->quick ? 32ull << 20 : 256ull << 20;
+	b->seconds = b->quick ? 2.0 : 8.0;
+	b->warm = b->quick ? 0.5 : 1.0;
+	if (budget) {
+		uint64_t v;
+
+		if (!parse_size(budget, &v) || v < 64 * PAGE || v > (UINT64_MAX >> 3)) {
+			bench_usage_error("--budget '%s': expected a size of at least 256K "
+					  "(bytes, or with K, M, G)", budget);
+			return EXIT_USAGE;
+		}
+		/* whole reclaim batches, so the working set is whole pages too */
+		b->budget = v / (64 * PAGE) * (64 * PAGE);
+	}
+	if (seconds) {
+		char *end;
+		double v;
+
+		errno = 0;
+		v = strtod(seconds, &end);
+		if (errno || end == seconds || *end || !(v > 0) || v > 3600) {
+			bench_usage_error("--seconds '%s': expected a number above 0, at most 3600",
+					  seconds);
+			return EXIT_USAGE;
+		}
+		b->seconds = v;
+		if (b->warm > v / 2)
+			b->warm = v / 2;
+	}
+	if (only) {
+		int rc = parse_only(b, only);
+
+		if (rc)
+			return rc;
+		/* umlmem's figure is the kernel figure's baseline */
+		if (b->want[K_KERNEL])
+			b->want[K_T1] = true;
+	} else {
+		for (int k = 0; k < NKEYS; k++)
+			b->want[k] = true;
+	}
+	return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	struct bench *b = calloc(1, sizeof(*b));
+	double wall;
+	int rc, k;
+
+	if (!b) {
+		fprintf(stderr, "%s: out of memory\n", PROG);
+		return 1;
+	}
+	b->want_engine = UMLMEM_IO_AUTO;
+	rc = bench_parse(b, argc, argv);
+	if (rc) {
+		free(b);
+		return rc < 0 ? 0 : rc;
+	}
+	b->t_start = now_s();
+	b->load_start = loadavg_1m();
+
+	bench_pagein(b);
+	bench_pageout(b);
+	bench_hits(b);
+	bench_kernel(b);
+
+	rc = 0;
+	for (k = 0; k < NKEYS; k++) {
+		if (!b->want[k])
+			continue;
+		/* a figure that was asked for always appears, even if it never ran */
+		if (b->r[k].state == RS_NONE) {
+			b->r[k].state = RS_ERROR;
+			snprintf(b->r[k].reason, sizeof(b->r[k].reason), "not measured");
+		}
+		if (b->r[k].state == RS_ERROR)
+			rc = 1;
+	}
+	wall = now_s() - b->t_start;
+	b->load_end = loadavg_1m();
+	if (b->json)
+		print_json(b, wall);
+	else
+		print_text(b, wall);
+	fflush(stdout);
+	free(b);
+	return rc;
+}
