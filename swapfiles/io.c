@@ -273,6 +273,16 @@ static void io_run_merged(struct io_engine *e, struct io_req *r, unsigned n)
 	free(iov);
 }
 
+static void io_enter(struct io_engine *e, unsigned n)
+{
+	uint64_t now = __atomic_add_fetch(&e->inflight, n, __ATOMIC_RELAXED);
+	uint64_t max = __atomic_load_n(&e->max_inflight, __ATOMIC_RELAXED);
+
+	while (now > max && !__atomic_compare_exchange_n(&e->max_inflight, &max, now, 1,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 {
 	unsigned i, a, failed = 0;
@@ -284,6 +294,7 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 			r[i].res = -EINVAL;
 		return n;
 	}
+	io_enter(e, n);
 	if (!io_mark(e, r, n)) {
 		if (n > 1 && e->ops->vectored)
 			io_run_merged(e, r, n);
@@ -319,6 +330,7 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 			i++;
 		}
 	}
+	__atomic_fetch_sub(&e->inflight, n, __ATOMIC_RELAXED);
 	for (i = 0; i < n; i++)
 		failed += r[i].res != 0;
 	return failed;

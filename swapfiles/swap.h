@@ -169,6 +169,9 @@ struct io_engine {
 	uint64_t seen[2];
 	int fault_armed;
 	void *fault_lock;           /* pthread_mutex_t *, allocated by io_engine_create */
+	/* pages inside ops->run right now, and the most ever seen (atomics):
+	   how deep a queue the callers really give the disk */
+	uint64_t inflight, max_inflight;
 	/* Written by init: when it fails, why the engine cannot run here; when
 	   it succeeds, "" or how the engine runs degraded (io_uring without
 	   fixed buffers). io_engine_create copies it into its @why. */

@@ -306,3 +306,70 @@ Test(threads, background_refills)
 	umlmem_host_destroy(h);
 	tu_rmswapdir(dir);
 }
+
+/* Threads faulting different pages have their reads in flight together:
+   the disk sees a queue as deep as the faulting threads. */
+struct qd {
+	umlmem_guest *g;
+	uint64_t pages, seed, iters;
+	int bad;
+};
+
+static void *qd_main(void *arg)
+{
+	struct qd *q = arg;
+	uint64_t st = q->seed, v;
+
+	for (uint64_t i = 0; i < q->iters; i++) {
+		uint64_t p = rnd(&st, q->pages);
+
+		if (umlmem_read(q->g, p * 4096, &v, 8) || v != p + 1)
+			q->bad++;
+	}
+	return NULL;
+}
+
+Test(threads, faults_overlap)
+{
+	char dir[64];
+	struct umlmem_host_config cfg;
+	umlmem_host *h;
+	umlmem_guest *g;
+	struct qd q[8];
+	pthread_t t[8];
+	const uint64_t pages = 4096;
+	uint64_t *page = malloc(4096), ev;
+
+	tu_mkswapdir(dir);
+	umlmem_host_config_init(&cfg);
+	cfg.resident_bytes = 256 * 4096;
+	cfg.swap_dir = dir;
+	cfg.flags = UMLMEM_NO_READAHEAD;   /* one read per fault: count them */
+	cr_assert_eq(umlmem_host_create(&cfg, &h), 0, "%s", umlmem_errmsg());
+	g = tu_guest(h, pages * 4096);
+	for (uint64_t p = 0; p < pages; p++) {
+		for (unsigned k = 0; k < 512; k++)
+			page[k] = p + 1;
+		cr_assert_eq(umlmem_write(g, p * 4096, page, 4096), 0);
+	}
+	umlmem_reclaim(h, pages, &ev);
+	/* from here on only faults read: one page per request */
+	__atomic_store_n(&host_engine(h)->max_inflight, 0, __ATOMIC_RELAXED);
+	for (int i = 0; i < 8; i++) {
+		q[i] = (struct qd){ .g = g, .pages = pages, .seed = 1000 + i,
+				    .iters = tu_scaled(400) };
+		pthread_create(&t[i], NULL, qd_main, &q[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		cr_expect_eq(q[i].bad, 0, "thread %d read %d wrong values", i, q[i].bad);
+	}
+	/* evictions of clean pages need no writes, so this is the reads' depth */
+	cr_log_info("deepest queue of faults: %llu reads",
+		    (unsigned long long)host_engine(h)->max_inflight);
+	cr_expect_geq(host_engine(h)->max_inflight, 2, "8 faulting threads never overlapped");
+	tu_check(h);
+	umlmem_host_destroy(h);
+	tu_rmswapdir(dir);
+	free(page);
+}
