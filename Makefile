@@ -66,6 +66,9 @@ $(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h test
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
+# The AVX2 copy of the page hash, chosen at run time where the CPU has it.
+$(B)/obj/swapfiles/hash_avx2.o: override CFLAGS += -mavx2
+
 $(B)/libumlmem.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^

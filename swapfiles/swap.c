@@ -53,7 +53,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
-#include <xxhash.h>
 
 #include "swap.h"
 
@@ -338,7 +337,7 @@ void swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *
 
 uint64_t swap_page_csum(const void *page)
 {
-	return XXH3_64bits(page, SWAP_PAGE);
+	return page_hash(page, 0);
 }
 
 /* ---- clusters and slots (all under sw->lock) -------------------------- */

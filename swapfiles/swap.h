@@ -93,6 +93,11 @@ void     swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64
 /* xxh3-64 of one page: what swap_set_csum() stores and a read verifies. */
 uint64_t swap_page_csum(const void *page);
 
+/* ---- hash.c ---------------------------------------------------------- */
+/* xxh3-64 of one page with @seed, by the widest vector unit the CPU has. */
+uint64_t page_hash(const void *page, uint64_t seed);
+const char *page_hash_impl(void);   /* which one, for messages */
+
 struct swap_info {
 	uint64_t slots_used;     /* slots with at least one reference */
 	uint64_t slots_cap;      /* capacity in slots; 0: unlimited */
