@@ -134,7 +134,7 @@ TSAN_TESTS := tests/test_threads.c tests/shim/main.c
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
-	  -Iinclude -Iumlmem -Iswapfiles -Itests -o $(B)/tsan/test_threads $(TSAN_TESTS) \
+	  -Iinclude -Iumlmem -Iswapfiles -Idedup -Itests -o $(B)/tsan/test_threads $(TSAN_TESTS) \
 	  $(B)/tsan/libumlmem.a $(LIBS)
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66 $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TEST_ARGS)
 

@@ -82,6 +82,10 @@ enum umlmem_io_engine {
  *  continues an ascending run of swap-ins also reads the next slots (8 at
  *  first, up to 64) into frames that are free anyway. */
 #define UMLMEM_NO_READAHEAD 0x2u
+/** Host flag: the merge scanner merges only pages of zeros (which become
+ *  untouched memory again), never pages with content: no sharing between
+ *  guests, so none of the side channels of page sharing (see README). */
+#define UMLMEM_DEDUP_ZERO_ONLY 0x4u
 
 /**
  * Host configuration. Always fill it with umlmem_host_config_init() first and
@@ -114,6 +118,14 @@ struct umlmem_host_config {
 	 *  0: 1/64 of the budget (at least one batch, at most 1/8) and twice
 	 *  that (at most 1/4). */
 	uint64_t reclaim_low, reclaim_high;
+	/** The most pages one shared frame serves; 0: 256. A further
+	 *  duplicate starts a new shared frame. */
+	uint32_t max_sharing;
+	/** With UMLMEM_BACKGROUND: the merge thread scans dedup_pages pages
+	 *  (0: 1000), then pauses dedup_sleep_us microseconds (0: 20000): KSM's
+	 *  pages_to_scan and sleep_millisecs. */
+	unsigned dedup_pages;
+	unsigned dedup_sleep_us;
 };
 
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
@@ -209,7 +221,9 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
  * Makes the page at @p gpa resident and returns a pointer to its
  * #UMLMEM_PAGE_SIZE bytes in @p page, valid until the matching umlmem_unpin().
  * Pins nest (each needs its own unpin). A pinned page is never evicted,
- * merged or moved. With #UMLMEM_WRITE the page is marked dirty at pin time;
+ * merged or moved; so a page that shares its frame with other pages gets a
+ * copy of its own first, whatever @p access. With #UMLMEM_WRITE the page is
+ * marked dirty at pin time;
  * writing through a read-only pin is a bug in the caller.
  * @return 0, or -EINVAL (@p g or @p page NULL, @p gpa not page-aligned,
  *  @p access not a non-empty combination of READ and WRITE), -EFAULT
@@ -250,11 +264,32 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
 
 /**
- * Scans up to @p pages resident pages for identical content and merges them.
+ * Scans the next @p pages resident pages of mergeable guests (the scan goes
+ * round all guests in passes, like KSM's) and merges identical ones: a page
+ * equal to another page of the same merge domain comes to share one frame
+ * with it, read-only, copied again on the first write to it; a page of
+ * zeros gives its frame back. A page written during this pass or the last
+ * one is skipped as volatile. Pinned pages are never merged.
+ * With UMLMEM_BACKGROUND a thread does this by itself (see dedup_pages).
  * @param merged  receives the number of pages merged (may be NULL).
  * @return 0, or -EINVAL (NULL host).
  */
 int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+
+/** Pauses (@p paused != 0) or resumes the background merge thread.
+ *  umlmem_dedup_scan() still works while paused. @return 0 or -EINVAL. */
+int umlmem_dedup_pause(umlmem_host *h, int paused);
+
+/**
+ * Switches merging of guest @p g on or off at run time (like KSM's
+ * MADV_UNMERGEABLE). Switching it off also unmerges: every resident page of
+ * @p g that shares a frame gets a private copy, and pages of @p g in swap
+ * that are shared get one when they come back.
+ * @return 0, or -EINVAL (NULL guest), or the errors of a fault (-ENOMEM,
+ *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
+ *  stay unmerged, merging stays off, and the call may be repeated.
+ */
+int umlmem_guest_set_merge(umlmem_guest *g, int enable);
 
 /** Counters, for a host (sums over its guests) or for one guest. */
 struct umlmem_stats {
@@ -307,6 +342,15 @@ struct umlmem_host_info {
 	uint64_t swap_slots_cap;  /**< swap capacity in slots; 0: unlimited */
 	uint64_t swap_punches;    /**< swap clusters punched out of their files */
 	uint64_t engine;          /**< the enum umlmem_io_engine in use */
+	/* the merge scanner; the names of KSM's counters where they exist */
+	uint64_t pages_scanned;   /**< resident pages the scanner visited */
+	uint64_t pages_merged;    /**< pages merged: into a shared frame or into zeros */
+	uint64_t zero_merged;     /**< of those, pages of zeros that gave their frame back */
+	uint64_t pages_volatile;  /**< visits skipped: the page was written too recently */
+	uint64_t pages_unshared;  /**< visits that found no equal page (candidates) */
+	uint64_t full_scans;      /**< passes completed round every guest */
+	uint64_t stable_frames;   /**< shared frames in the stable index */
+	uint64_t hash_impl_avx2;  /**< 1 when pages are hashed with AVX2 */
 };
 
 /**

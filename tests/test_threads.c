@@ -367,7 +367,10 @@ Test(threads, faults_overlap)
 	/* evictions of clean pages need no writes, so this is the reads' depth */
 	cr_log_info("deepest queue of faults: %llu reads",
 		    (unsigned long long)host_engine(h)->max_inflight);
-	cr_expect_geq(host_engine(h)->max_inflight, 2, "8 faulting threads never overlapped");
+	/* valgrind runs one thread at a time and its io_uring wrapper waits
+	   in the submitting call, so there only the data is checked */
+	if (!tu_valgrind())
+		cr_expect_geq(host_engine(h)->max_inflight, 2, "8 faulting threads never overlapped");
 	tu_check(h);
 	umlmem_host_destroy(h);
 	tu_rmswapdir(dir);

@@ -32,9 +32,7 @@
 
 /* ---- reverse map --------------------------------------------------------- */
 
-/* Adds mapper (g, idx) to frame @f: the first in the frame itself, any
-   further one (a shared frame) in fr->more. -ENOMEM only for a further one. */
-static int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
+int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
 	struct rmap *more;
@@ -51,14 +49,23 @@ static int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, u
 	more[fr->refs - 1] = (struct rmap){ g, idx };
 	fr->more = more;
 	fr->refs++;
+	h->shared_frames += fr->refs == 2;
+	h->sharing_pages++;
 	return 0;
 }
 
-/* Removes mapper (g, idx) of frame @f. */
-static void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
+void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
 	uint32_t n = fr->refs - 1;   /* entries in more[] */
+
+	if (fr->refs > 1) {
+		h->sharing_pages--;
+		if (fr->refs == 2) {
+			h->shared_frames--;
+			dedup_frame_unshared(h, f);
+		}
+	}
 
 	if (fr->g == g && fr->idx == idx) {
 		if (n) {
@@ -274,15 +281,43 @@ static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s
 	return 0;
 }
 
+/* Copy on write: page (g, idx) leaves shared frame @f for a private copy
+   (no copy when the write covers the whole page). -EAGAIN when getting the
+   frame dropped the lock: the caller looks at its page again. */
+static int cow_break(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f, bool whole,
+		     uint64_t *out)
+{
+	struct umlmem_host *h = g->host;
+	uint64_t nf;
+	int rc;
+
+	rc = frame_get(h, false, &nf);
+	if (rc)
+		return rc;
+	if (!whole)
+		memcpy(frame_addr(h, nf), frame_addr(h, f), PAGE_SIZE);
+	rmap_del(h, f, g, idx);
+	rmap_add(h, nf, g, idx);
+	pte_set(g, e, PTE_MK(PTE_FRAME, nf));
+	g->ev.cow_breaks++;
+	h->ev.cow_breaks++;
+	g->ev.faults++;
+	h->ev.faults++;
+	*out = nf;
+	return 0;
+}
+
 /* page_fault(), telling in *nofr whether it failed for want of a frame (the
    page itself is fine) rather than because its swap copy could not be read.
-   @pin: the caller will hold the frame, so it must not be under write-out. */
+   @pin: the caller will hold the frame, so it must not be under write-out.
+   Every path first gets the page mapped, then a write makes it private
+   (copy on write) and dirty (its clean swap copy goes). */
 static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, bool pin,
 		 uint64_t *out, bool *nofr)
 {
 	struct umlmem_host *h = g->host;
 	pte_t *e = pte_alloc(g, idx);
-	uint64_t f, s;
+	uint64_t f, s, c;
 	int rc;
 
 	if (!e)
@@ -299,11 +334,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 				host_wait(h);
 				continue;
 			}
-			frame_touch(h, f);
-			if (for_write)
-				frame_drop_slot(h, f);
-			*out = f;
-			return 0;
+			break;
 		case PTE_ZERO:
 			rc = frame_get(h, !whole, &f);
 			if (rc == -EAGAIN)
@@ -314,23 +345,37 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			}
 			g->zero--;
 			map_new(g, idx, e, f);
-			*out = f;
-			return 0;
+			break;
 		default: /* PTE_SLOT */
 			s = PTE_VAL(*e);
-			f = swap_cache_get(h->swap, s);
-			if (f--) {
-				if (h->frames[f].flags & F_BUSY) {
+			c = swap_cache_get(h->swap, s);
+			if (c--) {
+				if (h->frames[c].flags & F_BUSY) {
 					host_wait(h);
 					continue;
 				}
-				rc = map_cached(g, idx, e, s, f);
-				if (rc)
+				if (!h->frames[c].refs || !(g->flags & UMLMEM_GUEST_NOMERGE)) {
+					rc = map_cached(g, idx, e, s, c);
+					if (rc)
+						return rc;
+					f = c;
+					break;
+				}
+				/* mapped by others, and this guest shares nothing:
+				   a copy of its own */
+				rc = frame_get(h, false, &f);
+				if (rc == -EAGAIN)
+					continue;
+				if (rc) {
+					*nofr = true;
 					return rc;
-				if (for_write)
-					frame_drop_slot(h, f);
-				*out = f;
-				return 0;
+				}
+				memcpy(frame_addr(h, f), frame_addr(h, c), PAGE_SIZE);
+				swap_unref(h->swap, s, 1);
+				g->swapped--;
+				g->ev.swap_ins++;
+				map_new(g, idx, e, f);
+				break;
 			}
 			rc = frame_get(h, false, &f);
 			if (rc == -EAGAIN)
@@ -348,12 +393,28 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 				rc = swap_in(g, idx, e, s, f);
 				if (rc)
 					return rc;
-				if (for_write)
-					frame_drop_slot(h, f);
 			}
-			*out = f;
-			return 0;
+			break;
 		}
+		/* Page @idx is in frame @f. A write needs it private; so does a
+		   pin, read or write: a pinned page never moves, and a later
+		   write pin of a shared frame would have to move it. */
+		if ((for_write || pin) && h->frames[f].refs > 1) {
+			rc = cow_break(g, idx, e, f, whole, &f);
+			if (rc == -EAGAIN)
+				continue;
+			if (rc) {
+				*nofr = true;
+				return rc;
+			}
+		}
+		frame_touch(h, f);
+		if (for_write) {
+			frame_drop_slot(h, f);
+			h->frames[f].wpass = h->dd.pass;
+		}
+		*out = f;
+		return 0;
 	}
 }
 
@@ -721,5 +782,47 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	pthread_mutex_unlock(&h->lock);
 	swap_punch_pending(h->swap);
+	return rc;
+}
+
+/* ---- merging on and off ---------------------------------------------------- */
+
+static int unmerge_one(struct umlmem_guest *g, uint64_t idx, pte_t *e)
+{
+	uint64_t f;
+
+	if (PTE_TYPE(*e) != PTE_FRAME || g->host->frames[PTE_VAL(*e)].refs < 2)
+		return 0;
+	/* a write fault without the write: it copies the shared frame */
+	return page_fault(g, idx, true, false, &f);
+}
+
+int umlmem_guest_set_merge(umlmem_guest *g, int enable)
+{
+	struct umlmem_host *h;
+	int rc = 0;
+
+	clearerr_tls();
+	if (!g)
+		return seterr(-EINVAL, "umlmem_guest_set_merge: guest is NULL");
+	h = g->host;
+	pthread_mutex_lock(&h->lock);
+	if (enable) {
+		g->flags &= ~UMLMEM_GUEST_NOMERGE;
+	} else {
+		g->flags |= UMLMEM_GUEST_NOMERGE;
+		dedup_forget_guest(h, g);
+		/* a fault may drop the lock: walk again until nothing is left */
+		for (uint64_t a = 0; a < g->npages && !rc; a++) {
+			pte_t *e = pte_find(g, a);
+
+			if (!e) {
+				a |= PT_LEAF_N - 1;
+				continue;
+			}
+			rc = unmerge_one(g, a, e);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
 	return rc;
 }

@@ -97,7 +97,7 @@ static int cmp_u64(const void *a, const void *b)
 static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
-	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0;
+	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0;
 	uint8_t *isfree;
 	int rc;
 
@@ -154,10 +154,19 @@ static int check_locked(struct ctx *c)
 			rc = add_slot(c, fr->slot);
 		freecount += isfree[f];
 		cached += !fr->refs && fr->slot != SLOT_NONE;
+		shared += fr->refs > 1;
+		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
+		if ((fr->flags & F_STABLE) && fr->refs < 2 && !rc)
+			rc = fail(c, "frame %llu: in the stable index with refs %u",
+				  (unsigned long long)f, fr->refs);
 	}
 	free(isfree);
 	if (rc)
 		return rc;
+	if (shared != h->shared_frames || sharing != h->sharing_pages)
+		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
+			    (unsigned long long)shared, (unsigned long long)sharing,
+			    (unsigned long long)h->shared_frames, (unsigned long long)h->sharing_pages);
 	if (cached != h->cached)
 		return fail(c, "%llu cached frames counted, %llu recorded",
 			    (unsigned long long)cached, (unsigned long long)h->cached);

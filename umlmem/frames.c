@@ -107,6 +107,7 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 	if (!h->nfree)
 		return -ENOMEM;
 	f = h->free[--h->nfree];
+	h->frames[f].wpass = 0;
 	/* F_FRESH is left for frame_get to see; every user clears flags */
 	STORE(&h->fref[f], 1);
 	pager_kick(h);

@@ -92,6 +92,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	pthread_mutex_lock(&h->lock);
 	/* Pins die with the guest: the frames go back to the free list. */
 	range_zap(g, 0, g->npages, true);
+	dedup_forget_guest(h, g);
 	if (g->prev)
 		g->prev->next = g->next;
 	else

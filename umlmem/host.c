@@ -93,7 +93,7 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg)
 	cfg->reclaim_batch = 64;
 }
 
-#define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD)
+#define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
 #define MAX_RECLAIM_BATCH 4096u
 
 static int check_config(const struct umlmem_host_config *c)
@@ -191,7 +191,11 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
 	}
-	rc = pager_start(h);
+	rc = dedup_init(h);
+	if (!rc)
+		rc = pager_start(h);
+	if (!rc)
+		rc = dedup_start(h);
 	if (rc)
 		goto fail;
 	*out = h;
@@ -205,6 +209,7 @@ void umlmem_host_destroy(umlmem_host *h)
 {
 	if (!h)
 		return;
+	dedup_stop(h);
 	pager_stop(h);
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
@@ -212,6 +217,7 @@ void umlmem_host_destroy(umlmem_host *h)
 		io_engine_destroy(h->io);
 	if (h->swap)
 		swap_close(h->swap);
+	dedup_fini(h);
 	frames_fini(h);
 	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->lock);
@@ -253,6 +259,8 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 	}
 	s->ram_pages = h->ram_pages;
 	s->frames_used = h->nframes - h->nfree;
+	s->shared_frames = h->shared_frames;
+	s->sharing_pages = h->sharing_pages;
 	add_events(s, &h->ev);
 	pthread_mutex_unlock(&h->lock);
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
@@ -280,6 +288,15 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.reclaim_high = h->high;
 	i.reclaim_wakeups = h->kwakeups;
 	i.engine = h->io->kind;
+	i.pages_scanned = h->dd.scanned;
+	i.pages_merged = h->dd.merged;
+	i.zero_merged = h->dd.zero_merged;
+	i.pages_volatile = h->dd.volatile_skips;
+	i.pages_unshared = h->dd.unshared;
+	i.full_scans = h->dd.full_scans;
+	for (uint64_t f = 0; f < h->nframes; f++)
+		i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
+	i.hash_impl_avx2 = strstr(page_hash_impl(), "avx2") != NULL;
 	pthread_mutex_unlock(&h->lock);
 	swap_info(h->swap, &si);
 	i.swap_slots_used = si.slots_used;
@@ -304,17 +321,5 @@ int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
 	s->io_errors = 0;
 	s->checksum_errors = 0;
 	pthread_mutex_unlock(&g->host->lock);
-	return 0;
-}
-
-int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
-{
-	(void)pages;
-	clearerr_tls();
-	if (merged)
-		*merged = 0;
-	if (!h)
-		return seterr(-EINVAL, "umlmem_dedup_scan: host is NULL");
-	/* No merge scanner in this version: scanning merges nothing. */
 	return 0;
 }

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include "umlmem.h"
 #include "swap.h"
+#include "dedup.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE  UMLMEM_PAGE_SIZE
@@ -96,6 +97,8 @@ enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
 	F_BUSY  = 0x2,   /* owned by an I/O in flight: a write-out (refs > 0) or a
 			    read-in (refs == 0, off the free list) */
+	F_STABLE = 0x4,  /* shared by the merge scanner, in its stable index;
+			    cleared when refs falls to 1 */
 };
 
 /* Readahead: a swap-in that continues a run of faults on ascending slots
@@ -123,6 +126,7 @@ struct frame {
 	uint32_t refs;
 	uint32_t pins;
 	uint32_t flags;
+	uint32_t wpass;         /* merge pass of the last write (dedup volatility) */
 };
 
 /* ---- counters ----------------------------------------------------------
@@ -188,6 +192,9 @@ struct umlmem_host {
 	uint64_t hand;
 	uint64_t busy_frames;         /* F_BUSY frames: I/O in flight on them */
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
+	uint64_t shared_frames;       /* frames with refs > 1 */
+	uint64_t sharing_pages;       /* sum of refs - 1 over them */
+	struct dedup dd;              /* the merge scanner (dedup/scan.c) */
 	uint64_t ra_pages, ra_hits;   /* pages read ahead; faults they served */
 	/* background reclaim (UMLMEM_BACKGROUND): keeps nfree in [low, high] */
 	uint64_t low, high;
@@ -284,6 +291,12 @@ int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t 
 int  page_fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, uint64_t *f);
 /* Puts page @idx back to ZERO, freeing its frame or slot. Caller holds host->lock. */
 void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e);
+/* Adds mapper (g, idx) to frame @f: the first in the frame itself, any
+   further one (a shared frame) in fr->more; keeps the sharing counts.
+   -ENOMEM only for a further one. Caller holds host->lock. */
+int  rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx);
+/* Removes mapper (g, idx) of frame @f. Caller holds host->lock. */
+void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx);
 /* Zaps every page of [a, b) once none is under I/O (waiting for it);
    -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
    host->lock. */
@@ -311,6 +324,7 @@ void pager_read_slots(struct umlmem_host *h, const struct ra_page *p, unsigned n
    the error. Caller holds host->lock. */
 int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad);
 /* Starts and stops the background reclaim thread. */
+bool page_is_zero(const uint8_t *p);
 int  pager_start(struct umlmem_host *h);
 void pager_stop(struct umlmem_host *h);
 /* Called after a frame was taken: wakes the reclaim thread below the low

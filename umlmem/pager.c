@@ -78,7 +78,7 @@ static void unbusy(struct umlmem_host *h, uint64_t f)
 	h->busy_frames--;
 }
 
-static bool page_is_zero(const uint8_t *p)
+bool page_is_zero(const uint8_t *p)
 {
 	return p[0] == 0 && !memcmp(p, p + 1, PAGE_SIZE - 1);
 }
