@@ -32,6 +32,24 @@
 
 /* ---- reverse map --------------------------------------------------------- */
 
+static bool mergeable(const struct umlmem_guest *g)
+{
+	return !(g->flags & UMLMEM_GUEST_NOMERGE);
+}
+
+/* Every page mapping frame @f belongs to a guest that shares. */
+static bool frame_mergeable(struct umlmem_host *h, uint64_t f)
+{
+	const struct frame *fr = &h->frames[f];
+
+	if (fr->refs && !mergeable(fr->g))
+		return false;
+	for (uint32_t i = 0; i + 1 < fr->refs; i++)
+		if (!mergeable(fr->more[i].g))
+			return false;
+	return true;
+}
+
 int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
@@ -244,9 +262,15 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 		frame_put(h, f);
 		return rc;
 	}
-	/* The entry's reference on the slot becomes the frame's: the page is
-	   clean until written. */
-	frame_set_slot(h, f, s);
+	if (!mergeable(g) && swap_refs(h->swap, s) > 1) {
+		/* other pages share this slot, and this guest shares nothing:
+		   its copy is its own, and the slot stays for the others */
+		swap_unref(h->swap, s, 1);
+	} else {
+		/* The entry's reference on the slot becomes the frame's: the
+		   page is clean until written. */
+		frame_set_slot(h, f, s);
+	}
 	g->swapped--;
 	map_new(g, idx, e, f);
 	return 0;
@@ -318,11 +342,13 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 	struct umlmem_host *h = g->host;
 	pte_t *e = pte_alloc(g, idx);
 	uint64_t f, s, c;
+	bool resident;
 	int rc;
 
 	if (!e)
 		return seterr(-ENOMEM, "cannot allocate page table for guest '%s'", g->name);
 	for (;;) {
+		resident = false;
 		switch (PTE_TYPE(*e)) {
 		case PTE_BUSY:
 			host_wait(h);
@@ -334,6 +360,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 				host_wait(h);
 				continue;
 			}
+			resident = true;
 			break;
 		case PTE_ZERO:
 			rc = frame_get(h, !whole, &f);
@@ -354,15 +381,18 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 					host_wait(h);
 					continue;
 				}
-				if (!h->frames[c].refs || !(g->flags & UMLMEM_GUEST_NOMERGE)) {
+				/* a pinned frame takes no further sharer: a write
+				   to its own page would then have to move it */
+				if (!h->frames[c].refs ||
+				    (mergeable(g) && frame_mergeable(h, c) && !h->frames[c].pins)) {
 					rc = map_cached(g, idx, e, s, c);
 					if (rc)
 						return rc;
 					f = c;
 					break;
 				}
-				/* mapped by others, and this guest shares nothing:
-				   a copy of its own */
+				/* mapped by others, pinned, or this guest or one of
+				   them shares nothing: a copy of its own */
 				rc = frame_get(h, false, &f);
 				if (rc == -EAGAIN)
 					continue;
@@ -408,7 +438,10 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 				return rc;
 			}
 		}
-		frame_touch(h, f);
+		/* a use of a page already in memory counts for the pager; the
+		   access that brought it in does not (see pager.c) */
+		if (resident)
+			frame_touch(h, f);
 		if (for_write) {
 			frame_drop_slot(h, f);
 			h->frames[f].wpass = h->dd.pass;
@@ -513,6 +546,7 @@ static int read_locked(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8
 			continue;
 		case PTE_FRAME:
 			f = PTE_VAL(*e);
+			frame_touch(h, f);
 			break;
 		default:
 			rc = fault(g, idx, false, false, false, &f, &nofr);
@@ -522,7 +556,6 @@ static int read_locked(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8
 				return rc;
 			break;
 		}
-		frame_touch(h, f);
 		memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
 		return 0;
 	}

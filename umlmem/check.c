@@ -97,7 +97,7 @@ static int cmp_u64(const void *a, const void *b)
 static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
-	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0;
+	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
 	uint8_t *isfree;
 	int rc;
 
@@ -155,6 +155,7 @@ static int check_locked(struct ctx *c)
 		freecount += isfree[f];
 		cached += !fr->refs && fr->slot != SLOT_NONE;
 		shared += fr->refs > 1;
+		active += !!(fr->flags & F_ACTIVE);
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
 		if ((fr->flags & F_STABLE) && fr->refs < 2 && !rc)
 			rc = fail(c, "frame %llu: in the stable index with refs %u",
@@ -167,12 +168,16 @@ static int check_locked(struct ctx *c)
 		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
 			    (unsigned long long)shared, (unsigned long long)sharing,
 			    (unsigned long long)h->shared_frames, (unsigned long long)h->sharing_pages);
+	if (active != h->nactive)
+		return fail(c, "%llu active frames counted, %llu recorded",
+			    (unsigned long long)active, (unsigned long long)h->nactive);
 	if (cached != h->cached)
 		return fail(c, "%llu cached frames counted, %llu recorded",
 			    (unsigned long long)cached, (unsigned long long)h->cached);
 
 	/* every slot's reference count is the number of its references seen */
-	qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);
+	if (c->nslots)
+		qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);
 	for (uint64_t i = 0, j; i < c->nslots; i = j) {
 		uint32_t refs;
 

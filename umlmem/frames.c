@@ -108,8 +108,9 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 		return -ENOMEM;
 	f = h->free[--h->nfree];
 	h->frames[f].wpass = 0;
-	/* F_FRESH is left for frame_get to see; every user clears flags */
-	STORE(&h->fref[f], 1);
+	/* F_FRESH is left for frame_get to see; every user clears flags.
+	   The faulting access does not count as a use (see pager.c). */
+	STORE(&h->fref[f], 0);
 	pager_kick(h);
 	*out = f;
 	return 0;
@@ -130,6 +131,8 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
 
+	if (fr->flags & F_ACTIVE)
+		h->nactive--;
 	free(fr->more);
 	fr->more = NULL;
 	fr->g = NULL;

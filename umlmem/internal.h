@@ -99,6 +99,7 @@ enum {
 			    read-in (refs == 0, off the free list) */
 	F_STABLE = 0x4,  /* shared by the merge scanner, in its stable index;
 			    cleared when refs falls to 1 */
+	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 };
 
 /* Readahead: a swap-in that continues a run of faults on ascending slots
@@ -191,6 +192,7 @@ struct umlmem_host {
 	/* pager: CLOCK hand over frame numbers */
 	uint64_t hand;
 	uint64_t busy_frames;         /* F_BUSY frames: I/O in flight on them */
+	uint64_t nactive;             /* F_ACTIVE frames */
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
 	uint64_t sharing_pages;       /* sum of refs - 1 over them */

@@ -2,12 +2,19 @@
 /*
  * pager.c: keeps the host within its budget by moving pages out to swap.
  *
- * Replacement is CLOCK (second chance): every access sets the frame's
- * referenced byte (host->fref, set without a lock by the lock-free read
- * path); the hand sweeps the frame table, clears the byte where it finds it
- * set and takes the frames where it finds it clear. A frame used since the
- * hand last passed survives one more sweep, which approximates LRU at the
- * cost of one byte per frame and no list to maintain on the access path.
+ * Replacement is a CLOCK over two sets, active and inactive, in the way of
+ * Linux's two LRU lists. Every access sets the frame's referenced byte
+ * (host->fref, set without a lock by the lock-free read path). A page
+ * comes in inactive, its referenced byte clear: the access that faulted it
+ * does not count. The hand sweeps the frame table: an inactive frame found
+ * referenced (used again since it came in) is promoted to active; one found
+ * unreferenced is taken. An active frame found unreferenced is demoted to
+ * inactive while the active set is over half the budget; found referenced,
+ * its byte is cleared and it stays. So a page must be used twice to be
+ * protected, and a sequential sweep through more memory than the budget
+ * (touching each page once) only ever replaces inactive pages: the working
+ * set in the active half survives it, where plain CLOCK would flush it.
+ * The cost is still one byte per frame and no list on the access path.
  *
  * Eviction works in batches of cfg.reclaim_batch frames:
  *  - a clean frame (frame->slot valid: the swap copy equals the frame) is
@@ -45,24 +52,41 @@ struct victim {
 };
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
-   (wrapping round) nor another evictor picks one twice. Two turns of the
-   hand at most: the first may only clear referenced bytes. */
+   (wrapping round) nor another evictor picks one twice. After one whole
+   turn that found too few inactive victims, the active set gives back what
+   it must, whatever its share (a reclaim may ask for everything). Four
+   turns at most: promote or clear, demote, clear, take. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
-	uint64_t limit = 2 * h->nframes;
+	uint64_t limit = 4 * h->nframes;
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
 		uint64_t f = h->hand;
 		struct frame *fr = &h->frames[f];
+		bool ref;
 
 		h->hand = f + 1 == h->nframes ? 0 : f + 1;
 		/* free frames have neither mappers nor a slot; a frame with
 		   only a slot is a cached copy read ahead, and fair game */
 		if ((!fr->refs && fr->slot == SLOT_NONE) || fr->pins || (fr->flags & F_BUSY))
 			continue;
-		if (LOAD(&h->fref[f])) {
+		ref = LOAD(&h->fref[f]);
+		if (ref)
 			STORE(&h->fref[f], 0);
+		if (fr->flags & F_ACTIVE) {
+			/* the active set keeps what was used again; it gives
+			   back what was not, once it is over its share */
+			if (!ref && (h->nactive > h->nframes / 4 * 3 || (step >= h->nframes && !n))) {
+				fr->flags &= ~F_ACTIVE;
+				h->nactive--;
+			}
+			continue;
+		}
+		if (ref) {
+			/* used again since it came in: it is not a scan */
+			fr->flags |= F_ACTIVE;
+			h->nactive++;
 			continue;
 		}
 		fr->flags |= F_BUSY;
