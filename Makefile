@@ -43,7 +43,7 @@ CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all deps lib test test-plain test-valgrind test-install demo install uninstall clean bench asan ubsan tsan
+.PHONY: all deps lib test test-plain test-valgrind test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
 
@@ -91,7 +91,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # process logs to its own file and any non-empty log fails the run.
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
-test: all test-plain test-valgrind test-install
+test: all test-plain test-valgrind test-install test-cli
 
 test-plain: $(B)/test_umlmem
 	$(B)/test_umlmem -j2 $(TEST_ARGS)
@@ -137,6 +137,21 @@ tsan: deps
 	  -Iinclude -Iumlmem -Iswapfiles -Idedup -Itests -o $(B)/tsan/test_threads $(TSAN_TESTS) \
 	  $(B)/tsan/libumlmem.a $(LIBS)
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66 $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TEST_ARGS)
+
+# The command's own checks, small: a demo of 4 guests with merging and
+# swapping, and a few seconds of the threaded stress test; each verifies
+# every byte it wrote and exits non-zero otherwise.
+test-cli: $(B)/umlmem
+	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
+	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
+	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
+
+# Real programs' page-reference traces (valgrind lackey) into build/traces/,
+# and the table of umlmem's faults on them next to exact LRU and MIN.
+traces: all
+	demos/traces/record.sh
+replay-table: all
+	demos/replay-table.sh
 
 demo: all
 	$(B)/umlmem demo

@@ -9,5 +9,8 @@
 
 /* bench.c: paging figures of the library, each next to its baseline. */
 int cmd_bench(int argc, char **argv);
+int cmd_demo(int argc, char **argv);	/* demo.c: the 2009 KSM run, 52 guests booting one OS, every byte verified */
+int cmd_replay(int argc, char **argv);	/* replay.c: traces through the pager, next to LRU and MIN */
+int cmd_stress(int argc, char **argv);	/* stress.c: random concurrent operations checked against a model */
 
 #endif

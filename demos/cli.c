@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * cli.c: what every subcommand of the umlmem program shares: its option
+ * grammar, the parsing of numbers and sizes, and a few output helpers.
+ *
+ * A small parser of our own instead of getopt_long: getopt prints its own
+ * wording, accepts abbreviations, and permutes argv, while every command
+ * here should reject the same mistakes with the same messages.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cli.h"
+
+void cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s %s: ", PROG, cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(try `%s %s --help`)\n", PROG, cmd);
+}
+
+/*
+ * Returns the id of the next option and its value in *arg, OPT_POSITIONAL
+ * with the word in *arg for a non-option, OPT_END after the last word, or
+ * OPT_ERR after printing why. Accepts "--opt VALUE" and "--opt=VALUE".
+ */
+int cli_next_cmd(const char *cmd, int argc, char **argv, int *ip,
+		    const struct cli_opt *opts, const char **arg)
+{
+	const char *word, *eq;
+	size_t namelen;
+	const struct cli_opt *o;
+
+	*arg = NULL;
+	if (*ip >= argc)
+		return OPT_END;
+	word = argv[(*ip)++];
+
+	if (!strcmp(word, "--")) {
+		if (*ip >= argc)
+			return OPT_END;
+		*arg = argv[(*ip)++];
+		return OPT_POSITIONAL;
+	}
+	if (word[0] != '-' || word[1] == '\0') {
+		*arg = word;
+		return OPT_POSITIONAL;
+	}
+
+	eq = strchr(word, '=');
+	namelen = eq ? (size_t)(eq - word) : strlen(word);
+	for (o = opts; o->name; o++) {
+		if (strlen(o->name) != namelen || strncmp(o->name, word, namelen))
+			continue;
+		if (!o->has_arg) {
+			if (eq) {
+				cli_usage_error(cmd, "option %s takes no value (got '%s')",
+					    o->name, eq + 1);
+				return OPT_ERR;
+			}
+			return o->id;
+		}
+		if (eq) {
+			*arg = eq + 1;
+		} else if (*ip < argc) {
+			*arg = argv[(*ip)++];
+		} else {
+			cli_usage_error(cmd, "option %s needs a value", o->name);
+			return OPT_ERR;
+		}
+		return o->id;
+	}
+	cli_usage_error(cmd, "unknown option '%.*s'", (int)namelen, word);
+	return OPT_ERR;
+}
+
+/*
+ * Decimal or 0x-hex, the whole word, no sign: strtoull alone takes "-1",
+ * and base 0 would read "010" as octal.
+ */
+bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	int base = 10;
+
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') ||
+		      (*s >= 'A' && *s <= 'F')))
+			return false;
+	}
+	errno = 0;
+	v = strtoull(s, &end, base);
+	if (errno || end == s || *end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/*
+ * Bytes with an optional binary suffix: K, M, G, T, or KiB, MiB, GiB, TiB
+ * (any case), or B. "KB" and "MB" are refused rather than guessed at, since
+ * they mean powers of 1000 to some users and 1024 to others.
+ */
+bool parse_size(const char *s, uint64_t *out)
+{
+	static const struct { const char *sfx; unsigned shift; } units[] = {
+		{ "", 0 }, { "B", 0 },
+		{ "K", 10 }, { "KiB", 10 }, { "M", 20 }, { "MiB", 20 },
+		{ "G", 30 }, { "GiB", 30 }, { "T", 40 }, { "TiB", 40 },
+	};
+	char *end;
+	unsigned long long v;
+	size_t i;
+
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(end, units[i].sfx))
+			continue;
+		if (units[i].shift && v > (UINT64_MAX >> units[i].shift))
+			return false;
+		*out = (uint64_t)v << units[i].shift;
+		return true;
+	}
+	return false;
+}
+
+double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Human size in powers of 1024, exact when below 1 KiB. */
+const char *fmt_bytes(char *buf, size_t n, uint64_t v)
+{
+	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	double x = (double)v;
+	int u = -1;
+
+	if (v < 1024) {
+		snprintf(buf, n, "%" PRIu64 " B", v);
+		return buf;
+	}
+	while (x >= 1024.0 && u < 5) {
+		x /= 1024.0;
+		u++;
+	}
+	snprintf(buf, n, x < 10.0 ? "%.2f %s" : "%.1f %s", x, unit[u]);
+	return buf;
+}
+
+void json_string(FILE *f, const char *s)
+{
+	const unsigned char *p;
+
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"':  fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (*p < 0x20)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+const char *engine_name(enum umlmem_io_engine e)
+{
+	switch (e) {
+	case UMLMEM_IO_AUTO:	return "auto";
+	case UMLMEM_IO_URING:	return "io_uring";
+	case UMLMEM_IO_AIO:	return "libaio";
+	case UMLMEM_IO_SYNC:	return "sync";
+	}
+	return "unknown";
+}

@@ -1,0 +1,1832 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * `umlmem demo`: the 2009 KSM proof of concept, in user space.
+ *
+ * The scenario that introduced KSM ran 52 Windows XP guests of 1 GiB each on
+ * a 16 GiB host (an overcommit of 3.25): the guests booted the same system,
+ * so most of their memory held the same pages. Here 52 guests of 1 GiB
+ * nominal RAM run on a host budget of 1 GiB, sixteen times less memory than
+ * the original host, and the point is the same: the budget holds, identical
+ * pages share frames, what does not fit goes to swap, and every byte every
+ * guest wrote comes back unchanged.
+ *
+ * What a guest does
+ *  - boot: it loads the "OS image" into a page-cache region of its RAM, one
+ *    real file of this host after another, each at a page-aligned guest
+ *    address, at the same addresses in every guest. The image is read from
+ *    disk once, before the guests start, so every guest loads the same bytes.
+ *  - own files: it writes its own configuration file (a page or two of text
+ *    naming the guest) after the image, and replaces one or two binaries of
+ *    the image with builds of its own (the original bytes with a per-guest
+ *    stamp in every page): discarded, then written anew.
+ *  - work: small reads and writes (64 bytes to 4 KiB) with locality, 90%
+ *    reads; writes go mostly to a per-guest heap region, some to file pages
+ *    that are shared by then, so copy on write happens. The guests take
+ *    turns in slices, as a host's scheduler would run them.
+ *  - verify: every page of every guest, all of its nominal RAM, is read back
+ *    and its xxh3 compared with the expected one.
+ *
+ * The OS image is a fixed selection (see os_select()): the directories of
+ * --os-dirs are walked depth first with names in byte order; symbolic links,
+ * empty files, files over 8 MiB and unreadable files are skipped; files are
+ * taken in that order while they fit, the first of N directories filling the
+ * image up to 1/N of --os-bytes, the second up to 2/N, and so on (a
+ * directory stops at the first file that would pass its mark, and what it
+ * leaves goes to the next). The same host gives the same selection.
+ *
+ * How the bytes are checked. No copy of any guest is kept: each guest has an
+ * array of the expected xxh3 of every page it may have written (the page
+ * cache and heap regions); every other page must read as zeros. The arrays
+ * are set as the guest writes: from the image's page hashes at boot, from
+ * the bytes the demo generates for its own files, and in the work phase by
+ * read-modify-write: the pages under a write are read first and checked
+ * against their expected hash, the write is applied to that copy, and the
+ * copy's hash becomes the expectation. So a wrong byte the library returns
+ * is caught when it is read, never folded into what is expected. The work
+ * phase's reads are checked the same way.
+ *
+ * Merging. With merging on (the default), the host runs with
+ * UMLMEM_BACKGROUND (reclaim and merge threads), and after each guest's
+ * boot the demo also scans (umlmem_dedup_scan) until three passes have
+ * ended: a page written during a pass is volatile for that pass and the next
+ * one, so the third is the first that can merge the guest just booted. That
+ * keeps merging in step with the boots whatever the merge thread's timing.
+ * --no-dedup pauses the merge thread before any guest exists and never
+ * scans, keeping the reclaim thread: the same run without page sharing.
+ *
+ * A sampler thread reads the host's counters every 100 ms: for the live
+ * status line (stderr, redrawn in place on a terminal, plain lines
+ * otherwise), for the peak of frames in use, and for --plot, an SVG of
+ * memory over time through the phases, written by hand to need nothing.
+ *
+ * Exit status: 0 when every byte of every guest was checked and right and
+ * the frames in use never passed the budget; 1 otherwise; 2 bad usage.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "umlmem.h"
+#include "cmd.h"
+#define CLI_CMD "demo"
+#include "cli.h"
+
+#define EXIT_USAGE	2
+
+#define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
+#define KIB		1024ull
+#define MIB		(1024ull * KIB)
+#define GIB		(1024ull * MIB)
+
+/* The 2009 proof of concept: 52 guests of 1 GiB on a 16 GiB host. */
+#define SEED_GUESTS	52u
+#define SEED_GUEST	(1ull * GIB)
+#define SEED_HOST	(16ull * GIB)
+#define SEED_OVERCOMMIT	3.25
+
+#define MAX_GUESTS	4096u
+#define MAX_FILE	(8 * MIB)	/* larger files are not in the image */
+#define LOW_BYTES	(1 * MIB)	/* left alone, as firmware memory would be */
+#define HEAP_MAX	(64 * MIB)
+#define HEAP_MIN	(16 * PAGE)
+#define CONF_MAX	6000u		/* text of a guest's configuration: two pages */
+#define CHUNK		(1 * MIB)	/* verify reads this much at a time */
+#define SLICE_OPS	50u		/* work ops a guest runs before the next one's turn */
+#define WRITE_PCT	10u
+#define HEAP_READ_PCT	30u		/* of reads; the rest read file pages */
+#define HEAP_WRITE_PCT	85u		/* of writes; the rest write file pages */
+#define SCAN_BATCH	16384u
+#define MERGE_PASSES	3u
+#define SAMPLE_MS	100
+#define TTY_REDRAW_S	0.2
+#define LINE_EVERY_S	2.0
+#define MAX_REPORTS	10
+
+#define GOLDEN		0x9e3779b97f4a7c15ull
+
+enum phase { PH_START, PH_BOOT, PH_WORK, PH_VERIFY, PH_DONE, NPHASES };
+static const char *const phase_name[NPHASES] = { "start", "boot", "work", "verify", "done" };
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+
+/* The splitmix64 finaliser: a bijection, so distinct inputs never collide. */
+static inline uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+	*s += GOLDEN;
+	return mix64(*s);
+}
+
+static inline uint64_t rng_below(uint64_t *s, uint64_t n)
+{
+	return n ? rng_next(s) % n : 0;
+}
+
+static void rng_fill(uint64_t *s, unsigned char *p, size_t len)
+{
+	uint64_t w;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		w = rng_next(s);
+		memcpy(p + i, &w, 8);
+	}
+	if (i < len) {
+		w = rng_next(s);
+		memcpy(p + i, &w, len - i);
+	}
+}
+
+static uint64_t page_hash(const void *p)
+{
+	return XXH3_64bits(p, PAGE);
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+
+
+
+/* The process's peak resident set (VmHWM), in bytes; 0 if unknown. It
+   includes the frame store, which is shared memory mapped by the process. */
+static uint64_t peak_rss(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb * 1024;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+
+
+
+
+
+/* ------------------------------------------------------------------------ */
+/* State                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct osfile {
+	char *path;
+	uint64_t size;		/* bytes of the file */
+	uint64_t off;		/* page-aligned offset in the image */
+	bool binary;		/* an executable ELF file */
+};
+
+/* The OS image as the page cache of every guest holds it. */
+struct image {
+	struct osfile *files;
+	size_t nfiles, cap;
+	unsigned char *bytes;	/* files at their offsets, zeros between */
+	uint64_t len;		/* bytes used: page-rounded sum of the files */
+	uint64_t limit;		/* bytes allocated: --os-bytes */
+	uint64_t content;	/* sum of the file sizes */
+	uint64_t *sum;		/* xxh3 of every page of bytes[0, len) */
+	uint64_t skipped;	/* files passed over: links, empty, too big, unreadable */
+};
+
+/* One guest and what the demo expects of it. */
+struct vm {
+	umlmem_guest *g;
+	uint64_t *want;		/* expected xxh3 of each page of the window */
+	uint64_t rng;		/* its own stream: the work it does */
+	uint64_t pc_cur;	/* locality: the page it works near, in each region */
+	uint64_t heap_cur;
+	uint64_t ops;		/* work ops done */
+};
+
+struct sample {
+	double t;
+	uint64_t resident, frames_used, frames_free, frames_cached, sharing, swapped;
+};
+
+struct mark {
+	double t;
+	enum phase ph;
+};
+
+struct demo {
+	/* options */
+	unsigned guests;
+	uint64_t guest_bytes;
+	uint64_t budget_bytes;
+	uint64_t os_bytes;
+	const char *os_dirs;
+	uint64_t per_guest_bytes;
+	uint64_t work_ops;
+	const char *swap_dir;
+	uint64_t seed;
+	bool dedup;
+	bool json;
+	bool quiet;
+	const char *plot;
+
+	/* the image and each guest's own files */
+	struct image im;
+	size_t bin[2];		/* replaced binaries: indexes into im.files */
+	unsigned nbin;
+	uint64_t bin_bytes;
+	uint64_t conf_off;	/* the configuration file, in the page cache */
+	uint64_t conf_len;
+
+	/* guest layout */
+	uint64_t pc_base, pc_pages;	/* page cache: the image, then the configuration */
+	uint64_t heap_base, heap_pages;
+	uint64_t win_first, win_pages;	/* pages with an expectation; others are zeros */
+	uint64_t zero_sum;
+
+	umlmem_host *host;
+	struct vm *vm;
+	unsigned created;
+	unsigned char *buf;	/* CHUNK + 2 pages; also a binary's new build */
+	unsigned char *buf2;
+	size_t buflen;
+	enum umlmem_io_engine engine;
+	char engine_why[256];
+
+	/* shared with the sampler thread; under mu unless atomic */
+	pthread_t sampler;
+	pthread_mutex_t mu;	/* also keeps stderr lines whole */
+	pthread_cond_t cv;
+	bool sampler_on, stop;
+	_Atomic int phase;
+	_Atomic unsigned done;		/* guests booted or verified */
+	_Atomic uint64_t units;		/* bytes written, ops run, bytes verified */
+	struct sample *samples;
+	size_t nsamples, capsamples;
+	struct mark marks[NPHASES];
+	unsigned nmarks;
+	uint64_t peak_frames;
+	bool tty, drawn;
+	double t0, last_line, rate_t;
+	uint64_t rate_units;
+	double rate;
+
+	/* results */
+	struct umlmem_stats st;
+	struct umlmem_host_info info;
+	bool have_stats;
+	uint64_t written_bytes;
+	uint64_t checked_bytes;		/* verify phase: bytes read back and checked */
+	uint64_t work_checked;		/* work phase: pages checked on the way */
+	uint64_t mismatches;		/* page checks that failed */
+	unsigned guests_verified;
+	unsigned reports;
+	double phase_s[NPHASES];
+	double wall_s;
+	uint64_t rss_peak;
+	bool plot_ok;
+	char error[1024];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Output shared with the sampler thread                                    */
+/* ------------------------------------------------------------------------ */
+
+/* A line on stderr that does not tear the status line: the status line is
+   wiped first and redrawn by the sampler at its next tick. */
+static void __attribute__((format(printf, 2, 3))) say(struct demo *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&d->mu);
+	if (d->drawn) {
+		fputs("\r\033[K", stderr);
+		d->drawn = false;
+	}
+	fprintf(stderr, "%s demo: ", PROG);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/*
+ * Reports a failed library call. The library's message is copied before
+ * umlmem_strerror() is called: it is only valid until the next umlmem call.
+ */
+static void __attribute__((format(printf, 3, 4)))
+lib_fail(struct demo *d, int rc, const char *fmt, ...)
+{
+	char what[400], msg[400], line[sizeof(d->error)];
+	va_list ap;
+
+	snprintf(msg, sizeof(msg), "%s", umlmem_errmsg());
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (msg[0])
+		snprintf(line, sizeof(line), "%s: %s: %s", what, umlmem_strerror(rc), msg);
+	else
+		snprintf(line, sizeof(line), "%s: %s", what, umlmem_strerror(rc));
+	say(d, "%s", line);
+	/* the first failure is the one that explains the run */
+	if (!d->error[0])
+		memcpy(d->error, line, sizeof(line));
+}
+
+/* ------------------------------------------------------------------------ */
+/* The OS image                                                             */
+/* ------------------------------------------------------------------------ */
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads a whole file into @dst; a file that shrank since it was listed
+   keeps zeros for the missing bytes (it is read once, so every guest still
+   loads the same bytes). */
+static bool read_file(const char *path, unsigned char *dst, uint64_t size)
+{
+	uint64_t got = 0;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return false;
+	while (got < size) {
+		n = read(fd, dst + got, size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			close(fd);
+			return false;
+		}
+		if (n == 0)
+			break;
+		got += (uint64_t)n;
+	}
+	close(fd);
+	memset(dst + got, 0, size - got);
+	return true;
+}
+
+static bool image_add(struct image *im, const char *path, uint64_t size, bool exec)
+{
+	struct osfile *f;
+
+	if (im->nfiles == im->cap) {
+		size_t cap = im->cap ? im->cap * 2 : 1024;
+
+		f = realloc(im->files, cap * sizeof(*f));
+		if (!f)
+			return false;
+		im->files = f;
+		im->cap = cap;
+	}
+	f = &im->files[im->nfiles];
+	f->path = strdup(path);
+	if (!f->path)
+		return false;
+	f->size = size;
+	f->off = im->len;
+	f->binary = exec && size >= 4 && !memcmp(im->bytes + im->len, "\177ELF", 4);
+	im->nfiles++;
+	im->len += round_up(size, PAGE);
+	im->content += size;
+	return true;
+}
+
+/*
+ * Walks @dir depth first, names in strcmp order, and takes regular files
+ * into the image while they fit below @mark (see the design comment).
+ * Returns -1 when out of memory, 1 when the mark is reached, else 0.
+ */
+static int os_walk(struct image *im, const char *dir, uint64_t mark)
+{
+	char path[PATH_MAX], **names = NULL, **nn;
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	struct stat sb;
+	int rc = 0;
+	DIR *dp = opendir(dir);
+
+	/* an unreadable directory is simply not part of the image */
+	if (!dp)
+		return 0;
+	while ((de = readdir(dp))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			nn = realloc(names, cap * sizeof(*names));
+			if (!nn) {
+				rc = -1;
+				break;
+			}
+			names = nn;
+		}
+		if (!(names[n] = strdup(de->d_name))) {
+			rc = -1;
+			break;
+		}
+		n++;
+	}
+	closedir(dp);
+	if (!rc)
+		qsort(names, n, sizeof(*names), name_cmp);
+
+	for (i = 0; i < n && !rc; i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
+			continue;
+		if (lstat(path, &sb)) {
+			im->skipped++;
+			continue;
+		}
+		if (S_ISDIR(sb.st_mode)) {
+			rc = os_walk(im, path, mark);
+			continue;
+		}
+		if (!S_ISREG(sb.st_mode) || sb.st_size <= 0 || (uint64_t)sb.st_size > MAX_FILE) {
+			im->skipped++;
+			continue;
+		}
+		if (im->len + round_up((uint64_t)sb.st_size, PAGE) > mark) {
+			rc = 1;
+			break;
+		}
+		if (!read_file(path, im->bytes + im->len, (uint64_t)sb.st_size)) {
+			im->skipped++;
+			continue;
+		}
+		if (!image_add(im, path, (uint64_t)sb.st_size, sb.st_mode & 0111))
+			rc = -1;
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return rc;
+}
+
+/* Builds the image from the directories of --os-dirs (colon-separated). */
+static int os_select(struct demo *d)
+{
+	struct image *im = &d->im;
+	char *dirs, *dir, *save = NULL;
+	unsigned ndirs = 0, k = 0;
+	const char *p;
+	uint64_t i;
+	int rc = 0;
+
+	im->limit = d->os_bytes / PAGE * PAGE;
+	if (im->limit) {
+		/* zeros where files end short of a page: calloc, not malloc */
+		im->bytes = calloc(1, im->limit);
+		if (!im->bytes)
+			return -1;
+	}
+	for (p = d->os_dirs; *p; p++)
+		ndirs += *p == ':';
+	ndirs++;
+	dirs = strdup(d->os_dirs);
+	if (!dirs)
+		return -1;
+	for (dir = strtok_r(dirs, ":", &save); dir && rc >= 0; dir = strtok_r(NULL, ":", &save)) {
+		k++;
+		if (im->limit)
+			rc = os_walk(im, dir, im->limit / ndirs * k +
+				     (k == ndirs ? im->limit % ndirs : 0));
+	}
+	free(dirs);
+	if (rc < 0)
+		return -1;
+	im->sum = malloc((im->len / PAGE + 1) * sizeof(*im->sum));
+	if (!im->sum)
+		return -1;
+	for (i = 0; i < im->len / PAGE; i++)
+		im->sum[i] = page_hash(im->bytes + i * PAGE);
+	return 0;
+}
+
+static void os_free(struct image *im)
+{
+	size_t i;
+
+	for (i = 0; i < im->nfiles; i++)
+		free(im->files[i].path);
+	free(im->files);
+	free(im->bytes);
+	free(im->sum);
+}
+
+/* The executable of the image whose footprint is nearest @target bytes,
+   other than @not (any file when the image has no executable); (size_t)-1
+   when there is none. */
+static size_t os_nearest(const struct image *im, uint64_t target, size_t not)
+{
+	uint64_t best = UINT64_MAX, fp, dist;
+	size_t i, pick = (size_t)-1;
+	bool any = true;
+
+	for (i = 0; i < im->nfiles; i++)
+		if (im->files[i].binary && i != not)
+			any = false;
+	for (i = 0; i < im->nfiles; i++) {
+		if (i == not || (!any && !im->files[i].binary))
+			continue;
+		fp = round_up(im->files[i].size, PAGE);
+		dist = fp > target ? fp - target : target - fp;
+		if (dist < best) {
+			best = dist;
+			pick = i;
+		}
+	}
+	return pick;
+}
+
+/* The file of the image that holds page-cache offset @off, or NULL. */
+static const struct osfile *os_file_at(const struct image *im, uint64_t off)
+{
+	size_t lo = 0, hi = im->nfiles, mid;
+
+	while (lo < hi) {
+		mid = (lo + hi) / 2;
+		if (im->files[mid].off + round_up(im->files[mid].size, PAGE) <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < im->nfiles && im->files[lo].off <= off)
+		return &im->files[lo];
+	return NULL;
+}
+
+/*
+ * Picks what each guest makes its own: a configuration file of up to
+ * CONF_MAX bytes, and with the rest of --per-guest-bytes one or two
+ * executables of the image, the ones nearest half of it in size each.
+ */
+static void own_files_select(struct demo *d)
+{
+	uint64_t rest, fp;
+
+	d->conf_len = d->per_guest_bytes < CONF_MAX ? d->per_guest_bytes : CONF_MAX;
+	d->conf_off = d->im.len;
+	rest = d->per_guest_bytes - d->conf_len;
+	d->nbin = 0;
+	d->bin_bytes = 0;
+	if (rest < PAGE || !d->im.nfiles)
+		return;
+	d->bin[0] = os_nearest(&d->im, rest / 2, (size_t)-1);
+	fp = round_up(d->im.files[d->bin[0]].size, PAGE);
+	d->bin_bytes = d->im.files[d->bin[0]].size;
+	d->nbin = 1;
+	if (fp + PAGE > rest || d->im.nfiles < 2)
+		return;
+	d->bin[1] = os_nearest(&d->im, rest - fp, d->bin[0]);
+	d->bin_bytes += d->im.files[d->bin[1]].size;
+	d->nbin = 2;
+}
+
+/* Lays out a guest's RAM; false (after saying why) when it does not fit. */
+static bool layout(struct demo *d)
+{
+	uint64_t pc_end;
+
+	d->pc_base = LOW_BYTES;
+	d->pc_pages = (d->im.len + round_up(d->conf_len, PAGE)) / PAGE;
+	pc_end = d->pc_base + d->pc_pages * PAGE;
+	d->heap_base = round_up(pc_end, MIB) + MIB;
+	if (d->guest_bytes < d->heap_base + HEAP_MIN) {
+		usage_error("--guest-size: the guests need at least %" PRIu64 " bytes for a %"
+			    PRIu64 "-byte OS image, their own files and a heap",
+			    d->heap_base + HEAP_MIN, d->im.len);
+		return false;
+	}
+	d->heap_pages = (d->guest_bytes - d->heap_base) / PAGE;
+	if (d->heap_pages > HEAP_MAX / PAGE)
+		d->heap_pages = HEAP_MAX / PAGE;
+	d->win_first = d->pc_base / PAGE;
+	d->win_pages = (d->heap_base - d->pc_base) / PAGE + d->heap_pages;
+	return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sampler and status line                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void status_text(struct demo *d, const struct sample *s, char *out, size_t n)
+{
+	char prog[48], b1[16], b2[16], b3[16], b4[16], b5[16], rate[32];
+	enum phase ph = (enum phase)atomic_load(&d->phase);
+	uint64_t total_ops = d->work_ops * d->guests;
+
+	if (ph == PH_WORK)
+		snprintf(prog, sizeof(prog), "ops %" PRIu64 "k/%" PRIu64 "k",
+			 atomic_load(&d->units) / 1000, total_ops / 1000);
+	else
+		snprintf(prog, sizeof(prog), "guests %u/%u", atomic_load(&d->done), d->guests);
+	if (ph == PH_WORK)
+		snprintf(rate, sizeof(rate), "%.0f ops/s", d->rate);
+	else
+		snprintf(rate, sizeof(rate), "%s/s", fmt_bytes(b5, sizeof(b5), (uint64_t)d->rate));
+	snprintf(out, n, "%-6s %-15s frames %s/%s  resident %s  shared %s  swapped %s  %s  %.1f s",
+		 phase_name[ph], prog,
+		 fmt_bytes(b1, sizeof(b1), s->frames_used * PAGE),
+		 fmt_bytes(b2, sizeof(b2), d->budget_bytes),
+		 fmt_bytes(b3, sizeof(b3), s->resident * PAGE),
+		 fmt_bytes(b4, sizeof(b4), s->sharing * PAGE),
+		 fmt_bytes(b5, sizeof(b5), s->swapped * PAGE),
+		 rate, s->t);
+}
+
+/* Takes one sample; with @show, also updates the status output. */
+static void sample_now(struct demo *d, bool show)
+{
+	struct umlmem_stats st;
+	struct umlmem_host_info in;
+	struct sample s, *ns;
+	char line[256];
+	uint64_t units;
+	double t;
+
+	if (umlmem_host_stats(d->host, &st) || umlmem_host_info(d->host, &in, sizeof(in)))
+		return;
+	t = now_s();
+	s = (struct sample){
+		.t = t - d->t0,
+		.resident = st.resident_pages,
+		.frames_used = st.frames_used,
+		.frames_free = in.frames_free,
+		.frames_cached = in.frames_cached,
+		.sharing = st.sharing_pages,
+		.swapped = st.swapped_pages,
+	};
+	pthread_mutex_lock(&d->mu);
+	if (st.frames_used > d->peak_frames)
+		d->peak_frames = st.frames_used;
+	if (d->nsamples == d->capsamples) {
+		size_t cap = d->capsamples ? d->capsamples * 2 : 1024;
+
+		ns = realloc(d->samples, cap * sizeof(*ns));
+		if (ns) {
+			d->samples = ns;
+			d->capsamples = cap;
+		}
+	}
+	if (d->nsamples < d->capsamples)
+		d->samples[d->nsamples++] = s;
+
+	/* the rate over the last 0.1 to 1 s of this phase */
+	units = atomic_load(&d->units);
+	if (t - d->rate_t >= 0.1)
+		d->rate = (double)(units - d->rate_units) / (t - d->rate_t);
+	if (t - d->rate_t >= 1.0) {
+		d->rate_t = t;
+		d->rate_units = units;
+	}
+	if (show && !d->quiet) {
+		if (d->tty) {
+			status_text(d, &s, line, sizeof(line));
+			fprintf(stderr, "\r%s\033[K", line);
+			d->drawn = true;
+			fflush(stderr);
+		} else if (t - d->last_line >= LINE_EVERY_S) {
+			status_text(d, &s, line, sizeof(line));
+			fprintf(stderr, "%s\n", line);
+			d->last_line = t;
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void *sampler_main(void *arg)
+{
+	struct demo *d = arg;
+	struct timespec ts;
+	double last_draw = 0, t;
+
+	pthread_mutex_lock(&d->mu);
+	while (!d->stop) {
+		pthread_mutex_unlock(&d->mu);
+		t = now_s();
+		sample_now(d, t - last_draw >= TTY_REDRAW_S - 0.01);
+		if (t - last_draw >= TTY_REDRAW_S - 0.01)
+			last_draw = t;
+		pthread_mutex_lock(&d->mu);
+		if (d->stop)
+			break;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SAMPLE_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+static void sampler_stop(struct demo *d)
+{
+	if (!d->sampler_on)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->stop = true;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	pthread_join(d->sampler, NULL);
+	d->sampler_on = false;
+	/* the last word on the counters, after every phase */
+	sample_now(d, false);
+	pthread_mutex_lock(&d->mu);
+	if (d->drawn) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		d->drawn = false;
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Starts phase @ph: a marker for the plot, a line when not on a terminal. */
+static void phase_begin(struct demo *d, enum phase ph)
+{
+	double t = now_s() - d->t0;
+	enum phase prev = (enum phase)atomic_load(&d->phase);
+
+	pthread_mutex_lock(&d->mu);
+	if (d->nmarks)
+		d->phase_s[prev] = t - d->marks[d->nmarks - 1].t;
+	if (d->nmarks < NPHASES)
+		d->marks[d->nmarks++] = (struct mark){ t, ph };
+	/* under the lock, so the sampler never mixes two phases' counts */
+	atomic_store(&d->done, 0);
+	atomic_store(&d->units, 0);
+	atomic_store(&d->phase, ph);
+	d->rate_t = d->t0 + t;
+	d->rate_units = 0;
+	d->rate = 0;
+	pthread_mutex_unlock(&d->mu);
+	if (d->sampler_on)
+		sample_now(d, false);
+	if (!d->quiet && !d->tty && ph != PH_DONE)
+		say(d, "%s phase at %.1f s", phase_name[ph], t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Expectations and checks                                                  */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t *want_slot(struct demo *d, struct vm *v, uint64_t page)
+{
+	if (page < d->win_first || page - d->win_first >= d->win_pages)
+		return NULL;
+	return &v->want[page - d->win_first];
+}
+
+static uint64_t want_of(struct demo *d, struct vm *v, uint64_t page)
+{
+	uint64_t *w = want_slot(d, v, page);
+
+	return w ? *w : d->zero_sum;
+}
+
+/* Where a guest page is, for messages: a file of the image, the guest's
+   configuration, its heap, or memory it never wrote. */
+static void where(const struct demo *d, uint64_t gpa, char *out, size_t n)
+{
+	const struct osfile *f;
+	uint64_t off;
+
+	if (gpa >= d->pc_base && gpa < d->pc_base + d->pc_pages * PAGE) {
+		off = gpa - d->pc_base;
+		if (off >= d->conf_off) {
+			snprintf(out, n, "its configuration file, page %" PRIu64,
+				 (off - d->conf_off) / PAGE);
+			return;
+		}
+		f = os_file_at(&d->im, off);
+		if (f) {
+			snprintf(out, n, "page %" PRIu64 " of %s", (off - f->off) / PAGE, f->path);
+			return;
+		}
+	}
+	if (gpa >= d->heap_base && gpa < d->heap_base + d->heap_pages * PAGE)
+		snprintf(out, n, "heap page %" PRIu64, (gpa - d->heap_base) / PAGE);
+	else
+		snprintf(out, n, "memory it never wrote");
+}
+
+/* Checks one page the library returned; counts and reports a mismatch. */
+static bool check_page(struct demo *d, unsigned gi, uint64_t page, const unsigned char *p,
+		       const char *when)
+{
+	uint64_t got = page_hash(p), want = want_of(d, &d->vm[gi], page);
+	char loc[PATH_MAX + 64];
+	size_t i, nz = 0;
+
+	if (got == want)
+		return true;
+	d->mismatches++;
+	if (d->reports++ < MAX_REPORTS) {
+		for (i = 0; i < PAGE; i++)
+			nz += p[i] != 0;
+		where(d, page * PAGE, loc, sizeof(loc));
+		say(d, "%s: guest %u, gpa 0x%" PRIx64 " (%s): xxh3 %016" PRIx64 ", expected %016"
+		    PRIx64 "%s; %zu of 4096 bytes non-zero", when, gi + 1, page * PAGE, loc,
+		    got, want, want == d->zero_sum ? " (zeros)" : "", nz);
+	} else if (d->reports == MAX_REPORTS + 1) {
+		say(d, "further mismatches are counted, not shown");
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host and guests                                                          */
+/* ------------------------------------------------------------------------ */
+
+static int create_all(struct demo *d)
+{
+	struct umlmem_host_config hc;
+	struct umlmem_guest_config gc;
+	const char *why = NULL;
+	char name[32];
+	uint64_t i;
+	unsigned gi;
+	int rc;
+
+	umlmem_host_config_init(&hc);
+	hc.resident_bytes = d->budget_bytes;
+	hc.swap_dir = d->swap_dir;
+	hc.flags = UMLMEM_BACKGROUND;
+	rc = umlmem_host_create(&hc, &d->host);
+	if (rc) {
+		d->host = NULL;
+		lib_fail(d, rc, "creating the host (budget %" PRIu64 " bytes)", d->budget_bytes);
+		return rc;
+	}
+	/* before any guest exists, so not one page is ever merged */
+	if (!d->dedup && (rc = umlmem_dedup_pause(d->host, 1))) {
+		lib_fail(d, rc, "pausing the merge thread");
+		return rc;
+	}
+	d->engine = umlmem_host_io_engine(d->host, &why);
+	snprintf(d->engine_why, sizeof(d->engine_why), "%s", why ? why : "");
+
+	for (gi = 0; gi < d->guests; gi++) {
+		struct vm *v = &d->vm[gi];
+
+		v->want = malloc(d->win_pages * sizeof(*v->want));
+		if (!v->want) {
+			say(d, "out of memory for the expected page hashes");
+			snprintf(d->error, sizeof(d->error), "out of memory");
+			return -ENOMEM;
+		}
+		for (i = 0; i < d->win_pages; i++)
+			v->want[i] = d->zero_sum;
+		v->rng = mix64(d->seed ^ mix64(gi + GOLDEN));
+		umlmem_guest_config_init(&gc);
+		gc.ram_bytes = d->guest_bytes;
+		snprintf(name, sizeof(name), "guest%02u", gi + 1);
+		gc.name = name;
+		rc = umlmem_guest_create(d->host, &gc, &v->g);
+		if (rc) {
+			v->g = NULL;
+			lib_fail(d, rc, "creating guest %u of %u (%" PRIu64 " bytes)",
+				 gi + 1, d->guests, d->guest_bytes);
+			return rc;
+		}
+		d->created++;
+	}
+	return 0;
+}
+
+static int guest_write(struct demo *d, unsigned gi, uint64_t gpa, const void *src, size_t len)
+{
+	int rc = umlmem_write(d->vm[gi].g, gpa, src, len);
+
+	if (rc) {
+		lib_fail(d, rc, "guest %u: writing %zu bytes at 0x%" PRIx64, gi + 1, len, gpa);
+		return rc;
+	}
+	d->written_bytes += len;
+	/* the boot's rate is bytes loaded; the work phase counts accesses */
+	if (atomic_load(&d->phase) == PH_BOOT)
+		atomic_fetch_add(&d->units, len);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Boot                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A guest's configuration file: text that names it, as /etc would. */
+static size_t conf_text(struct demo *d, unsigned gi, char *out, size_t cap)
+{
+	uint64_t r = mix64(d->seed ^ mix64(((uint64_t)gi << 32) ^ 0x636f6e66u));
+	size_t n = 0;
+	unsigned k;
+
+	n += (size_t)snprintf(out + n, cap - n,
+			"# guest%02u: settings of this guest only\n"
+			"hostname=guest%02u\nmachine-id=%016" PRIx64 "%016" PRIx64 "\n"
+			"address=10.%u.%u.%u/16\nmac=52:54:00:%02x:%02x:%02x\n",
+			gi + 1, gi + 1, mix64(r), mix64(r + 1),
+			(gi >> 16) & 255, (gi >> 8) & 255, gi & 255,
+			(unsigned)(r & 255), (unsigned)((r >> 8) & 255), (unsigned)((r >> 16) & 255));
+	for (k = 0; n < cap; k++) {
+		int w = snprintf(out + n, cap - n, "service.%u.token=%016" PRIx64 "\n", k,
+				 mix64(r + 2 + k));
+
+		if (w < 0 || (size_t)w >= cap - n)
+			break;
+		n += (size_t)w;
+	}
+	return n;
+}
+
+/* Replaces binary @f with this guest's own build: discarded from the page
+   cache, then written anew, every page stamped so no two guests share it. */
+static int replace_binary(struct demo *d, unsigned gi, const struct osfile *f)
+{
+	uint64_t fp = round_up(f->size, PAGE), gpa = d->pc_base + f->off, p, s, off;
+	unsigned char *nb = d->buf;
+	int rc;
+
+	rc = umlmem_discard(d->vm[gi].g, gpa, fp);
+	if (rc) {
+		lib_fail(d, rc, "guest %u: discarding %s", gi + 1, f->path);
+		return rc;
+	}
+	memcpy(nb, d->im.bytes + f->off, fp);
+	for (p = 0; p < fp / PAGE; p++) {
+		s = mix64(d->seed ^ mix64(((uint64_t)gi << 40) ^ (f->off + p * PAGE)));
+		off = s % (PAGE - 32);
+		rng_fill(&s, nb + p * PAGE + off, 32);
+	}
+	/* bytes past the end of the file are not written: zeros, as before */
+	memset(nb + f->size, 0, fp - f->size);
+	rc = guest_write(d, gi, gpa, nb, f->size);
+	if (rc)
+		return rc;
+	for (p = 0; p < fp / PAGE; p++)
+		*want_slot(d, &d->vm[gi], gpa / PAGE + p) = page_hash(nb + p * PAGE);
+	return 0;
+}
+
+/* Scans until MERGE_PASSES passes have ended, so that the pages of the
+   guest just booted, volatile for two passes, have been visited once. */
+static int merge_settle(struct demo *d)
+{
+	struct umlmem_host_info in;
+	uint64_t target, before;
+	int rc;
+
+	if ((rc = umlmem_host_info(d->host, &in, sizeof(in))))
+		goto fail;
+	target = in.full_scans + MERGE_PASSES;
+	while (in.full_scans < target) {
+		before = in.pages_scanned;
+		if ((rc = umlmem_dedup_scan(d->host, SCAN_BATCH, NULL)))
+			goto fail;
+		if ((rc = umlmem_host_info(d->host, &in, sizeof(in))))
+			goto fail;
+		/* nothing resident to visit: passes cannot end */
+		if (in.pages_scanned == before)
+			break;
+	}
+	return 0;
+fail:
+	lib_fail(d, rc, "scanning for identical pages");
+	return rc;
+}
+
+static int boot_one(struct demo *d, unsigned gi)
+{
+	struct vm *v = &d->vm[gi];
+	char *conf = (char *)d->buf2;
+	uint64_t i, p;
+	unsigned b;
+	size_t n;
+	int rc;
+
+	/* the page cache fills file by file, each at its page */
+	for (i = 0; i < d->im.nfiles; i++) {
+		const struct osfile *f = &d->im.files[i];
+
+		rc = guest_write(d, gi, d->pc_base + f->off, d->im.bytes + f->off, f->size);
+		if (rc)
+			return rc;
+	}
+	memcpy(v->want + (d->pc_base / PAGE - d->win_first), d->im.sum,
+	       d->im.len / PAGE * sizeof(*v->want));
+
+	if (d->conf_len) {
+		n = conf_text(d, gi, conf, d->conf_len);
+		/* a line cut short at the end is not part of the file */
+		memset(conf + n, 0, round_up(d->conf_len, PAGE) - n);
+		rc = guest_write(d, gi, d->pc_base + d->conf_off, conf, n);
+		if (rc)
+			return rc;
+		for (p = 0; p < round_up(d->conf_len, PAGE) / PAGE; p++)
+			*want_slot(d, v, (d->pc_base + d->conf_off) / PAGE + p) =
+				page_hash(conf + p * PAGE);
+	}
+	for (b = 0; b < d->nbin; b++)
+		if ((rc = replace_binary(d, gi, &d->im.files[d->bin[b]])))
+			return rc;
+	if (d->dedup && (rc = merge_settle(d)))
+		return rc;
+	atomic_fetch_add(&d->done, 1);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Work                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Reads pages [first, first + n) of guest @gi into @dst and checks them. */
+static int read_pages(struct demo *d, unsigned gi, uint64_t first, unsigned n,
+		      unsigned char *dst, const char *when)
+{
+	unsigned k;
+	int rc;
+
+	memset(dst, 0xa5, n * PAGE);
+	rc = umlmem_read(d->vm[gi].g, first * PAGE, dst, n * PAGE);
+	if (rc) {
+		lib_fail(d, rc, "guest %u: reading %u pages at 0x%" PRIx64, gi + 1, n, first * PAGE);
+		return rc;
+	}
+	for (k = 0; k < n; k++)
+		check_page(d, gi, first + k, dst + k * PAGE, when);
+	return 0;
+}
+
+/* One access of guest @gi: where, how long, read or write, all from its
+   own random stream; the pages under it are checked either way. */
+static int work_op(struct demo *d, unsigned gi)
+{
+	struct vm *v = &d->vm[gi];
+	bool write = rng_below(&v->rng, 100) < WRITE_PCT;
+	bool heap = rng_below(&v->rng, 100) < (write ? HEAP_WRITE_PCT : HEAP_READ_PCT);
+	uint64_t base, pages, *cur, gpa, first, last;
+	size_t len = (size_t)64 << rng_below(&v->rng, 7);
+	unsigned n;
+	int rc;
+
+	if (!d->pc_pages)
+		heap = true;
+	base = heap ? d->heap_base : d->pc_base;
+	pages = heap ? d->heap_pages : d->pc_pages;
+	cur = heap ? &v->heap_cur : &v->pc_cur;
+	/* mostly near the last access, now and then anywhere in the region */
+	if (rng_below(&v->rng, 8) == 0)
+		*cur = rng_below(&v->rng, pages);
+	else
+		*cur = (*cur + pages + rng_below(&v->rng, 17) - 8) % pages;
+	gpa = base + *cur * PAGE + rng_below(&v->rng, PAGE);
+	if (gpa + len > base + pages * PAGE)
+		gpa = base + pages * PAGE - len;
+	first = gpa / PAGE;
+	last = (gpa + len - 1) / PAGE;
+	n = (unsigned)(last - first + 1);
+
+	rc = read_pages(d, gi, first, n, d->buf, write ? "before a write" : "work read");
+	if (rc)
+		return rc;
+	d->work_checked += n;
+	if (!write) {
+		/* the access itself, which must agree with the pages around it */
+		rc = umlmem_read(v->g, gpa, d->buf2, len);
+		if (rc) {
+			lib_fail(d, rc, "guest %u: reading %zu bytes at 0x%" PRIx64, gi + 1, len, gpa);
+			return rc;
+		}
+		if (memcmp(d->buf2, d->buf + gpa % PAGE, len)) {
+			d->mismatches++;
+			say(d, "guest %u: %zu bytes read at 0x%" PRIx64 " differ from the same bytes "
+			    "read as whole pages", gi + 1, len, gpa);
+		}
+		return 0;
+	}
+	rng_fill(&v->rng, d->buf + gpa % PAGE, len);
+	rc = guest_write(d, gi, gpa, d->buf + gpa % PAGE, len);
+	if (rc)
+		return rc;
+	for (; first <= last; first++)
+		*want_slot(d, v, first) = page_hash(d->buf + (first - gpa / PAGE) * PAGE);
+	return 0;
+}
+
+/* The guests take turns, SLICE_OPS accesses each, as a scheduler would run
+   them: each one's working set has to come back after the others ran. */
+static int work_all(struct demo *d)
+{
+	uint64_t left = d->work_ops * d->guests, k;
+	unsigned gi;
+	int rc;
+
+	while (left) {
+		for (gi = 0; gi < d->guests && left; gi++) {
+			struct vm *v = &d->vm[gi];
+
+			for (k = 0; k < SLICE_OPS && v->ops < d->work_ops; k++, v->ops++, left--) {
+				if ((rc = work_op(d, gi)))
+					return rc;
+				atomic_fetch_add(&d->units, 1);
+			}
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Verify                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int verify_all(struct demo *d)
+{
+	uint64_t gpa, len;
+	unsigned gi;
+	int rc;
+
+	for (gi = 0; gi < d->guests; gi++) {
+		for (gpa = 0; gpa < d->guest_bytes; gpa += len) {
+			len = d->guest_bytes - gpa < CHUNK ? d->guest_bytes - gpa : CHUNK;
+			rc = read_pages(d, gi, gpa / PAGE, (unsigned)(len / PAGE), d->buf, "verify");
+			if (rc)
+				return rc;
+			d->checked_bytes += len;
+			atomic_fetch_add(&d->units, len);
+		}
+		d->guests_verified++;
+		atomic_fetch_add(&d->done, 1);
+	}
+	return 0;
+}
+
+static bool budget_held(const struct demo *d)
+{
+	return d->peak_frames <= d->budget_bytes / PAGE &&
+	       (!d->have_stats || d->st.frames_used <= d->budget_bytes / PAGE);
+}
+
+static bool verified(const struct demo *d)
+{
+	return !d->error[0] && d->guests_verified == d->guests &&
+	       d->checked_bytes == (uint64_t)d->guests * d->guest_bytes && d->mismatches == 0;
+}
+
+/* Accounting the library promises; a broken promise is worth a warning
+   even when every byte came back right. */
+static void check_counters(struct demo *d)
+{
+	const struct umlmem_stats *s = &d->st;
+	uint64_t ram = (uint64_t)d->guests * (d->guest_bytes / PAGE);
+
+	if (s->ram_pages != ram)
+		say(d, "warning: ram_pages is %" PRIu64 ", expected %" PRIu64, s->ram_pages, ram);
+	if (s->resident_pages + s->swapped_pages + s->zero_pages != s->ram_pages)
+		say(d, "warning: resident %" PRIu64 " + swapped %" PRIu64 " + zero %" PRIu64
+		    " != ram_pages %" PRIu64, s->resident_pages, s->swapped_pages,
+		    s->zero_pages, s->ram_pages);
+	if (!budget_held(d))
+		say(d, "BUDGET EXCEEDED: %" PRIu64 " frames in use at the peak, the budget is %"
+		    PRIu64, d->peak_frames, d->budget_bytes / PAGE);
+	if (s->io_errors || s->checksum_errors)
+		say(d, "warning: %" PRIu64 " swap I/O errors, %" PRIu64 " checksum errors",
+		    s->io_errors, s->checksum_errors);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plot                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A round step (1, 2 or 5 times a power of ten) giving about @want ticks. */
+static double nice_step(double range, int want)
+{
+	double raw = range / want, mag, f;
+
+	if (raw <= 0)
+		return 1;
+	mag = pow(10, floor(log10(raw)));
+	f = raw / mag;
+	return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
+}
+
+struct series {
+	const char *label;
+	const char *color;
+	const char *dash;
+	size_t field;		/* offsetof into struct sample */
+};
+
+static uint64_t sample_field(const struct sample *s, size_t field)
+{
+	uint64_t v;
+
+	memcpy(&v, (const char *)s + field, sizeof(v));
+	return v;
+}
+
+static bool write_plot(struct demo *d)
+{
+	static const struct series ser[] = {
+		{ "resident guest pages", "#1f77b4", NULL, offsetof(struct sample, resident) },
+		{ "saved by sharing", "#2ca02c", NULL, offsetof(struct sample, sharing) },
+		{ "swapped", "#d62728", NULL, offsetof(struct sample, swapped) },
+		{ "frames in use", "#ff7f0e", NULL, offsetof(struct sample, frames_used) },
+		{ "free frames", "#7f7f7f", "6,3", offsetof(struct sample, frames_free) },
+		{ "read ahead, untouched", "#9467bd", "2,2", offsetof(struct sample, frames_cached) },
+	};
+	const double W = 1000, H = 560, L = 80, R = 210, T = 70, B = 60;
+	const double pw = W - L - R, ph = H - T - B;
+	double tmax = 1, ymax = (double)d->budget_bytes, unit, step, v, x, y;
+	const char *uname;
+	char b1[16], b2[16], b3[16];
+	size_t i, k;
+	FILE *f;
+
+	for (i = 0; i < d->nsamples; i++) {
+		if (d->samples[i].t > tmax)
+			tmax = d->samples[i].t;
+		for (k = 0; k < sizeof(ser) / sizeof(ser[0]); k++) {
+			v = (double)sample_field(&d->samples[i], ser[k].field) * PAGE;
+			if (v > ymax)
+				ymax = v;
+		}
+	}
+	unit = ymax >= 2.0 * GIB ? (double)GIB : (double)MIB;
+	uname = ymax >= 2.0 * GIB ? "GiB" : "MiB";
+	step = nice_step(ymax / unit, 6);
+	ymax = ceil(ymax / unit / step) * step * unit;
+
+	f = fopen(d->plot, "w");
+	if (!f) {
+		say(d, "--plot %s: %s", d->plot, strerror(errno));
+		return false;
+	}
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		"viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n",
+		W, H, W, H);
+	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+	fprintf(f, "<text x=\"%.0f\" y=\"28\" font-size=\"18\" font-weight=\"bold\">"
+		"umlmem demo: %u guests \xc3\x97 %s on a %s budget, merging %s</text>\n",
+		L, d->guests, fmt_bytes(b1, sizeof(b1), d->guest_bytes),
+		fmt_bytes(b2, sizeof(b2), d->budget_bytes), d->dedup ? "on" : "off");
+	fprintf(f, "<text x=\"%.0f\" y=\"50\" font-size=\"13\" fill=\"#444\">"
+		"%s OS image per guest, %s nominal in all (the 2009 KSM run: 52 \xc3\x97 1 GiB on 16 GiB); "
+		"%s</text>\n", L, fmt_bytes(b1, sizeof(b1), d->im.len),
+		fmt_bytes(b3, sizeof(b3), (uint64_t)d->guests * d->guest_bytes),
+		verified(d) ? "every byte verified" : "NOT verified");
+
+	/* grid and axes */
+	for (v = 0; v <= ymax / unit + step / 2; v += step) {
+		y = T + ph - v * unit / ymax * ph;
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n",
+			L, y, L + pw, y);
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">%g</text>\n",
+			L - 6, y + 4, v);
+	}
+	step = nice_step(tmax, 10);
+	for (v = 0; v <= tmax + 1e-9; v += step) {
+		x = L + v / tmax * pw;
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
+			x, T + ph, x, T + ph + 5);
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">%g</text>\n",
+			x, T + ph + 19, v);
+	}
+	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
+		L, T + ph, L + pw, T + ph);
+	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
+		L, T, L, T + ph);
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">time (s)</text>\n",
+		L + pw / 2, H - 14);
+	fprintf(f, "<text x=\"20\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\" "
+		"transform=\"rotate(-90 20 %.1f)\">%s</text>\n", T + ph / 2, T + ph / 2, uname);
+
+	/* phase markers; a label that would run into the previous one goes a
+	   line lower */
+	for (i = 0, k = 0, v = -1e9; i < d->nmarks; i++) {
+		if (d->marks[i].ph == PH_DONE)
+			continue;
+		x = L + d->marks[i].t / tmax * pw;
+		k = x - v < 60 ? k + 1 : 0;
+		v = x;
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\" "
+			"stroke-dasharray=\"2,4\"/>\n", x, T, x, T + ph);
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" fill=\"#333\">%s</text>\n",
+			x + 4, T + 14 + 14.0 * (double)k, phase_name[d->marks[i].ph]);
+	}
+
+	/* the budget, then the series */
+	y = T + ph - (double)d->budget_bytes / ymax * ph;
+	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" "
+		"stroke-width=\"1.5\" stroke-dasharray=\"8,4\"/>\n", L, y, L + pw, y);
+	for (k = 0; k < sizeof(ser) / sizeof(ser[0]); k++) {
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s%s%s points=\"",
+			ser[k].color, ser[k].dash ? " stroke-dasharray=\"" : "",
+			ser[k].dash ? ser[k].dash : "", ser[k].dash ? "\"" : "");
+		for (i = 0; i < d->nsamples; i++) {
+			x = L + d->samples[i].t / tmax * pw;
+			y = T + ph - (double)sample_field(&d->samples[i], ser[k].field) * PAGE / ymax * ph;
+			fprintf(f, "%.1f,%.1f ", x, y);
+		}
+		fprintf(f, "\"/>\n");
+	}
+
+	/* legend */
+	x = L + pw + 16;
+	for (k = 0; k <= sizeof(ser) / sizeof(ser[0]); k++) {
+		const char *label = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].label : "budget";
+		const char *color = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].color : "black";
+		const char *dash = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].dash : "8,4";
+
+		y = T + 10 + 24.0 * (double)k;
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+			"stroke-width=\"2\"%s%s%s/>\n", x, y, x + 26, y, color,
+			dash ? " stroke-dasharray=\"" : "", dash ? dash : "", dash ? "\"" : "");
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\">%s</text>\n",
+			x + 32, y + 4, label);
+	}
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
+		"budget %s</text>\n", x, T + 10 + 24.0 * 7 + 4,
+		fmt_bytes(b1, sizeof(b1), d->budget_bytes));
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
+		"peak frames in use %s</text>\n", x, T + 10 + 24.0 * 7 + 20,
+		fmt_bytes(b1, sizeof(b1), d->peak_frames * PAGE));
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
+		"sampled every %d ms</text>\n", x, T + 10 + 24.0 * 7 + 36, SAMPLE_MS);
+	fprintf(f, "</svg>\n");
+	if (fclose(f)) {
+		say(d, "--plot %s: %s", d->plot, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Summary                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void print_json(const struct demo *d)
+{
+	const struct umlmem_stats *s = &d->st;
+	uint64_t nominal = (uint64_t)d->guests * d->guest_bytes;
+	FILE *f = stdout;
+
+	fprintf(f, "{\"guests\": %u, \"guest_bytes\": %" PRIu64 ", \"nominal_bytes\": %" PRIu64
+		", \"budget_bytes\": %" PRIu64 ", \"overcommit\": %.3f, \"seed_overcommit\": %.2f"
+		", \"seed_guests\": %u, \"seed_guest_bytes\": %" PRIu64 ", \"seed_host_bytes\": %" PRIu64,
+		d->guests, d->guest_bytes, nominal, d->budget_bytes,
+		(double)nominal / (double)d->budget_bytes, SEED_OVERCOMMIT,
+		SEED_GUESTS, (uint64_t)SEED_GUEST, (uint64_t)SEED_HOST);
+	fprintf(f, ", \"dedup\": %s, \"os_bytes\": %" PRIu64 ", \"os_content_bytes\": %" PRIu64
+		", \"os_files\": %zu, \"os_dirs\": ", d->dedup ? "true" : "false",
+		d->im.len, d->im.content, d->im.nfiles);
+	json_string(f, d->os_dirs);
+	fprintf(f, ", \"per_guest_bytes\": %" PRIu64 ", \"replaced_binaries\": %u"
+		", \"work_ops\": %" PRIu64 ", \"seed\": %" PRIu64,
+		d->conf_len + d->bin_bytes, d->nbin, d->work_ops, d->seed);
+	fprintf(f, ", \"written_bytes\": %" PRIu64 ", \"frames_used\": %" PRIu64
+		", \"peak_frames_used\": %" PRIu64 ", \"budget_frames\": %" PRIu64
+		", \"budget_held\": %s, \"resident_pages\": %" PRIu64 ", \"shared_frames\": %" PRIu64
+		", \"sharing_pages\": %" PRIu64 ", \"saved_bytes\": %" PRIu64
+		", \"swapped_pages\": %" PRIu64 ", \"zero_pages\": %" PRIu64
+		", \"swap_disk_bytes\": %" PRIu64,
+		d->written_bytes, s->frames_used, d->peak_frames, d->budget_bytes / PAGE,
+		budget_held(d) ? "true" : "false", s->resident_pages, s->shared_frames,
+		s->sharing_pages, s->sharing_pages * PAGE, s->swapped_pages, s->zero_pages,
+		s->swap_disk_bytes);
+	fprintf(f, ", \"faults\": %" PRIu64 ", \"swap_ins\": %" PRIu64 ", \"swap_outs\": %" PRIu64
+		", \"cow_breaks\": %" PRIu64 ", \"io_errors\": %" PRIu64 ", \"checksum_errors\": %" PRIu64
+		", \"pages_merged\": %" PRIu64 ", \"zero_merged\": %" PRIu64 ", \"full_scans\": %" PRIu64,
+		s->faults, s->swap_ins, s->swap_outs, s->cow_breaks, s->io_errors,
+		s->checksum_errors, d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
+	fprintf(f, ", \"checked_bytes\": %" PRIu64 ", \"work_checked_pages\": %" PRIu64
+		", \"mismatches\": %" PRIu64 ", \"verified\": %s",
+		d->checked_bytes, d->work_checked, d->mismatches, verified(d) ? "true" : "false");
+	fprintf(f, ", \"create_s\": %.3f, \"boot_s\": %.3f, \"work_s\": %.3f, \"verify_s\": %.3f, \"wall_s\": %.3f"
+		", \"peak_rss_bytes\": %" PRIu64 ", \"engine\": ",
+		d->phase_s[PH_START], d->phase_s[PH_BOOT], d->phase_s[PH_WORK],
+		d->phase_s[PH_VERIFY], d->wall_s,
+		d->rss_peak);
+	json_string(f, engine_name(d->engine));
+	fprintf(f, ", \"plot\": ");
+	json_string(f, d->plot && d->plot_ok ? d->plot : NULL);
+	fprintf(f, ", \"error\": ");
+	json_string(f, d->error[0] ? d->error : NULL);
+	fprintf(f, "}\n");
+}
+
+static void print_text(const struct demo *d)
+{
+	const struct umlmem_stats *s = &d->st;
+	uint64_t nominal = (uint64_t)d->guests * d->guest_bytes;
+	char b1[16], b2[16], b3[16];
+	FILE *f = stdout;
+	unsigned b;
+
+	fprintf(f, "umlmem demo: %u guests x %s on a %s budget, merging %s, seed %" PRIu64 "\n",
+		d->guests, fmt_bytes(b1, sizeof(b1), d->guest_bytes),
+		fmt_bytes(b2, sizeof(b2), d->budget_bytes), d->dedup ? "on" : "off", d->seed);
+	fprintf(f, "  OS image: %s in %zu files from %s (%" PRIu64 " passed over), in every guest\n",
+		fmt_bytes(b1, sizeof(b1), d->im.len), d->im.nfiles, d->os_dirs, d->im.skipped);
+	fprintf(f, "  own files: %s of configuration", fmt_bytes(b1, sizeof(b1), d->conf_len));
+	for (b = 0; b < d->nbin; b++)
+		fprintf(f, "%s%s (%s)", b ? ", " : "; replaced ",
+			d->im.files[d->bin[b]].path,
+			fmt_bytes(b2, sizeof(b2), d->im.files[d->bin[b]].size));
+	fprintf(f, "\n  work: %" PRIu64 " accesses per guest, %u%% writes; I/O engine %s\n\n",
+		d->work_ops, WRITE_PCT, engine_name(d->engine));
+
+	fprintf(f, "  %-28s %-24s %s\n", "", "this run", "2009 KSM run");
+	fprintf(f, "  %-28s %-24u %u\n", "guests", d->guests, SEED_GUESTS);
+	fprintf(f, "  %-28s %-24s %s\n", "nominal RAM", fmt_bytes(b1, sizeof(b1), nominal),
+		fmt_bytes(b2, sizeof(b2), SEED_GUESTS * SEED_GUEST));
+	fprintf(f, "  %-28s %-24s %s\n", "budget (host memory)",
+		fmt_bytes(b1, sizeof(b1), d->budget_bytes), fmt_bytes(b2, sizeof(b2), SEED_HOST));
+	snprintf(b1, sizeof(b1), "%.2fx", (double)nominal / (double)d->budget_bytes);
+	fprintf(f, "  %-28s %-24s %.2fx\n", "overcommit (nominal/budget)", b1, SEED_OVERCOMMIT);
+	fprintf(f, "  %-28s %s\n", "bytes the guests wrote", fmt_bytes(b1, sizeof(b1), d->written_bytes));
+	fprintf(f, "  %-28s %s (peak %s of %s)\n", "frames in use",
+		fmt_bytes(b1, sizeof(b1), s->frames_used * PAGE),
+		fmt_bytes(b2, sizeof(b2), d->peak_frames * PAGE),
+		fmt_bytes(b3, sizeof(b3), d->budget_bytes));
+	fprintf(f, "  %-28s %s (%" PRIu64 " pages)\n", "resident guest pages",
+		fmt_bytes(b1, sizeof(b1), s->resident_pages * PAGE), s->resident_pages);
+	fprintf(f, "  %-28s %s (%" PRIu64 " pages on %" PRIu64 " shared frames)\n",
+		"saved by sharing", fmt_bytes(b1, sizeof(b1), s->sharing_pages * PAGE),
+		s->sharing_pages, s->shared_frames);
+	fprintf(f, "  %-28s %s (%" PRIu64 " pages)\n", "swapped",
+		fmt_bytes(b1, sizeof(b1), s->swapped_pages * PAGE), s->swapped_pages);
+	fprintf(f, "  %-28s %s\n", "swap disk use", fmt_bytes(b1, sizeof(b1), s->swap_disk_bytes));
+	fprintf(f, "  %-28s %" PRIu64 "\n", "faults", s->faults);
+	fprintf(f, "  %-28s %" PRIu64 " / %" PRIu64 "\n", "swap-ins / swap-outs",
+		s->swap_ins, s->swap_outs);
+	fprintf(f, "  %-28s %" PRIu64 "\n", "COW breaks", s->cow_breaks);
+	fprintf(f, "  %-28s %" PRIu64 " (%" PRIu64 " zero pages freed), %" PRIu64 " full passes\n",
+		"pages merged", d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
+	fprintf(f, "  %-28s create %.1f s, boot %.1f s, work %.1f s, verify %.1f s\n", "phases",
+		d->phase_s[PH_START], d->phase_s[PH_BOOT], d->phase_s[PH_WORK],
+		d->phase_s[PH_VERIFY]);
+	fprintf(f, "  %-28s %s (the frame store and the demo's own copy of the image)\n",
+		"process peak RSS", fmt_bytes(b1, sizeof(b1), d->rss_peak));
+	fprintf(f, "  %-28s %s of %s read back, %" PRIu64 " more pages checked while working\n",
+		"checked", fmt_bytes(b1, sizeof(b1), d->checked_bytes),
+		fmt_bytes(b2, sizeof(b2), nominal), d->work_checked);
+	fprintf(f, "  %-28s %" PRIu64 "\n", "mismatches", d->mismatches);
+	if (verified(d) && budget_held(d))
+		fprintf(f, "  %-28s VERIFIED: every byte of %s%u guest%s matched; the budget held\n",
+			"verdict", d->guests > 1 ? "all " : "", d->guests, d->guests > 1 ? "s" : "");
+	else if (d->error[0])
+		fprintf(f, "  %-28s NOT VERIFIED: stopped by an error: %s\n", "verdict", d->error);
+	else if (!verified(d))
+		fprintf(f, "  %-28s NOT VERIFIED: %" PRIu64 " page checks failed\n", "verdict",
+			d->mismatches);
+	else
+		fprintf(f, "  %-28s BUDGET EXCEEDED: %" PRIu64 " frames at the peak, budget %" PRIu64
+			" (the bytes were right)\n", "verdict", d->peak_frames, d->budget_bytes / PAGE);
+	if (d->plot)
+		fprintf(f, "  %-28s %s%s\n", "plot", d->plot, d->plot_ok ? "" : " (not written)");
+	fprintf(f, "  %-28s %.1f s\n", "wall time", d->wall_s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void demo_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: %s demo [OPTIONS]\n\n"
+		"The 2009 KSM proof of concept (52 Windows XP guests of 1 GiB on a 16 GiB\n"
+		"host) in user space: 52 guests of 1 GiB on a budget of 1 GiB. Each guest\n"
+		"boots the same OS image (real files of this host, in its page cache at the\n"
+		"same page-aligned addresses), changes a few files of its own, then makes\n"
+		"small reads and writes. Identical pages share frames (copy on write); what\n"
+		"does not fit goes to swap. Then every page of every guest is read back and\n"
+		"checked. Exits 0 only when every byte matched and the budget held.\n\n"
+		"options:\n"
+		"  --guests N              guests (default 52)\n"
+		"  --guest-size SIZE       nominal RAM per guest, whole pages (default 1G)\n"
+		"  --budget SIZE           host budget of resident RAM (default 1G)\n"
+		"  --os-bytes SIZE         size of the OS image every guest loads (default 128M)\n"
+		"  --os-dirs DIR[:DIR...]  where its files come from (default /usr/lib:/usr/bin)\n"
+		"  --per-guest-bytes SIZE  each guest's own files: a configuration file (up\n"
+		"                          to 6000 bytes) and one or two replaced binaries,\n"
+		"                          the executables of the image nearest half the\n"
+		"                          rest in size each (default 1M)\n"
+		"  --work-ops N            accesses per guest in the working phase (default 4000)\n"
+		"  --swap-dir DIR          directory for the swap files\n"
+		"                          (default: $TMPDIR, else /var/tmp)\n"
+		"  --seed N                seed of each guest's own content and accesses (default 1)\n"
+		"  --no-dedup              no merging: the merge thread paused, no scans\n"
+		"  --plot FILE             write an SVG of memory over time to FILE\n"
+		"  --json                  print one JSON object instead of the table\n"
+		"  --quiet                 no progress output\n"
+		"  -h, --help              this help\n\n"
+		"The OS image: each directory is walked depth first, names in byte order;\n"
+		"symbolic links, empty files, files over 8 MiB and unreadable files are\n"
+		"skipped. Files are taken in that order while they fit: the first of N\n"
+		"directories fills the image up to 1/N of --os-bytes, the second up to 2/N,\n"
+		"and so on; a directory stops at the first file that would pass its mark.\n\n"
+		"SIZE is bytes, or a number with K, M, G, T (or KiB, MiB, GiB, TiB): powers\n"
+		"of 1024.\n", PROG);
+}
+
+static bool opt_size(const char *name, const char *arg, uint64_t min, uint64_t max,
+		     uint64_t *out)
+{
+	uint64_t v;
+
+	if (!parse_size(arg, &v) || v < min || v > max) {
+		usage_error("%s '%s': expected a size from %" PRIu64 " to %" PRIu64
+			    " bytes (bytes, or with K, M, G, T)", name, arg, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* Returns 0 to run, -1 after --help, EXIT_USAGE after a mistake. */
+static int demo_parse(struct demo *d, int argc, char **argv)
+{
+	enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
+	       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_HELP };
+	static const struct cli_opt opts[] = {
+		{ "--guests", true, O_GUESTS },
+		{ "--guest-size", true, O_SIZE },
+		{ "--budget", true, O_BUDGET },
+		{ "--os-bytes", true, O_OSBYTES },
+		{ "--os-dirs", true, O_OSDIRS },
+		{ "--per-guest-bytes", true, O_PERGUEST },
+		{ "--work-ops", true, O_OPS },
+		{ "--swap-dir", true, O_SWAPDIR },
+		{ "--seed", true, O_SEED },
+		{ "--no-dedup", false, O_NODEDUP },
+		{ "--plot", true, O_PLOT },
+		{ "--json", false, O_JSON },
+		{ "--quiet", false, O_QUIET },
+		{ "--help", false, O_HELP },
+		{ "-h", false, O_HELP },
+		{ NULL, false, 0 },
+	};
+	const char *arg;
+	struct stat sb;
+	uint64_t v;
+	int i = 1, id;
+
+	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
+		switch (id) {
+		case OPT_ERR:
+			return EXIT_USAGE;
+		case OPT_POSITIONAL:
+			usage_error("unexpected argument '%s'", arg);
+			return EXIT_USAGE;
+		case O_HELP:
+			demo_usage(stdout);
+			return -1;
+		case O_GUESTS:
+			if (!parse_u64(arg, &v) || v < 1 || v > MAX_GUESTS) {
+				usage_error("--guests '%s': expected a whole number from 1 to %u",
+					    arg, MAX_GUESTS);
+				return EXIT_USAGE;
+			}
+			d->guests = (unsigned)v;
+			break;
+		case O_SIZE:
+			if (!opt_size("--guest-size", arg, PAGE, 1ull << 40, &d->guest_bytes))
+				return EXIT_USAGE;
+			if (d->guest_bytes % PAGE) {
+				usage_error("--guest-size '%s': not a whole number of 4 KiB pages", arg);
+				return EXIT_USAGE;
+			}
+			break;
+		case O_BUDGET:
+			if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &d->budget_bytes))
+				return EXIT_USAGE;
+			/* the library rounds down; report what it really uses */
+			d->budget_bytes = d->budget_bytes / PAGE * PAGE;
+			break;
+		case O_OSBYTES:
+			if (!opt_size("--os-bytes", arg, 0, 64 * GIB, &d->os_bytes))
+				return EXIT_USAGE;
+			break;
+		case O_OSDIRS:
+			if (!*arg || !strcmp(arg, ":")) {
+				usage_error("--os-dirs: no directory given");
+				return EXIT_USAGE;
+			}
+			d->os_dirs = arg;
+			break;
+		case O_PERGUEST:
+			if (!opt_size("--per-guest-bytes", arg, 0, 1 * GIB, &d->per_guest_bytes))
+				return EXIT_USAGE;
+			break;
+		case O_OPS:
+			if (!parse_u64(arg, &d->work_ops) || d->work_ops > (1ull << 32)) {
+				usage_error("--work-ops '%s': expected a whole number up to 2^32", arg);
+				return EXIT_USAGE;
+			}
+			break;
+		case O_SWAPDIR:
+			if (!*arg) {
+				usage_error("--swap-dir: empty directory name");
+				return EXIT_USAGE;
+			}
+			if (stat(arg, &sb)) {
+				usage_error("--swap-dir '%s': %s", arg, strerror(errno));
+				return EXIT_USAGE;
+			}
+			if (!S_ISDIR(sb.st_mode)) {
+				usage_error("--swap-dir '%s': not a directory", arg);
+				return EXIT_USAGE;
+			}
+			d->swap_dir = arg;
+			break;
+		case O_SEED:
+			if (!parse_u64(arg, &d->seed)) {
+				usage_error("--seed '%s': expected a whole number (decimal or 0x hex)", arg);
+				return EXIT_USAGE;
+			}
+			break;
+		case O_NODEDUP:
+			d->dedup = false;
+			break;
+		case O_PLOT:
+			if (!*arg) {
+				usage_error("--plot: empty file name");
+				return EXIT_USAGE;
+			}
+			d->plot = arg;
+			break;
+		case O_JSON:
+			d->json = true;
+			break;
+		case O_QUIET:
+			d->quiet = true;
+			break;
+		}
+	}
+	return 0;
+}
+
+static void demo_free(struct demo *d)
+{
+	unsigned gi;
+
+	if (d->vm)
+		for (gi = 0; gi < d->guests; gi++)
+			free(d->vm[gi].want);
+	free(d->vm);
+	free(d->buf);
+	free(d->buf2);
+	free(d->samples);
+	os_free(&d->im);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+}
+
+int cmd_demo(int argc, char **argv)
+{
+	struct demo d = {
+		.guests = SEED_GUESTS,
+		.guest_bytes = 1 * GIB,
+		.budget_bytes = 1 * GIB,
+		.os_bytes = 128 * MIB,
+		.os_dirs = "/usr/lib:/usr/bin",
+		.per_guest_bytes = 1 * MIB,
+		.work_ops = 4000,
+		.seed = 1,
+		.dedup = true,
+	};
+	static const unsigned char zeros[UMLMEM_PAGE_SIZE];
+	double start = now_s();
+	char b1[16], b2[16], b3[16];
+	unsigned gi;
+	int rc;
+
+	pthread_mutex_init(&d.mu, NULL);
+	pthread_cond_init(&d.cv, NULL);
+	rc = demo_parse(&d, argc, argv);
+	if (rc) {
+		demo_free(&d);
+		return rc < 0 ? 0 : rc;
+	}
+	d.tty = isatty(STDERR_FILENO);
+	d.t0 = d.rate_t = now_s();
+	d.zero_sum = page_hash(zeros);
+
+	if (os_select(&d)) {
+		fprintf(stderr, "%s demo: out of memory reading the OS image\n", PROG);
+		demo_free(&d);
+		return 1;
+	}
+	own_files_select(&d);
+	if (!layout(&d)) {
+		demo_free(&d);
+		return EXIT_USAGE;
+	}
+	/* big enough for the largest replaced binary too */
+	d.buflen = CHUNK + 2 * PAGE;
+	for (gi = 0; gi < d.nbin; gi++)
+		if (round_up(d.im.files[d.bin[gi]].size, PAGE) > d.buflen)
+			d.buflen = round_up(d.im.files[d.bin[gi]].size, PAGE);
+	d.vm = calloc(d.guests, sizeof(*d.vm));
+	d.buf = aligned_alloc(PAGE, d.buflen);
+	d.buf2 = aligned_alloc(PAGE, d.buflen);
+	if (!d.vm || !d.buf || !d.buf2) {
+		fprintf(stderr, "%s demo: out of memory for %u guests\n", PROG, d.guests);
+		demo_free(&d);
+		return 1;
+	}
+	if (!d.quiet)
+		say(&d, "%u guests of %s on a %s budget, merging %s; OS image %s in %zu files "
+		    "read in %.1f s", d.guests, fmt_bytes(b1, sizeof(b1), d.guest_bytes),
+		    fmt_bytes(b2, sizeof(b2), d.budget_bytes), d.dedup ? "on" : "off",
+		    fmt_bytes(b3, sizeof(b3), d.im.len), d.im.nfiles, now_s() - d.t0);
+
+	d.t0 = now_s();
+	rc = create_all(&d);
+	/* the plot's time starts with the guests: nothing runs before */
+	d.phase_s[PH_START] = now_s() - d.t0;
+	d.t0 = d.rate_t = now_s();
+	if (!rc) {
+		phase_begin(&d, PH_BOOT);
+		if (pthread_create(&d.sampler, NULL, sampler_main, &d) == 0)
+			d.sampler_on = true;
+		for (gi = 0; gi < d.guests && !rc; gi++)
+			rc = boot_one(&d, gi);
+	}
+	if (!rc) {
+		phase_begin(&d, PH_WORK);
+		rc = work_all(&d);
+	}
+	if (!rc) {
+		phase_begin(&d, PH_VERIFY);
+		rc = verify_all(&d);
+	}
+	if (d.host) {
+		phase_begin(&d, PH_DONE);
+		sampler_stop(&d);
+		/* the final counters, even after an error: they help explain it */
+		if (!umlmem_host_stats(d.host, &d.st) &&
+		    !umlmem_host_info(d.host, &d.info, sizeof(d.info))) {
+			d.have_stats = true;
+			check_counters(&d);
+		}
+	}
+	for (gi = 0; gi < d.created; gi++)
+		umlmem_guest_destroy(d.vm[gi].g);
+	umlmem_host_destroy(d.host);
+	/* from the start: reading the OS image is part of the run */
+	d.wall_s = now_s() - start;
+	d.rss_peak = peak_rss();
+
+	if (d.plot && d.nsamples)
+		d.plot_ok = write_plot(&d);
+	/* a JSON reader gets its object even when the host could not be made */
+	if (d.json)
+		print_json(&d);
+	else if (d.have_stats)
+		print_text(&d);
+	fflush(stdout);
+	rc = verified(&d) && budget_held(&d) && (!d.plot || d.plot_ok) ? 0 : 1;
+	demo_free(&d);
+	return rc;
+}
