@@ -75,8 +75,10 @@ enum umlmem_io_engine {
 };
 
 /** Host flag: a reclaim thread keeps free frames between two watermarks
- *  (see reclaim_low), so that faults rarely wait for a write-out. Without
- *  it nothing runs unless a call needs it or umlmem_reclaim() asks for it. */
+ *  (see reclaim_low), so that faults rarely wait for a write-out, and a
+ *  merge thread scans for identical pages (see dedup_pages). Without it
+ *  nothing runs unless a call needs it, or umlmem_reclaim() and
+ *  umlmem_dedup_scan() ask for it. */
 #define UMLMEM_BACKGROUND 0x1u
 /** Host flag: never read ahead of a swap-in. By default a fault that
  *  continues an ascending run of swap-ins also reads the next slots (8 at

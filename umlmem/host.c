@@ -74,11 +74,12 @@ const char *umlmem_strerror(int err)
 {
 	const char *s;
 
+	/* positive, or too negative to negate: no errno */
+	if (err > 0 || err == INT_MIN)
+		return "not an umlmem return code";
 	for (size_t i = 0; i < sizeof(errtab) / sizeof(errtab[0]); i++)
 		if (errtab[i].err == -err)
 			return errtab[i].text;
-	if (err > 0 || err == INT_MIN)
-		return "not an umlmem return code";
 	s = strerrordesc_np(-err);
 	return s ? s : "unknown error";
 }
