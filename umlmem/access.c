@@ -245,6 +245,10 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 	fr->flags = F_BUSY;
 	h->busy_frames++;
 	pte_set(g, e, PTE_BUSY);
+	/* Named in the swap cache from now on, busy: a sharer of the slot
+	   that faults meanwhile waits for this read instead of making a
+	   second copy. */
+	swap_cache_set(h->swap, s, (uint32_t)f + 1);
 	ra[0] = (struct ra_page){ f, s };
 	nra = readahead_prepare(g, s, ra + 1);
 	pthread_mutex_unlock(&h->lock);
@@ -258,6 +262,7 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 	pthread_cond_broadcast(&h->cond);
 	rc = pager_count_read(h, g, rc, bad);
 	if (rc) {
+		swap_cache_set(h->swap, s, 0);
 		pte_set(g, e, PTE_MK(PTE_SLOT, s));
 		frame_put(h, f);
 		return rc;
@@ -265,6 +270,7 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 	if (!mergeable(g) && swap_refs(h->swap, s) > 1) {
 		/* other pages share this slot, and this guest shares nothing:
 		   its copy is its own, and the slot stays for the others */
+		swap_cache_set(h->swap, s, 0);
 		swap_unref(h->swap, s, 1);
 	} else {
 		/* The entry's reference on the slot becomes the frame's: the
