@@ -233,8 +233,9 @@
 #include "umlmem.h"
 #include "swap.h"
 #include "cmd.h"
+#include "cli.h"
 
-#define PROG		"umlmem bench"
+#define BENCH_PROG		"umlmem bench"
 #define EXIT_USAGE	2
 #define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
 #define WORDS		(PAGE / 8)
@@ -397,7 +398,7 @@ res_fail(struct result *r, enum rstate st, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: %s\n", PROG, r->reason);
+	fprintf(stderr, "%s: %s\n", BENCH_PROG, r->reason);
 }
 
 /* A failed library call, with the library's own sentence. */
@@ -416,13 +417,6 @@ static void lib_fail(struct result *r, int rc, const char *what)
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sleep_s(double s)
 {
@@ -440,14 +434,14 @@ static void __attribute__((format(printf, 1, 2))) progress(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", PROG);
+	fprintf(stderr, "%s: ", BENCH_PROG);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }
 
-static const char *fmt_bytes(char *buf, size_t n, uint64_t v)
+static const char *bench_fmt_bytes(char *buf, size_t n, uint64_t v)
 {
 	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
 	double x = (double)v;
@@ -465,16 +459,6 @@ static const char *fmt_bytes(char *buf, size_t n, uint64_t v)
 	return buf;
 }
 
-static const char *engine_name(enum umlmem_io_engine e)
-{
-	switch (e) {
-	case UMLMEM_IO_AUTO:	return "auto";
-	case UMLMEM_IO_URING:	return "io_uring";
-	case UMLMEM_IO_AIO:	return "libaio";
-	case UMLMEM_IO_SYNC:	return "sync";
-	}
-	return "unknown";
-}
 
 /* splitmix64: seeds and the per-thread generators. */
 static uint64_t rng_next(uint64_t *s)
@@ -632,8 +616,8 @@ static int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_
 		}
 		t = now_s();
 		if (what && t - last >= 2.0) {
-			progress("%s: written %s of %s", what, fmt_bytes(b1, sizeof(b1), p * PAGE),
-				 fmt_bytes(b2, sizeof(b2), bytes));
+			progress("%s: written %s of %s", what, bench_fmt_bytes(b1, sizeof(b1), p * PAGE),
+				 bench_fmt_bytes(b2, sizeof(b2), bytes));
 			last = t;
 		}
 	}
@@ -1070,7 +1054,7 @@ static void bench_pagein(struct bench *b)
 	pthread_mutex_init(&ph->lock, NULL);
 	pthread_cond_init(&ph->cond, NULL);
 	progress("pagein: guest of %s on a budget of %s, filling it",
-		 fmt_bytes(b1, sizeof(b1), ws), fmt_bytes(b2, sizeof(b2), b->budget));
+		 bench_fmt_bytes(b1, sizeof(b1), ws), bench_fmt_bytes(b2, sizeof(b2), b->budget));
 	if (make_host(b, r, b->budget, ws, 0, "bench-pagein", &h, &g))
 		goto out;
 	t = now_s();
@@ -1081,7 +1065,7 @@ static void bench_pagein(struct bench *b)
 		 now_s() - t, st.resident_pages, st.swapped_pages);
 
 	progress("pagein: baseline file of %s in the swap directory (%s engine)",
-		 fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
+		 bench_fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
 	t = now_s();
 	if (raw_open(b, r, &raw, npages, RAW_WRITE_PAGES + RAW_THREADS_MAX) ||
 	    raw_fill(r, &raw))
@@ -1220,7 +1204,7 @@ static void bench_pageout(struct bench *b)
 	if (!b->want[K_PAGEOUT])
 		return;
 	progress("pageout_seq: %s of dirty pages reclaimed, and as many raw batch writes, "
-		 "%d times each, alternating", fmt_bytes(b1, sizeof(b1), b->budget), reps);
+		 "%d times each, alternating", bench_fmt_bytes(b1, sizeof(b1), b->budget), reps);
 	for (rep = 0; rep < reps; rep++) {
 		if (pageout_umlmem_once(b, r, npages, rep, &dt, &pages))
 			return;
@@ -1387,7 +1371,7 @@ static void bench_hits(struct bench *b)
 	if (bytes < PAGE)
 		bytes = PAGE;
 	progress("hit reads: %s resident on a budget twice that, against memcpy",
-		 fmt_bytes(b1, sizeof(b1), bytes));
+		 bench_fmt_bytes(b1, sizeof(b1), bytes));
 	if (make_host(b, r, b->budget, bytes, 0, "bench-hits", &h, &g))
 		goto out;
 	if (fill_guest(r, g, bytes, 0, NULL))
@@ -1538,8 +1522,8 @@ static void bench_ra_seq(struct bench *b)
 		return;
 	progress("readahead_seq: guest of %s on a budget of %s, all in swap, its first %s "
 		 "read in order with and without readahead, %d times each, alternating",
-		 fmt_bytes(b1, sizeof(b1), bytes), fmt_bytes(b2, sizeof(b2), b->budget),
-		 fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
+		 bench_fmt_bytes(b1, sizeof(b1), bytes), bench_fmt_bytes(b2, sizeof(b2), b->budget),
+		 bench_fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
 	for (rep = 0; rep < RA_SEQ_REPS; rep++) {
 		for (k = 0; k < 2; k++) {
 			/* on, off / off, on / ...: neither side always runs right
@@ -1634,8 +1618,8 @@ static void bench_ra_random(struct bench *b)
 	pthread_mutex_init(&ph->lock, NULL);
 	pthread_cond_init(&ph->cond, NULL);
 	progress("readahead_random: two guests of %s, each on its own budget of %s, one host "
-		 "with readahead and one without, filling them", fmt_bytes(b1, sizeof(b1), ws),
-		 fmt_bytes(b2, sizeof(b2), b->budget));
+		 "with readahead and one without, filling them", bench_fmt_bytes(b1, sizeof(b1), ws),
+		 bench_fmt_bytes(b2, sizeof(b2), b->budget));
 	for (k = 0; k < 2; k++) {
 		if (make_host(b, r, b->budget, ws, side[k].flags, "bench-readahead-random",
 			      &side[k].h, &side[k].g))
@@ -2140,7 +2124,7 @@ static void bench_kernel(struct bench *b)
 	/* at least the working set and a quarter, in whole MiB */
 	swap_bytes = ((ws + ws / 4) + (1u << 20) - 1) / (1u << 20) * (1u << 20);
 	progress("kernel_swap_random: swap file of %s in %s, memory cgroup of %s",
-		 fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
+		 bench_fmt_bytes(b1, sizeof(b1), swap_bytes), dir, bench_fmt_bytes(b2, sizeof(b2), b->budget));
 	rc = swap_prepare(r, dir, swap_bytes, false, &others);
 	if (rc > 0) {
 		unlink(kst.swap_path);
@@ -2186,7 +2170,7 @@ static void bench_kernel(struct bench *b)
 		goto out;
 	}
 	progress("kernel_swap_random: child filling %s under the cgroup limit, then %.1f s "
-		 "+ %.1f s warm-up of random reads", fmt_bytes(b1, sizeof(b1), ws), b->seconds,
+		 "+ %.1f s warm-up of random reads", bench_fmt_bytes(b1, sizeof(b1), ws), b->seconds,
 		 b->warm);
 
 	pfd.fd = res[0];
@@ -2267,10 +2251,10 @@ out:
 	kernel_cleanup();
 	if (kst.swap_on)
 		fprintf(stderr, "%s: WARNING: could not swapoff %s: %s; run `swapoff %s` "
-			"and remove it\n", PROG, kst.swap_path, strerror(kst.swapoff_err),
+			"and remove it\n", BENCH_PROG, kst.swap_path, strerror(kst.swapoff_err),
 			kst.swap_path);
 	if (kst.cgroup)
-		fprintf(stderr, "%s: warning: could not remove cgroup %s: %s\n", PROG,
+		fprintf(stderr, "%s: warning: could not remove cgroup %s: %s\n", BENCH_PROG,
 			kst.cg_path, strerror(kst.rmdir_err));
 	cleanup_handlers(false);
 }
@@ -2446,7 +2430,7 @@ static void bench_dedup_rate(struct bench *b)
 		return;
 	progress("dedup_scan_rate: %u guests of %s, no two pages equal; %d full passes of the "
 		 "scanner against xxh3 of the same pages, alternating", nguests,
-		 fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
+		 bench_fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
 	if (dd_host(b, r, nguests, npages, 0, &h, gs))
 		goto out;
 	buf = map_pages(total * PAGE);
@@ -2933,7 +2917,7 @@ static void bench_dedup_ksm(struct bench *b)
 	memset(&ko, 0, sizeof(ko));
 	progress("dedup_vs_ksm: %u guests of %s, the first three quarters of each the same in "
 		 "all: %" PRIu64 " of %" PRIu64 " pages to save; umlmem first", nguests,
-		 fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
+		 bench_fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
 	if (dd_host(b, r, nguests, npages, shared, &h, gs))
 		goto out;
 	umlmem_host_stats(h, &s0);
@@ -3036,14 +3020,14 @@ static void bench_dedup_ksm(struct bench *b)
 		res_str(r, "ksm_saved", "%s", ko.saved);
 		res_bool(r, "ksm_restored", restored);
 		if (kss.unmerge_err)
-			fprintf(stderr, "%s: WARNING: could not write 2 to %srun: %s\n", PROG,
+			fprintf(stderr, "%s: WARNING: could not write 2 to %srun: %s\n", BENCH_PROG,
 				KSM_DIR, strerror(kss.unmerge_err));
 		if (kss.unmerge_timeout)
 			fprintf(stderr, "%s: WARNING: KSM's pages_sharing did not reach 0 within "
-				"%.0f s of run=2\n", PROG, KSM_UNMERGE_TIMEOUT_S);
+				"%.0f s of run=2\n", BENCH_PROG, KSM_UNMERGE_TIMEOUT_S);
 		if (kss.restore_err)
 			fprintf(stderr, "%s: WARNING: could not restore %s%s: %s; the saved "
-				"settings were: %s\n", PROG, KSM_DIR, kss.restore_knob,
+				"settings were: %s\n", BENCH_PROG, KSM_DIR, kss.restore_knob,
 				strerror(kss.restore_err), ko.saved);
 		if (!restored)
 			res_note(r, "KSM could not be fully restored (see the warnings); it was: %s",
@@ -3058,30 +3042,6 @@ out:
 /* Output                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static void json_string(FILE *f, const char *s)
-{
-	const unsigned char *p;
-
-	if (!s) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	for (p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
-		case '"':  fputs("\\\"", f); break;
-		case '\\': fputs("\\\\", f); break;
-		case '\n': fputs("\\n", f); break;
-		case '\t': fputs("\\t", f); break;
-		default:
-			if (*p < 0x20)
-				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-		}
-	}
-	fputc('"', f);
-}
 
 static void json_num(FILE *f, double v)
 {
@@ -3172,8 +3132,8 @@ static void print_text(const struct bench *b, double wall)
 	char b1[32], b2[32];
 
 	fprintf(f, "umlmem bench: budget %s, working set %s, %.1f s per timed phase "
-		"(+%.1f s warm-up)%s\n", fmt_bytes(b1, sizeof(b1), b->budget),
-		fmt_bytes(b2, sizeof(b2), 4 * b->budget), b->seconds, b->warm,
+		"(+%.1f s warm-up)%s\n", bench_fmt_bytes(b1, sizeof(b1), b->budget),
+		bench_fmt_bytes(b2, sizeof(b2), 4 * b->budget), b->seconds, b->warm,
 		b->quick ? ", quick" : "");
 	fprintf(f, "engine %s%s%s%s, swap dir %s\n\n",
 		b->have_engine ? engine_name(b->engine) : "(none started)",
@@ -3270,14 +3230,14 @@ static void __attribute__((format(printf, 1, 2))) bench_usage_error(const char *
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", PROG);
+	fprintf(stderr, "%s: ", BENCH_PROG);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n(try `umlmem bench --help`)\n");
 }
 
-static bool parse_size(const char *s, uint64_t *out)
+static bool bench_parse_size(const char *s, uint64_t *out)
 {
 	static const struct { const char *sfx; unsigned shift; } units[] = {
 		{ "", 0 }, { "B", 0 }, { "K", 10 }, { "KiB", 10 }, { "M", 20 },
@@ -3419,7 +3379,7 @@ static int bench_parse(struct bench *b, int argc, char **argv)
 	if (budget) {
 		uint64_t v;
 
-		if (!parse_size(budget, &v) || v < 64 * PAGE || v > (UINT64_MAX >> 3)) {
+		if (!bench_parse_size(budget, &v) || v < 64 * PAGE || v > (UINT64_MAX >> 3)) {
 			bench_usage_error("--budget '%s': expected a size of at least 256K "
 					  "(bytes, or with K, M, G)", budget);
 			return EXIT_USAGE;
@@ -3464,7 +3424,7 @@ int cmd_bench(int argc, char **argv)
 	int rc, k;
 
 	if (!b) {
-		fprintf(stderr, "%s: out of memory\n", PROG);
+		fprintf(stderr, "%s: out of memory\n", BENCH_PROG);
 		return 1;
 	}
 	b->want_engine = UMLMEM_IO_AUTO;
