@@ -119,6 +119,10 @@ test-install: lib $(B)/umlmem
 	$(Q)LD_LIBRARY_PATH=$(INST)/lib $(B)/hello | grep -qx hello
 	@echo "install: examples/hello.c builds against the installed umlmem.pc and runs"
 
+# Native-mode clients (unicorn, KVM) and the fuzzer: each keeps its rules
+# beside its sources.
+-include $(wildcard demos/native/*.mk fuzz/*.mk)
+
 # Sanitizer builds, each in its own build directory, running the suite.
 # TSan runs the threaded subjects with background reclaim on.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer

@@ -137,6 +137,14 @@ static bool can_join(struct umlmem_host *h, struct umlmem_guest *g, uint64_t f, 
 		return false;
 	if (!stable && h->frames[c].wpass + 1 >= h->dd.pass)
 		return false;   /* written since it was a candidate */
+	if (memcmp(frame_addr(h, f), frame_addr(h, c), PAGE_SIZE))
+		return false;
+	if (!((h->frames[f].flags | fc->flags) & F_NV))
+		return true;
+	/* a native view may still be storing to either: take their entries
+	   away, then look again at bytes nothing can change any more */
+	native_quiesce(h, f);
+	native_quiesce(h, c);
 	return !memcmp(frame_addr(h, f), frame_addr(h, c), PAGE_SIZE);
 }
 
@@ -201,7 +209,8 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 		d->volatile_skips++;
 		return 0;
 	}
-	if (page_is_zero(frame_addr(h, f))) {
+	if (page_is_zero(frame_addr(h, f)) &&
+	    (!(fr->flags & F_NV) || (native_quiesce(h, f), page_is_zero(frame_addr(h, f))))) {
 		page_zap(g, idx, e);
 		d->merged++;
 		d->zero_merged++;

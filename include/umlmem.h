@@ -187,6 +187,48 @@ void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
 int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
 			umlmem_guest **guest);
 
+/**
+ * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
+ * in this process, so that plain loads and stores, and system calls that
+ * read or write the range (read(2) into it, write(2) out of it), reach the
+ * guest's pages. A page that is not resident is faulted in on first touch
+ * (as zeros, or from swap) by the host's fault handler threads through
+ * userfaultfd; a store to a page shared by merging gets a private copy
+ * first; the pager may take pages away again, and the next touch brings
+ * them back. The mapping stays coherent with umlmem_read(), umlmem_write()
+ * and umlmem_pin() on the same guest, from any thread.
+ *
+ * Each resident page the mapping points at can cost the process one memory
+ * mapping (VMA); umlmem keeps within vm.max_map_count by unmapping pages
+ * when it must (they fault back in on the next touch).
+ *
+ * A touch that cannot be served (a swap read that keeps failing, a budget
+ * that stays all pinned) raises SIGBUS in the touching thread, as the kernel
+ * does for a failing swap device; the page's data stays where it was.
+ *
+ * @return 0, or
+ *  - -EINVAL: NULL argument;
+ *  - -EBUSY: the guest is mapped already;
+ *  - -EPERM: userfaultfd refused (run as root, or set
+ *    vm.unprivileged_userfaultfd=1);
+ *  - -ENOMEM: no address range of that size, or vm.max_map_count leaves too
+ *    few mappings (the message says what to raise it to);
+ *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
+ *    on shmem (Linux 6.4 or later has them).
+ */
+int umlmem_guest_map(umlmem_guest *g, void **base);
+
+/**
+ * Takes the native mapping of umlmem_guest_map() away: the range is
+ * unmapped and, when no guest of the host is mapped any more, the fault
+ * handler threads stop. The guest's data stays, reachable by the copy
+ * calls and by a later umlmem_guest_map() (at a new address). Destroying a
+ * mapped guest unmaps it. No thread may touch the range during or after
+ * the call.
+ * @return 0, or -EINVAL (NULL, or the guest is not mapped).
+ */
+int umlmem_guest_unmap(umlmem_guest *g);
+
 /** Destroys a guest: frees its frames, swap slots and page table. Pointers
  *  from umlmem_pin() on it become invalid. NULL is ignored. */
 void umlmem_guest_destroy(umlmem_guest *guest);
@@ -355,6 +397,17 @@ struct umlmem_host_info {
 	uint64_t stable_frames;   /**< shared frames in the stable index */
 	uint64_t hash_impl_avx2;  /**< 1 when pages are hashed with AVX2 */
 	uint64_t reclaim_batch;   /**< pages evicted at once (the default resolved) */
+	/* native mode (umlmem_guest_map) */
+	uint64_t native_guests;   /**< guests mapped now */
+	uint64_t native_faults;   /**< faults its handler threads served */
+	uint64_t native_cpu_sampled; /**< faults (1 in 16) whose CPU was looked up */
+	uint64_t native_cpu_local;   /**< of those, served by a handler on the CPU the
+					  faulting thread ran on: no cross-CPU wakeup */
+	uint64_t native_maps;     /**< page mappings made (mmap of a frame) */
+	uint64_t native_zaps;     /**< pages whose mapping was taken away (eviction,
+				       sharing, referenced-bit sampling) */
+	uint64_t native_flushes;  /**< whole mappings reset to stay within vm.max_map_count */
+	uint64_t native_map_limit;/**< mappings umlmem allows itself in this process */
 };
 
 /**

@@ -58,13 +58,14 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 	if (!fr->refs) {
 		fr->g = g;
 		fr->idx = idx;
+		fr->nv = 0;
 		fr->refs = 1;
 		return 0;
 	}
 	more = realloc(fr->more, fr->refs * sizeof(*more));
 	if (!more)
 		return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
-	more[fr->refs - 1] = (struct rmap){ g, idx };
+	more[fr->refs - 1] = (struct rmap){ g, idx, 0 };
 	fr->more = more;
 	fr->refs++;
 	h->shared_frames += fr->refs == 2;
@@ -85,14 +86,22 @@ void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_
 		}
 	}
 
+	/* A native view of the frame goes with the mapper: the view's mapping
+	   may stay (it faults on the next access, see native.c), its present
+	   entry may not. */
 	if (fr->g == g && fr->idx == idx) {
+		if (fr->nv & NV_LIVE)
+			native_zap(g, idx);
 		if (n) {
 			fr->g = fr->more[n - 1].g;
 			fr->idx = fr->more[n - 1].idx;
+			fr->nv = fr->more[n - 1].nv;
 		}
 	} else {
 		for (uint32_t i = 0; i < n; i++)
 			if (fr->more[i].g == g && fr->more[i].idx == idx) {
+				if (fr->more[i].nv & NV_LIVE)
+					native_zap(g, idx);
 				fr->more[i] = fr->more[n - 1];
 				break;
 			}
@@ -616,11 +625,17 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 		size_t n = PAGE_SIZE - off < len ? PAGE_SIZE - off : len;
 
 		if (!read_fast(g, idx, off, dst, n)) {
+			/* @buf may lie in a native view, whose faults need the lock */
+			_Alignas(64) uint8_t bounce[PAGE_SIZE];
+			bool b = native_bounce();
+
 			pthread_mutex_lock(&h->lock);
-			rc = read_locked(g, idx, off, dst, n);
+			rc = read_locked(g, idx, off, b ? bounce : dst, n);
 			pthread_mutex_unlock(&h->lock);
 			if (rc)
 				return rc;
+			if (b)
+				memcpy(dst, bounce, n);
 		}
 		dst += n;
 		gpa += n;
@@ -646,11 +661,18 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 		uint64_t idx = gpa >> PAGE_SHIFT, f;
 		uint32_t off = gpa & (PAGE_SIZE - 1);
 		size_t n = PAGE_SIZE - off < len ? PAGE_SIZE - off : len;
+		_Alignas(64) uint8_t bounce[PAGE_SIZE];
+		const uint8_t *from = src;
 
+		/* @buf may lie in a native view, whose faults need the lock */
+		if (native_bounce()) {
+			memcpy(bounce, src, n);
+			from = bounce;
+		}
 		pthread_mutex_lock(&h->lock);
 		rc = page_fault(g, idx, true, n == PAGE_SIZE, &f);
 		if (!rc)
-			memcpy((uint8_t *)frame_addr(h, f) + off, src, n);
+			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
 		pthread_mutex_unlock(&h->lock);
 		if (rc)
 			return rc;

@@ -59,6 +59,30 @@ static bool maps(const struct frame *fr, struct umlmem_guest *g, uint64_t idx)
 	return false;
 }
 
+/* The native state of one mapper of frame @f (see NV_* in internal.h). */
+static int check_nv(struct ctx *c, uint64_t f, struct umlmem_guest *g, uint32_t nv)
+{
+	const struct frame *fr = &c->h->frames[f];
+	const char *why = NULL;
+
+	if (!nv)
+		return 0;
+	if (!g->nv_base)
+		why = "native state on a guest that is not mapped";
+	else if ((nv & NV_LIVE) && !(nv & NV_MAPPED))
+		why = "present but not mapped";
+	else if ((nv & NV_RW) && !(nv & NV_LIVE))
+		why = "writable but not present";
+	else if ((nv & NV_LIVE) && !(fr->flags & F_NV))
+		why = "present, but the frame is not marked F_NV";
+	else if ((nv & NV_RW) && (fr->refs > 1 || fr->slot != SLOT_NONE))
+		why = "writable, but shared or with a clean copy in swap";
+	if (!why)
+		return 0;
+	return fail(c, "frame %llu, mapper in guest '%s': %s (nv 0x%x)", (unsigned long long)f,
+		    g->name, why, nv);
+}
+
 static int visit(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
 {
 	struct ctx *c = arg;
@@ -160,6 +184,9 @@ static int check_locked(struct ctx *c)
 		if ((fr->flags & F_STABLE) && fr->refs < 2 && !rc)
 			rc = fail(c, "frame %llu: in the stable index with refs %u",
 				  (unsigned long long)f, fr->refs);
+		for (uint32_t i = 0; i < fr->refs && !rc; i++)
+			rc = check_nv(c, f, i ? fr->more[i - 1].g : fr->g,
+				      i ? fr->more[i - 1].nv : fr->nv);
 	}
 	free(isfree);
 	if (rc)

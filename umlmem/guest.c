@@ -85,11 +85,14 @@ int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
 void umlmem_guest_destroy(umlmem_guest *g)
 {
 	struct umlmem_host *h;
+	bool last_view;
 
 	if (!g)
 		return;
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
+	/* the view goes first, so that the zaps below need no system calls */
+	last_view = native_unmap_locked(g);
 	/* Pins die with the guest: the frames go back to the free list. */
 	range_zap(g, 0, g->npages, true);
 	dedup_forget_guest(h, g);
@@ -102,6 +105,8 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	h->nguests--;
 	h->ram_pages -= g->npages;
 	pthread_mutex_unlock(&h->lock);
+	if (last_view)
+		native_stop(h);
 	swap_punch_pending(h->swap);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {

@@ -158,6 +158,8 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	if (!h)
 		return seterr(-ENOMEM, "cannot allocate the host");
 	h->store_fd = -1;
+	h->uffd = -1;
+	h->nv_stopfd = -1;
 	h->cfg = *cfg;
 	h->nframes = cfg->resident_bytes / PAGE_SIZE;
 	if (!h->cfg.swap_files)
@@ -221,6 +223,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	pager_stop(h);
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
+	native_stop(h);
 	if (h->io)
 		io_engine_destroy(h->io);
 	if (h->swap)
@@ -297,6 +300,14 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.reclaim_wakeups = h->kwakeups;
 	i.engine = h->io->kind;
 	i.reclaim_batch = h->cfg.reclaim_batch;
+	i.native_guests = h->nv_guests;
+	i.native_faults = h->nv_faults;
+	i.native_cpu_sampled = h->nv_cpu_sampled;
+	i.native_cpu_local = h->nv_cpu_local;
+	i.native_maps = h->nv_maps;
+	i.native_zaps = h->nv_zaps;
+	i.native_flushes = h->nv_flushes;
+	i.native_map_limit = native_map_limit();
 	i.pages_scanned = h->dd.scanned;
 	i.pages_merged = h->dd.merged;
 	i.zero_merged = h->dd.zero_merged;

@@ -13,6 +13,12 @@
  *   swap->lock   leaf lock inside the swap set (swapfiles/swap.h); taken
  *                under host->lock by the swap_* calls, or alone.
  *   engine locks internal to the I/O engines; taken with no umlmem lock held.
+ *   mmap_lock    the kernel's, of this process: taken by the mmap, madvise
+ *                and userfaultfd calls of native.c, which make them under
+ *                host->lock. No thread may fault on a native mapping while
+ *                it holds host->lock (the handler that serves the fault
+ *                needs it): the copy calls bounce user buffers that may lie
+ *                in one (see native_bounce()).
  *   err (TLS)    the per-thread error message needs no lock.
  *
  * Lock-free reads. umlmem_read() of a resident page takes no lock: it loads
@@ -100,6 +106,19 @@ enum {
 	F_STABLE = 0x4,  /* shared by the merge scanner, in its stable index;
 			    cleared when refs falls to 1 */
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
+	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
+			    (NV_LIVE); clear: none has (see native.c) */
+};
+
+/* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
+   mapper in the frame (nv) or its rmap entry; 0 when g is not mapped.
+   NV_RW implies NV_LIVE implies NV_MAPPED, and NV_RW implies the frame is
+   private, has no clean swap copy and is not under write-out (host_check). */
+enum {
+	NV_MAPPED = 0x1, /* the mapping of page idx is a view of this frame */
+	NV_LIVE   = 0x2, /* its page table entry may be present: accesses are
+			    not seen; a zap makes the next one fault */
+	NV_RW     = 0x4, /* ... and writable */
 };
 
 /* Readahead: a swap-in that continues a run of faults on ascending slots
@@ -117,6 +136,7 @@ struct ra_page {
 struct rmap {
 	struct umlmem_guest *g;
 	uint64_t idx;
+	uint32_t nv;            /* NV_* of this mapper */
 };
 
 struct frame {
@@ -126,7 +146,8 @@ struct frame {
 	struct rmap *more;      /* further mappers of a shared frame (refs - 1) */
 	uint32_t refs;
 	uint32_t pins;
-	uint32_t flags;
+	uint16_t flags;
+	uint16_t nv;            /* NV_* of the first mapper (g, idx) */
 	uint32_t wpass;         /* merge pass of the last write (dedup volatility) */
 };
 
@@ -161,6 +182,9 @@ struct umlmem_guest {
 	/* page-state counts, under host->lock; resident + swapped + zero == npages */
 	uint64_t resident, swapped, zero;
 	struct counters ev;
+	/* native mapping (native.c): [nv_base, nv_base + ram_bytes) or NULL;
+	   under host->lock */
+	uint8_t *nv_base;
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* slot of the last swap-in */
 	unsigned ra_run;       /* faults in the current ascending run */
@@ -214,6 +238,16 @@ struct umlmem_host {
 	uint64_t ram_pages;           /* sum over live guests */
 	struct counters ev;           /* host-wide, including destroyed guests */
 
+	/* native mode (native.c), under lock unless marked */
+	int uffd;                     /* -1 until the first guest is mapped */
+	int nv_stopfd;                /* eventfd that stops the handler threads */
+	unsigned nv_nthreads;
+	pthread_t nv_threads[8];
+	uint64_t nv_guests;           /* guests mapped now */
+	uint64_t nv_vmas;             /* mappings this host's views may have added */
+	uint64_t nv_faults, nv_maps, nv_zaps, nv_flushes;
+	uint64_t nv_cpu_sampled, nv_cpu_local;
+
 };
 
 static inline void seq_begin(struct umlmem_guest *g)
@@ -239,6 +273,29 @@ static inline void pte_set(struct umlmem_guest *g, pte_t *e, pte_t v)
 		STORE(e, v);
 	}
 }
+
+/* ---- native.c ------------------------------------------------------------ */
+/* Takes the page table entry of page idx out of g's native mapping, so that
+   the next access faults. Caller holds host->lock. */
+void native_zap(struct umlmem_guest *g, uint64_t idx);
+/* Zaps every NV_LIVE mapper of frame @f: afterwards no native access can
+   change or read it without a fault. Caller holds host->lock. */
+void native_quiesce(struct umlmem_host *h, uint64_t f);
+/* Unmaps g's native view, if any. Caller holds host->lock; returns true
+   when it was the host's last mapped guest (then call native_stop() once
+   the lock is dropped). */
+bool native_unmap_locked(struct umlmem_guest *g);
+/* Stops the handler threads once no guest is mapped. No lock held. */
+void native_stop(struct umlmem_host *h);
+/* True when a user buffer of a copy call must be bounced through a page of
+   the caller's stack before host->lock is taken: some guest of the process
+   is mapped, and the buffer might lie in its view. */
+bool native_bounce(void);
+/* Test hook: the number of mappings umlmem may add to the process, in
+   place of the one derived from vm.max_map_count (0: derive). */
+extern uint64_t native_map_limit_override;
+/* The mappings umlmem allows itself in this process (0 before a map). */
+uint64_t native_map_limit(void);
 
 static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 {

@@ -74,6 +74,13 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		ref = LOAD(&h->fref[f]);
 		if (ref)
 			STORE(&h->fref[f], 0);
+		/* present in a native view: accesses to it are unseen, so
+		   count it used and zap it; the next one faults and sets
+		   fref (native.c) */
+		if (fr->flags & F_NV) {
+			native_quiesce(h, f);
+			ref = true;
+		}
 		if (fr->flags & F_ACTIVE) {
 			/* the active set keeps what was used again; it gives
 			   back what was not, once it is over its share */

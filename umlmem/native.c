@@ -1,0 +1,728 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * native.c: a guest's RAM at a host address (umlmem_guest_map).
+ *
+ * A mapped guest has a view: an address range of its nominal size. Page idx
+ * of the view is one of
+ *  - a placeholder: anonymous memory registered with userfaultfd for
+ *    missing faults, never populated. Every access, by user code or by the
+ *    kernel on the process's behalf (read(2) into it, KVM's guest page
+ *    faults through get_user_pages), stops in the kernel and becomes a
+ *    message to this host's handler threads;
+ *  - a view of frame f: a MAP_SHARED mapping of page f of the frame store,
+ *    registered for missing, minor and write-protect faults. The frame's
+ *    page is the guest's page, so the copy and pin calls, which work on the
+ *    store, see every store to it and the other way round, with no copy.
+ *
+ * The handler serves a fault with page_fault(), the same call the copy
+ * path uses (zero fill, swap-in, copy on write), and then makes the view
+ * of page idx point at its frame: mmap of the frame over the page and
+ * UFFDIO_REGISTER when the view pointed elsewhere (NV_MAPPED clear), then
+ * UFFDIO_CONTINUE, which installs the page table entry and wakes the
+ * faulting thread. A frame that is shared, has a clean copy in swap, or is
+ * being written out is installed write-protected; the store then faults
+ * with UFFD_PAGEFAULT_FLAG_WP, and page_fault(for_write) breaks the sharing
+ * or drops the clean copy before the protection is lifted. So a native
+ * store is seen exactly when it matters: dirty tracking costs one fault per
+ * clean page written, as the kernel's own write-protect tracking does.
+ *
+ * Why zaps and minor faults. A view's page table entry is removed
+ * (MADV_DONTNEED, a "zap") whenever its page stops being backed by that
+ * frame (rmap_del), and the view keeps mapping the old frame. That is
+ * safe because the view is registered for minor faults: an access to a
+ * shmem page that is in the page cache but not in the page table is a
+ * minor fault, so it stops in the handler, which sees NV_MAPPED clear and
+ * maps the right frame. Fault-around is off for such views, so the kernel
+ * never installs an entry the handler did not. Zapping is cheap (no change
+ * to the process's mappings); mapping a frame is not (mmap + register).
+ *
+ * Referenced bits. User space cannot read the accessed bit of its page
+ * tables (pagemap does not report it; PAGEMAP_SCAN reports written, not
+ * accessed). The pager instead samples: when its clock reaches a frame
+ * with a present native entry (F_NV), it zaps it and counts it as
+ * referenced; if the page is used again, the minor fault (served by
+ * UFFDIO_CONTINUE, no remap) sets the frame's referenced bit before the
+ * clock comes round. A hot page costs one minor fault per clock turn, and
+ * only under memory pressure, when the clock turns; a page that is not
+ * touched again is evicted on the next turn. The same zap, done by
+ * native_quiesce(), lets the merge scanner and the pager read a frame that
+ * no native store can change behind them.
+ *
+ * Mappings and vm.max_map_count. Each frame mapped into a view can split
+ * the view's mapping in three. The host counts what its views may have
+ * added (nv_vmas) against a process-wide limit derived from
+ * vm.max_map_count at the first map; when one more would cross it, the
+ * handler resets every view of the host to one placeholder (a "flush",
+ * like a TLB flush: pages fault back in, no data moves). umlmem_guest_map()
+ * refuses to start with a message that names the setting when the limit
+ * leaves too little room.
+ *
+ * Threads and CPUs. A fault costs the faulting thread a sleep and a wakeup
+ * of a handler thread. Waking a thread on the other CPU costs several
+ * times a wakeup on the same CPU, so the host runs one handler thread per
+ * online CPU (at most 8), each bound to its CPU, all reading the same
+ * userfaultfd: the kernel wakes all of them, the one on the faulting
+ * thread's CPU, which that thread just left idle, usually gets there first.
+ * UMLMEM_NATIVE_THREADS=n overrides the count (fewer than the CPUs: not
+ * bound). native_faults_local in umlmem_host_info tells how often the
+ * handler ran on the faulting thread's CPU, sampled 1 fault in 16.
+ *
+ * Errors. A fault that cannot be served (a swap read that keeps failing, a
+ * budget that stays pinned) cannot return an error to a load instruction.
+ * The handler retries for a while, then sends SIGBUS to the faulting
+ * thread, as the kernel does when a swap device fails; the page's data
+ * stays where it was.
+ *
+ * Locking: everything here runs under host->lock, including the mmap,
+ * madvise and ioctl calls on the views; the handler threads take it per
+ * message. A thread that holds host->lock must never touch a view (see
+ * internal.h), which is why umlmem_read() and umlmem_write() bounce their
+ * buffers while any guest is mapped.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Linux 6.4 added these; Debian 12's headers predate them. */
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
+
+#define NV_MIN_FREE    256     /* mappings a host needs to start at all */
+#define NV_RESERVE     1024    /* mappings left to the rest of the process */
+#define NV_SAMPLE      16      /* one fault in this many has its CPU sampled */
+#define NV_RETRY_MS    2000    /* how long a failing fault is retried */
+
+uint64_t native_map_limit_override;
+
+/* Process-wide: the limit, and what all hosts' views may have added. */
+static uint64_t nv_limit;          /* atomic; 0 until the first map */
+static uint64_t nv_used;           /* atomic */
+static uint64_t nv_mapped_guests;  /* atomic: guests mapped, all hosts */
+
+uint64_t native_map_limit(void)
+{
+	return LOAD(&nv_limit);
+}
+
+bool native_bounce(void)
+{
+	return LOAD(&nv_mapped_guests) != 0;
+}
+
+static uint64_t count_maps(void)
+{
+	char buf[65536];
+	uint64_t n = 0;
+	ssize_t r;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < r; i++)
+			n += buf[i] == '\n';
+	close(fd);
+	return n;
+}
+
+static uint64_t max_map_count(void)
+{
+	char buf[32] = "";
+	int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+	ssize_t r = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return r > 0 ? strtoull(buf, NULL, 10) : 65530;
+}
+
+/* ---- one page of a view -------------------------------------------------- */
+
+static inline uint8_t *page_addr(struct umlmem_guest *g, uint64_t idx)
+{
+	return g->nv_base + (idx << PAGE_SHIFT);
+}
+
+/* The NV_* state of mapper (g, idx) of frame @f. */
+static uint32_t mapper_get(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g,
+			   uint64_t idx)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (fr->g == g && fr->idx == idx)
+		return fr->nv;
+	for (uint32_t i = 0; i + 1 < fr->refs; i++)
+		if (fr->more[i].g == g && fr->more[i].idx == idx)
+			return fr->more[i].nv;
+	return 0;
+}
+
+static void mapper_set(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g,
+		       uint64_t idx, uint32_t nv)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (fr->g == g && fr->idx == idx) {
+		fr->nv = (uint16_t)nv;
+	} else {
+		for (uint32_t i = 0; i + 1 < fr->refs; i++)
+			if (fr->more[i].g == g && fr->more[i].idx == idx) {
+				fr->more[i].nv = nv;
+				break;
+			}
+	}
+	if (nv & NV_LIVE)
+		fr->flags |= F_NV;
+}
+
+void native_zap(struct umlmem_guest *g, uint64_t idx)
+{
+	if (!g->nv_base)
+		return;
+	madvise(page_addr(g, idx), PAGE_SIZE, MADV_DONTNEED);
+	g->host->nv_zaps++;
+}
+
+void native_quiesce(struct umlmem_host *h, uint64_t f)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (!(fr->flags & F_NV))
+		return;
+	if (fr->refs && (fr->nv & NV_LIVE)) {
+		native_zap(fr->g, fr->idx);
+		fr->nv &= ~(NV_LIVE | NV_RW);
+	}
+	for (uint32_t i = 0; i + 1 < fr->refs; i++)
+		if (fr->more[i].nv & NV_LIVE) {
+			native_zap(fr->more[i].g, fr->more[i].idx);
+			fr->more[i].nv &= ~(NV_LIVE | NV_RW);
+		}
+	fr->flags &= ~F_NV;
+}
+
+/* ---- whole views ----------------------------------------------------------- */
+
+/* Makes [addr, addr + len) one placeholder: anonymous, registered for
+   missing faults. @fixed: over an existing part of a view. */
+static int placeholder(struct umlmem_host *h, void *addr, uint64_t len, bool fixed, void **out)
+{
+	struct uffdio_register reg;
+	void *p = mmap(addr, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (fixed ? MAP_FIXED : 0), -1, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	/* never populated, but keep the kernel from even trying huge pages */
+	madvise(p, len, MADV_NOHUGEPAGE);
+	reg.range.start = (uintptr_t)p;
+	reg.range.len = len;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		int rc = -errno;
+
+		if (!fixed)
+			munmap(p, len);
+		return rc;
+	}
+	*out = p;
+	return 0;
+}
+
+/* Clears the NV_* state of every mapper that belongs to @g (NULL: to any
+   mapped guest). */
+static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
+{
+	for (uint64_t f = 0; f < h->nframes; f++) {
+		struct frame *fr = &h->frames[f];
+
+		if (!(fr->refs && (fr->nv || fr->refs > 1)))
+			continue;
+		if (!g || fr->g == g)
+			fr->nv = 0;
+		for (uint32_t i = 0; i + 1 < fr->refs; i++)
+			if (!g || fr->more[i].g == g)
+				fr->more[i].nv = 0;
+		if (!g)
+			fr->flags &= ~F_NV;
+	}
+}
+
+/* Resets every view of the host to a placeholder; its mappings are given
+   back to the process-wide count. */
+static int flush(struct umlmem_host *h)
+{
+	int rc = 0;
+
+	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
+		void *p;
+
+		if (!g->nv_base)
+			continue;
+		int r = placeholder(h, g->nv_base, g->ram_bytes, true, &p);
+		if (r && !rc)
+			rc = r;
+	}
+	forget_views(h, NULL);
+	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
+	h->nv_vmas = 0;
+	h->nv_flushes++;
+	return rc;
+}
+
+/* Points page idx of g's view at frame @f, registered for every fault kind. */
+static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f)
+{
+	struct uffdio_register reg;
+	uint8_t *a = page_addr(g, idx);
+	uint64_t limit = LOAD(&nv_limit);
+
+	for (int tries = 0;; tries++) {
+		if (__atomic_add_fetch(&nv_used, 2, __ATOMIC_RELAXED) > limit ||
+		    mmap(a, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, h->store_fd,
+			 (off_t)(f << PAGE_SHIFT)) == MAP_FAILED) {
+			int err = errno;
+
+			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
+			if (tries || !h->nv_vmas)
+				return seterr(-ENOMEM, "native mode: no memory mapping left for "
+					      "guest '%s' (vm.max_map_count %llu): %s", g->name,
+					      (unsigned long long)max_map_count(), strerror(err));
+			flush(h);
+			continue;
+		}
+		break;
+	}
+	h->nv_vmas += 2;
+	h->nv_maps++;
+	reg.range.start = (uintptr_t)a;
+	reg.range.len = PAGE_SIZE;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
+		   UFFDIO_REGISTER_MODE_WP;
+	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		int rc = -errno;
+		void *p;
+
+		/* an unregistered view of a frame would let accesses through
+		   unseen: put the placeholder back */
+		placeholder(h, a, PAGE_SIZE, true, &p);
+		return seterr(rc, "native mode: UFFDIO_REGISTER of one page failed: %s",
+			      strerror(-rc));
+	}
+	return 0;
+}
+
+static int uffd_ioctl(struct umlmem_host *h, unsigned long req, void *arg)
+{
+	for (;;) {
+		if (ioctl(h->uffd, req, arg) == 0)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+}
+
+static void wake(struct umlmem_host *h, uint64_t addr)
+{
+	struct uffdio_range r = { .start = addr, .len = PAGE_SIZE };
+
+	uffd_ioctl(h, UFFDIO_WAKE, &r);
+}
+
+/* Installs the entry of page idx, now viewing frame @f; wakes the faulting
+   thread. */
+static int install(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f,
+		   bool writable)
+{
+	uint64_t a = (uintptr_t)page_addr(g, idx);
+	struct uffdio_continue c = {
+		.range = { .start = a, .len = PAGE_SIZE },
+		.mode = writable ? 0 : UFFDIO_CONTINUE_MODE_WP,
+	};
+	struct uffdio_writeprotect wp = {
+		.range = { .start = a, .len = PAGE_SIZE },
+		.mode = writable ? 0 : UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+	int rc;
+
+	/* CONTINUE maps a page that is in the store's page cache; a frame
+	   never written since the store was made may have none yet. An
+	   atomic or of zero allocates it without changing a byte. */
+	__atomic_fetch_or((uint8_t *)frame_addr(h, f), 0, __ATOMIC_RELAXED);
+	rc = uffd_ioctl(h, UFFDIO_CONTINUE, &c);
+	if (rc == -EEXIST) {
+		/* the entry is there: only its protection may need to change */
+		rc = uffd_ioctl(h, UFFDIO_WRITEPROTECT, &wp);
+	}
+	return rc;
+}
+
+/* ---- the handler ----------------------------------------------------------- */
+
+static struct umlmem_guest *view_of(struct umlmem_host *h, uint64_t addr)
+{
+	for (struct umlmem_guest *g = h->guests; g; g = g->next)
+		if (g->nv_base && addr - (uintptr_t)g->nv_base < g->ram_bytes)
+			return g;
+	return NULL;
+}
+
+/* The CPU thread @tid last ran on, from /proc; -1 if unknown. */
+static int thread_cpu(pid_t tid)
+{
+	char path[64], buf[1024], *p;
+	ssize_t r;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	p = strrchr(buf, ')');   /* the command name may hold spaces */
+	if (!p)
+		return -1;
+	/* field 3 (state) follows ") "; "processor" is field 39 */
+	for (field = 2; field < 39 && p; field++)
+		p = strchr(p + 1, ' ');
+	return p ? atoi(p + 1) : -1;
+}
+
+static void serve(struct umlmem_host *h, const struct uffd_msg *m)
+{
+	uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(PAGE_SIZE - 1);
+	uint64_t fl = m->arg.pagefault.flags;
+	bool write = fl & (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
+	struct umlmem_guest *g;
+	struct frame *fr;
+	uint64_t idx, f;
+	uint32_t nv;
+	int rc = 0, waited = 0;
+	bool sample;
+
+	pthread_mutex_lock(&h->lock);
+	g = view_of(h, addr);
+	if (!g) {
+		/* unmapped meanwhile: let the thread retry and find out */
+		pthread_mutex_unlock(&h->lock);
+		wake(h, addr);
+		return;
+	}
+	idx = (addr - (uintptr_t)g->nv_base) >> PAGE_SHIFT;
+	for (;;) {
+		rc = page_fault(g, idx, write, false, &f);
+		if (!rc || waited >= NV_RETRY_MS || (rc != -ENOMEM && rc != -ENOSPC && rc != -EIO))
+			break;
+		/* pins may be dropped, swap freed, a flaky read succeed */
+		pthread_mutex_unlock(&h->lock);
+		usleep(1000);
+		waited++;
+		pthread_mutex_lock(&h->lock);
+		g = view_of(h, addr);
+		if (!g) {
+			pthread_mutex_unlock(&h->lock);
+			wake(h, addr);
+			return;
+		}
+	}
+	if (rc)
+		goto fail;
+	fr = &h->frames[f];
+	frame_touch(h, f);
+	/* see the design comment: what may be installed writable */
+	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
+	nv = mapper_get(h, f, g, idx);
+	if (!(nv & NV_MAPPED)) {
+		rc = view_map(h, g, idx, f);
+		if (rc)
+			goto fail;
+		nv = NV_MAPPED;
+	}
+	rc = install(h, g, idx, f, writable);
+	if (rc) {
+		seterr(rc, "native mode: installing page 0x%llx of guest '%s' failed: %s",
+		       (unsigned long long)idx, g->name, strerror(-rc));
+		goto fail;
+	}
+	mapper_set(h, f, g, idx, NV_MAPPED | NV_LIVE | (writable ? NV_RW : 0));
+	sample = ++h->nv_faults % NV_SAMPLE == 0 && tid;
+	pthread_mutex_unlock(&h->lock);
+	if (sample) {
+		int cpu = thread_cpu(tid), me = sched_getcpu();
+
+		pthread_mutex_lock(&h->lock);
+		h->nv_cpu_sampled++;
+		h->nv_cpu_local += cpu >= 0 && cpu == me;
+		pthread_mutex_unlock(&h->lock);
+	}
+	return;
+fail:
+	h->ev.io_errors += rc == -EIO;
+	pthread_mutex_unlock(&h->lock);
+	fprintf(stderr, "umlmem: native fault at %p (thread %d) cannot be served: %s; "
+		"sending SIGBUS\n", (void *)(uintptr_t)addr, (int)tid, umlmem_errmsg());
+	if (tid)
+		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	wake(h, addr);
+}
+
+static void *handler_main(void *arg)
+{
+	struct umlmem_host *h = arg;
+	struct uffd_msg msg[16];
+	struct pollfd pfd[2] = {
+		{ .fd = h->uffd, .events = POLLIN },
+		{ .fd = h->nv_stopfd, .events = POLLIN },
+	};
+
+	for (;;) {
+		ssize_t r;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		r = read(h->uffd, msg, sizeof(msg));
+		if (r < 0)
+			continue;   /* EAGAIN: another handler took it */
+		for (ssize_t i = 0; i < r / (ssize_t)sizeof(msg[0]); i++)
+			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+				serve(h, &msg[i]);
+	}
+	return NULL;
+}
+
+/* ---- setting up ------------------------------------------------------------ */
+
+static int uffd_open(struct umlmem_host *h)
+{
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+			    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MISSING_SHMEM,
+	};
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0 && errno == EPERM) {
+		/* unprivileged_userfaultfd=0: /dev/userfaultfd may still let us */
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+		}
+		if (fd < 0)
+			return seterr(-EPERM, "umlmem_guest_map: userfaultfd refused: run as root, "
+				      "or set vm.unprivileged_userfaultfd=1, or give access to "
+				      "/dev/userfaultfd");
+	}
+	if (fd < 0)
+		return seterr(errno == ENOSYS ? -EOPNOTSUPP : -errno,
+			      "umlmem_guest_map: userfaultfd: %s", strerror(errno));
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+
+		close(fd);
+		return seterr(-EOPNOTSUPP, "umlmem_guest_map: this kernel's userfaultfd lacks "
+			      "minor or write-protect faults on shmem (Linux 6.4 or later has "
+			      "them): %s", strerror(err));
+	}
+	h->uffd = fd;
+	return 0;
+}
+
+static unsigned handler_count(void)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *env = getenv("UMLMEM_NATIVE_THREADS");
+	long n = ncpu < 1 ? 1 : ncpu;
+
+	if (env && atol(env) > 0)
+		n = atol(env);
+	return n > 8 ? 8 : (unsigned)n;
+}
+
+static int start_handlers(struct umlmem_host *h)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = handler_count();
+
+	h->nv_stopfd = eventfd(0, EFD_CLOEXEC);
+	if (h->nv_stopfd < 0)
+		return seterr(-errno, "umlmem_guest_map: eventfd: %s", strerror(errno));
+	for (h->nv_nthreads = 0; h->nv_nthreads < n; h->nv_nthreads++) {
+		pthread_t *t = &h->nv_threads[h->nv_nthreads];
+		int rc = pthread_create(t, NULL, handler_main, h);
+
+		if (rc) {
+			native_stop(h);
+			return seterr(-rc, "umlmem_guest_map: cannot start a fault handler "
+				      "thread: %s", strerror(rc));
+		}
+		if (n >= (unsigned long)ncpu) {
+			cpu_set_t set;
+
+			CPU_ZERO(&set);
+			CPU_SET(h->nv_nthreads % ncpu, &set);
+			pthread_setaffinity_np(*t, sizeof(set), &set);
+		}
+		pthread_setname_np(*t, "umlmem-fault");
+	}
+	return 0;
+}
+
+void native_stop(struct umlmem_host *h)
+{
+	uint64_t one = 1;
+
+	if (h->nv_stopfd < 0)
+		return;
+	if (write(h->nv_stopfd, &one, sizeof(one)) < 0)
+		return;   /* cannot happen on an eventfd below its maximum */
+	for (unsigned i = 0; i < h->nv_nthreads; i++)
+		pthread_join(h->nv_threads[i], NULL);
+	h->nv_nthreads = 0;
+	close(h->nv_stopfd);
+	h->nv_stopfd = -1;
+	if (h->uffd >= 0)
+		close(h->uffd);
+	h->uffd = -1;
+}
+
+/* The process-wide limit, computed once. Returns what is left of it. */
+static uint64_t limit_left(uint64_t *mmc, uint64_t *inuse)
+{
+	uint64_t lim = LOAD(&nv_limit);
+
+	*mmc = native_map_limit_override ? native_map_limit_override : max_map_count();
+	*inuse = count_maps();
+	if (!lim || native_map_limit_override) {
+		lim = *mmc > *inuse + NV_RESERVE ? *mmc - *inuse - NV_RESERVE : 0;
+		if (native_map_limit_override)
+			lim = native_map_limit_override;
+		STORE(&nv_limit, lim);
+	}
+	uint64_t used = LOAD(&nv_used);
+
+	return lim > used ? lim - used : 0;
+}
+
+int umlmem_guest_map(umlmem_guest *g, void **base)
+{
+	struct umlmem_host *h;
+	uint64_t mmc, inuse, left;
+	void *p;
+	int rc;
+
+	clearerr_tls();
+	if (!g || !base)
+		return seterr(-EINVAL, "umlmem_guest_map: %s is NULL", g ? "base" : "guest");
+	h = g->host;
+	pthread_mutex_lock(&h->lock);
+	if (g->nv_base) {
+		rc = seterr(-EBUSY, "umlmem_guest_map: guest '%s' is mapped already, at %p",
+			    g->name, (void *)g->nv_base);
+		goto out;
+	}
+	left = limit_left(&mmc, &inuse);
+	if (left < NV_MIN_FREE) {
+		uint64_t want = inuse + NV_RESERVE + 2 * h->nframes + NV_MIN_FREE;
+
+		rc = seterr(-ENOMEM, "umlmem_guest_map: vm.max_map_count is %llu and this process "
+			    "has %llu mappings, which leaves native mode %llu (it needs at least "
+			    "%u); raise it, e.g. sysctl -w vm.max_map_count=%llu",
+			    (unsigned long long)mmc, (unsigned long long)inuse,
+			    (unsigned long long)left, NV_MIN_FREE, (unsigned long long)want);
+		goto out;
+	}
+	if (h->uffd < 0) {
+		rc = uffd_open(h);
+		if (rc)
+			goto out;
+		rc = start_handlers(h);
+		if (rc)
+			goto out;
+	}
+	rc = placeholder(h, NULL, g->ram_bytes, false, &p);
+	if (rc) {
+		rc = seterr(rc, "umlmem_guest_map: cannot reserve %llu bytes of address space for "
+			    "guest '%s': %s", (unsigned long long)g->ram_bytes, g->name,
+			    strerror(-rc));
+		goto out;
+	}
+	g->nv_base = p;
+	h->nv_guests++;
+	__atomic_fetch_add(&nv_mapped_guests, 1, __ATOMIC_RELAXED);
+	*base = p;
+out:
+	/* a host whose first map failed keeps no handler */
+	if (rc && !h->nv_guests && h->uffd >= 0) {
+		pthread_mutex_unlock(&h->lock);
+		native_stop(h);
+		return rc;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+bool native_unmap_locked(struct umlmem_guest *g)
+{
+	struct umlmem_host *h = g->host;
+
+	if (!g->nv_base)
+		return false;
+	forget_views(h, g);
+	munmap(g->nv_base, g->ram_bytes);
+	g->nv_base = NULL;
+	__atomic_fetch_sub(&nv_mapped_guests, 1, __ATOMIC_RELAXED);
+	if (--h->nv_guests)
+		return false;
+	/* the last view went: its mappings went with it */
+	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
+	h->nv_vmas = 0;
+	return true;
+}
+
+int umlmem_guest_unmap(umlmem_guest *g)
+{
+	struct umlmem_host *h;
+	bool last;
+
+	clearerr_tls();
+	if (!g)
+		return seterr(-EINVAL, "umlmem_guest_unmap: guest is NULL");
+	h = g->host;
+	pthread_mutex_lock(&h->lock);
+	if (!g->nv_base) {
+		pthread_mutex_unlock(&h->lock);
+		return seterr(-EINVAL, "umlmem_guest_unmap: guest '%s' is not mapped", g->name);
+	}
+	last = native_unmap_locked(g);
+	pthread_mutex_unlock(&h->lock);
+	if (last)
+		native_stop(h);
+	return 0;
+}
