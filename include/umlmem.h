@@ -25,6 +25,11 @@
  *  - umlmem_pin() returns a pointer to one page's bytes that stays valid until
  *    umlmem_unpin(); a pinned page is never evicted or moved.
  *  - umlmem_discard() turns a range back into zeros and frees what held it.
+ *  - umlmem_guest_map() ("native mode") makes the guest's RAM appear at a
+ *    host address, for emulators that want plain loads and stores on it:
+ *    faults there, also from system calls and KVM, are served through
+ *    userfaultfd by the host's handler threads, with the budget, swap and
+ *    sharing working underneath.
  *
  * Errors
  *  Every call that can fail returns 0 on success or a negative errno. Nothing
