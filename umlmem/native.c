@@ -226,13 +226,13 @@ void native_quiesce(struct umlmem_host *h, uint64_t f)
 
 /* ---- whole views ----------------------------------------------------------- */
 
-/* Makes [addr, addr + len) one placeholder: anonymous, registered for
-   missing faults. @fixed: over an existing part of a view. */
-static int placeholder(struct umlmem_host *h, void *addr, uint64_t len, bool fixed, void **out)
+/* A new placeholder of @len bytes somewhere: anonymous, registered for
+   missing faults. */
+static int placeholder(struct umlmem_host *h, uint64_t len, void **out)
 {
 	struct uffdio_register reg;
-	void *p = mmap(addr, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (fixed ? MAP_FIXED : 0), -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
 	if (p == MAP_FAILED)
 		return -errno;
@@ -245,12 +245,166 @@ static int placeholder(struct umlmem_host *h, void *addr, uint64_t len, bool fix
 	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		int rc = -errno;
 
-		if (!fixed)
-			munmap(p, len);
+		munmap(p, len);
 		return rc;
 	}
 	*out = p;
 	return 0;
+}
+
+/*
+ * Replacing part of a view. mmap(MAP_FIXED) and UFFDIO_REGISTER are two
+ * calls, and an access by another thread between them would reach an
+ * unregistered mapping: a read of a fresh anonymous page, a store nobody
+ * sees. So a placeholder is built and registered elsewhere and moved over
+ * the view with one mremap(MREMAP_FIXED), which the kernel does under the
+ * process's mmap lock: an access sees the old mapping or the new one.
+ * mremap keeps the registration only with UFFD_FEATURE_EVENT_REMAP, and
+ * then waits until some thread reads the REMAP event from the userfaultfd;
+ * the handler threads may all be waiting for host->lock, which the caller
+ * holds, so a reader of its own reads until the moves are done. Fault
+ * messages it reads meanwhile are kept and their threads woken at the end:
+ * they fault again and are served by the handlers.
+ */
+struct remap_reader {
+	struct umlmem_host *h;
+	int stop;                 /* atomic */
+	uint64_t *addr;           /* fault addresses read meanwhile */
+	size_t n, cap;
+	bool lost;                /* one did not fit: wake every view */
+};
+
+static void *remap_reader_main(void *arg)
+{
+	struct remap_reader *rr = arg;
+	struct pollfd pfd = { .fd = rr->h->uffd, .events = POLLIN };
+	struct uffd_msg msg[16];
+
+	while (!__atomic_load_n(&rr->stop, __ATOMIC_ACQUIRE)) {
+		ssize_t r;
+
+		if (poll(&pfd, 1, 1) <= 0)
+			continue;
+		r = read(rr->h->uffd, msg, sizeof(msg));
+		for (ssize_t i = 0; i < r / (ssize_t)sizeof(msg[0]); i++) {
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if (rr->n == rr->cap) {
+				size_t cap = rr->cap ? 2 * rr->cap : 64;
+				uint64_t *a = realloc(rr->addr, cap * sizeof(*a));
+
+				if (!a) {
+					rr->lost = true;
+					continue;
+				}
+				rr->addr = a;
+				rr->cap = cap;
+			}
+			rr->addr[rr->n++] = msg[i].arg.pagefault.address;
+		}
+	}
+	return NULL;
+}
+
+static void wake(struct umlmem_host *h, uint64_t addr);
+
+/* Makes each of the @n ranges at[i] of len[i] bytes one placeholder,
+   atomically (see above). Caller holds host->lock. */
+static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t *len,
+		       unsigned n)
+{
+	struct remap_reader rr = { .h = h };
+	pthread_t t;
+	int rc = 0, err;
+
+	err = pthread_create(&t, NULL, remap_reader_main, &rr);
+	if (err)
+		return -err;
+	for (unsigned i = 0; i < n; i++) {
+		void *p;
+		int r = placeholder(h, len[i], &p);
+
+		if (!r && mremap(p, len[i], len[i], MREMAP_MAYMOVE | MREMAP_FIXED, at[i]) ==
+			  MAP_FAILED) {
+			r = -errno;
+			munmap(p, len[i]);
+		}
+		if (r && !rc)
+			rc = r;
+	}
+	__atomic_store_n(&rr.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < rr.n; i++)
+		wake(h, rr.addr[i] & ~(uint64_t)(PAGE_SIZE - 1));
+	free(rr.addr);
+	/* a fault whose message was lost to a failed realloc: wake them all */
+	if (rr.lost)
+		for (unsigned i = 0; i < n; i++) {
+			struct uffdio_range r = { .start = (uintptr_t)at[i], .len = len[i] };
+
+			ioctl(h->uffd, UFFDIO_WAKE, &r);
+		}
+	return rc;
+}
+
+/* ---- stores racing with a page being mapped -------------------------------- */
+
+/*
+ * view_map() maps a frame into a view read-only first, then registers it,
+ * then lets it be written: an access between the calls can read the right
+ * frame but cannot store into it unseen. A store there is a SIGSEGV that
+ * this handler turns into a retry, once the mapping is complete; any other
+ * SIGSEGV goes to the handler that was there before.
+ */
+#define NV_WINDOWS 16
+static uintptr_t nv_window[NV_WINDOWS];   /* atomic: pages being mapped */
+static struct sigaction nv_old_segv;
+static pthread_once_t nv_segv_once = PTHREAD_ONCE_INIT;
+
+static void nv_segv(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t a = (uintptr_t)si->si_addr & ~(uintptr_t)(PAGE_SIZE - 1);
+
+	for (unsigned i = 0; i < NV_WINDOWS; i++)
+		if (a && __atomic_load_n(&nv_window[i], __ATOMIC_ACQUIRE) == a) {
+			sched_yield();
+			return;   /* the store runs again */
+		}
+	if (nv_old_segv.sa_flags & SA_SIGINFO) {
+		nv_old_segv.sa_sigaction(sig, si, uc);
+	} else if (nv_old_segv.sa_handler != SIG_DFL && nv_old_segv.sa_handler != SIG_IGN) {
+		nv_old_segv.sa_handler(sig);
+	} else {
+		/* no handler before: the fault happens again and kills */
+		signal(SIGSEGV, SIG_DFL);
+	}
+}
+
+static void nv_segv_install(void)
+{
+	struct sigaction sa = { 0 };
+
+	sa.sa_sigaction = nv_segv;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &nv_old_segv);
+}
+
+static unsigned window_open(uintptr_t a)
+{
+	for (;;)
+		for (unsigned i = 0; i < NV_WINDOWS; i++) {
+			uintptr_t zero = 0;
+
+			if (__atomic_compare_exchange_n(&nv_window[i], &zero, a, false,
+							__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+				return i;
+		}
+}
+
+static void window_close(unsigned i)
+{
+	__atomic_store_n(&nv_window[i], 0, __ATOMIC_RELEASE);
 }
 
 /* Clears the NV_* state of every mapper that belongs to @g (NULL: to any
@@ -273,19 +427,28 @@ static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 }
 
 /* Resets every view of the host to a placeholder; its mappings are given
-   back to the process-wide count. */
+   back to the process-wide count. Caller holds host->lock. */
 static int flush(struct umlmem_host *h)
 {
-	int rc = 0;
+	uint8_t *at[64];
+	uint64_t len[64];
+	unsigned n = 0;
+	int rc = 0, r;
 
 	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
-		void *p;
-
 		if (!g->nv_base)
 			continue;
-		int r = placeholder(h, g->nv_base, g->ram_bytes, true, &p);
-		if (r && !rc)
-			rc = r;
+		at[n] = g->nv_base;
+		len[n++] = g->ram_bytes;
+		if (n == 64 || !g->next) {
+			r = views_reset(h, at, len, n);
+			rc = rc ? rc : r;
+			n = 0;
+		}
+	}
+	if (n) {
+		r = views_reset(h, at, len, n);
+		rc = rc ? rc : r;
 	}
 	forget_views(h, NULL);
 	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
@@ -301,17 +464,23 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	uint8_t *a = page_addr(g, idx);
 	uint64_t limit = LOAD(&nv_limit);
 
+	unsigned w = window_open((uintptr_t)a);
+	int rc = 0;
+
 	for (int tries = 0;; tries++) {
+		/* read-only until registered: see nv_segv() */
 		if (__atomic_add_fetch(&nv_used, 2, __ATOMIC_RELAXED) > limit ||
-		    mmap(a, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, h->store_fd,
+		    mmap(a, PAGE_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, h->store_fd,
 			 (off_t)(f << PAGE_SHIFT)) == MAP_FAILED) {
 			int err = errno;
 
 			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
-			if (tries || !h->nv_vmas)
-				return seterr(-ENOMEM, "native mode: no memory mapping left for "
-					      "guest '%s' (vm.max_map_count %llu): %s", g->name,
-					      (unsigned long long)max_map_count(), strerror(err));
+			if (tries || !h->nv_vmas) {
+				rc = seterr(-ENOMEM, "native mode: no memory mapping left for "
+					    "guest '%s' (vm.max_map_count %llu): %s", g->name,
+					    (unsigned long long)max_map_count(), strerror(err));
+				goto out;
+			}
 			flush(h);
 			continue;
 		}
@@ -324,17 +493,20 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	reg.range.len = PAGE_SIZE;
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
 		   UFFDIO_REGISTER_MODE_WP;
-	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0) {
-		int rc = -errno;
-		void *p;
+	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ||
+	    mprotect(a, PAGE_SIZE, PROT_READ | PROT_WRITE) < 0) {
+		uint64_t one = PAGE_SIZE;
 
-		/* an unregistered view of a frame would let accesses through
-		   unseen: put the placeholder back */
-		placeholder(h, a, PAGE_SIZE, true, &p);
-		return seterr(rc, "native mode: UFFDIO_REGISTER of one page failed: %s",
-			      strerror(-rc));
+		rc = -errno;
+		/* a view of a frame that is not registered lets accesses
+		   through unseen: put a placeholder back */
+		views_reset(h, &a, &one, 1);
+		rc = seterr(rc, "native mode: registering one page with userfaultfd failed: %s",
+			    strerror(-rc));
 	}
-	return 0;
+out:
+	window_close(w);
+	return rc;
 }
 
 static int uffd_ioctl(struct umlmem_host *h, unsigned long req, void *arg)
@@ -532,7 +704,8 @@ static int uffd_open(struct umlmem_host *h)
 	struct uffdio_api api = {
 		.api = UFFD_API,
 		.features = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-			    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MISSING_SHMEM,
+			    UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_MISSING_SHMEM |
+			    UFFD_FEATURE_EVENT_REMAP,
 	};
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 
@@ -668,6 +841,7 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 			    (unsigned long long)left, NV_MIN_FREE, (unsigned long long)want);
 		goto out;
 	}
+	pthread_once(&nv_segv_once, nv_segv_install);
 	if (h->uffd < 0) {
 		rc = uffd_open(h);
 		if (rc)
@@ -676,7 +850,7 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 		if (rc)
 			goto out;
 	}
-	rc = placeholder(h, NULL, g->ram_bytes, false, &p);
+	rc = placeholder(h, g->ram_bytes, &p);
 	if (rc) {
 		rc = seterr(rc, "umlmem_guest_map: cannot reserve %llu bytes of address space for "
 			    "guest '%s': %s", (unsigned long long)g->ram_bytes, g->name,
