@@ -211,6 +211,12 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
  * that stays all pinned) raises SIGBUS in the touching thread, as the kernel
  * does for a failing swap device; the page's data stays where it was.
  *
+ * The first map installs a SIGSEGV handler that chains to the one before
+ * it: a store that races with a page being mapped in (a window of a few
+ * microseconds) is retried there. A program that installs its own SIGSEGV
+ * handler later should chain to the one it replaces. Views are not
+ * inherited by fork(): a child that touches one gets SIGSEGV.
+ *
  * @return 0, or
  *  - -EINVAL: NULL argument;
  *  - -EBUSY: the guest is mapped already;
