@@ -194,7 +194,8 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
 
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
- * in this process, so that plain loads and stores, and system calls that
+ * in this process (the range is whole pages: a ram_bytes that is not a
+ * multiple of the page size is rounded up, the tail reading as zeros), so that plain loads and stores, and system calls that
  * read or write the range (read(2) into it, write(2) out of it), reach the
  * guest's pages. A page that is not resident is faulted in on first touch
  * (as zeros, or from swap) by the host's fault handler threads through

@@ -439,7 +439,7 @@ static int flush(struct umlmem_host *h)
 		if (!g->nv_base)
 			continue;
 		at[n] = g->nv_base;
-		len[n++] = g->ram_bytes;
+		len[n++] = g->npages << PAGE_SHIFT;
 		if (n == 64 || !g->next) {
 			r = views_reset(h, at, len, n);
 			rc = rc ? rc : r;
@@ -559,7 +559,7 @@ static int install(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 static struct umlmem_guest *view_of(struct umlmem_host *h, uint64_t addr)
 {
 	for (struct umlmem_guest *g = h->guests; g; g = g->next)
-		if (g->nv_base && addr - (uintptr_t)g->nv_base < g->ram_bytes)
+		if (g->nv_base && addr - (uintptr_t)g->nv_base < g->npages << PAGE_SHIFT)
 			return g;
 	return NULL;
 }
@@ -850,10 +850,10 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 		if (rc)
 			goto out;
 	}
-	rc = placeholder(h, g->ram_bytes, &p);
+	rc = placeholder(h, g->npages << PAGE_SHIFT, &p);
 	if (rc) {
 		rc = seterr(rc, "umlmem_guest_map: cannot reserve %llu bytes of address space for "
-			    "guest '%s': %s", (unsigned long long)g->ram_bytes, g->name,
+			    "guest '%s': %s", (unsigned long long)(g->npages << PAGE_SHIFT), g->name,
 			    strerror(-rc));
 		goto out;
 	}
@@ -879,7 +879,7 @@ bool native_unmap_locked(struct umlmem_guest *g)
 	if (!g->nv_base)
 		return false;
 	forget_views(h, g);
-	munmap(g->nv_base, g->ram_bytes);
+	munmap(g->nv_base, g->npages << PAGE_SHIFT);
 	g->nv_base = NULL;
 	__atomic_fetch_sub(&nv_mapped_guests, 1, __ATOMIC_RELAXED);
 	if (--h->nv_guests)
