@@ -212,6 +212,11 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
  * that stays all pinned) raises SIGBUS in the touching thread, as the kernel
  * does for a failing swap device; the page's data stays where it was.
  *
+ * Transfers the kernel makes with pages it holds for a device while the
+ * call runs (O_DIRECT, io_uring fixed buffers, vmsplice, RDMA) keep
+ * references umlmem cannot see: pin the range with umlmem_pin() for the
+ * time of such a transfer, or the pager may reuse a frame under it.
+ *
  * The first map installs a SIGSEGV handler that chains to the one before
  * it: a store that races with a page being mapped in (a window of a few
  * microseconds) is retried there. A program that installs its own SIGSEGV

@@ -399,15 +399,18 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 				/* a pinned frame takes no further sharer: a write
 				   to its own page would then have to move it */
 				if (!h->frames[c].refs ||
-				    (mergeable(g) && frame_mergeable(h, c) && !h->frames[c].pins)) {
+				    (mergeable(g) && frame_mergeable(h, c) && !h->frames[c].pins &&
+				     h->frames[c].refs < h->dd.max_sharing)) {
 					rc = map_cached(g, idx, e, s, c);
 					if (rc)
 						return rc;
 					f = c;
 					break;
 				}
-				/* mapped by others, pinned, or this guest or one of
-				   them shares nothing: a copy of its own */
+				/* mapped by others, pinned, full (the merge scanner
+				   may have added sharers while this page was out), or
+				   this guest or one of them shares nothing: a copy of
+				   its own */
 				rc = frame_get(h, false, &f);
 				if (rc == -EAGAIN)
 					continue;

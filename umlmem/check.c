@@ -181,6 +181,9 @@ static int check_locked(struct ctx *c)
 		shared += fr->refs > 1;
 		active += !!(fr->flags & F_ACTIVE);
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
+		if (fr->refs > h->dd.max_sharing && !rc)
+			rc = fail(c, "frame %llu: %u sharers, more than max_sharing %u",
+				  (unsigned long long)f, fr->refs, h->dd.max_sharing);
 		if ((fr->flags & F_STABLE) && fr->refs < 2 && !rc)
 			rc = fail(c, "frame %llu: in the stable index with refs %u",
 				  (unsigned long long)f, fr->refs);

@@ -350,26 +350,38 @@ static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t
 /* ---- stores racing with a page being mapped -------------------------------- */
 
 /*
- * view_map() maps a frame into a view read-only first, then registers it,
- * then lets it be written: an access between the calls can read the right
- * frame but cannot store into it unseen. A store there is a SIGSEGV that
- * this handler turns into a retry, once the mapping is complete; any other
- * SIGSEGV goes to the handler that was there before.
+ * view_map() maps a frame into a view read-only, registers it, zaps any
+ * entry the kernel installed meanwhile (a load in between reads the right
+ * frame, but its entry would not be write-protected), and only then makes
+ * it writable. A store in between is a SIGSEGV on an address in a view:
+ * this handler returns, and the store runs again, by then through the
+ * registered mapping. The signal may be delivered after the mapping is
+ * complete, so the test is "inside a live view", not "inside a window".
+ * Any other SIGSEGV goes to the handler that was there before.
  */
-#define NV_WINDOWS 16
-static uintptr_t nv_window[NV_WINDOWS];   /* atomic: pages being mapped */
+#define NV_VIEWS 1024
+static struct { uintptr_t base, len; } nv_views[NV_VIEWS];   /* atomic fields */
+static pthread_mutex_t nv_views_lock = PTHREAD_MUTEX_INITIALIZER;   /* writers only */
 static struct sigaction nv_old_segv;
 static pthread_once_t nv_segv_once = PTHREAD_ONCE_INIT;
 
+static bool in_view(uintptr_t a)
+{
+	for (unsigned i = 0; i < NV_VIEWS; i++) {
+		uintptr_t b = __atomic_load_n(&nv_views[i].base, __ATOMIC_ACQUIRE);
+
+		if (b && a - b < __atomic_load_n(&nv_views[i].len, __ATOMIC_RELAXED))
+			return true;
+	}
+	return false;
+}
+
 static void nv_segv(int sig, siginfo_t *si, void *uc)
 {
-	uintptr_t a = (uintptr_t)si->si_addr & ~(uintptr_t)(PAGE_SIZE - 1);
-
-	for (unsigned i = 0; i < NV_WINDOWS; i++)
-		if (a && __atomic_load_n(&nv_window[i], __ATOMIC_ACQUIRE) == a) {
-			sched_yield();
-			return;   /* the store runs again */
-		}
+	if (si->si_code == SEGV_ACCERR && in_view((uintptr_t)si->si_addr)) {
+		sched_yield();
+		return;   /* the store runs again */
+	}
 	if (nv_old_segv.sa_flags & SA_SIGINFO) {
 		nv_old_segv.sa_sigaction(sig, si, uc);
 	} else if (nv_old_segv.sa_handler != SIG_DFL && nv_old_segv.sa_handler != SIG_IGN) {
@@ -390,21 +402,30 @@ static void nv_segv_install(void)
 	sigaction(SIGSEGV, &sa, &nv_old_segv);
 }
 
-static unsigned window_open(uintptr_t a)
+/* Enters or removes view [base, base + len); -ENOMEM when NV_VIEWS are in use. */
+static int views_add(void *base, uint64_t len)
 {
-	for (;;)
-		for (unsigned i = 0; i < NV_WINDOWS; i++) {
-			uintptr_t zero = 0;
+	int rc = -ENOMEM;
 
-			if (__atomic_compare_exchange_n(&nv_window[i], &zero, a, false,
-							__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-				return i;
+	pthread_mutex_lock(&nv_views_lock);
+	for (unsigned i = 0; i < NV_VIEWS; i++)
+		if (!nv_views[i].base) {
+			__atomic_store_n(&nv_views[i].len, len, __ATOMIC_RELAXED);
+			__atomic_store_n(&nv_views[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
+			rc = 0;
+			break;
 		}
+	pthread_mutex_unlock(&nv_views_lock);
+	return rc;
 }
 
-static void window_close(unsigned i)
+static void views_del(void *base)
 {
-	__atomic_store_n(&nv_window[i], 0, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&nv_views_lock);
+	for (unsigned i = 0; i < NV_VIEWS; i++)
+		if (nv_views[i].base == (uintptr_t)base)
+			__atomic_store_n(&nv_views[i].base, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&nv_views_lock);
 }
 
 /* Clears the NV_* state of every mapper that belongs to @g (NULL: to any
@@ -464,7 +485,6 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	uint8_t *a = page_addr(g, idx);
 	uint64_t limit = LOAD(&nv_limit);
 
-	unsigned w = window_open((uintptr_t)a);
 	int rc = 0;
 
 	for (int tries = 0;; tries++) {
@@ -494,6 +514,7 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
 		   UFFDIO_REGISTER_MODE_WP;
 	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ||
+	    madvise(a, PAGE_SIZE, MADV_DONTNEED) < 0 ||
 	    mprotect(a, PAGE_SIZE, PROT_READ | PROT_WRITE) < 0) {
 		uint64_t one = PAGE_SIZE;
 
@@ -505,7 +526,6 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 			    strerror(-rc));
 	}
 out:
-	window_close(w);
 	return rc;
 }
 
@@ -548,8 +568,10 @@ static int install(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	__atomic_fetch_or((uint8_t *)frame_addr(h, f), 0, __ATOMIC_RELAXED);
 	rc = uffd_ioctl(h, UFFDIO_CONTINUE, &c);
 	if (rc == -EEXIST) {
-		/* the entry is there: only its protection may need to change */
+		/* the entry is there: only its protection may need to change;
+		   protecting wakes nobody, so wake the faulting thread */
 		rc = uffd_ioctl(h, UFFDIO_WRITEPROTECT, &wp);
+		wake(h, a);
 	}
 	return rc;
 }
@@ -798,11 +820,14 @@ void native_stop(struct umlmem_host *h)
 /* The process-wide limit, computed once. Returns what is left of it. */
 static uint64_t limit_left(uint64_t *mmc, uint64_t *inuse)
 {
+	static uint64_t last_override;   /* under the caller's host->lock; a race
+					    between hosts only recomputes twice */
 	uint64_t lim = LOAD(&nv_limit);
 
 	*mmc = native_map_limit_override ? native_map_limit_override : max_map_count();
 	*inuse = count_maps();
-	if (!lim || native_map_limit_override) {
+	if (!lim || native_map_limit_override != last_override) {
+		last_override = native_map_limit_override;
 		lim = *mmc > *inuse + NV_RESERVE ? *mmc - *inuse - NV_RESERVE : 0;
 		if (native_map_limit_override)
 			lim = native_map_limit_override;
@@ -851,6 +876,12 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 			goto out;
 	}
 	rc = placeholder(h, g->npages << PAGE_SHIFT, &p);
+	if (!rc && views_add(p, g->npages << PAGE_SHIFT)) {
+		munmap(p, g->npages << PAGE_SHIFT);
+		rc = seterr(-ENOMEM, "umlmem_guest_map: %u guests are mapped in this process, "
+			    "the most there may be", NV_VIEWS);
+		goto out;
+	}
 	if (rc) {
 		rc = seterr(rc, "umlmem_guest_map: cannot reserve %llu bytes of address space for "
 			    "guest '%s': %s", (unsigned long long)(g->npages << PAGE_SHIFT), g->name,
@@ -879,6 +910,7 @@ bool native_unmap_locked(struct umlmem_guest *g)
 	if (!g->nv_base)
 		return false;
 	forget_views(h, g);
+	views_del(g->nv_base);
 	munmap(g->nv_base, g->npages << PAGE_SHIFT);
 	g->nv_base = NULL;
 	__atomic_fetch_sub(&nv_mapped_guests, 1, __ATOMIC_RELAXED);
