@@ -108,6 +108,8 @@ enum {
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
+	F_WTRACK = 0x20, /* the merge scanner wants to see the next native store:
+			    install it write-protected until then */
 };
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
@@ -281,6 +283,9 @@ void native_zap(struct umlmem_guest *g, uint64_t idx);
 /* Zaps every NV_LIVE mapper of frame @f: afterwards no native access can
    change or read it without a fault. Caller holds host->lock. */
 void native_quiesce(struct umlmem_host *h, uint64_t f);
+/* True when some mapper has frame @f writable in a native view: stores to
+   it are not seen. Caller holds host->lock. */
+bool native_writable(struct umlmem_host *h, uint64_t f);
 /* Unmaps g's native view, if any. Caller holds host->lock; returns true
    when it was the host's last mapped guest (then call native_stop() once
    the lock is dropped). */

@@ -71,6 +71,14 @@
  * thread, 13 us when the scheduler keeps it on the faulting CPU and up to
  * 97 us when it puts it on the other one.
  *
+ * Merging. The scanner tells a page being written from a stable one by
+ * when it was last written (frame->wpass), which native stores through a
+ * writable entry do not update. So when it finds a frame writable in a
+ * view it zaps it, counts it as written now and sets F_WTRACK: the next
+ * fault installs it write-protected, and the store after that faults and
+ * is counted. A page written all the time stays volatile; one written
+ * once becomes a candidate two passes later.
+ *
  * Errors. A fault that cannot be served (a swap read that keeps failing, a
  * budget that stays pinned) cannot return an error to a load instruction.
  * The handler retries for a while, then sends SIGBUS to the faulting
@@ -222,6 +230,20 @@ void native_quiesce(struct umlmem_host *h, uint64_t f)
 			fr->more[i].nv &= ~(NV_LIVE | NV_RW);
 		}
 	fr->flags &= ~F_NV;
+}
+
+bool native_writable(struct umlmem_host *h, uint64_t f)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (!(fr->flags & F_NV))
+		return false;
+	if (fr->refs && (fr->nv & NV_RW))
+		return true;
+	for (uint32_t i = 0; i + 1 < fr->refs; i++)
+		if (fr->more[i].nv & NV_RW)
+			return true;
+	return false;
 }
 
 /* ---- whole views ----------------------------------------------------------- */
@@ -654,7 +676,8 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	fr = &h->frames[f];
 	frame_touch(h, f);
 	/* see the design comment: what may be installed writable */
-	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
+	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE &&
+				  !(fr->flags & (F_BUSY | F_WTRACK)));
 	nv = mapper_get(h, f, g, idx);
 	if (!(nv & NV_MAPPED)) {
 		rc = view_map(h, g, idx, f);
@@ -669,6 +692,8 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 		goto fail;
 	}
 	mapper_set(h, f, g, idx, NV_MAPPED | NV_LIVE | (writable ? NV_RW : 0));
+	if (writable)
+		fr->flags &= ~F_WTRACK;
 	sample = ++h->nv_faults % NV_SAMPLE == 0 && tid;
 	pthread_mutex_unlock(&h->lock);
 	if (sample) {
