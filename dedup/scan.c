@@ -206,11 +206,15 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 		return 0;
 	}
 	if (native_writable(h, f)) {
-		/* native stores are unseen until it is write-protected again
-		   (see native.c): written now, as far as the scanner knows */
-		native_quiesce(h, f);
-		fr->flags |= F_WTRACK;
-		fr->wpass = d->pass;
+		/* native stores are unseen (native.c): a page whose hash moved
+		   since the last visit is being written */
+		uint32_t sum = (uint32_t)page_key(h, g, f);
+
+		if (sum != fr->nvsum) {
+			fr->nvsum = sum;
+			d->volatile_skips++;
+			return 0;
+		}
 	}
 	if (fr->wpass + 1 >= d->pass) {
 		d->volatile_skips++;

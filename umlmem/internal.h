@@ -108,8 +108,6 @@ enum {
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
-	F_WTRACK = 0x20, /* the merge scanner wants to see the next native store:
-			    install it write-protected until then */
 };
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
@@ -151,6 +149,8 @@ struct frame {
 	uint16_t flags;
 	uint16_t nv;            /* NV_* of the first mapper (g, idx) */
 	uint32_t wpass;         /* merge pass of the last write (dedup volatility) */
+	uint32_t nvsum;         /* its hash at the merge scanner's last visit while
+				   writable in a native view (dedup volatility) */
 };
 
 /* ---- counters ----------------------------------------------------------

@@ -73,11 +73,11 @@
  *
  * Merging. The scanner tells a page being written from a stable one by
  * when it was last written (frame->wpass), which native stores through a
- * writable entry do not update. So when it finds a frame writable in a
- * view it zaps it, counts it as written now and sets F_WTRACK: the next
- * fault installs it write-protected, and the store after that faults and
- * is counted. A page written all the time stays volatile; one written
- * once becomes a candidate two passes later.
+ * writable entry do not update. For a frame writable in a view it does
+ * what KSM does for every page: it keeps the page's hash from its last
+ * visit (frame->nvsum) and takes the page as a candidate only when the
+ * hash has not changed since, with no fault and no zap; the merge itself
+ * zaps the entries first and compares again (native_quiesce).
  *
  * Errors. A fault that cannot be served (a swap read that keeps failing, a
  * budget that stays pinned) cannot return an error to a load instruction.
@@ -676,8 +676,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	fr = &h->frames[f];
 	frame_touch(h, f);
 	/* see the design comment: what may be installed writable */
-	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE &&
-				  !(fr->flags & (F_BUSY | F_WTRACK)));
+	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
 	nv = mapper_get(h, f, g, idx);
 	if (!(nv & NV_MAPPED)) {
 		rc = view_map(h, g, idx, f);
@@ -692,8 +691,6 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 		goto fail;
 	}
 	mapper_set(h, f, g, idx, NV_MAPPED | NV_LIVE | (writable ? NV_RW : 0));
-	if (writable)
-		fr->flags &= ~F_WTRACK;
 	sample = ++h->nv_faults % NV_SAMPLE == 0 && tid;
 	pthread_mutex_unlock(&h->lock);
 	if (sample) {
