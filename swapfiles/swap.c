@@ -34,7 +34,9 @@
  * used 1 GiB costs about 3 MiB of records, whatever its nominal capacity.
  * Under the cap the allocator never revisits the holes of partly used
  * clusters (that would break the contiguity of batches); at the cap it does,
- * round robin, so a full swap set still serves every free slot.
+ * round robin, so a full swap set still serves every free slot. So it does
+ * when a write found the filesystem full (swap_note_fs_full), until a punch
+ * gives space back: the holes of partly used clusters have their blocks.
  *
  * The lock. One mutex, swap.lock, guards all slot and cluster state. It is a
  * leaf: it is taken with any umlmem lock held and nothing is called out
@@ -96,6 +98,7 @@ struct swap {
 	uint64_t npunch;	/* on the punch list, or being punched */
 	uint64_t scan;		/* where the at-cap scan resumes */
 	uint64_t used;		/* slots with refs > 0 */
+	int fs_full;		/* atomic: see swap_note_fs_full() */
 	uint64_t punches;
 	uint64_t punch_errors;
 	uint64_t misuse;	/* calls refused as misuse, reported by swap_check */
@@ -484,9 +487,12 @@ static unsigned sw_scan(struct swap *sw, unsigned n, uint64_t *out)
 		c = (sw->scan + k) % sw->ncl;
 		cl = sw->cl[c];
 		pages = sw_pages(sw, c);
-		/* a cluster waiting for its punch must stay untouched */
+		/* a cluster waiting for its punch must stay untouched; the
+		   current one hands out the pages from its cursor on in order */
 		if (cl->state == CL_EMPTY || cl->state == CL_PUNCH || cl->live >= pages)
 			continue;
+		if (c == sw->cur)
+			pages = sw->cursor;
 		for (i = 0; i < pages && got < n; i++)
 			if (!cl->refs[i])
 				sw_take(sw, c, i, &out[got++]);
@@ -496,6 +502,12 @@ static unsigned sw_scan(struct swap *sw, unsigned n, uint64_t *out)
 	return got;
 }
 
+void swap_note_fs_full(struct swap *sw)
+{
+	if (sw)
+		__atomic_store_n(&sw->fs_full, 1, __ATOMIC_RELAXED);
+}
+
 unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
 {
 	unsigned got = 0;
@@ -503,6 +515,9 @@ unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
 	if (!sw || !out || !n)
 		return 0;
 	pthread_mutex_lock(&sw->lock);
+	/* the filesystem is full: holes whose blocks the files still hold */
+	if (__atomic_load_n(&sw->fs_full, __ATOMIC_RELAXED))
+		got = sw_scan(sw, n, out);
 	while (got < n) {
 		if (sw->cur != SW_NIL)
 			got += sw_take_current(sw, n - got, out + got);
@@ -529,6 +544,8 @@ static void sw_punch(struct swap *sw, uint64_t c)
 	} while (rc < 0 && errno == EINTR);
 	/* EOPNOTSUPP: the space stays, nothing else is lost */
 	__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, 1, __ATOMIC_RELAXED);
+	if (rc == 0)
+		__atomic_store_n(&sw->fs_full, 0, __ATOMIC_RELAXED);
 }
 
 static void sw_to_empty(struct swap *sw, uint64_t c)

@@ -62,6 +62,10 @@ int      swap_is_direct(const struct swap *sw);   /* files opened with O_DIRECT 
  * full).
  */
 unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out);
+/* A write into the set failed with ENOSPC from the filesystem: until a
+   punch gives space back, swap_alloc() takes the free slots of partly used
+   clusters, whose blocks the files still hold, before new clusters. */
+void swap_note_fs_full(struct swap *sw);
 
 /* Adds @n references to a live slot. */
 void     swap_ref(struct swap *sw, uint64_t slot, unsigned n);

@@ -206,6 +206,8 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			h->ev.io_errors++;
 			/* a filesystem out of space is a full swap to the caller */
 			if (req[i].res == -ENOSPC)
+				swap_note_fs_full(h->swap);
+			if (req[i].res == -ENOSPC)
 				*err = seterr(-ENOSPC, "the filesystem of swap_dir '%s' is full; "
 					      "the page stays in memory", h->swap_dir);
 			else
