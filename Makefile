@@ -3,7 +3,12 @@
 # umlmem: plain Makefile. Everything built goes to build/.
 #
 #   make            library (build/libumlmem.a, .so) and the command build/umlmem
-#   make test       the Criterion suite, then the same suite under Valgrind memcheck
+#   make test       the Criterion suite, then the same suite under Valgrind memcheck,
+#                   the install check, small demo runs (copy and native mode)
+#                   and the fuzzer's corpus and regressions
+#   make asan, ubsan, tsan   the suite under the sanitizers (.ci/run runs asan and tsan)
+#   make fuzz       the model fuzzer for FUZZ_SECONDS (default 60)
+#   make unicorn-demo, kvm-demo   native-mode clients
 #   make demo       the overcommit demo
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make deps       installs missing Debian packages (apt-get); make and make test call it
@@ -43,6 +48,7 @@ CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
+.PHONY: test-native-demos
 .PHONY: all deps lib test test-plain test-valgrind test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
@@ -91,7 +97,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # process logs to its own file and any non-empty log fails the run.
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
-test: all test-plain test-valgrind test-install test-cli
+test: all test-plain test-valgrind test-install test-cli test-native-demos fuzz-replay
 
 test-plain: $(B)/test_umlmem
 	$(B)/test_umlmem -j2 $(TEST_ARGS)
@@ -134,13 +140,17 @@ ubsan: deps
 	  TEST_ARGS="$(TEST_ARGS)" test-plain
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
-TSAN_TESTS := tests/test_threads.c tests/shim/main.c
+TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c
+# the threaded subjects: every threads test, and the native tests where
+# threads share views (the others run single-threaded code, slowly, here)
+TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
+	       --filter='native/coherence' --filter='native/cleanup'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
 	  -Iinclude -Iumlmem -Iswapfiles -Idedup -Itests -o $(B)/tsan/test_threads $(TSAN_TESTS) \
 	  $(B)/tsan/libumlmem.a $(LIBS)
-	TSAN_OPTIONS="halt_on_error=1 exitcode=66 $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TEST_ARGS)
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TSAN_FILTER) $(TEST_ARGS)
 
 # The command's own checks, small: a demo of 4 guests with merging and
 # swapping, and a few seconds of the threaded stress test; each verifies
@@ -149,6 +159,13 @@ test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
+
+# The native-mode clients, small: unicorn and KVM guests on umlmem views,
+# every result checked (each is skipped, with the reason, where native
+# mode or /dev/kvm is missing).
+test-native-demos:
+	$(Q)$(MAKE) -s unicorn-demo UNICORN_DEMO_ARGS="--guests 4 --ram 64M --array 1M --timeout 300 --quiet"
+	$(Q)$(MAKE) -s kvm-demo KVM_DEMO_ARGS="--guests 4 --ram 256M --array 4M"
 
 # Real programs' page-reference traces (valgrind lackey) into build/traces/,
 # and the table of umlmem's faults on them next to exact LRU and MIN.

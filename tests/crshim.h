@@ -7,8 +7,9 @@
  * register here instead and run one after another in this process; a
  * failed assertion ends the run with status 1.
  *
- * Only what the tests use is here: Test(), cr_assert*, cr_expect*,
- * cr_log_info. Suite-level options are ignored.
+ * Only what the tests use is here: Test(), TestSuite() with .init and
+ * .fini (run around every test of the suite; other options are ignored),
+ * cr_assert*, cr_expect*, cr_log_info, cr_skip_test.
  */
 #ifndef UMLMEM_CRSHIM_H
 #define UMLMEM_CRSHIM_H
@@ -19,19 +20,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct crshim_suite {
+	void (*init)(void), (*fini)(void);
+	double timeout;
+	const char *description;
+};
+
 struct crshim_test {
 	const char *suite, *name;
 	void (*fn)(void);
+	struct crshim_suite *opts;   /* NULL: the suite has no TestSuite() */
 	struct crshim_test *next;
 };
 
 extern struct crshim_test *crshim_tests;
 extern int crshim_failed;
 
-#define TestSuite(...)
+#define TestSuite(suite, ...) struct crshim_suite crshim_suite_##suite = { __VA_ARGS__ }
 #define Test(suite, name, ...)                                                     \
+	extern struct crshim_suite crshim_suite_##suite __attribute__((weak));     \
 	static void suite##_##name(void);                                          \
-	static struct crshim_test suite##_##name##_t = { #suite, #name, suite##_##name, 0 }; \
+	static struct crshim_test suite##_##name##_t = { #suite, #name, suite##_##name, \
+							 &crshim_suite_##suite, 0 }; \
 	__attribute__((constructor)) static void suite##_##name##_reg(void)        \
 	{                                                                          \
 		suite##_##name##_t.next = crshim_tests;                            \
@@ -65,6 +75,7 @@ static inline void crshim_fail(int fatal, const char *what, const char *file, in
 	} while (0)
 
 #define cr_assert(c, ...)            crshim_check(1, (c), #c, __VA_ARGS__)
+#define cr_assert_fail(...)          crshim_fail(1, "cr_assert_fail", __FILE__, __LINE__, "" __VA_ARGS__)
 #define cr_expect(c, ...)            crshim_check(0, (c), #c, __VA_ARGS__)
 #define cr_assert_not(c, ...)        crshim_check(1, !(c), "!" #c, __VA_ARGS__)
 #define cr_assert_null(p, ...)       crshim_check(1, (p) == NULL, #p " == NULL", __VA_ARGS__)
@@ -83,6 +94,6 @@ static inline void crshim_fail(int fatal, const char *what, const char *file, in
 #define cr_expect_geq(a, b, ...)     crshim_check(0, (a) >= (b), #a " >= " #b, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...)  crshim_check(1, !strcmp((a), (b)), #a " eq " #b, __VA_ARGS__)
 #define cr_log_info(...)             (fprintf(stderr, "[info] " __VA_ARGS__), fputc('\n', stderr))
-#define cr_skip_test(...)            return
+#define cr_skip_test(...)            do { cr_log_info("skipped: " __VA_ARGS__); return; } while (0)
 
 #endif

@@ -1118,9 +1118,9 @@ Test(native, threads)
 struct sworker {
 	unsigned id;
 	uint64_t seed, npages;
-	volatile uint64_t done;    /* ops completed: the watchdog's progress */
-	volatile int stop;
-	int fail;
+	_Atomic uint64_t done;     /* ops completed: the watchdog's progress */
+	_Atomic int stop;
+	_Atomic int fail;
 	char msg[300];
 };
 
@@ -1295,11 +1295,11 @@ Test(native, threads_same_pages)
 struct race {
 	uint64_t np;
 	bool store;                  /* the second thread stores, or loads */
-	volatile uint64_t cur;       /* page the reader is on; UINT64_MAX: done */
-	volatile uint64_t progress;  /* pages the reader is past */
-	volatile uint64_t tpage;     /* page the second thread touches */
-	volatile uint64_t touches;   /* touches it completed */
-	volatile int go, stop, texited;
+	_Atomic uint64_t cur;        /* page the reader is on; UINT64_MAX: done */
+	_Atomic uint64_t progress;   /* pages the reader is past */
+	_Atomic uint64_t tpage;      /* page the second thread touches */
+	_Atomic uint64_t touches;    /* touches it completed */
+	_Atomic int go, stop, texited;
 };
 
 static void *race_reader(void *arg)

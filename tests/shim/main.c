@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The runner of crshim.h: runs every registered test whose "suite/name"
- * matches the pattern of --filter (default: all), in registration order,
+ * matches one of the patterns of --filter=PAT (any number; default: all),
+ * in registration order,
  * and ends with Criterion's kind of summary line.
  */
 #include "crshim.h"
@@ -11,13 +12,16 @@ int crshim_failed;
 
 int main(int argc, char **argv)
 {
-	const char *pat = "*";
+	const char *pat[32] = { "*" };
+	unsigned npat = 0;
 	struct crshim_test *list = NULL, *t, *next;
 	unsigned n = 0;
 
 	for (int i = 1; i < argc; i++)
-		if (!strncmp(argv[i], "--filter=", 9))
-			pat = argv[i] + 9;
+		if (!strncmp(argv[i], "--filter=", 9) && npat < 32)
+			pat[npat++] = argv[i] + 9;
+	if (!npat)
+		npat = 1;
 	/* constructors pushed in reverse: restore file order */
 	for (t = crshim_tests; t; t = next) {
 		next = t->next;
@@ -28,10 +32,18 @@ int main(int argc, char **argv)
 		char full[256];
 
 		snprintf(full, sizeof(full), "%s/%s", t->suite, t->name);
-		if (fnmatch(pat, full, 0))
+		unsigned k;
+
+		for (k = 0; k < npat && fnmatch(pat[k], full, 0); k++)
+			;
+		if (k == npat)
 			continue;
 		fprintf(stderr, "[RUN ] %s\n", full);
+		if (t->opts && t->opts->init)
+			t->opts->init();
 		t->fn();
+		if (t->opts && t->opts->fini)
+			t->opts->fini();
 		n++;
 	}
 	printf("%s: %u passed, %u failed\n", crshim_failed ? "FAIL" : "OK",
