@@ -121,7 +121,12 @@
 #include <unistd.h>
 
 #include "umlmem.h"
+#include "cli.h"		/* now_s, fmt_bytes, json_string, parse_u64, parse_size */
+#include "common.h"
 #include "guest/work.h"
+
+/* cli.h's PROG names the umlmem command, not this program (umlmem-kvm) */
+#undef PROG
 
 #define EXIT_FAIL	1
 #define EXIT_USAGE	2
@@ -274,98 +279,9 @@ static _Thread_local volatile sig_atomic_t in_run, got_sigbus;
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const char *fmt_bytes(char *buf, size_t n, uint64_t v)
-{
-	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double d = (double)v;
-	unsigned u = 0;
-
-	while (d >= 1024 && u < 4) {
-		d /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, n, "%" PRIu64 " B", v);
-	else
-		snprintf(buf, n, "%.2f %s", d, unit[u]);
-	return buf;
-}
-
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
-}
-
-/* Bytes with an optional K, M, G or T suffix (powers of 1024; "KiB", "KB"
-   and "k" too); the whole word must be a size. */
-static bool parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	uint64_t mul = 1;
-
-	if (!s || !*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': mul = KIB; end++; break;
-	case 'm': case 'M': mul = MIB; end++; break;
-	case 'g': case 'G': mul = GIB; end++; break;
-	case 't': case 'T': mul = 1024 * GIB; end++; break;
-	default: break;
-	}
-	if (mul > 1 && (end[0] == 'i' || end[0] == 'I') && (end[1] == 'B' || end[1] == 'b'))
-		end += 2;
-	else if (mul > 1 && (end[0] == 'B' || end[0] == 'b'))
-		end++;
-	if (*end || (v && mul > UINT64_MAX / v))
-		return false;
-	*out = (uint64_t)v * mul;
-	return true;
-}
-
-static bool parse_uint(const char *s, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!s || !*s || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", f);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
 }
 
 /* Appends to a fixed buffer, never past its end. */
@@ -466,29 +382,29 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 		switch (c) {
 		case O_GUESTS:
-			if (!parse_uint(a, MAX_GUESTS, &v) || v == 0)
+			if (!native_parse_uint(a, MAX_GUESTS, &v) || v == 0)
 				goto bad;
 			o->guests = (unsigned)v;
 			break;
 		case O_RAM:
-			if (!parse_size(a, &o->ram))
+			if (!native_parse_size(a, &o->ram))
 				goto bad;
 			break;
 		case O_BUDGET:
-			if (!parse_size(a, &o->budget) || o->budget < PAGE)
+			if (!native_parse_size(a, &o->budget) || o->budget < PAGE)
 				goto bad;
 			break;
 		case O_ARRAY:
-			if (!parse_size(a, &o->array))
+			if (!native_parse_size(a, &o->array))
 				goto bad;
 			break;
 		case O_DISTINCT:
-			if (!parse_uint(a, MAX_GUESTS, &v) || v == 0)
+			if (!native_parse_uint(a, MAX_GUESTS, &v) || v == 0)
 				goto bad;
 			o->distinct = (unsigned)v;
 			break;
 		case O_ROUNDS:
-			if (!parse_uint(a, 1000000, &o->rounds) || o->rounds == 0)
+			if (!native_parse_uint(a, 1000000, &o->rounds) || o->rounds == 0)
 				goto bad;
 			break;
 		case O_JSON:
@@ -504,7 +420,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->swap_dir = a;
 			break;
 		case O_TIMEOUT:
-			if (!parse_uint(a, 1000000, &v))
+			if (!native_parse_uint(a, 1000000, &v))
 				goto bad;
 			o->timeout = (double)v;
 			break;

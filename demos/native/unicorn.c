@@ -88,9 +88,12 @@
 #include <unicorn/unicorn.h>
 
 #include "umlmem.h"
+#include "cli.h"		/* now_s, fmt_bytes, json_string, parse_u64, parse_size */
+#include "common.h"
 #include "work.h"
 #include "guest-syms.h"
 
+#undef PROG			/* cli.h's: the umlmem command's name */
 #define PROG		"umlmem-unicorn"
 #define EXIT_USAGE	2
 #define EXIT_SKIP	77
@@ -182,33 +185,6 @@ struct run {
 	bool budget_held;
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static const char *fmt_bytes(char *buf, size_t n, uint64_t v)
-{
-	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double d = (double)v;
-	unsigned u = 0;
-
-	while (d >= 1024 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
-		d /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, n, "%" PRIu64 " B", v);
-	else if (d == (double)(uint64_t)d)
-		snprintf(buf, n, "%.0f %s", d, unit[u]);
-	else
-		snprintf(buf, n, "%.2f %s", d, unit[u]);
-	return buf;
-}
-
 static void set_why(struct vm *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_why(struct vm *v, const char *fmt, ...)
 {
@@ -238,49 +214,6 @@ static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t len)
 /* ------------------------------------------------------------------------ */
 /* Options                                                                  */
 /* ------------------------------------------------------------------------ */
-
-/* Bytes: a number with an optional K, M, G or T (binary; "KiB", "KB" and
-   "K" alike). */
-static bool parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	unsigned shift = 0;
-	char *end;
-
-	if (!s || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	}
-	if (shift && (!strcmp(end, "iB") || !strcmp(end, "B")))
-		end += strlen(end);
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return false;
-	*out = (uint64_t)v << shift;
-	return true;
-}
-
-static bool parse_uint(const char *s, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (!s || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return false;
-	*out = v;
-	return true;
-}
 
 static void usage(FILE *f)
 {
@@ -355,29 +288,29 @@ static int parse_opts(struct opts *o, int argc, char **argv, bool *done)
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
 		switch (c) {
 		case O_GUESTS:
-			if (!parse_uint(optarg, MAX_GUESTS, &v) || !v)
+			if (!native_parse_uint(optarg, MAX_GUESTS, &v) || !v)
 				return usage_error("--guests: want 1 to %u, not '%s'", MAX_GUESTS, optarg);
 			o->guests = (unsigned)v;
 			break;
 		case O_RAM:
-			if (!parse_size(optarg, &o->ram))
+			if (!native_parse_size(optarg, &o->ram))
 				return usage_error("--ram: not a size: '%s'", optarg);
 			break;
 		case O_ARRAY:
-			if (!parse_size(optarg, &o->array) || !o->array)
+			if (!native_parse_size(optarg, &o->array) || !o->array)
 				return usage_error("--array: not a size above 0: '%s'", optarg);
 			break;
 		case O_BUDGET:
-			if (!parse_size(optarg, &o->budget) || !o->budget)
+			if (!native_parse_size(optarg, &o->budget) || !o->budget)
 				return usage_error("--budget: not a size above 0: '%s'", optarg);
 			break;
 		case O_DISTINCT:
-			if (!parse_uint(optarg, MAX_GUESTS, &v) || !v)
+			if (!native_parse_uint(optarg, MAX_GUESTS, &v) || !v)
 				return usage_error("--distinct: want 1 to %u, not '%s'", MAX_GUESTS, optarg);
 			o->distinct = (unsigned)v;
 			break;
 		case O_ROUNDS:
-			if (!parse_uint(optarg, 1000000, &o->rounds) || !o->rounds)
+			if (!native_parse_uint(optarg, 1000000, &o->rounds) || !o->rounds)
 				return usage_error("--rounds: want 1 to 1000000, not '%s'", optarg);
 			break;
 		case O_SWAPDIR:
@@ -893,19 +826,7 @@ static void print_json(const struct run *r)
 		       "\", \"expected\": \"%016" PRIx64 "\", \"ok\": %s, \"error\": ",
 		       i ? ", " : "", i, v->seed, v->t1 - v->t0, v->gs.faults, v->gs.swap_ins,
 		       v->gs.swap_outs, v->p.hash, r->expect[v->seed], v->ok ? "true" : "false");
-		if (v->why[0]) {
-			putchar('"');
-			for (const char *s = v->why; *s; s++)
-				if (*s == '"' || *s == '\\')
-					printf("\\%c", *s);
-				else if ((unsigned char)*s < 0x20)
-					printf("\\u%04x", *s);
-				else
-					putchar(*s);
-			putchar('"');
-		} else {
-			printf("null");
-		}
+		json_string(stdout, v->why[0] ? v->why : NULL);
 		putchar('}');
 	}
 	printf("]}\n");
