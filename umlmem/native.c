@@ -500,6 +500,18 @@ static int flush(struct umlmem_host *h)
 	return rc;
 }
 
+/* mmap of one frame over one page of a view, read-only (see nv_segv), by
+   the raw system call: ThreadSanitizer's mmap interceptor takes a mapping
+   for a write to every byte of it, and would report every later access by
+   the faulting thread, which the kernel orders after it, as a race. */
+static void *view_mmap(void *a, int fd, uint64_t off)
+{
+	long r = syscall(SYS_mmap, a, PAGE_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, fd, off);
+
+	/* glibc's syscall() returns -1 and sets errno on failure */
+	return r == -1 ? MAP_FAILED : (void *)r;
+}
+
 /* Points page idx of g's view at frame @f, registered for every fault kind. */
 static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f)
 {
@@ -512,8 +524,7 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	for (int tries = 0;; tries++) {
 		/* read-only until registered: see nv_segv() */
 		if (__atomic_add_fetch(&nv_used, 2, __ATOMIC_RELAXED) > limit ||
-		    mmap(a, PAGE_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, h->store_fd,
-			 (off_t)(f << PAGE_SHIFT)) == MAP_FAILED) {
+		    view_mmap(a, h->store_fd, f << PAGE_SHIFT) == MAP_FAILED) {
 			int err = errno;
 
 			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
@@ -584,11 +595,15 @@ static int install(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	};
 	int rc;
 
-	/* CONTINUE maps a page that is in the store's page cache; a frame
-	   never written since the store was made may have none yet. An
-	   atomic or of zero allocates it without changing a byte. */
-	__atomic_fetch_or((uint8_t *)frame_addr(h, f), 0, __ATOMIC_RELAXED);
 	rc = uffd_ioctl(h, UFFDIO_CONTINUE, &c);
+	if (rc == -EFAULT) {
+		/* CONTINUE maps a page that is in the store's page cache; a
+		   frame never written since the store was made may have none
+		   yet. An atomic or of zero allocates it without changing a
+		   byte. (Only then: a frame under write-out is being read.) */
+		__atomic_fetch_or((uint8_t *)frame_addr(h, f), 0, __ATOMIC_RELAXED);
+		rc = uffd_ioctl(h, UFFDIO_CONTINUE, &c);
+	}
 	if (rc == -EEXIST) {
 		/* the entry is there: only its protection may need to change;
 		   protecting wakes nobody, so wake the faulting thread */
