@@ -133,7 +133,7 @@ test-install: lib $(B)/umlmem
 # TSan runs the threaded subjects with background reclaim on.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer
 asan: deps
-	$(MAKE) B=$(B)/asan CFLAGS="$(SAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp $(LSAN_OPTIONS)" $(MAKE) B=$(B)/asan CFLAGS="$(SAN_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  TEST_ARGS="$(TEST_ARGS)" test-plain
 ubsan: deps
 	$(MAKE) B=$(B)/ubsan CFLAGS="$(SAN_FLAGS) -fsanitize=undefined -fno-sanitize-recover=all" \
