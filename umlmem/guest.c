@@ -93,6 +93,10 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	pthread_mutex_lock(&h->lock);
 	/* the view goes first, so that the zaps below need no system calls */
 	last_view = native_unmap_locked(g);
+	/* a handler may be in the middle of a fault on it (a second message
+	   for a touch already served): let it see the view gone */
+	while (g->nv_serving)
+		pthread_cond_wait(&h->cond, &h->lock);
 	/* Pins die with the guest: the frames go back to the free list. */
 	range_zap(g, 0, g->npages, true);
 	dedup_forget_guest(h, g);

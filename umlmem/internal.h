@@ -187,6 +187,9 @@ struct umlmem_guest {
 	/* native mapping (native.c): [nv_base, nv_base + ram_bytes) or NULL;
 	   under host->lock */
 	uint8_t *nv_base;
+	/* handler threads serving a fault on this guest that may drop the
+	   lock; destroy waits for none (host->cond), under host->lock */
+	uint32_t nv_serving;
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* slot of the last swap-in */
 	unsigned ra_run;       /* faults in the current ascending run */

@@ -648,6 +648,13 @@ static int thread_cpu(pid_t tid)
 	return p ? atoi(p + 1) : -1;
 }
 
+/* A handler is done with guest @g. Caller holds host->lock. */
+static void serve_done(struct umlmem_host *h, struct umlmem_guest *g)
+{
+	if (!--g->nv_serving && !g->nv_base)
+		pthread_cond_broadcast(&h->cond);
+}
+
 static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 {
 	uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(PAGE_SIZE - 1);
@@ -655,6 +662,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	bool write = fl & (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
 	struct umlmem_guest *g;
+	uint8_t *base;
 	struct frame *fr;
 	uint64_t idx, f;
 	uint32_t nv;
@@ -669,9 +677,15 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 		wake(h, addr);
 		return;
 	}
-	idx = (addr - (uintptr_t)g->nv_base) >> PAGE_SHIFT;
+	base = g->nv_base;
+	idx = (addr - (uintptr_t)base) >> PAGE_SHIFT;
+	/* page_fault() may drop the lock: the guest stays (see nv_serving),
+	   its view may not */
+	g->nv_serving++;
 	for (;;) {
 		rc = page_fault(g, idx, write, false, &f);
+		if (g->nv_base != base)
+			goto gone;
 		if (!rc || waited >= NV_RETRY_MS || (rc != -ENOMEM && rc != -ENOSPC && rc != -EIO))
 			break;
 		/* pins may be dropped, swap freed, a flaky read succeed */
@@ -679,13 +693,10 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 		usleep(1000);
 		waited++;
 		pthread_mutex_lock(&h->lock);
-		g = view_of(h, addr);
-		if (!g) {
-			pthread_mutex_unlock(&h->lock);
-			wake(h, addr);
-			return;
-		}
+		if (g->nv_base != base)
+			goto gone;
 	}
+	serve_done(h, g);
 	if (rc)
 		goto fail;
 	fr = &h->frames[f];
@@ -716,6 +727,12 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 		h->nv_cpu_local += cpu >= 0 && cpu == me;
 		pthread_mutex_unlock(&h->lock);
 	}
+	return;
+gone:
+	/* unmapped while the lock was dropped: the thread finds out */
+	serve_done(h, g);
+	pthread_mutex_unlock(&h->lock);
+	wake(h, addr);
 	return;
 fail:
 	h->ev.io_errors += rc == -EIO;
