@@ -417,7 +417,7 @@ struct umlmem_host_info {
 	/* native mode (umlmem_guest_map) */
 	uint64_t native_guests;   /**< guests mapped now */
 	uint64_t native_faults;   /**< faults its handler threads served */
-	uint64_t native_cpu_sampled; /**< faults (1 in 16) whose CPU was looked up */
+	uint64_t native_cpu_sampled; /**< faults (1 in 256) whose CPU was looked up */
 	uint64_t native_cpu_local;   /**< of those, served by a handler on the CPU the
 					  faulting thread ran on: no cross-CPU wakeup */
 	uint64_t native_maps;     /**< page mappings made (mmap of a frame) */

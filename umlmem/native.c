@@ -65,11 +65,12 @@
  * thread's CPU, which that thread just left idle, usually gets there first.
  * UMLMEM_NATIVE_THREADS=n overrides the count (fewer than the CPUs: not
  * bound). native_cpu_local / native_cpu_sampled in umlmem_host_info tell
- * how often the handler ran on the faulting thread's CPU (1 fault in 16 is
- * sampled). Measured here (make bench, native_fault_zero): one thread per
- * CPU, ~16 us per first touch with 99% of faults served locally; a single
- * thread, 13 us when the scheduler keeps it on the faulting CPU and up to
- * 97 us when it puts it on the other one.
+ * how often the handler ran on the faulting thread's CPU (1 fault in 256
+ * is sampled: reading /proc costs more than a fault). Measured here (make
+ * bench, native_fault_zero): one thread per CPU, 18-20 us per first touch
+ * (mmap, UFFDIO_REGISTER, UFFDIO_CONTINUE and two wakeups) with 99% of
+ * faults served locally; a single thread, 13 us when the scheduler keeps it
+ * on the faulting CPU and 42-97 us when it puts it on the other one.
  *
  * Merging. The scanner tells a page being written from a stable one by
  * when it was last written (frame->wpass), which native stores through a
@@ -86,8 +87,10 @@
  * stays where it was.
  *
  * Fork. A child would inherit the views without their registration, so
- * that its accesses would reach stale frames unseen: views are
- * MADV_DONTFORK, and a child that touches one gets SIGSEGV.
+ * that its accesses would reach stale frames unseen: placeholders are
+ * MADV_DONTFORK, and a fork handler unmaps every view in the child (one
+ * madvise per mapped frame would cost every fault a system call); a child
+ * that touches a view gets SIGSEGV.
  *
  * Locking: everything here runs under host->lock, including the mmap,
  * madvise and ioctl calls on the views; the handler threads take it per
@@ -120,7 +123,7 @@
 
 #define NV_MIN_FREE    256     /* mappings a host needs to start at all */
 #define NV_RESERVE     1024    /* mappings left to the rest of the process */
-#define NV_SAMPLE      16      /* one fault in this many has its CPU sampled */
+#define NV_SAMPLE      256     /* one fault in this many has its CPU sampled */
 #define NV_RETRY_MS    2000    /* how long a failing fault is retried */
 
 uint64_t native_map_limit_override;
@@ -372,10 +375,12 @@ static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t
 /* ---- stores racing with a page being mapped -------------------------------- */
 
 /*
- * view_map() maps a frame into a view read-only, registers it, zaps any
- * entry the kernel installed meanwhile (a load in between reads the right
- * frame, but its entry would not be write-protected), and only then makes
- * it writable. A store in between is a SIGSEGV on an address in a view:
+ * view_map() maps a frame that must be write-protected into a view
+ * read-only, registers it, zaps any entry the kernel installed meanwhile (a
+ * load in between reads the right frame, but its entry would not be
+ * write-protected), and only then makes it writable. (A frame that may be
+ * written is mapped writable at once: an access in between does what it
+ * may do anyway.) A store in between is a SIGSEGV on an address in a view:
  * this handler returns, and the store runs again, by then through the
  * registered mapping. The signal may be delivered after the mapping is
  * complete, so the test is "inside a live view", not "inside a window".
@@ -414,8 +419,21 @@ static void nv_segv(int sig, siginfo_t *si, void *uc)
 	}
 }
 
+/* In the child of a fork(): the views came along without their
+   registration, so an access would reach stale frames unseen. Take them
+   away; a touch is then a SIGSEGV. */
+static void nv_atfork_child(void)
+{
+	for (unsigned i = 0; i < NV_VIEWS; i++)
+		if (nv_views[i].base) {
+			munmap((void *)nv_views[i].base, nv_views[i].len);
+			nv_views[i].base = 0;
+		}
+}
+
 static void nv_segv_install(void)
 {
+	pthread_atfork(NULL, NULL, nv_atfork_child);
 	struct sigaction sa = { 0 };
 
 	sa.sa_sigaction = nv_segv;
@@ -500,31 +518,35 @@ static int flush(struct umlmem_host *h)
 	return rc;
 }
 
-/* mmap of one frame over one page of a view, read-only (see nv_segv), by
+/* mmap of one frame over one page of a view, read-only unless @writable, by
    the raw system call: ThreadSanitizer's mmap interceptor takes a mapping
    for a write to every byte of it, and would report every later access by
    the faulting thread, which the kernel orders after it, as a race. */
-static void *view_mmap(void *a, int fd, uint64_t off)
+static void *view_mmap(void *a, int fd, uint64_t off, bool writable)
 {
-	long r = syscall(SYS_mmap, a, PAGE_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, fd, off);
+	long r = syscall(SYS_mmap, a, PAGE_SIZE, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+			 MAP_SHARED | MAP_FIXED, fd, off);
 
 	/* glibc's syscall() returns -1 and sets errno on failure */
 	return r == -1 ? MAP_FAILED : (void *)r;
 }
 
 /* Points page idx of g's view at frame @f, registered for every fault kind. */
-static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f)
+static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f,
+		    bool writable)
 {
 	struct uffdio_register reg;
 	uint8_t *a = page_addr(g, idx);
 	uint64_t limit = LOAD(&nv_limit);
-
 	int rc = 0;
 
 	for (int tries = 0;; tries++) {
-		/* read-only until registered: see nv_segv() */
+		/* A frame that may be written (private, dirty, not under I/O)
+		   can be: an access before the registration reaches the right
+		   frame and is allowed, as it will be after. Any other frame
+		   stays read-only until registered: see nv_segv(). */
 		if (__atomic_add_fetch(&nv_used, 2, __ATOMIC_RELAXED) > limit ||
-		    view_mmap(a, h->store_fd, f << PAGE_SHIFT) == MAP_FAILED) {
+		    view_mmap(a, h->store_fd, f << PAGE_SHIFT, writable) == MAP_FAILED) {
 			int err = errno;
 
 			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
@@ -541,14 +563,13 @@ static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	}
 	h->nv_vmas += 2;
 	h->nv_maps++;
-	madvise(a, PAGE_SIZE, MADV_DONTFORK);
 	reg.range.start = (uintptr_t)a;
 	reg.range.len = PAGE_SIZE;
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
 		   UFFDIO_REGISTER_MODE_WP;
 	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ||
-	    madvise(a, PAGE_SIZE, MADV_DONTNEED) < 0 ||
-	    mprotect(a, PAGE_SIZE, PROT_READ | PROT_WRITE) < 0) {
+	    (!writable && (madvise(a, PAGE_SIZE, MADV_DONTNEED) < 0 ||
+			   mprotect(a, PAGE_SIZE, PROT_READ | PROT_WRITE) < 0))) {
 		uint64_t one = PAGE_SIZE;
 
 		rc = -errno;
@@ -705,7 +726,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
 	nv = mapper_get(h, f, g, idx);
 	if (!(nv & NV_MAPPED)) {
-		rc = view_map(h, g, idx, f);
+		rc = view_map(h, g, idx, f, writable);
 		if (rc)
 			goto fail;
 		nv = NV_MAPPED;
