@@ -531,6 +531,16 @@ static void check_stats(void)
 	uint64_t res = 0, swp = 0, zero = 0, ram = 0, faults = 0, outs = 0, cows = 0;
 	int rc;
 
+	/* A native touch returns as soon as its page is installed; a handler
+	   thread may still be finishing other work (a second message for the
+	   same touch). Wait for I/O in flight to end, as host_check() does: a
+	   frame that stays busy for 2 s is a leak. */
+	for (int i = 0; i < 2000; i++) {
+		host_info(&hi);
+		if (!hi.frames_busy)
+			break;
+		usleep(1000);
+	}
 	for (int s = 0; s < NSLOTS; s++) {
 		struct mguest *m = &S.mg[s];
 
