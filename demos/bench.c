@@ -3453,6 +3453,18 @@ static int bench_parse(struct bench *b, int argc, char **argv)
  *   Best of 10 passes each (--quick 20 of a quarter of the size), alternating.
  */
 
+/* Maps @g; a skip where native mode is unavailable here, else an error. */
+static int native_map(struct result *r, umlmem_guest *g, void **base)
+{
+	int rc = umlmem_guest_map(g, base);
+
+	if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -ENOSYS)
+		res_fail(r, RS_SKIP, "native mode unavailable: %s", umlmem_errmsg());
+	else if (rc)
+		lib_fail(r, rc, "umlmem_guest_map");
+	return rc;
+}
+
 static uint8_t *segv_base;
 static uint64_t segv_bytes;
 
@@ -3516,18 +3528,11 @@ static double native_zero_round(struct bench *b, struct result *r, uint64_t npag
 	void *base;
 	double t = -1;
 	uint64_t v;
-	int rc;
 
 	if (make_host(b, r, (npages + npages / 4 + 64) * PAGE, npages * PAGE, 0, "native", &h, &g))
 		return -1;
-	rc = umlmem_guest_map(g, &base);
-	if (rc) {
-		if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -ENOSYS)
-			res_fail(r, RS_SKIP, "native mode unavailable: %s", umlmem_errmsg());
-		else
-			lib_fail(r, rc, "umlmem_guest_map");
+	if (native_map(r, g, &base))
 		goto out;
-	}
 	t = touch_store(base, npages);
 	for (uint64_t i = 0; i < npages; i += 97) {
 		if (umlmem_read(g, i * PAGE, &v, 8) || v != i + 1) {
@@ -3634,14 +3639,8 @@ static void bench_native_swap(struct bench *b)
 		lib_fail(r, rc, "umlmem_reclaim");
 		goto out;
 	}
-	rc = umlmem_guest_map(g, (void **)&base);
-	if (rc) {
-		if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -ENOSYS)
-			res_fail(r, RS_SKIP, "native mode unavailable: %s", umlmem_errmsg());
-		else
-			lib_fail(r, rc, "umlmem_guest_map");
+	if (native_map(r, g, (void **)&base))
 		goto out;
-	}
 	order = malloc(npages * sizeof(*order));
 	if (!order) {
 		res_fail(r, RS_ERROR, "out of memory");
@@ -3718,21 +3717,14 @@ static void bench_native_seq(struct bench *b)
 	umlmem_host *h = NULL;
 	umlmem_guest *g = NULL;
 	uint64_t *base, *plain, v;
-	int rc;
 
 	if (!b->want[K_NV_SEQ])
 		return;
 	progress("native_seq_touch: %" PRIu64 " MiB, %u passes each", bytes >> 20, reps);
 	if (make_host(b, r, bytes + (8 << 20), bytes, 0, "native-seq", &h, &g))
 		return;
-	rc = umlmem_guest_map(g, (void **)&base);
-	if (rc) {
-		if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -ENOSYS)
-			res_fail(r, RS_SKIP, "native mode unavailable: %s", umlmem_errmsg());
-		else
-			lib_fail(r, rc, "umlmem_guest_map");
+	if (native_map(r, g, (void **)&base))
 		goto out;
-	}
 	plain = map_pages(bytes);
 	if (!plain) {
 		res_fail(r, RS_ERROR, "out of memory for the baseline");
