@@ -445,25 +445,6 @@ static void __attribute__((format(printf, 1, 2))) progress(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static const char *bench_fmt_bytes(char *buf, size_t n, uint64_t v)
-{
-	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
-	double x = (double)v;
-	int u = -1;
-
-	if (v < 1024) {
-		snprintf(buf, n, "%" PRIu64 " B", v);
-		return buf;
-	}
-	while (x >= 1024.0 && u < 3) {
-		x /= 1024.0;
-		u++;
-	}
-	snprintf(buf, n, x < 10.0 ? "%.2f %s" : "%.1f %s", x, unit[u]);
-	return buf;
-}
-
-
 /* splitmix64: seeds and the per-thread generators. */
 static uint64_t rng_next(uint64_t *s)
 {
@@ -620,8 +601,8 @@ static int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_
 		}
 		t = now_s();
 		if (what && t - last >= 2.0) {
-			progress("%s: written %s of %s", what, bench_fmt_bytes(b1, sizeof(b1), p * PAGE),
-				 bench_fmt_bytes(b2, sizeof(b2), bytes));
+			progress("%s: written %s of %s", what, fmt_bytes(b1, sizeof(b1), p * PAGE),
+				 fmt_bytes(b2, sizeof(b2), bytes));
 			last = t;
 		}
 	}
@@ -1058,7 +1039,7 @@ static void bench_pagein(struct bench *b)
 	pthread_mutex_init(&ph->lock, NULL);
 	pthread_cond_init(&ph->cond, NULL);
 	progress("pagein: guest of %s on a budget of %s, filling it",
-		 bench_fmt_bytes(b1, sizeof(b1), ws), bench_fmt_bytes(b2, sizeof(b2), b->budget));
+		 fmt_bytes(b1, sizeof(b1), ws), fmt_bytes(b2, sizeof(b2), b->budget));
 	if (make_host(b, r, b->budget, ws, 0, "bench-pagein", &h, &g))
 		goto out;
 	t = now_s();
@@ -1069,7 +1050,7 @@ static void bench_pagein(struct bench *b)
 		 now_s() - t, st.resident_pages, st.swapped_pages);
 
 	progress("pagein: baseline file of %s in the swap directory (%s engine)",
-		 bench_fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
+		 fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
 	t = now_s();
 	if (raw_open(b, r, &raw, npages, RAW_WRITE_PAGES + RAW_THREADS_MAX) ||
 	    raw_fill(r, &raw))
@@ -1208,7 +1189,7 @@ static void bench_pageout(struct bench *b)
 	if (!b->want[K_PAGEOUT])
 		return;
 	progress("pageout_seq: %s of dirty pages reclaimed, and as many raw batch writes, "
-		 "%d times each, alternating", bench_fmt_bytes(b1, sizeof(b1), b->budget), reps);
+		 "%d times each, alternating", fmt_bytes(b1, sizeof(b1), b->budget), reps);
 	for (rep = 0; rep < reps; rep++) {
 		if (pageout_umlmem_once(b, r, npages, rep, &dt, &pages))
 			return;
@@ -1375,7 +1356,7 @@ static void bench_hits(struct bench *b)
 	if (bytes < PAGE)
 		bytes = PAGE;
 	progress("hit reads: %s resident on a budget twice that, against memcpy",
-		 bench_fmt_bytes(b1, sizeof(b1), bytes));
+		 fmt_bytes(b1, sizeof(b1), bytes));
 	if (make_host(b, r, b->budget, bytes, 0, "bench-hits", &h, &g))
 		goto out;
 	if (fill_guest(r, g, bytes, 0, NULL))
@@ -1526,8 +1507,8 @@ static void bench_ra_seq(struct bench *b)
 		return;
 	progress("readahead_seq: guest of %s on a budget of %s, all in swap, its first %s "
 		 "read in order with and without readahead, %d times each, alternating",
-		 bench_fmt_bytes(b1, sizeof(b1), bytes), bench_fmt_bytes(b2, sizeof(b2), b->budget),
-		 bench_fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
+		 fmt_bytes(b1, sizeof(b1), bytes), fmt_bytes(b2, sizeof(b2), b->budget),
+		 fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
 	for (rep = 0; rep < RA_SEQ_REPS; rep++) {
 		for (k = 0; k < 2; k++) {
 			/* on, off / off, on / ...: neither side always runs right
@@ -1622,8 +1603,8 @@ static void bench_ra_random(struct bench *b)
 	pthread_mutex_init(&ph->lock, NULL);
 	pthread_cond_init(&ph->cond, NULL);
 	progress("readahead_random: two guests of %s, each on its own budget of %s, one host "
-		 "with readahead and one without, filling them", bench_fmt_bytes(b1, sizeof(b1), ws),
-		 bench_fmt_bytes(b2, sizeof(b2), b->budget));
+		 "with readahead and one without, filling them", fmt_bytes(b1, sizeof(b1), ws),
+		 fmt_bytes(b2, sizeof(b2), b->budget));
 	for (k = 0; k < 2; k++) {
 		if (make_host(b, r, b->budget, ws, side[k].flags, "bench-readahead-random",
 			      &side[k].h, &side[k].g))
@@ -2128,7 +2109,7 @@ static void bench_kernel(struct bench *b)
 	/* at least the working set and a quarter, in whole MiB */
 	swap_bytes = ((ws + ws / 4) + (1u << 20) - 1) / (1u << 20) * (1u << 20);
 	progress("kernel_swap_random: swap file of %s in %s, memory cgroup of %s",
-		 bench_fmt_bytes(b1, sizeof(b1), swap_bytes), dir, bench_fmt_bytes(b2, sizeof(b2), b->budget));
+		 fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
 	rc = swap_prepare(r, dir, swap_bytes, false, &others);
 	if (rc > 0) {
 		unlink(kst.swap_path);
@@ -2174,7 +2155,7 @@ static void bench_kernel(struct bench *b)
 		goto out;
 	}
 	progress("kernel_swap_random: child filling %s under the cgroup limit, then %.1f s "
-		 "+ %.1f s warm-up of random reads", bench_fmt_bytes(b1, sizeof(b1), ws), b->seconds,
+		 "+ %.1f s warm-up of random reads", fmt_bytes(b1, sizeof(b1), ws), b->seconds,
 		 b->warm);
 
 	pfd.fd = res[0];
@@ -2434,7 +2415,7 @@ static void bench_dedup_rate(struct bench *b)
 		return;
 	progress("dedup_scan_rate: %u guests of %s, no two pages equal; %d full passes of the "
 		 "scanner against xxh3 of the same pages, alternating", nguests,
-		 bench_fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
+		 fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
 	if (dd_host(b, r, nguests, npages, 0, &h, gs))
 		goto out;
 	buf = map_pages(total * PAGE);
@@ -2921,7 +2902,7 @@ static void bench_dedup_ksm(struct bench *b)
 	memset(&ko, 0, sizeof(ko));
 	progress("dedup_vs_ksm: %u guests of %s, the first three quarters of each the same in "
 		 "all: %" PRIu64 " of %" PRIu64 " pages to save; umlmem first", nguests,
-		 bench_fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
+		 fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
 	if (dd_host(b, r, nguests, npages, shared, &h, gs))
 		goto out;
 	umlmem_host_stats(h, &s0);
@@ -3136,8 +3117,8 @@ static void print_text(const struct bench *b, double wall)
 	char b1[32], b2[32];
 
 	fprintf(f, "umlmem bench: budget %s, working set %s, %.1f s per timed phase "
-		"(+%.1f s warm-up)%s\n", bench_fmt_bytes(b1, sizeof(b1), b->budget),
-		bench_fmt_bytes(b2, sizeof(b2), 4 * b->budget), b->seconds, b->warm,
+		"(+%.1f s warm-up)%s\n", fmt_bytes(b1, sizeof(b1), b->budget),
+		fmt_bytes(b2, sizeof(b2), 4 * b->budget), b->seconds, b->warm,
 		b->quick ? ", quick" : "");
 	fprintf(f, "engine %s%s%s%s, swap dir %s\n\n",
 		b->have_engine ? engine_name(b->engine) : "(none started)",
