@@ -505,7 +505,7 @@ static int flush(struct umlmem_host *h)
 			continue;
 		at[n] = g->nv_base;
 		len[n++] = g->npages << PAGE_SHIFT;
-		if (n == 64 || !g->next) {
+		if (n == 64) {
 			r = views_reset(h, at, len, n);
 			rc = rc ? rc : r;
 			n = 0;
