@@ -6,6 +6,7 @@
 #   make test       the Criterion suite, then the same suite under Valgrind memcheck,
 #                   the install check, small demo runs (copy and native mode)
 #                   and the fuzzer's corpus and regressions
+#   make test-abi   what the shared library exports, under which version (part of make test)
 #   make asan, ubsan, tsan   the suite under the sanitizers (.ci/run runs asan and tsan)
 #   make fuzz       the model fuzzer for FUZZ_SECONDS (default 60)
 #   make unicorn-demo, kvm-demo   native-mode clients
@@ -25,10 +26,13 @@ DESTDIR ?=
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 B       ?= build
-VERSION := 0.1.0
-SOVER   := 0
+# The version has one source, include/umlmem.h; the soname follows the
+# major number (libumlmem.so.0 through the 0.x releases).
+umlmem_version_part = $(shell sed -n 's/^\#define UMLMEM_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' include/umlmem.h)
+VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$(call umlmem_version_part,PATCH)
+SOVER   := $(call umlmem_version_part,MAJOR)
 
-override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -Iinclude -Iumlmem -Iswapfiles -Idedup
+override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
 LIBS    := -luring -laio -lxxhash -pthread
 
 ifeq ($(V),1)
@@ -49,7 +53,7 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
 .PHONY: test-native-demos
-.PHONY: all deps lib test test-plain test-valgrind test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
+.PHONY: all deps lib test test-plain test-valgrind test-abi test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
 
@@ -79,9 +83,12 @@ $(B)/libumlmem.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(B)/libumlmem.so: $(LIB_OBJ)
+# Exports: what umlmem.map lists (the UMLMEM_API calls), with its versions.
+$(B)/libumlmem.so: $(LIB_OBJ) umlmem.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -o $@ $^ $(LDFLAGS) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -Wl,--version-script=umlmem.map \
+	  -o $@ $(LIB_OBJ) $(LDFLAGS) $(LIBS)
+	$(Q)ln -sf libumlmem.so $(B)/libumlmem.so.$(SOVER)
 
 $(B)/umlmem: $(CLI_OBJ) $(B)/libumlmem.a
 	@$(if $(Q),echo "  LD      $@")
@@ -97,7 +104,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # process logs to its own file and any non-empty log fails the run.
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
-test: all test-plain test-valgrind test-install test-cli test-native-demos fuzz-replay
+test: all test-plain test-valgrind test-abi test-install test-cli test-native-demos fuzz-replay
 
 test-plain: $(B)/test_umlmem
 	$(B)/test_umlmem -j2 $(TEST_ARGS)
@@ -113,6 +120,18 @@ test-valgrind: $(B)/test_umlmem
 	  for f in $$bad; do echo "== $$f"; cat $$f; done; \
 	  echo "valgrind: errors in $$(echo $$bad | wc -w) process(es); logs in $(VG_LOGS)" >&2; exit 1; \
 	else echo "valgrind: memcheck clean"; fi
+
+# The shared library's interface: exports and their version nodes against
+# umlmem.map and the header (tests/abi/check-exports.sh), and the version a
+# program sees at run time against the one the build derived.
+test-abi: $(B)/libumlmem.so $(B)/abi/version
+	$(Q)CC="$(CC)" sh tests/abi/check-exports.sh $(B)/libumlmem.so include/umlmem.h umlmem.map
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/version $(VERSION)
+
+$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< -L$(B) -lumlmem
 
 # Installs into build/inst and builds examples/hello.c the way the README
 # tells a user to: cc prog.c $(pkg-config --cflags --libs --static umlmem).
