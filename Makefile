@@ -71,7 +71,9 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-$(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h tests/*.h)
+# deps is order-only everywhere something is compiled: it runs once, before
+# the compiler, also under -j (a prerequisite of all alone would race it).
+$(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h tests/*.h) | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
@@ -128,7 +130,7 @@ test-abi: $(B)/libumlmem.so $(B)/abi/version
 	$(Q)CC="$(CC)" sh tests/abi/check-exports.sh $(B)/libumlmem.so include/umlmem.h umlmem.map
 	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/version $(VERSION)
 
-$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so
+$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< -L$(B) -lumlmem

@@ -17,7 +17,7 @@
 
 $(B)/umlmem-kvm: demos/native/kvm.c demos/native/common.c demos/native/common.h \
 		 demos/cli.c demos/cli.h demos/native/guest/work.c demos/native/guest/work.h \
-		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin
+		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin | deps
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -Idemos -o $@ demos/native/kvm.c demos/native/common.c demos/cli.c \
 	  demos/native/guest/work.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS)
