@@ -1569,20 +1569,6 @@ static void demo_usage(FILE *f)
 		"of 1024.\n", PROG);
 }
 
-static bool opt_size(const char *name, const char *arg, uint64_t min, uint64_t max,
-		     uint64_t *out)
-{
-	uint64_t v;
-
-	if (!parse_size(arg, &v) || v < min || v > max) {
-		usage_error("%s '%s': expected a size from %" PRIu64 " to %" PRIu64
-			    " bytes (bytes, or with K, M, G, T)", name, arg, min, max);
-		return false;
-	}
-	*out = v;
-	return true;
-}
-
 /* Returns 0 to run, -1 after --help, EXIT_USAGE after a mistake. */
 static int demo_parse(struct demo *d, int argc, char **argv)
 {

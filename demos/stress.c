@@ -132,13 +132,6 @@ static bool parse_seconds(const char *s, double *out)
 }
 
 
-static void sleep_s(double s)
-{
-	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
 
 
 
