@@ -197,8 +197,13 @@ bool cli_opt_size(const char *cmd, const char *opt, const char *arg, uint64_t mi
 	uint64_t v;
 
 	if (!parse_size(arg, &v) || v < min || v > max) {
-		cli_usage_error(cmd, "%s '%s': expected a size from %" PRIu64 " to %" PRIu64
-				" bytes (bytes, or with K, M, G, T)", opt, arg, min, max);
+		if (max == UINT64_MAX)
+			cli_usage_error(cmd, "%s '%s': expected a size of at least %" PRIu64
+					" bytes (bytes, or with K, M, G, T)", opt, arg, min);
+		else
+			cli_usage_error(cmd, "%s '%s': expected a size from %" PRIu64 " to %"
+					PRIu64 " bytes (bytes, or with K, M, G, T)", opt, arg, min,
+					max);
 		return false;
 	}
 	*out = v;
