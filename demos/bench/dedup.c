@@ -133,7 +133,7 @@ static void dd_fill(uint64_t *buf, uint64_t g, uint64_t first, uint64_t n, uint6
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t p = first + i;
 
-		fill_pages(buf + i * WORDS, p < shared ? p : g * npages + p, 1, 0);
+		bench_fill_pages(buf + i * WORDS, p < shared ? p : g * npages + p, 1, 0);
 	}
 }
 
@@ -164,7 +164,7 @@ static int dd_host(struct bench *b, struct result *r, unsigned nguests, uint64_t
 	rc = umlmem_host_create(&hc, hp);
 	if (rc) {
 		*hp = NULL;
-		lib_fail(r, rc, "creating the host");
+		res_lib_fail(r, rc, "creating the host");
 		return rc;
 	}
 	buf = aligned_alloc(PAGE, FILL_PAGES * PAGE);
@@ -180,7 +180,7 @@ static int dd_host(struct bench *b, struct result *r, unsigned nguests, uint64_t
 		rc = umlmem_guest_create(*hp, &gc, &gs[g]);
 		if (rc) {
 			gs[g] = NULL;
-			lib_fail(r, rc, "creating a guest");
+			res_lib_fail(r, rc, "creating a guest");
 			goto out;
 		}
 		for (p = 0; p < npages; p += n) {
@@ -188,7 +188,7 @@ static int dd_host(struct bench *b, struct result *r, unsigned nguests, uint64_t
 			dd_fill(buf, g, p, n, npages, shared);
 			rc = umlmem_write(gs[g], p * PAGE, buf, n * PAGE);
 			if (rc) {
-				lib_fail(r, rc, "writing a guest");
+				res_lib_fail(r, rc, "writing a guest");
 				goto out;
 			}
 		}
@@ -257,12 +257,12 @@ static void dedup_rate(struct bench *b, struct result *r)
 
 	if (!r->want)
 		return;
-	progress("dedup_scan_rate: %u guests of %s, no two pages equal; %d full passes of the "
-		 "scanner against xxh3 of the same pages, alternating", nguests,
-		 fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
+	bench_progress("dedup_scan_rate: %u guests of %s, no two pages equal; %d full passes of the "
+		       "scanner against xxh3 of the same pages, alternating", nguests,
+		       fmt_bytes(b1, sizeof(b1), DD_GUEST_BYTES), reps);
 	if (dd_host(b, r, nguests, npages, 0, &h, gs))
 		goto out;
-	buf = map_pages(total * PAGE);
+	buf = bench_map_pages(total * PAGE);
 	if (!buf) {
 		res_fail(r, RS_ERROR, "cannot map %" PRIu64 " bytes for the baseline", total * PAGE);
 		goto out;
@@ -276,7 +276,7 @@ static void dedup_rate(struct bench *b, struct result *r)
 		umlmem_host_info(h, &i0, sizeof(i0));
 		rc = dd_scan(h, total, &cpu, &merged);
 		if (rc) {
-			lib_fail(r, rc, "umlmem_dedup_scan");
+			res_lib_fail(r, rc, "umlmem_dedup_scan");
 			goto out;
 		}
 		umlmem_host_info(h, &i1, sizeof(i1));
@@ -292,8 +292,8 @@ static void dedup_rate(struct bench *b, struct result *r)
 			goto out;
 		}
 		rate = cpu > 0 ? (double)scanned / cpu : 0;
-		rates_append(rates_u, sizeof(rates_u), rate);
-		progress("dedup_scan_rate: pass %d: scanner %.0f pages/cpu-s", rep + 1, rate);
+		res_rates_append(rates_u, sizeof(rates_u), rate);
+		bench_progress("dedup_scan_rate: pass %d: scanner %.0f pages/cpu-s", rep + 1, rate);
 		if (rate > best_u) {
 			best_u = rate;
 			cpu_u = cpu;
@@ -305,8 +305,8 @@ static void dedup_rate(struct bench *b, struct result *r)
 		dd_sink += hash_pages(buf, total);
 		cpu = cpu_now_s() - cpu;
 		rate = cpu > 0 ? (double)total / cpu : 0;
-		rates_append(rates_h, sizeof(rates_h), rate);
-		progress("dedup_scan_rate: pass %d: xxh3 alone %.0f pages/cpu-s", rep + 1, rate);
+		res_rates_append(rates_h, sizeof(rates_h), rate);
+		bench_progress("dedup_scan_rate: pass %d: xxh3 alone %.0f pages/cpu-s", rep + 1, rate);
 		if (rate > best_h) {
 			best_h = rate;
 			cpu_h = cpu;
@@ -447,7 +447,7 @@ static int ksm_put(const char *knob, const char *val)
 
 	if (!ksm_path(path, sizeof(path), knob))
 		return -ENAMETOOLONG;
-	return write_file(path, val);
+	return bench_write_file(path, val);
 }
 
 static void ksm_cleanup(void)
@@ -518,7 +518,7 @@ static pid_t ksmd_pid(void)
 		if (e->d_name[0] < '1' || e->d_name[0] > '9')
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-		if (read_line(path, comm, sizeof(comm)) && !strcmp(comm, "ksmd"))
+		if (bench_read_line(path, comm, sizeof(comm)) && !strcmp(comm, "ksmd"))
 			pid = (pid_t)atoi(e->d_name);
 	}
 	closedir(d);
@@ -532,7 +532,7 @@ static int64_t task_ticks(pid_t pid)
 	unsigned long long ut, st;
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if (!read_line(path, line, sizeof(line)))
+	if (!bench_read_line(path, line, sizeof(line)))
 		return -1;
 	/* after the name, which may hold spaces and parentheses: state, then
 	   ppid .. cmajflt, then utime and stime (fields 14 and 15) */
@@ -631,7 +631,7 @@ static int ksm_run(struct result *r, unsigned nguests, uint64_t npages, uint64_t
 	/* the content, written after the madvise, as a guest's would be */
 	kss.map_bytes = bytes;
 	for (g = 0; g < nguests; g++) {
-		kss.map[g] = map_pages(bytes);
+		kss.map[g] = bench_map_pages(bytes);
 		if (!kss.map[g]) {
 			res_fail(r, RS_ERROR, "KSM: cannot map %" PRIu64 " bytes: %s", bytes,
 				 strerror(errno));
@@ -743,9 +743,9 @@ static void dedup_ksm(struct bench *b, struct result *r)
 	if (!r->want)
 		return;
 	memset(&ko, 0, sizeof(ko));
-	progress("dedup_vs_ksm: %u guests of %s, the first three quarters of each the same in "
-		 "all: %" PRIu64 " of %" PRIu64 " pages to save; umlmem first", nguests,
-		 fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
+	bench_progress("dedup_vs_ksm: %u guests of %s, the first three quarters of each the same in "
+		       "all: %" PRIu64 " of %" PRIu64 " pages to save; umlmem first", nguests,
+		       fmt_bytes(b1, sizeof(b1), gbytes), expect, total);
 	if (dd_host(b, r, nguests, npages, shared, &h, gs))
 		goto out;
 	umlmem_host_stats(h, &s0);
@@ -755,7 +755,7 @@ static void dedup_ksm(struct bench *b, struct result *r)
 	do {
 		rc = umlmem_dedup_scan(h, DD_CHUNK, &m);
 		if (rc) {
-			lib_fail(r, rc, "umlmem_dedup_scan");
+			res_lib_fail(r, rc, "umlmem_dedup_scan");
 			goto out;
 		}
 		calls++;
@@ -769,8 +769,8 @@ static void dedup_ksm(struct bench *b, struct result *r)
 	h = NULL;
 	saved = s1.sharing_pages - s0.sharing_pages;
 	value = cpu > 0 ? (double)saved / cpu : NAN;
-	progress("dedup_vs_ksm: umlmem saved %" PRIu64 " pages in %.3f CPU-s (%.0f pages/cpu-s); "
-		 "now KSM, for up to %.0f s", saved, cpu, value, KSM_TIMEOUT_S);
+	bench_progress("dedup_vs_ksm: umlmem saved %" PRIu64 " pages in %.3f CPU-s (%.0f pages/cpu-s); "
+		       "now KSM, for up to %.0f s", saved, cpu, value, KSM_TIMEOUT_S);
 
 	res_int(r, "guests", nguests);
 	res_int(r, "guest_bytes", (int64_t)gbytes);
@@ -840,7 +840,7 @@ static void dedup_ksm(struct bench *b, struct result *r)
 				 ko.pages_scanned, ko.scans_total);
 	}
 	if (kss.owner == getpid()) {
-		progress("dedup_vs_ksm: unmerging (run=2) and restoring KSM's settings");
+		bench_progress("dedup_vs_ksm: unmerging (run=2) and restoring KSM's settings");
 		ksm_cleanup();
 		restored = !kss.unmerge_err && !kss.unmerge_timeout;
 		for (k = 0; k < KSM_NKNOBS; k++)

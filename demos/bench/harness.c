@@ -144,7 +144,7 @@ void res_fail(struct result *r, enum rstate st, const char *fmt, ...)
 	fprintf(stderr, "%s: %s\n", BENCH_PROG, r->reason);
 }
 
-void lib_fail(struct result *r, int rc, const char *what)
+void res_lib_fail(struct result *r, int rc, const char *what)
 {
 	char msg[512];
 
@@ -181,7 +181,7 @@ const char *bench_swap_dir(const struct bench *b)
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-void progress(const char *fmt, ...)
+void bench_progress(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -193,14 +193,14 @@ void progress(const char *fmt, ...)
 }
 
 
-void fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt)
+void bench_fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt)
 {
 	for (uint64_t p = 0; p < npages; p++)
 		for (uint64_t w = 0; w < WORDS; w++)
 			buf[p * WORDS + w] = word_of(first_page + p, w) ^ salt;
 }
 
-void *map_pages(uint64_t bytes)
+void *bench_map_pages(uint64_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -210,7 +210,7 @@ void *map_pages(uint64_t bytes)
 	return p;
 }
 
-int write_file(const char *path, const char *val)
+int bench_write_file(const char *path, const char *val)
 {
 	size_t len = strlen(val);
 	ssize_t n;
@@ -232,12 +232,12 @@ static double loadavg_1m(void)
 {
 	char line[128];
 
-	if (!read_line("/proc/loadavg", line, sizeof(line)))
+	if (!bench_read_line("/proc/loadavg", line, sizeof(line)))
 		return NAN;
 	return strtod(line, NULL);
 }
 
-bool read_line(const char *path, char *buf, size_t len)
+bool bench_read_line(const char *path, char *buf, size_t len)
 {
 	FILE *f = fopen(path, "re");
 	bool ok;
@@ -251,7 +251,7 @@ bool read_line(const char *path, char *buf, size_t len)
 	return ok;
 }
 
-void rates_append(char *s, size_t len, double rate)
+void res_rates_append(char *s, size_t len, double rate)
 {
 	size_t used = strlen(s);
 
@@ -282,7 +282,7 @@ int bench_host(struct bench *b, struct result *r, uint64_t budget, uint64_t gues
 	rc = umlmem_host_create(&hc, hp);
 	if (rc) {
 		*hp = NULL;
-		lib_fail(r, rc, "creating the host");
+		res_lib_fail(r, rc, "creating the host");
 		return rc;
 	}
 	kind = umlmem_host_io_engine(*hp, &why);
@@ -298,15 +298,15 @@ int bench_host(struct bench *b, struct result *r, uint64_t budget, uint64_t gues
 	rc = umlmem_guest_create(*hp, &gc, gp);
 	if (rc) {
 		*gp = NULL;
-		lib_fail(r, rc, "creating the guest");
+		res_lib_fail(r, rc, "creating the guest");
 		umlmem_host_destroy(*hp);
 		*hp = NULL;
 	}
 	return rc;
 }
 
-int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
-	       const char *what)
+int bench_fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
+		     const char *what)
 {
 	uint64_t *buf = aligned_alloc(PAGE, FILL_PAGES * PAGE);
 	uint64_t npages = bytes / PAGE, p, n;
@@ -320,16 +320,16 @@ int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
 	}
 	for (p = 0; p < npages; p += n) {
 		n = npages - p < FILL_PAGES ? npages - p : FILL_PAGES;
-		fill_pages(buf, p, n, salt);
+		bench_fill_pages(buf, p, n, salt);
 		rc = umlmem_write(g, p * PAGE, buf, n * PAGE);
 		if (rc) {
-			lib_fail(r, rc, "writing the guest");
+			res_lib_fail(r, rc, "writing the guest");
 			break;
 		}
 		t = now_s();
 		if (what && t - last >= 2.0) {
-			progress("%s: written %s of %s", what, fmt_bytes(b1, sizeof(b1), p * PAGE),
-				 fmt_bytes(b2, sizeof(b2), bytes));
+			bench_progress("%s: written %s of %s", what, fmt_bytes(b1, sizeof(b1), p * PAGE),
+				       fmt_bytes(b2, sizeof(b2), bytes));
 			last = t;
 		}
 	}

@@ -74,7 +74,7 @@ void res_set(struct result *r, double value, double baseline, const char *unit, 
 void res_fail(struct result *r, enum rstate st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* A failed library call @what, with the library's own sentence. */
-void lib_fail(struct result *r, int rc, const char *what);
+void res_lib_fail(struct result *r, int rc, const char *what);
 
 /* ---- the run ------------------------------------------------------------ */
 
@@ -127,7 +127,7 @@ struct result *bench_result(struct bench *b, const char *key);
 const char *bench_swap_dir(const struct bench *b);
 
 /* "umlmem bench: <message>" on stderr. */
-void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * Undoing changes to the system, whatever ends the run. A figure that
@@ -153,17 +153,17 @@ static inline uint64_t word_of(uint64_t page, uint64_t w)
 }
 
 /* @npages pages of the content rule from @first_page, xor @salt. */
-void fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt);
+void bench_fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt);
 /* Page-aligned anonymous memory, 4 KiB pages (MADV_NOHUGEPAGE), so that both
    sides of a comparison see the same TLB reach; NULL on failure. */
-void *map_pages(uint64_t bytes);
+void *bench_map_pages(uint64_t bytes);
 /* Writes @val to a sysfs/procfs/cgroup file; 0 or -errno. */
-int write_file(const char *path, const char *val);
+int bench_write_file(const char *path, const char *val);
 /* The first line of a file, without its newline. */
-bool read_line(const char *path, char *buf, size_t len);
+bool bench_read_line(const char *path, char *buf, size_t len);
 
 /* Appends @rate, rounded, to the space-separated list @s (a "rates" field). */
-void rates_append(char *s, size_t len, double rate);
+void res_rates_append(char *s, size_t len, double rate);
 
 /* ---- hosts ------------------------------------------------------------- */
 
@@ -179,8 +179,8 @@ int bench_host(struct bench *b, struct result *r, uint64_t budget, uint64_t gues
 
 /* Writes every page of [0, bytes) of @g with the content rule (xor @salt);
    with @what, says how far it got every 2 s. */
-int fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
-	       const char *what);
+int bench_fill_guest(struct result *r, umlmem_guest *g, uint64_t bytes, uint64_t salt,
+		     const char *what);
 
 /* ---- phase.c: the raw baseline file and timed random-read phases --------- */
 

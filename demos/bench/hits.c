@@ -97,7 +97,7 @@ static void hit_one(struct result *r, umlmem_guest *g, const uint8_t *src,
 		rc = loop_umlmem(g, off, iters, len, dst, &sum_u);
 		dt = now_s() - t0;
 		if (rc) {
-			lib_fail(r, rc, "umlmem_read");
+			res_lib_fail(r, rc, "umlmem_read");
 			goto out;
 		}
 		sum_u -= s0;
@@ -154,11 +154,11 @@ static void hits_run(struct bench *b, struct result **res)
 		return;
 	if (bytes < PAGE)
 		bytes = PAGE;
-	progress("hit reads: %s resident on a budget twice that, against memcpy",
-		 fmt_bytes(b1, sizeof(b1), bytes));
+	bench_progress("hit reads: %s resident on a budget twice that, against memcpy",
+		       fmt_bytes(b1, sizeof(b1), bytes));
 	if (bench_host(b, r, b->budget, bytes, 0, "bench-hits", &h, &g))
 		goto out;
-	if (fill_guest(r, g, bytes, 0, NULL))
+	if (bench_fill_guest(r, g, bytes, 0, NULL))
 		goto out;
 	umlmem_guest_stats(g, &st);
 	if (st.swapped_pages) {
@@ -166,12 +166,12 @@ static void hits_run(struct bench *b, struct result **res)
 			 "is half the budget", st.swapped_pages);
 		goto out;
 	}
-	src = map_pages(bytes);
+	src = bench_map_pages(bytes);
 	if (!src) {
 		res_fail(r, RS_ERROR, "cannot map %" PRIu64 " bytes for the baseline", bytes);
 		goto out;
 	}
-	fill_pages((uint64_t *)src, 0, bytes / PAGE, 0);
+	bench_fill_pages((uint64_t *)src, 0, bytes / PAGE, 0);
 	if (do8)
 		hit_one(res[HIT8], g, src, bytes, 8, b->quick ? (1u << 19) : (1u << 21));
 	if (do4)

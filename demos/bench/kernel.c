@@ -254,7 +254,7 @@ static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t d
 	bool v2 = false;
 	int rc;
 
-	if (read_line("/sys/fs/cgroup/cgroup.controllers", line, sizeof(line))) {
+	if (bench_read_line("/sys/fs/cgroup/cgroup.controllers", line, sizeof(line))) {
 		for (char *t = strtok(line, " "); t; t = strtok(NULL, " "))
 			if (!strcmp(t, "memory"))
 				v2 = true;
@@ -262,9 +262,9 @@ static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t d
 	snprintf(val, sizeof(val), "%" PRIu64, limit);
 	if (v2) {
 		/* the root's children may only use what the root delegates */
-		if (read_line("/sys/fs/cgroup/cgroup.subtree_control", line, sizeof(line)) &&
+		if (bench_read_line("/sys/fs/cgroup/cgroup.subtree_control", line, sizeof(line)) &&
 		    !strstr(line, "memory"))
-			write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+			bench_write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
 		snprintf(kst.cg_path, sizeof(kst.cg_path), "/sys/fs/cgroup/umlmem-bench-%d",
 			 (int)getpid());
 		if (mkdir(kst.cg_path, 0755)) {
@@ -274,14 +274,14 @@ static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t d
 		}
 		kst.cgroup = true;
 		snprintf(path, sizeof(path), "%s/memory.max", kst.cg_path);
-		rc = write_file(path, val);
+		rc = bench_write_file(path, val);
 		if (rc) {
 			res_fail(r, RS_SKIP, "cannot write %s: %s", path, strerror(-rc));
 			return -1;
 		}
 		snprintf(path, sizeof(path), "%s/memory.swap.max", kst.cg_path);
 		if (access(path, F_OK) == 0)
-			write_file(path, "max");
+			bench_write_file(path, "max");
 		snprintf(desc, desclen, "v2 %s memory.max=%s", kst.cg_path, val);
 		return 0;
 	}
@@ -309,16 +309,16 @@ static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t d
 	}
 	kst.cgroup = true;
 	snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", kst.cg_path);
-	rc = write_file(path, val);
+	rc = bench_write_file(path, val);
 	if (rc) {
 		res_fail(r, RS_SKIP, "cannot write %s: %s", path, strerror(-rc));
 		return -1;
 	}
 	snprintf(path, sizeof(path), "%s/memory.swappiness", kst.cg_path);
-	write_file(path, "60");
+	bench_write_file(path, "60");
 	snprintf(path, sizeof(path), "%s/memory.memsw.limit_in_bytes", kst.cg_path);
 	if (access(path, F_OK) == 0)
-		write_file(path, "-1");
+		bench_write_file(path, "-1");
 	snprintf(desc, desclen, "v1 %s memory.limit_in_bytes=%s swappiness=60", kst.cg_path, val);
 	return 0;
 }
@@ -365,7 +365,7 @@ kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
 		goto report;
 	}
 	madvise(mem, ws, MADV_NOHUGEPAGE);
-	fill_pages(mem, 0, npages, 0);
+	bench_fill_pages(mem, 0, npages, 0);
 
 	t_end = now_s() + warm;
 	while (now_s() < t_end) {
@@ -460,7 +460,7 @@ int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws,
 	/* into the cgroup before it allocates anything */
 	snprintf(path, sizeof(path), "%s/cgroup.procs", kst.cg_path);
 	snprintf(line, sizeof(line), "%d", (int)pid);
-	rc = write_file(path, line);
+	rc = bench_write_file(path, line);
 	if (rc) {
 		res_fail(r, RS_SKIP, "cannot move the child into %s: %s", kst.cg_path,
 			 strerror(-rc));
@@ -471,8 +471,8 @@ int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws,
 		res_fail(r, RS_ERROR, "cannot start the child: %s", strerror(errno));
 		goto out;
 	}
-	progress("%s: child filling %s under the cgroup limit, then %.1f s + %.1f s warm-up of "
-		 "random reads", r->key, fmt_bytes(b1, sizeof(b1), ws), b->seconds, b->warm);
+	bench_progress("%s: child filling %s under the cgroup limit, then %.1f s + %.1f s warm-up of "
+		       "random reads", r->key, fmt_bytes(b1, sizeof(b1), ws), b->seconds, b->warm);
 
 	pfd.fd = res[0];
 	pfd.events = POLLIN;
@@ -544,8 +544,8 @@ static void kernel_run(struct bench *b, struct result **res)
 		return;
 	/* at least the working set and a quarter, in whole MiB */
 	swap_bytes = ((ws + ws / 4) + (1u << 20) - 1) / (1u << 20) * (1u << 20);
-	progress("kernel_swap_random: swap file of %s in %s, memory cgroup of %s",
-		 fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
+	bench_progress("kernel_swap_random: swap file of %s in %s, memory cgroup of %s",
+		       fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
 	if (kernel_swap_on(r, dir, swap_bytes, &others) ||
 	    kernel_cgroup(r, b->budget, cgdesc, sizeof(cgdesc)) ||
 	    kernel_random_reads(b, r, ws, &rep))
@@ -572,7 +572,7 @@ static void kernel_run(struct bench *b, struct result **res)
 		res_num(r, "pages_read_per_s", rep.secs > 0 ? (double)rep.pswpin / rep.secs : 0);
 		res_int(r, "swap_file_bytes", (int64_t)swap_bytes);
 		res_str(r, "cgroup", "%s", cgdesc);
-		if (read_line("/proc/sys/vm/page-cluster", line, sizeof(line)))
+		if (bench_read_line("/proc/sys/vm/page-cluster", line, sizeof(line)))
 			res_str(r, "page_cluster", "%s", line);
 		res_note(r, "value: kernel major faults/s; baseline: umlmem pagein_random_t1 of this "
 			 "run; ratio umlmem/kernel");

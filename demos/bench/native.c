@@ -48,7 +48,7 @@ static int native_map(struct result *r, umlmem_guest *g, void **base)
 	if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -ENOSYS)
 		res_fail(r, RS_SKIP, "native mode unavailable: %s", umlmem_errmsg());
 	else if (rc)
-		lib_fail(r, rc, "umlmem_guest_map");
+		res_lib_fail(r, rc, "umlmem_guest_map");
 	return rc;
 }
 
@@ -147,7 +147,7 @@ static void native_zero(struct bench *b, struct result *r)
 
 	if (!r->want)
 		return;
-	progress("native_fault_zero: %" PRIu64 " first touches, %u rounds", npages, reps);
+	bench_progress("native_fault_zero: %" PRIu64 " first touches, %u rounds", npages, reps);
 	for (unsigned i = 0; i < reps; i++) {
 		double tu = native_zero_round(b, r, npages, &l), tb;
 
@@ -212,15 +212,15 @@ static void native_swap(struct bench *b, struct result *r)
 
 	if (!r->want)
 		return;
-	progress("native_fault_swap: %" PRIu64 " swap-in touches of a %" PRIu64 " MiB guest",
-		 touches, npages * PAGE >> 20);
+	bench_progress("native_fault_swap: %" PRIu64 " swap-in touches of a %" PRIu64 " MiB guest",
+		       touches, npages * PAGE >> 20);
 	if (bench_host(b, r, budget, npages * PAGE, UMLMEM_NO_READAHEAD, "native-swap", &h, &g))
 		return;
-	if (fill_guest(r, g, npages * PAGE, 0, "native_fault_swap"))
+	if (bench_fill_guest(r, g, npages * PAGE, 0, "native_fault_swap"))
 		goto out;
 	rc = umlmem_reclaim(h, npages, &ev);
 	if (rc) {
-		lib_fail(r, rc, "umlmem_reclaim");
+		res_lib_fail(r, rc, "umlmem_reclaim");
 		goto out;
 	}
 	if (native_map(r, g, (void **)&base))
@@ -296,12 +296,12 @@ static void native_seq(struct bench *b, struct result *r)
 
 	if (!r->want)
 		return;
-	progress("native_seq_touch: %" PRIu64 " MiB, %u passes each", bytes >> 20, reps);
+	bench_progress("native_seq_touch: %" PRIu64 " MiB, %u passes each", bytes >> 20, reps);
 	if (bench_host(b, r, bytes + (8 << 20), bytes, 0, "native-seq", &h, &g))
 		return;
 	if (native_map(r, g, (void **)&base))
 		goto out;
-	plain = map_pages(bytes);
+	plain = bench_map_pages(bytes);
 	if (!plain) {
 		res_fail(r, RS_ERROR, "out of memory for the baseline");
 		goto out;

@@ -108,36 +108,36 @@ static void pagein_run(struct bench *b, struct result **res)
 	ph = phase_new(r, npages);
 	if (!ph)
 		goto out;
-	progress("pagein: guest of %s on a budget of %s, filling it",
-		 fmt_bytes(b1, sizeof(b1), ws), fmt_bytes(b2, sizeof(b2), b->budget));
+	bench_progress("pagein: guest of %s on a budget of %s, filling it",
+		       fmt_bytes(b1, sizeof(b1), ws), fmt_bytes(b2, sizeof(b2), b->budget));
 	if (bench_host(b, r, b->budget, ws, 0, "bench-pagein", &h, &g))
 		goto out;
 	t = now_s();
-	if (fill_guest(r, g, ws, 0, "pagein fill"))
+	if (bench_fill_guest(r, g, ws, 0, "pagein fill"))
 		goto out;
 	umlmem_guest_stats(g, &st);
-	progress("pagein: filled in %.1f s: %" PRIu64 " pages resident, %" PRIu64 " in swap",
-		 now_s() - t, st.resident_pages, st.swapped_pages);
+	bench_progress("pagein: filled in %.1f s: %" PRIu64 " pages resident, %" PRIu64 " in swap",
+		       now_s() - t, st.resident_pages, st.swapped_pages);
 
-	progress("pagein: baseline file of %s in the swap directory (%s engine)",
-		 fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
+	bench_progress("pagein: baseline file of %s in the swap directory (%s engine)",
+		       fmt_bytes(b1, sizeof(b1), ws), engine_name(b->engine));
 	t = now_s();
 	if (raw_open(b, r, &raw, npages, RAW_WRITE_PAGES + RAW_THREADS_MAX) ||
 	    raw_fill(r, &raw))
 		goto out;
-	progress("pagein: baseline file written in %.1f s", now_s() - t);
+	bench_progress("pagein: baseline file written in %.1f s", now_s() - t);
 
 	if (do1) {
-		progress("pagein_random_t1: umlmem and raw reads, 1 thread, %.1f s each in "
-			 "alternating slices, after %.1f s warm-up each", b->seconds, b->warm);
+		bench_progress("pagein_random_t1: umlmem and raw reads, 1 thread, %.1f s each in "
+			       "alternating slices, after %.1f s warm-up each", b->seconds, b->warm);
 		if (run_compare(b, r1, ph, 1, h, g, &raw, &u1, &raw1))
 			goto t8;
 		pagein_result(b, r1, 1, &u1, &raw1, npages, raw.direct);
 	}
 t8:
 	if (do8) {
-		progress("pagein_random_t8: umlmem (8 threads, one guest) and raw reads (8 "
-			 "threads), %.1f s each in alternating slices", b->seconds);
+		bench_progress("pagein_random_t8: umlmem (8 threads, one guest) and raw reads (8 "
+			       "threads), %.1f s each in alternating slices", b->seconds);
 		if (run_compare(b, r8, ph, 8, h, g, &raw, &u8, &raw8))
 			goto out;
 		pagein_result(b, r8, 8, &u8, &raw8, npages, raw.direct);

@@ -69,7 +69,7 @@ static int pageout_umlmem_once(struct bench *b, struct result *r, uint64_t npage
 	rc = bench_host(b, r, npages * PAGE, npages * PAGE, 0, "bench-pageout", &h, &g);
 	if (rc)
 		return rc;
-	rc = fill_guest(r, g, npages * PAGE, (uint64_t)rep << 40, NULL);
+	rc = bench_fill_guest(r, g, npages * PAGE, (uint64_t)rep << 40, NULL);
 	if (!rc) {
 		umlmem_guest_stats(g, &s0);
 		t0 = now_s();
@@ -77,7 +77,7 @@ static int pageout_umlmem_once(struct bench *b, struct result *r, uint64_t npage
 		*secs = now_s() - t0;
 		umlmem_guest_stats(g, &s1);
 		if (rc)
-			lib_fail(r, rc, "umlmem_reclaim");
+			res_lib_fail(r, rc, "umlmem_reclaim");
 		*pages = s1.swap_outs - s0.swap_outs;
 	}
 	umlmem_host_destroy(h);
@@ -94,8 +94,8 @@ static void pageout_run(struct bench *b, struct result **res)
 
 	if (!res[PAGEOUT]->want)
 		return;
-	progress("pageout_seq: %s of dirty pages reclaimed, and as many raw batch writes, "
-		 "%d times each, alternating", fmt_bytes(b1, sizeof(b1), b->budget), reps);
+	bench_progress("pageout_seq: %s of dirty pages reclaimed, and as many raw batch writes, "
+		       "%d times each, alternating", fmt_bytes(b1, sizeof(b1), b->budget), reps);
 	for (rep = 0; rep < reps; rep++) {
 		if (pageout_umlmem_once(b, r, npages, rep, &dt, &pages))
 			return;
@@ -104,13 +104,13 @@ static void pageout_run(struct bench *b, struct result **res)
 			best_u = rate;
 			best_pages = pages;
 		}
-		progress("pageout_seq: rep %d: umlmem %.0f pages/s", rep + 1, rate);
+		bench_progress("pageout_seq: rep %d: umlmem %.0f pages/s", rep + 1, rate);
 		if (pageout_raw_once(b, r, npages, &dt))
 			return;
 		rate = dt > 0 ? (double)npages / dt : 0;
 		if (rate > best_raw)
 			best_raw = rate;
-		progress("pageout_seq: rep %d: raw %.0f pages/s", rep + 1, rate);
+		bench_progress("pageout_seq: rep %d: raw %.0f pages/s", rep + 1, rate);
 	}
 	res_set(r, best_u, best_raw, "pages/s", false);
 	res_int(r, "pages", (int64_t)best_pages);

@@ -51,7 +51,7 @@ int raw_open(struct bench *b, struct result *r, struct rawfile *f, uint64_t npag
 	memset(f, 0, sizeof(*f));
 	f->npages = npages;
 	f->mem_bytes = (uint64_t)mem_pages * PAGE;
-	f->mem = map_pages(f->mem_bytes);
+	f->mem = bench_map_pages(f->mem_bytes);
 	f->slots = calloc(npages ? npages : 1, sizeof(*f->slots));
 	if (!f->mem || !f->slots) {
 		res_fail(r, RS_ERROR, "out of memory for the baseline's buffers");

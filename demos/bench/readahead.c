@@ -95,12 +95,12 @@ static int ra_seq_once(struct bench *b, struct result *r, unsigned flags, uint64
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = fill_guest(r, g, bytes, 0, NULL);
+	rc = bench_fill_guest(r, g, bytes, 0, NULL);
 	if (rc)
 		goto out;
 	rc = umlmem_reclaim(h, UINT64_MAX, &evicted);
 	if (rc) {
-		lib_fail(r, rc, "umlmem_reclaim");
+		res_lib_fail(r, rc, "umlmem_reclaim");
 		goto out;
 	}
 	umlmem_guest_stats(g, &s0);
@@ -117,7 +117,7 @@ static int ra_seq_once(struct bench *b, struct result *r, unsigned flags, uint64
 		n = read - off < RA_SEQ_CHUNK ? read - off : RA_SEQ_CHUNK;
 		rc = umlmem_read(g, off, buf, n);
 		if (rc) {
-			lib_fail(r, rc, "umlmem_read of the sequential pass");
+			res_lib_fail(r, rc, "umlmem_read of the sequential pass");
 			goto out;
 		}
 		for (p = 0; p < n / PAGE; p++) {
@@ -160,10 +160,10 @@ static void ra_seq(struct bench *b, struct result *r)
 
 	if (!r->want)
 		return;
-	progress("readahead_seq: guest of %s on a budget of %s, all in swap, its first %s "
-		 "read in order with and without readahead, %d times each, alternating",
-		 fmt_bytes(b1, sizeof(b1), bytes), fmt_bytes(b2, sizeof(b2), b->budget),
-		 fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
+	bench_progress("readahead_seq: guest of %s on a budget of %s, all in swap, its first %s "
+		       "read in order with and without readahead, %d times each, alternating",
+		       fmt_bytes(b1, sizeof(b1), bytes), fmt_bytes(b2, sizeof(b2), b->budget),
+		       fmt_bytes(b3, sizeof(b3), read), RA_SEQ_REPS);
 	for (rep = 0; rep < RA_SEQ_REPS; rep++) {
 		for (k = 0; k < 2; k++) {
 			/* on, off / off, on / ...: neither side always runs right
@@ -173,16 +173,16 @@ static void ra_seq(struct bench *b, struct result *r)
 			if (ra_seq_once(b, r, flags, bytes, read, &o))
 				return;
 			rate = o.secs > 0 ? (double)o.swap_ins / o.secs : 0;
-			progress("readahead_seq: rep %d: %s %.0f pages/s", rep + 1,
-				 ra_side(flags), rate);
+			bench_progress("readahead_seq: rep %d: %s %.0f pages/s", rep + 1,
+				       ra_side(flags), rate);
 			if (flags) {
-				rates_append(rates_off, sizeof(rates_off), rate);
+				res_rates_append(rates_off, sizeof(rates_off), rate);
 				if (rate > best_off) {
 					best_off = rate;
 					off = o;
 				}
 			} else {
-				rates_append(rates_on, sizeof(rates_on), rate);
+				res_rates_append(rates_on, sizeof(rates_on), rate);
 				if (rate > best_on) {
 					best_on = rate;
 					on = o;
@@ -252,20 +252,20 @@ static void ra_random(struct bench *b, struct result *r)
 	ph = phase_new(r, npages);
 	if (!ph)
 		return;
-	progress("readahead_random: two guests of %s, each on its own budget of %s, one host "
-		 "with readahead and one without, filling them", fmt_bytes(b1, sizeof(b1), ws),
-		 fmt_bytes(b2, sizeof(b2), b->budget));
+	bench_progress("readahead_random: two guests of %s, each on its own budget of %s, one host "
+		       "with readahead and one without, filling them", fmt_bytes(b1, sizeof(b1), ws),
+		       fmt_bytes(b2, sizeof(b2), b->budget));
 	for (k = 0; k < 2; k++) {
 		if (bench_host(b, r, b->budget, ws, side[k].flags, "bench-readahead-random",
-			      &side[k].h, &side[k].g))
+			       &side[k].h, &side[k].g))
 			goto out;
-		if (fill_guest(r, side[k].g, ws, 0, "readahead_random fill"))
+		if (bench_fill_guest(r, side[k].g, ws, 0, "readahead_random fill"))
 			goto out;
 	}
 	umlmem_guest_stats(side[0].g, &st);
-	progress("readahead_random: %" PRIu64 " pages resident, %" PRIu64 " in swap on each; "
-		 "1 thread, %.1f s each in alternating slices, after %.1f s warm-up each",
-		 st.resident_pages, st.swapped_pages, b->seconds, b->warm);
+	bench_progress("readahead_random: %" PRIu64 " pages resident, %" PRIu64 " in swap on each; "
+		       "1 thread, %.1f s each in alternating slices, after %.1f s warm-up each",
+		       st.resident_pages, st.swapped_pages, b->seconds, b->warm);
 	for (i = 0; i < rounds; i++) {
 		for (j = 0; j < 2; j++) {
 			/* on, off / off, on / ...: a drift in load or disk speed
