@@ -325,17 +325,7 @@ static int cgroup_prepare(struct result *r, uint64_t limit, char *desc, size_t d
 
 static uint64_t vmstat_pswpin(void)
 {
-	char line[128];
-	unsigned long long v = 0;
-	FILE *f = fopen("/proc/vmstat", "re");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "pswpin %llu", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return proc_value("/proc/vmstat", "pswpin %" SCNu64);
 }
 
 static volatile uint64_t kernel_sink;

@@ -276,6 +276,21 @@ void sleep_s(double s)
 		;
 }
 
+uint64_t proc_value(const char *path, const char *fmt)
+{
+	char line[256];
+	uint64_t v = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, fmt, &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
 /* Human size in powers of 1024, exact when below 1 KiB. */
 const char *fmt_bytes(char *buf, size_t n, uint64_t v)
 {

@@ -46,7 +46,10 @@ void json_string(FILE *f, const char *s);              /* a JSON string, or null
 bool parse_double(const char *s, double *out);        /* plain decimal, finite, no sign */
 double now_s(void);                                    /* CLOCK_MONOTONIC, in seconds */
 void sleep_s(double s);                                /* the whole of it, despite signals */
-void json_num(FILE *f, double v);                      /* a JSON number, or null if not finite */
+void json_num(FILE *f, double v);
+/* The number of the first line of a /proc or /sys file that matches @fmt
+   (a sscanf format with one SCNu64 conversion); 0 if none does. */
+uint64_t proc_value(const char *path, const char *fmt);                      /* a JSON number, or null if not finite */
 const char *engine_name(enum umlmem_io_engine e);
 
 /* @arg names an existing directory. */
