@@ -47,8 +47,11 @@ DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxha
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
-CLI_SRC := $(wildcard demos/*.c)
+# The command: demos/umlmem.c, the shared harness in demos/common/ and one
+# folder per subcommand (demos/native has its own rules, native.mk).
+CLI_SRC := $(filter-out demos/native/% demos/traces/%,$(wildcard demos/*.c demos/*/*.c))
 CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
+CLI_HDR := $(filter-out demos/native/% demos/traces/%,$(wildcard demos/*.h demos/*/*.h)) umlmem/testing.h
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
@@ -77,6 +80,9 @@ $(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h test
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(CLI_OBJ): override CFLAGS += -Idemos -Idemos/common
+$(CLI_OBJ): $(CLI_HDR)
 
 # The AVX2 copy of the page hash, chosen at run time where the CPU has it.
 $(B)/obj/swapfiles/hash_avx2.o: override CFLAGS += -mavx2
