@@ -6,6 +6,7 @@
 #   make test       the Criterion suite, then the same suite under Valgrind memcheck,
 #                   the install check, small demo runs (copy and native mode)
 #                   and the fuzzer's corpus and regressions
+#   make test-abi   what the shared library exports, under which version (part of make test)
 #   make asan, ubsan, tsan   the suite under the sanitizers (.ci/run runs asan and tsan)
 #   make fuzz       the model fuzzer for FUZZ_SECONDS (default 60)
 #   make unicorn-demo, kvm-demo   native-mode clients
@@ -28,10 +29,13 @@ DESTDIR ?=
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 B       ?= build
-VERSION := 0.1.0
-SOVER   := 0
+# The version has one source, include/umlmem.h; the soname follows the
+# major number (libumlmem.so.0 through the 0.x releases).
+umlmem_version_part = $(shell sed -n 's/^\#define UMLMEM_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' include/umlmem.h)
+VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$(call umlmem_version_part,PATCH)
+SOVER   := $(call umlmem_version_part,MAJOR)
 
-override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -Iinclude -Iumlmem -Iswapfiles -Idedup
+override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
 LIBS    := -luring -laio -lxxhash -pthread
 
 ifeq ($(V),1)
@@ -48,13 +52,16 @@ DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
-CLI_SRC := $(wildcard demos/*.c)
+# The command: demos/umlmem.c, the shared harness in demos/common/ and one
+# folder per subcommand (demos/native has its own rules, native.mk).
+CLI_SRC := $(filter-out demos/native/% demos/traces/%,$(wildcard demos/*.c demos/*/*.c))
 CLI_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC))
+CLI_HDR := $(filter-out demos/native/% demos/traces/%,$(wildcard demos/*.h demos/*/*.h)) umlmem/testing.h
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
 .PHONY: test-native-demos
-.PHONY: all deps lib test test-plain test-valgrind test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
+.PHONY: all deps lib test test-plain test-valgrind test-abi test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
 
@@ -72,10 +79,15 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-$(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h tests/*.h)
+# deps is order-only everywhere something is compiled: it runs once, before
+# the compiler, also under -j (a prerequisite of all alone would race it).
+$(B)/obj/%.o: %.c $(wildcard include/*.h umlmem/*.h swapfiles/*.h dedup/*.h tests/*.h) | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(CLI_OBJ): override CFLAGS += -Idemos -Idemos/common
+$(CLI_OBJ): $(CLI_HDR)
 
 # The AVX2 copy of the page hash, chosen at run time where the CPU has it.
 $(B)/obj/swapfiles/hash_avx2.o: override CFLAGS += -mavx2
@@ -84,9 +96,12 @@ $(B)/libumlmem.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(B)/libumlmem.so: $(LIB_OBJ)
+# Exports: what umlmem.map lists (the UMLMEM_API calls), with its versions.
+$(B)/libumlmem.so: $(LIB_OBJ) umlmem.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -o $@ $^ $(LDFLAGS) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -Wl,--version-script=umlmem.map \
+	  -o $@ $(LIB_OBJ) $(LDFLAGS) $(LIBS)
+	$(Q)ln -sf libumlmem.so $(B)/libumlmem.so.$(SOVER)
 
 $(B)/umlmem: $(CLI_OBJ) $(B)/libumlmem.a
 	@$(if $(Q),echo "  LD      $@")
@@ -102,7 +117,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # process logs to its own file and any non-empty log fails the run.
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
-test: all test-plain test-valgrind test-install test-cli test-native-demos fuzz-replay
+test: all test-plain test-valgrind test-abi test-install test-cli test-native-demos fuzz-replay
 test: test-man test-deb
 
 test-plain: $(B)/test_umlmem
@@ -119,6 +134,18 @@ test-valgrind: $(B)/test_umlmem
 	  for f in $$bad; do echo "== $$f"; cat $$f; done; \
 	  echo "valgrind: errors in $$(echo $$bad | wc -w) process(es); logs in $(VG_LOGS)" >&2; exit 1; \
 	else echo "valgrind: memcheck clean"; fi
+
+# The shared library's interface: exports and their version nodes against
+# umlmem.map and the header (tests/abi/check-exports.sh), and the version a
+# program sees at run time against the one the build derived.
+test-abi: $(B)/libumlmem.so $(B)/abi/version
+	$(Q)CC="$(CC)" sh tests/abi/check-exports.sh $(B)/libumlmem.so include/umlmem.h umlmem.map
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/version $(VERSION)
+
+$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so | deps
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< -L$(B) -lumlmem
 
 # Installs into build/inst and builds examples/hello.c the way the README
 # tells a user to: cc prog.c $(pkg-config --cflags --libs --static umlmem).

@@ -55,9 +55,23 @@
 extern "C" {
 #endif
 
+/* The version of this header, the one source of the library's version:
+   the Makefile reads these three lines for the shared object's name
+   (libumlmem.so.MAJOR), its file name and umlmem.pc. */
 #define UMLMEM_VERSION_MAJOR 0
-#define UMLMEM_VERSION_MINOR 1
+#define UMLMEM_VERSION_MINOR 2
 #define UMLMEM_VERSION_PATCH 0
+
+/* UMLMEM_API marks what the shared library exports; the library is built
+   with -fvisibility=hidden, so everything else in it stays internal and a
+   program's own symbols of the same names never replace it. */
+#ifndef UMLMEM_API
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define UMLMEM_API __attribute__((visibility("default")))
+#else
+#define UMLMEM_API
+#endif
+#endif
 
 /** The page size: the unit of residency, swap and sharing. */
 #define UMLMEM_PAGE_SIZE 4096u
@@ -137,7 +151,7 @@ struct umlmem_host_config {
 };
 
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
-void umlmem_host_config_init(struct umlmem_host_config *cfg);
+UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
 
 /**
  * Creates a host.
@@ -152,15 +166,15 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg);
  *  - -ENOTSUP: the requested I/O engine is not available here;
  *  - -ENOMEM: the frame store or the tables could not be allocated.
  */
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+UMLMEM_API int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
 
 /** Destroys a host: destroys its remaining guests, closes (and so removes)
  *  its swap files, releases the frame store. NULL is ignored. */
-void umlmem_host_destroy(umlmem_host *host);
+UMLMEM_API void umlmem_host_destroy(umlmem_host *host);
 
 /** The engine the host really uses (AUTO resolved), and in @p why (may be
  *  NULL) a sentence on why AUTO fell back where it did; "" otherwise. */
-enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
+UMLMEM_API enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
 
 /** Guest flag: never merge this guest's pages with others. */
 #define UMLMEM_GUEST_NOMERGE 0x1u
@@ -180,7 +194,7 @@ struct umlmem_guest_config {
 };
 
 /** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
-void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
 
 /**
  * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
@@ -189,7 +203,7 @@ void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
  * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
  *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
  */
-int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+UMLMEM_API int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
 			umlmem_guest **guest);
 
 /**
@@ -233,7 +247,7 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
  *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
  *    on shmem (Linux 6.4 or later has them).
  */
-int umlmem_guest_map(umlmem_guest *g, void **base);
+UMLMEM_API int umlmem_guest_map(umlmem_guest *g, void **base);
 
 /**
  * Takes the native mapping of umlmem_guest_map() away: the range is
@@ -244,11 +258,11 @@ int umlmem_guest_map(umlmem_guest *g, void **base);
  * the call.
  * @return 0, or -EINVAL (NULL, or the guest is not mapped).
  */
-int umlmem_guest_unmap(umlmem_guest *g);
+UMLMEM_API int umlmem_guest_unmap(umlmem_guest *g);
 
 /** Destroys a guest: frees its frames, swap slots and page table. Pointers
  *  from umlmem_pin() on it become invalid. NULL is ignored. */
-void umlmem_guest_destroy(umlmem_guest *guest);
+UMLMEM_API void umlmem_guest_destroy(umlmem_guest *guest);
 
 /**
  * Copies @p len bytes at guest address @p gpa into @p buf. Never-written
@@ -265,14 +279,14 @@ void umlmem_guest_destroy(umlmem_guest *guest);
  *  On an error after the first page, the bytes of earlier pages are already
  *  in @p buf; guest memory is unchanged either way.
  */
-int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
+UMLMEM_API int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
 
 /**
  * Copies @p len bytes from @p buf to guest address @p gpa.
  * @return 0, or the errors of umlmem_read(). On an error the pages before
  *  the failing one are written, the failing page and those after it are not.
  */
-int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
+UMLMEM_API int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
 
 /** Pin for reading. */
 #define UMLMEM_READ 0x1u
@@ -292,7 +306,7 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
  *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
  *  pins), and the fault errors of umlmem_read().
  */
-int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
+UMLMEM_API int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
 
 /**
  * Drops one pin of the page at @p gpa.
@@ -301,7 +315,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
  * (shared/API.md declares this call void; it returns int so that an unpin
  * without a pin is reported. Callers that ignore the result still compile.)
  */
-int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
+UMLMEM_API int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
 
 /**
  * Makes [gpa, gpa + len) read as zeros and frees the frames and swap slots
@@ -310,7 +324,7 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
  * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
  *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
  */
-int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
+UMLMEM_API int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 
 /**
  * Frees up to @p pages frames now by evicting, least recently used first
@@ -323,7 +337,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
  *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
  *  failed; the pages stay resident and are counted in io_errors).
  */
-int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
+UMLMEM_API int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
 
 /**
  * Scans the next @p pages resident pages of mergeable guests (the scan goes
@@ -336,11 +350,11 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
  * @param merged  receives the number of pages merged (may be NULL).
  * @return 0, or -EINVAL (NULL host).
  */
-int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+UMLMEM_API int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
 
 /** Pauses (@p paused != 0) or resumes the background merge thread.
  *  umlmem_dedup_scan() still works while paused. @return 0 or -EINVAL. */
-int umlmem_dedup_pause(umlmem_host *h, int paused);
+UMLMEM_API int umlmem_dedup_pause(umlmem_host *h, int paused);
 
 /**
  * Switches merging of guest @p g on or off at run time (like KSM's
@@ -351,7 +365,7 @@ int umlmem_dedup_pause(umlmem_host *h, int paused);
  *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
  *  stay unmerged, merging stays off, and the call may be repeated.
  */
-int umlmem_guest_set_merge(umlmem_guest *g, int enable);
+UMLMEM_API int umlmem_guest_set_merge(umlmem_guest *g, int enable);
 
 /** Counters, for a host (sums over its guests) or for one guest. */
 struct umlmem_stats {
@@ -376,13 +390,13 @@ struct umlmem_stats {
  * ram_pages whenever no call is in flight.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
 
 /** One guest's counters: ram, resident, swapped, zero pages, faults, swap
  *  ins and outs, cow breaks are the guest's own; frames_used,
  *  shared_frames, swap_disk_bytes and the error counts are 0.
  *  @return 0, or -EINVAL (NULL argument). */
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
 
 /**
  * More about a host than struct umlmem_stats: the pager and the swap set.
@@ -433,15 +447,23 @@ struct umlmem_host_info {
  * resident frames + frames_cached + frames_busy.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+UMLMEM_API int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+
+/**
+ * The version of the library this program runs with (which may be newer
+ * than the header it was built with, UMLMEM_VERSION_*): the numbers in
+ * *@p major, *@p minor, *@p patch (each may be NULL), and as a string,
+ * "MAJOR.MINOR.PATCH", static, never NULL.
+ */
+UMLMEM_API const char *umlmem_version(int *major, int *minor, int *patch);
 
 /** A short English name for a return code (0 or a negative errno); never NULL. */
-const char *umlmem_strerror(int err);
+UMLMEM_API const char *umlmem_strerror(int err);
 
 /** The calling thread's message about its last failed umlmem call: which
  *  argument or limit, and what to change. "" when there was none. The text
  *  stays valid until the thread's next umlmem call. */
-const char *umlmem_errmsg(void);
+UMLMEM_API const char *umlmem_errmsg(void);
 
 #ifdef __cplusplus
 }
