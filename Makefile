@@ -130,13 +130,21 @@ test-valgrind: $(B)/test_umlmem
 	else echo "valgrind: memcheck clean"; fi
 
 # The shared library's interface: exports and their version nodes against
-# umlmem.map and the header (tests/abi/check-exports.sh), and the version a
-# program sees at run time against the one the build derived.
-test-abi: $(B)/libumlmem.so $(B)/abi/version
+# umlmem.map and the header (tests/abi/check-exports.sh), the version a
+# program sees at run time against the one the build derived, a program
+# built against the 0.1 header (which must bind only UMLMEM_0.1 symbols),
+# and structs of other sizes than this header's.
+ABI_TESTS := $(B)/abi/version $(B)/abi/old-client $(B)/abi/sized
+test-abi: $(B)/libumlmem.so $(ABI_TESTS)
 	$(Q)CC="$(CC)" sh tests/abi/check-exports.sh $(B)/libumlmem.so include/umlmem.h umlmem.map
 	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/version $(VERSION)
+	$(Q)newer=$$(objdump -T $(B)/abi/old-client | awk '/umlmem_/ && !/[(]UMLMEM_0[.]1[)]/'); \
+	if [ -n "$$newer" ]; then echo "test-abi: the 0.1 program binds symbols newer than 0.1:" >&2; \
+	  echo "$$newer" >&2; exit 1; fi
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/old-client
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/sized
 
-$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so | deps
+$(B)/abi/%: tests/abi/%.c $(wildcard tests/abi/*.h) include/umlmem.h $(B)/libumlmem.so | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< -L$(B) -lumlmem

@@ -320,6 +320,25 @@ static inline void *frame_addr(const struct umlmem_host *h, uint64_t f)
 	return h->store + (f << PAGE_SHIFT);
 }
 
+/* ---- abi.c -------------------------------------------------------------- */
+/* The sizes of the structs of the 0.1 header, up to the end of their last
+   field (tail padding left out: a later field may take its place): the
+   smallest config a caller may pass, and what the 0.1 entry points take a
+   struct to be. */
+#define ABI_HOST_CONFIG_SIZE_0_1  68u
+#define ABI_GUEST_CONFIG_SIZE_0_1 24u
+#define ABI_STATS_SIZE_0_1        112u
+/* Copies the caller's struct @what (@usize bytes at @u) into the library's
+   (@ksize bytes at @k, holding the defaults): the fields the caller lacks
+   keep them. Returns 0, or -EINVAL with a message when @usize is below
+   @min, or when the caller's struct is larger and a byte beyond @ksize is
+   not zero. Never reads beyond @usize bytes of @u. */
+int  abi_copy_in(void *k, size_t ksize, const void *u, size_t usize, size_t min,
+		 const char *what);
+/* Copies the library's struct (@ksize bytes at @k) out to the caller's
+   (@usize bytes at @u): as much as both have, then zeros beyond @ksize. */
+void abi_copy_out(void *u, size_t usize, const void *k, size_t ksize);
+
 /* ---- frames.c ----------------------------------------------------------- */
 int  frames_init(struct umlmem_host *h);
 void frames_fini(struct umlmem_host *h);
