@@ -12,6 +12,8 @@
 #   make unicorn-demo, kvm-demo   native-mode clients
 #   make demo       the overcommit demo
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make man        the man pages (man/*.scd, scdoc) into build/man
+#   make deb        the Debian packages into build/deb (dpkg-buildpackage, lintian)
 #   make deps       installs missing Debian packages (apt-get); make and make test call it
 #   V=1             show the commands
 #
@@ -21,6 +23,7 @@ PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
 DESTDIR ?=
 
 CC      ?= cc
@@ -44,6 +47,8 @@ endif
 # Debian packages the build and the tests need, and the command that shows
 # each one is there.
 DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev valgrind
+# the man pages and the Debian packages (make man, deb, test-man, test-deb)
+DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
@@ -113,6 +118,7 @@ $(B)/test_umlmem: $(TEST_OBJ) $(B)/libumlmem.a
 # TEST_ARGS passes options to Criterion (e.g. TEST_ARGS="--filter 'model/*'").
 VG_LOGS := $(B)/valgrind
 test: all test-plain test-valgrind test-abi test-install test-cli test-native-demos fuzz-replay
+test: test-man test-deb
 
 test-plain: $(B)/test_umlmem
 	$(B)/test_umlmem -j2 $(TEST_ARGS)
@@ -232,3 +238,83 @@ uninstall:
 
 clean:
 	rm -rf $(B)
+
+# ---- man pages ------------------------------------------------------------
+# One scdoc source per page in man/; a page documents every name of its NAME
+# line, and each name other than its own gets a link page (".so man3/...")
+# that man/links.sh lists. $(B)/man is a man hierarchy (man1/, man3/):
+# `man -M build/man umlmem_write` reads the pages before they are installed.
+# .nh after .TH: the man macros' .TH turns hyphenation on again, and a
+# call's name broken across lines cannot be searched for.
+MAN_SRC  := $(wildcard man/*.scd)
+man_path  = man$(subst .,,$(suffix $(1)))/$(1)
+MAN_REL  := $(foreach f,$(MAN_SRC),$(call man_path,$(basename $(notdir $(f)))))
+MAN_OUT  := $(addprefix $(B)/man/,$(MAN_REL))
+
+.PHONY: man install-man uninstall-man test-man deb test-deb
+man: $(MAN_OUT) $(B)/man/.links
+
+define scdoc_page
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  SCDOC   $<")
+	$(Q)sed 's/@VERSION@/$(VERSION)/g' $< | scdoc > $@.roff || { rm -f $@.roff; exit 1; }
+	$(Q)sed '/^\.TH /a .nh' $@.roff > $@ && rm -f $@.roff
+endef
+$(B)/man/man1/%: man/%.scd Makefile
+	$(scdoc_page)
+$(B)/man/man3/%: man/%.scd Makefile
+	$(scdoc_page)
+
+$(B)/man/.links: $(MAN_SRC) man/links.sh
+	@mkdir -p $(dir $@)
+	$(Q)man/links.sh $(MAN_SRC) > $@.tmp
+	$(Q)while read alias page; do \
+	  sec=$${page##*.}; mkdir -p $(B)/man/man$$sec && \
+	  echo ".so man$$sec/$$page" > $(B)/man/man$$sec/$$alias || exit 1; \
+	done < $@.tmp
+	$(Q)mv $@.tmp $@
+
+install: install-man
+uninstall: uninstall-man
+install-man: man
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	for p in $(MAN_REL) $$(for a in $$(cut -d' ' -f1 $(B)/man/.links); do \
+	    echo man$${a##*.}/$$a; done); do \
+	  install -m 644 $(B)/man/$$p $(DESTDIR)$(MANDIR)/$$p || exit 1; \
+	done
+uninstall-man:
+	for p in $(MAN_REL) $$(for a in $$(man/links.sh $(MAN_SRC) | cut -d' ' -f1); do \
+	    echo man$${a##*.}/$$a; done); do \
+	  rm -f $(DESTDIR)$(MANDIR)/$$p; \
+	done
+
+# Every public function of the header has a page, every page renders
+# without a warning and has its sections, umlmem(1) covers every command
+# and option of build/umlmem.
+test-man: man $(B)/umlmem
+	$(Q)B=$(B) CC="$(CC)" tests/pkg/check-man.sh
+
+# ---- Debian packages --------------------------------------------------------
+# dpkg-buildpackage writes its packages next to the source tree it builds,
+# so it builds a copy of the tracked files in $(B)/deb/umlmem-VERSION, and
+# the packages land in $(B)/deb. The packages are checked with lintian;
+# an error fails the build. MAKEFLAGS is not passed on: the packages are
+# built with Debian's flags, not with this make's command line.
+DEB_DIR     := $(B)/deb
+DEB_VERSION  = $(shell dpkg-parsechangelog -l debian/changelog -S Version)
+deb: deps
+	@rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/umlmem-$(DEB_VERSION)
+	$(Q)if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git ls-files -z | tar --null -T - --ignore-failed-read -cf - ; \
+	else \
+	  tar --exclude=./$(B) --exclude=./.git -cf - . ; \
+	fi | tar -xf - -C $(DEB_DIR)/umlmem-$(DEB_VERSION)
+	cd $(DEB_DIR)/umlmem-$(DEB_VERSION) && \
+	  env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -us -uc -b -j2
+	cd $(DEB_DIR) && lintian --fail-on error --display-level '>=warning' \
+	  umlmem_$(DEB_VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).changes
+
+# The packages unpacked (dpkg -x) into $(B)/deb/root: their contents, and
+# examples/hello.c built against them with their umlmem.pc and run.
+test-deb: deb man
+	$(Q)B=$(B) CC="$(CC)" VERSION=$(VERSION) DEB_VERSION=$(DEB_VERSION) tests/pkg/test-deb.sh
