@@ -90,6 +90,9 @@ unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out
 /* Punches the clusters emptied since the last call. Call it holding no
    lock of the caller's: fallocate may wait on the filesystem. */
 void     swap_punch_pending(struct swap *sw);
+/* Test hook: called by swap_punch_pending() with no lock held, after it
+   took clusters off the punch list and before it punches them. */
+extern void (*swap_punch_hook)(struct swap *sw);
 
 /* Where slot @slot lives. */
 void     swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *off);
