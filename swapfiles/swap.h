@@ -210,6 +210,11 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n);
 void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,
 	       uint64_t count);
 
+/* Test hook: called before each wait for completions of the io_uring and
+   libaio engines; a negative errno makes that wait fail with it unmade, as
+   on a ring or context that cannot be waited on. NULL: no hook. */
+extern int (*io_wait_hook)(void);
+
 extern const struct io_ops io_sync_ops;
 extern const struct io_ops io_uring_ops, io_aio_ops;
 
