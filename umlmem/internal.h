@@ -121,6 +121,9 @@ enum {
 	NV_RW     = 0x4, /* ... and writable */
 };
 
+/* host->nv_state: see struct umlmem_host. */
+enum { NV_OFF = 0, NV_ON, NV_STOPPING };
+
 /* Readahead: a swap-in that continues a run of faults on ascending slots
    (each within RA_GAP of the last) also reads the next slots, RA_MIN at the
    start of a run, doubling per fault up to RA_MAX, into frames that stay
@@ -244,6 +247,11 @@ struct umlmem_host {
 	struct counters ev;           /* host-wide, including destroyed guests */
 
 	/* native mode (native.c), under lock unless marked */
+	/* NV_OFF: no handler, uffd -1; NV_ON: handlers serve uffd; NV_STOPPING:
+	   the thread that set it (native_stop()) joins the handlers and closes
+	   uffd and nv_stopfd with the lock dropped, and alone touches them;
+	   umlmem_guest_map() waits on cond until NV_OFF. */
+	unsigned nv_state;
 	int uffd;                     /* -1 until the first guest is mapped */
 	int nv_stopfd;                /* eventfd that stops the handler threads */
 	unsigned nv_nthreads;
@@ -290,11 +298,14 @@ void native_quiesce(struct umlmem_host *h, uint64_t f);
    it are not seen. Caller holds host->lock. */
 bool native_writable(struct umlmem_host *h, uint64_t f);
 /* Unmaps g's native view, if any. Caller holds host->lock; returns true
-   when it was the host's last mapped guest (then call native_stop() once
-   the lock is dropped). */
+   when it was the host's last mapped guest: the host is then NV_STOPPING,
+   and the caller must call native_stop() once the lock is dropped. */
 bool native_unmap_locked(struct umlmem_guest *g);
-/* Stops the handler threads once no guest is mapped. No lock held. */
+/* Stops the handler threads when the host is NV_STOPPING (only the caller
+   that made it so calls it), else does nothing. No lock held. */
 void native_stop(struct umlmem_host *h);
+/* Test hook: called by native_stop() before it stops anything. */
+extern void (*native_stop_hook)(struct umlmem_host *h);
 /* True when a user buffer of a copy call must be bounced through a page of
    the caller's stack before host->lock is taken: some guest of the process
    is mapped, and the buffer might lie in its view. */
