@@ -25,9 +25,8 @@
  * clusters reusable. Only at the cap, when the space is needed now, does
  * swap_alloc() punch in place.
  *
- * The swap cache. Each slot can name the frame that holds a clean copy of
- * it (swap_cache_set/get), so that a page faulted back in by one sharer, or
- * read ahead, is found by the next fault on the same slot without I/O.
+ * Which frame holds a clean copy of a slot is the core's business (the
+ * swap cache of umlmem/tier.c, keyed by tier and handle), not the slot's.
  *
  * Metadata is an array of pointers to per-cluster records grown by
  * doubling, one record per cluster ever created: an unlimited swap set that
@@ -80,7 +79,6 @@ struct sw_cluster {
 	uint8_t state;				/* enum sw_state */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
-	uint32_t cache[SWAP_CLUSTER_PAGES];	/* frame + 1 holding a clean copy; 0: none */
 };
 
 struct swap {
@@ -405,7 +403,6 @@ static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
 
 	cl->refs[i] = 1;
 	cl->csum[i] = 0;
-	cl->cache[i] = 0;
 	cl->live++;
 	sw->used++;
 	*out = c * SWAP_CLUSTER_PAGES + i;
@@ -649,21 +646,7 @@ void swap_punch_pending(struct swap *sw)
 	pthread_mutex_unlock(&sw->lock);
 }
 
-uint32_t swap_cache_get(struct swap *sw, uint64_t slot)
-{
-	struct sw_cluster *cl;
-	uint32_t r = 0;
-	unsigned i;
-
-	pthread_mutex_lock(&sw->lock);
-	cl = sw_lookup(sw, slot, &i);
-	if (cl && cl->refs[i])
-		r = cl->cache[i];
-	pthread_mutex_unlock(&sw->lock);
-	return r;
-}
-
-unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
+unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
 {
 	struct sw_cluster *cl;
 	unsigned i, got = 0;
@@ -673,25 +656,11 @@ unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out
 		cl = sw_lookup(sw, s, &i);
 		if (!cl)
 			break;
-		if (cl->refs[i] && !cl->cache[i])
+		if (cl->refs[i])
 			out[got++] = s;
 	}
 	pthread_mutex_unlock(&sw->lock);
 	return got;
-}
-
-void swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1)
-{
-	struct sw_cluster *cl;
-	unsigned i;
-
-	pthread_mutex_lock(&sw->lock);
-	cl = sw_lookup(sw, slot, &i);
-	if (!cl || !cl->refs[i])
-		sw_misuse(sw, "swap_cache_set of a free slot", slot, frame1, 0);
-	else
-		cl->cache[i] = frame1;
-	pthread_mutex_unlock(&sw->lock);
 }
 
 void swap_ref(struct swap *sw, uint64_t slot, unsigned n)
@@ -732,7 +701,6 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		cl->refs[i] -= n;
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
-			cl->cache[i] = 0;
 			cl->live--;
 			sw->used--;
 			if (!cl->live)
@@ -844,11 +812,6 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 			if (i >= pages && cl->refs[i]) {
 				sw_msg(err, errlen, "cluster %llu: unusable page %u has %u references",
 				       (unsigned long long)c, i, cl->refs[i]);
-				goto out;
-			}
-			if (!cl->refs[i] && cl->cache[i]) {
-				sw_msg(err, errlen, "cluster %llu: free page %u names a cached frame",
-				       (unsigned long long)c, i);
 				goto out;
 			}
 			if (!cl->refs[i] && cl->csum[i]) {

@@ -77,15 +77,9 @@ uint32_t swap_refs(struct swap *sw, uint64_t slot);
 void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
 uint64_t swap_csum(struct swap *sw, uint64_t slot);
 
-/* The swap cache: the frame + 1 that holds a clean copy of live slot
-   @slot, or 0. The caller serializes changes (umlmem: under host->lock);
-   freeing the slot clears it. */
-uint32_t swap_cache_get(struct swap *sw, uint64_t slot);
-void     swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1);
-
-/* Up to @n live slots in [from, from + n) that no frame caches, into @out
-   (readahead candidates). Returns how many. */
-unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
+/* Up to @n live slots in [from, from + n), ascending, into @out (what
+   readahead may read next). Returns how many. */
+unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
 
 /* Punches the clusters emptied since the last call. Call it holding no
    lock of the caller's: fallocate may wait on the filesystem. */

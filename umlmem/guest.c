@@ -126,7 +126,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	pthread_mutex_unlock(&h->lock);
 	if (last_view)
 		native_stop(h);
-	swap_punch_pending(h->swap);
+	tier_maintain(h);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {
 		if (!g->top[i])

@@ -3,8 +3,9 @@
  * host.c: the host object (one physical memory budget), its configuration,
  * its statistics and the error reporting every call shares.
  *
- * A host owns the frame store (frames.c), the swap set and its I/O engine
- * (swapfiles/), the pager (pager.c) and the list of its guests (guest.c).
+ * A host owns the frame store (frames.c), the tiers below it (tier.c: the
+ * swap set and its I/O engine, swapfiles/), the pager (pager.c) and the
+ * list of its guests (guest.c).
  * host->lock, declared in internal.h, guards all of them but the engine,
  * which is thread-safe by itself.
  *
@@ -222,6 +223,12 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
 	}
+	rc = tcache_init(h);
+	if (!rc)
+		rc = tier_swap_create(h, &h->tier[TIER_SWAP]);
+	if (rc)
+		goto fail;
+	h->tier_out = h->tier[TIER_SWAP];
 	rc = dedup_init(h);
 	if (!rc)
 		rc = pager_start(h);
@@ -245,6 +252,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	native_stop(h);
+	tiers_fini(h);
 	if (h->io)
 		io_engine_destroy(h->io);
 	if (h->swap)
