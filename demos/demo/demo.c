@@ -1524,113 +1524,107 @@ static void demo_usage(FILE *f)
 		"of 1024.\n", PROG);
 }
 
+enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
+       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET };
+
+static const struct cli_opt demo_opts[] = {
+	{ "--guests", true, O_GUESTS },
+	{ "--guest-size", true, O_SIZE },
+	{ "--budget", true, O_BUDGET },
+	{ "--os-bytes", true, O_OSBYTES },
+	{ "--os-dirs", true, O_OSDIRS },
+	{ "--per-guest-bytes", true, O_PERGUEST },
+	{ "--work-ops", true, O_OPS },
+	{ "--swap-dir", true, O_SWAPDIR },
+	{ "--seed", true, O_SEED },
+	{ "--no-dedup", false, O_NODEDUP },
+	{ "--plot", true, O_PLOT },
+	{ "--json", false, O_JSON },
+	{ "--quiet", false, O_QUIET },
+	{ NULL, false, 0 },
+};
+
+static int demo_opt(void *ctx, int id, const char *arg)
+{
+	struct demo *d = ctx;
+	uint64_t v;
+
+	switch (id) {
+	case O_GUESTS:
+		if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
+			return EXIT_USAGE;
+		d->guests = (unsigned)v;
+		break;
+	case O_SIZE:
+		if (!opt_size("--guest-size", arg, PAGE, 1ull << 40, &d->guest_bytes))
+			return EXIT_USAGE;
+		if (d->guest_bytes % PAGE) {
+			usage_error("--guest-size '%s': not a whole number of 4 KiB pages", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_BUDGET:
+		if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &d->budget_bytes))
+			return EXIT_USAGE;
+		/* the library rounds down; report what it really uses */
+		d->budget_bytes = d->budget_bytes / PAGE * PAGE;
+		break;
+	case O_OSBYTES:
+		if (!opt_size("--os-bytes", arg, 0, 64 * GIB, &d->os_bytes))
+			return EXIT_USAGE;
+		break;
+	case O_OSDIRS:
+		if (!*arg || !strcmp(arg, ":")) {
+			usage_error("--os-dirs: no directory given");
+			return EXIT_USAGE;
+		}
+		d->os_dirs = arg;
+		break;
+	case O_PERGUEST:
+		if (!opt_size("--per-guest-bytes", arg, 0, 1 * GIB, &d->per_guest_bytes))
+			return EXIT_USAGE;
+		break;
+	case O_OPS:
+		if (!parse_u64(arg, &d->work_ops) || d->work_ops > (1ull << 32)) {
+			usage_error("--work-ops '%s': expected a whole number up to 2^32", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_SWAPDIR:
+		if (!opt_dir("--swap-dir", arg))
+			return EXIT_USAGE;
+		d->swap_dir = arg;
+		break;
+	case O_SEED:
+		if (!parse_u64(arg, &d->seed)) {
+			usage_error("--seed '%s': expected a whole number (decimal or 0x hex)", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_NODEDUP:
+		d->dedup = false;
+		break;
+	case O_PLOT:
+		if (!*arg) {
+			usage_error("--plot: empty file name");
+			return EXIT_USAGE;
+		}
+		d->plot = arg;
+		break;
+	case O_JSON:
+		d->json = true;
+		break;
+	case O_QUIET:
+		d->quiet = true;
+		break;
+	}
+	return 0;
+}
+
 /* Returns 0 to run, -1 after --help, EXIT_USAGE after a mistake. */
 static int demo_parse(struct demo *d, int argc, char **argv)
 {
-	enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
-	       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_HELP };
-	static const struct cli_opt opts[] = {
-		{ "--guests", true, O_GUESTS },
-		{ "--guest-size", true, O_SIZE },
-		{ "--budget", true, O_BUDGET },
-		{ "--os-bytes", true, O_OSBYTES },
-		{ "--os-dirs", true, O_OSDIRS },
-		{ "--per-guest-bytes", true, O_PERGUEST },
-		{ "--work-ops", true, O_OPS },
-		{ "--swap-dir", true, O_SWAPDIR },
-		{ "--seed", true, O_SEED },
-		{ "--no-dedup", false, O_NODEDUP },
-		{ "--plot", true, O_PLOT },
-		{ "--json", false, O_JSON },
-		{ "--quiet", false, O_QUIET },
-		{ "--help", false, O_HELP },
-		{ "-h", false, O_HELP },
-		{ NULL, false, 0 },
-	};
-	const char *arg;
-	uint64_t v;
-	int i = 1, id;
-
-	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
-		switch (id) {
-		case OPT_ERR:
-			return EXIT_USAGE;
-		case OPT_POSITIONAL:
-			usage_error("unexpected argument '%s'", arg);
-			return EXIT_USAGE;
-		case O_HELP:
-			demo_usage(stdout);
-			return -1;
-		case O_GUESTS:
-			if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
-				return EXIT_USAGE;
-			d->guests = (unsigned)v;
-			break;
-		case O_SIZE:
-			if (!opt_size("--guest-size", arg, PAGE, 1ull << 40, &d->guest_bytes))
-				return EXIT_USAGE;
-			if (d->guest_bytes % PAGE) {
-				usage_error("--guest-size '%s': not a whole number of 4 KiB pages", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_BUDGET:
-			if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &d->budget_bytes))
-				return EXIT_USAGE;
-			/* the library rounds down; report what it really uses */
-			d->budget_bytes = d->budget_bytes / PAGE * PAGE;
-			break;
-		case O_OSBYTES:
-			if (!opt_size("--os-bytes", arg, 0, 64 * GIB, &d->os_bytes))
-				return EXIT_USAGE;
-			break;
-		case O_OSDIRS:
-			if (!*arg || !strcmp(arg, ":")) {
-				usage_error("--os-dirs: no directory given");
-				return EXIT_USAGE;
-			}
-			d->os_dirs = arg;
-			break;
-		case O_PERGUEST:
-			if (!opt_size("--per-guest-bytes", arg, 0, 1 * GIB, &d->per_guest_bytes))
-				return EXIT_USAGE;
-			break;
-		case O_OPS:
-			if (!parse_u64(arg, &d->work_ops) || d->work_ops > (1ull << 32)) {
-				usage_error("--work-ops '%s': expected a whole number up to 2^32", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_SWAPDIR:
-			if (!opt_dir("--swap-dir", arg))
-				return EXIT_USAGE;
-			d->swap_dir = arg;
-			break;
-		case O_SEED:
-			if (!parse_u64(arg, &d->seed)) {
-				usage_error("--seed '%s': expected a whole number (decimal or 0x hex)", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_NODEDUP:
-			d->dedup = false;
-			break;
-		case O_PLOT:
-			if (!*arg) {
-				usage_error("--plot: empty file name");
-				return EXIT_USAGE;
-			}
-			d->plot = arg;
-			break;
-		case O_JSON:
-			d->json = true;
-			break;
-		case O_QUIET:
-			d->quiet = true;
-			break;
-		}
-	}
-	return 0;
+	return parse_options(argc, argv, demo_opts, false, demo_opt, d, demo_usage);
 }
 
 static void demo_free(struct demo *d)

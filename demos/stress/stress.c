@@ -1084,114 +1084,121 @@ static void stress_usage(FILE *f)
 		"repeats the same operations exactly.\n", PROG, MAX_THREADS);
 }
 
+enum { O_THREADS = 1, O_GUESTS, O_SIZE, O_BUDGET, O_SECONDS, O_OPS, O_SWAPDIR,
+       O_SEED, O_BG, O_NOBG, O_DEDUP, O_NODEDUP, O_JSON, O_QUIET };
+
+static const struct cli_opt stress_opts[] = {
+	{ "--threads", true, O_THREADS },
+	{ "--guests", true, O_GUESTS },
+	{ "--guest-size", true, O_SIZE },
+	{ "--budget", true, O_BUDGET },
+	{ "--seconds", true, O_SECONDS },
+	{ "--ops", true, O_OPS },
+	{ "--swap-dir", true, O_SWAPDIR },
+	{ "--seed", true, O_SEED },
+	{ "--background", false, O_BG },
+	{ "--no-background", false, O_NOBG },
+	{ "--dedup", false, O_DEDUP },
+	{ "--no-dedup", false, O_NODEDUP },
+	{ "--json", false, O_JSON },
+	{ "--quiet", false, O_QUIET },
+	{ NULL, false, 0 },
+};
+
+/* What the options say beyond struct stress itself. */
+struct stress_args {
+	struct stress *s;
+	bool have_seconds;
+};
+
+static int stress_opt(void *ctx, int id, const char *arg)
+{
+	struct stress_args *a = ctx;
+	struct stress *s = a->s;
+	uint64_t v;
+
+	switch (id) {
+	case O_THREADS:
+		if (!opt_u64("--threads", arg, 1, MAX_THREADS, &v))
+			return EXIT_USAGE;
+		s->threads = (unsigned)v;
+		break;
+	case O_GUESTS:
+		if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
+			return EXIT_USAGE;
+		s->guests = (unsigned)v;
+		break;
+	case O_SIZE:
+		if (!parse_size(arg, &v) || v < 1 || v > UMLMEM_MAX_GUEST_BYTES) {
+			usage_error("--guest-size '%s': expected a size from 1 byte to 128T "
+				    "(bytes, or with K, M, G, T)", arg);
+			return EXIT_USAGE;
+		}
+		s->guest_bytes = v;
+		break;
+	case O_BUDGET:
+		if (!opt_size("--budget", arg, 0, UINT64_MAX, &v))
+			return EXIT_USAGE;
+		/* the library rounds down; work with what it uses */
+		s->budget_bytes = v / PAGE * PAGE;
+		break;
+	case O_SECONDS:
+		if (!opt_seconds("--seconds", arg, 86400, &s->seconds))
+			return EXIT_USAGE;
+		a->have_seconds = true;
+		break;
+	case O_OPS:
+		if (!parse_u64(arg, &v) || v < 1) {
+			usage_error("--ops '%s': expected a whole number of at least 1", arg);
+			return EXIT_USAGE;
+		}
+		s->ops_total = v;
+		break;
+	case O_SWAPDIR:
+		if (!opt_dir("--swap-dir", arg))
+			return EXIT_USAGE;
+		s->swap_dir = arg;
+		break;
+	case O_SEED:
+		if (!parse_u64(arg, &s->seed)) {
+			usage_error("--seed '%s': expected a whole number from 0 to %" PRIu64
+				    " (decimal or 0x hex)", arg, UINT64_MAX);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_BG:
+		s->background = true;
+		break;
+	case O_NOBG:
+		s->background = false;
+		break;
+	case O_DEDUP:
+		s->dedup = true;
+		break;
+	case O_NODEDUP:
+		s->dedup = false;
+		break;
+	case O_JSON:
+		s->json = true;
+		break;
+	case O_QUIET:
+		s->quiet = true;
+		break;
+	}
+	return 0;
+}
+
 /* Returns 0 to run, -1 after --help, or an exit status. */
 static int stress_parse(struct stress *s, int argc, char **argv)
 {
-	enum { O_THREADS = 1, O_GUESTS, O_SIZE, O_BUDGET, O_SECONDS, O_OPS, O_SWAPDIR,
-	       O_SEED, O_BG, O_NOBG, O_DEDUP, O_NODEDUP, O_JSON, O_QUIET, O_HELP };
-	static const struct cli_opt opts[] = {
-		{ "--threads", true, O_THREADS },
-		{ "--guests", true, O_GUESTS },
-		{ "--guest-size", true, O_SIZE },
-		{ "--budget", true, O_BUDGET },
-		{ "--seconds", true, O_SECONDS },
-		{ "--ops", true, O_OPS },
-		{ "--swap-dir", true, O_SWAPDIR },
-		{ "--seed", true, O_SEED },
-		{ "--background", false, O_BG },
-		{ "--no-background", false, O_NOBG },
-		{ "--dedup", false, O_DEDUP },
-		{ "--no-dedup", false, O_NODEDUP },
-		{ "--json", false, O_JSON },
-		{ "--quiet", false, O_QUIET },
-		{ "--help", false, O_HELP },
-		{ "-h", false, O_HELP },
-		{ NULL, false, 0 },
-	};
-	bool have_seconds = false;
-	uint64_t v, frames, need;
-	const char *arg;
-	int i = 1, id;
+	struct stress_args a = { .s = s };
+	uint64_t frames, need;
+	int rc;
 
-	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
-		switch (id) {
-		case OPT_ERR:
-			return EXIT_USAGE;
-		case OPT_POSITIONAL:
-			usage_error("unexpected argument '%s'", arg);
-			return EXIT_USAGE;
-		case O_HELP:
-			stress_usage(stdout);
-			return -1;
-		case O_THREADS:
-			if (!opt_u64("--threads", arg, 1, MAX_THREADS, &v))
-				return EXIT_USAGE;
-			s->threads = (unsigned)v;
-			break;
-		case O_GUESTS:
-			if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
-				return EXIT_USAGE;
-			s->guests = (unsigned)v;
-			break;
-		case O_SIZE:
-			if (!parse_size(arg, &v) || v < 1 || v > UMLMEM_MAX_GUEST_BYTES) {
-				usage_error("--guest-size '%s': expected a size from 1 byte to 128T "
-					    "(bytes, or with K, M, G, T)", arg);
-				return EXIT_USAGE;
-			}
-			s->guest_bytes = v;
-			break;
-		case O_BUDGET:
-			if (!opt_size("--budget", arg, 0, UINT64_MAX, &v))
-				return EXIT_USAGE;
-			/* the library rounds down; work with what it uses */
-			s->budget_bytes = v / PAGE * PAGE;
-			break;
-		case O_SECONDS:
-			if (!opt_seconds("--seconds", arg, 86400, &s->seconds))
-				return EXIT_USAGE;
-			have_seconds = true;
-			break;
-		case O_OPS:
-			if (!parse_u64(arg, &v) || v < 1) {
-				usage_error("--ops '%s': expected a whole number of at least 1", arg);
-				return EXIT_USAGE;
-			}
-			s->ops_total = v;
-			break;
-		case O_SWAPDIR:
-			if (!opt_dir("--swap-dir", arg))
-				return EXIT_USAGE;
-			s->swap_dir = arg;
-			break;
-		case O_SEED:
-			if (!parse_u64(arg, &s->seed)) {
-				usage_error("--seed '%s': expected a whole number from 0 to %" PRIu64
-					    " (decimal or 0x hex)", arg, UINT64_MAX);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_BG:
-			s->background = true;
-			break;
-		case O_NOBG:
-			s->background = false;
-			break;
-		case O_DEDUP:
-			s->dedup = true;
-			break;
-		case O_NODEDUP:
-			s->dedup = false;
-			break;
-		case O_JSON:
-			s->json = true;
-			break;
-		case O_QUIET:
-			s->quiet = true;
-			break;
-		}
-	}
-	if (have_seconds && s->ops_total) {
+	rc = parse_options(argc, argv, stress_opts, false, stress_opt, &a, stress_usage);
+	if (rc)
+		return rc;
+	if (a.have_seconds && s->ops_total) {
 		usage_error("--seconds and --ops exclude each other: give one");
 		return EXIT_USAGE;
 	}
