@@ -384,7 +384,9 @@ void bench_cleanup_on(void (*fn)(void))
 			abort();
 		}
 		cleanups[i] = fn;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);	/* the entry before the count */
+		/* the entry before the count: pairs with a signal handler's
+		   bench_cleanup(), which reads the count, then the entries */
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		ncleanups = i + 1;
 	}
 	if (!atexit_done && atexit(bench_cleanup) == 0)
