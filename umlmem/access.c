@@ -260,9 +260,9 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, u
 	swap_cache_set(h->swap, s, (uint32_t)f + 1);
 	ra[0] = (struct ra_page){ f, s };
 	nra = readahead_prepare(g, s, ra + 1);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	pager_read_slots(h, ra, 1 + nra, res, &bad);
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = res[0];
 	for (unsigned i = 1; i <= nra; i++)
 		readahead_finish(h, &ra[i], res[i]);
@@ -463,6 +463,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 		if (for_write) {
 			frame_drop_slot(h, f);
 			h->frames[f].wpass = h->dd.pass;
+			h->dd.changes++;
 		}
 		*out = f;
 		return 0;
@@ -534,9 +535,9 @@ static int read_through(struct umlmem_guest *g, uint64_t s, uint32_t off, void *
 	int rc;
 
 	swap_ref(h->swap, s, 1);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	rc = pager_read_slot(h, s, page, &bad);
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	swap_unref(h->swap, s, 1);
 	rc = pager_count_read(h, g, rc, bad);
 	if (!rc)
@@ -632,9 +633,9 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 			_Alignas(64) uint8_t bounce[PAGE_SIZE];
 			bool b = native_bounce();
 
-			pthread_mutex_lock(&h->lock);
+			host_lock(h);
 			rc = read_locked(g, idx, off, b ? bounce : dst, n);
-			pthread_mutex_unlock(&h->lock);
+			host_unlock(h);
 			if (rc)
 				return rc;
 			if (b)
@@ -672,11 +673,11 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 			memcpy(bounce, src, n);
 			from = bounce;
 		}
-		pthread_mutex_lock(&h->lock);
+		host_lock(h);
 		rc = page_fault(g, idx, true, n == PAGE_SIZE, &f);
 		if (!rc)
 			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
-		pthread_mutex_unlock(&h->lock);
+		host_unlock(h);
 		if (rc)
 			return rc;
 		src += n;
@@ -707,7 +708,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		return seterr(-EINVAL, "umlmem_pin: access 0x%x is not UMLMEM_READ, "
 			      "UMLMEM_WRITE or both", access);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = fault(g, gpa >> PAGE_SHIFT, access & UMLMEM_WRITE, false, true, &f, &nofr);
 	if (!rc && h->frames[f].pins >= MAX_PINS)
 		rc = seterr(-EOVERFLOW, "umlmem_pin: page 0x%llx already holds %u pins",
@@ -716,7 +717,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		h->frames[f].pins++;
 		*page = frame_addr(h, f);
 	}
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }
 
@@ -731,14 +732,14 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
 	if (rc)
 		return rc;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	e = pte_find(g, gpa >> PAGE_SHIFT);
 	if (e && PTE_TYPE(*e) == PTE_FRAME && h->frames[PTE_VAL(*e)].pins)
 		h->frames[PTE_VAL(*e)].pins--;
 	else
 		rc = seterr(-EINVAL, "umlmem_unpin: page 0x%llx of guest '%s' is not pinned",
 			    (unsigned long long)gpa, g->name);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }
 
@@ -839,12 +840,12 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 			      "the guest's end)", (unsigned long long)gpa,
 			      (unsigned long long)len, PAGE_SIZE);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = range_zap(g, gpa >> PAGE_SHIFT, (gpa + len + PAGE_SIZE - 1) >> PAGE_SHIFT, false);
 	if (rc)
 		seterr(rc, "umlmem_discard: a page in [0x%llx, +%llu) is pinned; "
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	swap_punch_pending(h->swap);
 	return rc;
 }
@@ -870,8 +871,10 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 	if (!g)
 		return seterr(-EINVAL, "umlmem_guest_set_merge: guest is NULL");
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	if (enable) {
+		if (g->flags & UMLMEM_GUEST_NOMERGE)
+			h->dd.changes++;     /* its pages are new to the scanner */
 		g->flags &= ~UMLMEM_GUEST_NOMERGE;
 	} else {
 		g->flags |= UMLMEM_GUEST_NOMERGE;
@@ -887,6 +890,6 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 			rc = unmerge_one(g, a, e);
 		}
 	}
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }

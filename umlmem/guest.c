@@ -70,14 +70,14 @@ int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
 	g->meta_bytes = sizeof(*g) + g->ntop * sizeof(*g->top);
 	g->zero = g->npages;
 
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	g->next = h->guests;
 	if (h->guests)
 		h->guests->prev = g;
 	h->guests = g;
 	h->nguests++;
 	h->ram_pages += g->npages;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	*out = g;
 	return 0;
 }
@@ -90,7 +90,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	if (!g)
 		return;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	/* the view goes first, so that the zaps below need no system calls */
 	last_view = native_unmap_locked(g);
 	/* a handler may be in the middle of a fault on it (a second message
@@ -108,7 +108,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 		g->next->prev = g->prev;
 	h->nguests--;
 	h->ram_pages -= g->npages;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	if (last_view)
 		native_stop(h);
 	swap_punch_pending(h->swap);
