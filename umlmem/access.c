@@ -879,16 +879,12 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 	} else {
 		g->flags |= UMLMEM_GUEST_NOMERGE;
 		dedup_forget_guest(h, g);
-		/* a fault may drop the lock: walk again until nothing is left */
-		for (uint64_t a = 0; a < g->npages && !rc; a++) {
-			pte_t *e = pte_find(g, a);
-
-			if (!e) {
-				a |= PT_LEAF_N - 1;
-				continue;
-			}
-			rc = unmerge_one(g, a, e);
-		}
+		/* Only the allocated parts of the page table: a sparse guest of
+		   128 TiB costs its top array and its leaves, not 2^35 entries.
+		   A fault may drop the lock: the tree only grows (entry
+		   pointers stay good), and no scanner merges this guest's
+		   pages from now on. */
+		rc = range_walk(g, 0, g->npages, unmerge_one);
 	}
 	host_unlock(h);
 	return rc;
