@@ -694,7 +694,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	int rc = 0, waited = 0;
 	bool sample;
 
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);   /* a fault: background work steps aside */
 	g = view_of(h, addr);
 	if (!g) {
 		/* unmapped meanwhile: let the thread retry and find out */
