@@ -136,13 +136,21 @@ test-valgrind: $(B)/test_umlmem
 	else echo "valgrind: memcheck clean"; fi
 
 # The shared library's interface: exports and their version nodes against
-# umlmem.map and the header (tests/abi/check-exports.sh), and the version a
-# program sees at run time against the one the build derived.
-test-abi: $(B)/libumlmem.so $(B)/abi/version
+# umlmem.map and the header (tests/abi/check-exports.sh), the version a
+# program sees at run time against the one the build derived, a program
+# built against the 0.1 header (which must bind only UMLMEM_0.1 symbols),
+# and structs of other sizes than this header's.
+ABI_TESTS := $(B)/abi/version $(B)/abi/old-client $(B)/abi/sized
+test-abi: $(B)/libumlmem.so $(ABI_TESTS)
 	$(Q)CC="$(CC)" sh tests/abi/check-exports.sh $(B)/libumlmem.so include/umlmem.h umlmem.map
 	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/version $(VERSION)
+	$(Q)newer=$$(objdump -T $(B)/abi/old-client | awk '/umlmem_/ && !/[(]UMLMEM_0[.]1[)]/'); \
+	if [ -n "$$newer" ]; then echo "test-abi: the 0.1 program binds symbols newer than 0.1:" >&2; \
+	  echo "$$newer" >&2; exit 1; fi
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/old-client
+	$(Q)LD_LIBRARY_PATH=$(B) $(B)/abi/sized
 
-$(B)/abi/%: tests/abi/%.c include/umlmem.h $(B)/libumlmem.so | deps
+$(B)/abi/%: tests/abi/%.c $(wildcard tests/abi/*.h) include/umlmem.h $(B)/libumlmem.so | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< -L$(B) -lumlmem
@@ -174,6 +182,7 @@ ubsan: deps
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c
+TSAN_TESTS += tests/test_interference.c
 # the threaded subjects: every threads test, and the native tests where
 # threads share views (the others run single-threaded code, slowly, here)
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
@@ -187,11 +196,19 @@ tsan: deps
 
 # The command's own checks, small: a demo of 4 guests with merging and
 # swapping, and a few seconds of the threaded stress test; each verifies
-# every byte it wrote and exits non-zero otherwise.
+# every byte it wrote and exits non-zero otherwise. Then the bench harness
+# on figures that touch nothing outside the process (hit reads check that
+# umlmem_read and memcpy read the same bytes; pageout_seq writes through
+# the raw disk of umlmem/testing.h): exit 1 if one is not measured, and a
+# mistake on its command line must exit 2.
 test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
+	$(B)/umlmem bench --quick --json --only hit_read_8b,hit_read_4k,pageout_seq \
+	  >$(B)/bench-cli.json 2>/dev/null
+	$(Q)grep -q '"pageout_seq": {"value"' $(B)/bench-cli.json
+	$(Q)$(B)/umlmem bench --only no_such_figure 2>/dev/null; test $$? = 2
 
 # The native-mode clients, small: unicorn and KVM guests on umlmem views,
 # every result checked (each is skipped, with the reason, where native

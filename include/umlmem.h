@@ -44,6 +44,32 @@
  *
  * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
  * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ *
+ * Versions and binary compatibility
+ *  umlmem_version() says which library a program runs with; the
+ *  UMLMEM_VERSION_* macros say which header it was built with. A program
+ *  built against this header runs with this release of the library or any
+ *  later one of the same major version (the soname, libumlmem.so.MAJOR).
+ *
+ *  Fields are added at the end of the structs that cross the API
+ *  (struct umlmem_host_config, umlmem_guest_config, umlmem_stats,
+ *  umlmem_host_info), so every call that takes one also takes its size:
+ *  umlmem_host_create() and the other calls by their documented names are
+ *  inline functions here that pass sizeof(*cfg) to the entry points named
+ *  *_sized (or, for umlmem_host_info(), take the size themselves). So the
+ *  library always knows how large the caller's struct is, and never reads
+ *  or writes beyond it:
+ *   - a smaller struct (a program built against an older header): the
+ *     config fields it lacks take their defaults, the counters it lacks are
+ *     not written;
+ *   - a larger struct (a program built against a newer header): a config
+ *     is accepted when every byte this library does not know is zero (the
+ *     default of every field added later means "as before"), and refused
+ *     with -EINVAL and a message naming those bytes otherwise; the counters
+ *     this library does not know are set to zero.
+ *  The library also exports the documented names themselves (version
+ *  UMLMEM_0.1), for programs built against the 0.1 header, where they were
+ *  plain calls: they take the struct to be of its 0.1 size.
  */
 #ifndef UMLMEM_H
 #define UMLMEM_H
@@ -150,8 +176,25 @@ struct umlmem_host_config {
 	unsigned dedup_sleep_us;
 };
 
+/**
+ * Fills the @p size bytes at @p cfg with the defaults of a host configuration
+ * (the fields this library does not know with zeros).
+ * @return 0, or -EINVAL (@p cfg NULL, or @p size below the 0.1 struct's).
+ */
+UMLMEM_API int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size);
+
+/** Creates a host from the @p size bytes at @p cfg (see umlmem_host_create()
+ *  and "Versions and binary compatibility" above). */
+UMLMEM_API int umlmem_host_create_sized(const struct umlmem_host_config *cfg, size_t size,
+					umlmem_host **host);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
-UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
+static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
+{
+	(void)umlmem_host_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a host.
@@ -164,9 +207,16 @@ UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
  *  - -ENOENT, -ENOTDIR, -EACCES, -EROFS, ...: swap_dir missing, not a
  *    directory or not writable (umlmem_errmsg() names it);
  *  - -ENOTSUP: the requested I/O engine is not available here;
- *  - -ENOMEM: the frame store or the tables could not be allocated.
+ *  - -ENOMEM: the frame store or the tables could not be allocated;
+ *  - -EINVAL: the program sets a field this library does not know (it was
+ *    built against a newer umlmem.h than the library's).
  */
-UMLMEM_API int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host)
+{
+	return umlmem_host_create_sized(cfg, sizeof(*cfg), host);
+}
+#endif
 
 /** Destroys a host: destroys its remaining guests, closes (and so removes)
  *  its swap files, releases the frame store. NULL is ignored. */
@@ -193,18 +243,36 @@ struct umlmem_guest_config {
 	const char *name;
 };
 
+/** umlmem_host_config_init_sized() for a guest configuration. */
+UMLMEM_API int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size);
+
+/** Creates a guest from the @p size bytes at @p cfg (see umlmem_guest_create()). */
+UMLMEM_API int umlmem_guest_create_sized(umlmem_host *host, const struct umlmem_guest_config *cfg,
+					 size_t size, umlmem_guest **guest);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
-UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+static inline void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+{
+	(void)umlmem_guest_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
  * allocated in chunks on first write, so a 1 TiB guest that touched 1 MiB
  * costs a few tens of KiB of metadata.
  * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
- *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
+ *  #UMLMEM_MAX_GUEST_BYTES, unknown flags, a field this library does not
+ *  know set), -ENOMEM.
  */
-UMLMEM_API int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
-			umlmem_guest **guest);
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+				      umlmem_guest **guest)
+{
+	return umlmem_guest_create_sized(host, cfg, sizeof(*cfg), guest);
+}
+#endif
 
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
@@ -385,23 +453,40 @@ struct umlmem_stats {
 	uint64_t checksum_errors; /**< swap reads whose content did not match what was written */
 };
 
+/** Fills the @p size bytes at @p s with the host's counters (see
+ *  umlmem_host_stats()); bytes beyond the counters this library has are
+ *  zeroed. @return 0, or -EINVAL (NULL argument). */
+UMLMEM_API int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *s, size_t size);
+
+/** umlmem_host_stats_sized() for one guest (see umlmem_guest_stats()). */
+UMLMEM_API int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *s, size_t size);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /**
  * Host-wide counters. resident_pages + swapped_pages + zero_pages ==
  * ram_pages whenever no call is in flight.
  * @return 0, or -EINVAL (NULL argument).
  */
-UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+static inline int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+{
+	return umlmem_host_stats_sized(h, s, sizeof(*s));
+}
 
 /** One guest's counters: ram, resident, swapped, zero pages, faults, swap
  *  ins and outs, cow breaks are the guest's own; frames_used,
  *  shared_frames, swap_disk_bytes and the error counts are 0.
  *  @return 0, or -EINVAL (NULL argument). */
-UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+static inline int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+{
+	return umlmem_guest_stats_sized(g, s, sizeof(*s));
+}
+#endif
 
 /**
  * More about a host than struct umlmem_stats: the pager and the swap set.
  * Fields may be added at the end; umlmem_host_info() fills only as many
- * bytes as the caller's struct has, so old callers keep working.
+ * bytes as the caller's struct has, so old callers keep working, and zeroes
+ * those beyond the fields this library has.
  */
 struct umlmem_host_info {
 	uint64_t frames_total;    /**< the budget, in frames */
@@ -442,7 +527,7 @@ struct umlmem_host_info {
 };
 
 /**
- * Fills @p info (at most @p size bytes of it: pass sizeof(*info)).
+ * Fills @p info (@p size bytes of it: pass sizeof(*info)).
  * frames_used of umlmem_host_stats() == frames_total - frames_free ==
  * resident frames + frames_cached + frames_busy.
  * @return 0, or -EINVAL (NULL argument).
@@ -464,6 +549,23 @@ UMLMEM_API const char *umlmem_strerror(int err);
  *  argument or limit, and what to change. "" when there was none. The text
  *  stays valid until the thread's next umlmem call. */
 UMLMEM_API const char *umlmem_errmsg(void);
+
+/*
+ * The entry points of the 0.1 release, for programs built against its
+ * header, where the calls above that pass sizeof(*cfg) were plain calls:
+ * each takes the struct to be of its 0.1 size. Only the library, which
+ * defines them (umlmem/abi.c), sees these declarations; a program sees the
+ * inline functions instead, which pass the size of its struct.
+ */
+#ifdef UMLMEM_BUILDING_COMPAT
+UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
+UMLMEM_API int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+UMLMEM_API int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+				   umlmem_guest **guest);
+UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+#endif
 
 #ifdef __cplusplus
 }
