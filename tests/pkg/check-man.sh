@@ -5,7 +5,8 @@
 # `make man`):
 #  - every function the public header declares (or defines inline, or as a
 #    function-like macro) is a name of a section 3 page, and that page's
-#    SYNOPSIS has the header's prototype of it;
+#    SYNOPSIS has the header's prototype of it; every member of a public
+#    struct is named by a page;
 #  - every page and link page renders with `man --warnings` and no warning,
 #    and has the sections a page of its kind must have;
 #  - umlmem(1) has a section for every command `umlmem --help` lists, and
@@ -86,6 +87,26 @@ while read -r n; do
 		echo "$n has a man page but include/umlmem.h does not declare it"
 done > "$tmp/stale"
 while read -r line; do fail "$line"; done < "$tmp/stale"
+
+# every member of a public struct is named (as *member*) by some page
+perl -0777 -ne '
+	s/^#.*$//mg;
+	while (/struct\s+(umlmem_[a-z0-9_]+)\s*\{(.*?)\}\s*;/gs) {
+		my ($st, $body) = ($1, $2);
+		for my $decl (split /;/, $body) {
+			next unless $decl =~ /\S/;
+			$decl =~ s/\[[^\]]*\]//g;
+			# "type a, b" or "type *a": the names are the last word of each
+			# comma-separated declarator
+			my @parts = split /,/, $decl;
+			for my $p (@parts) { print "$st $1\n" if $p =~ /([A-Za-z_][A-Za-z0-9_]*)\s*$/; }
+		}
+	}' "$tmp/header.i" > "$tmp/members"
+[ -s "$tmp/members" ] || fail "no struct members found in include/umlmem.h"
+while read -r st m; do
+	grep -qF -- "*$m*" man/*.3.scd ||
+		fail "struct $st's member $m is named by no page in man/ (write it as *$m*)"
+done < "$tmp/members"
 
 # ---- rendering ---------------------------------------------------------------
 # From inside the hierarchy, so that the ".so man3/..." of link pages
