@@ -4,7 +4,8 @@
 # The Debian packages `make deb` built into $B/deb, checked as a user of
 # each would find them (run by `make test-deb`):
 #  - each package holds what it should and nothing of another's: the
-#    library and its soname link in libumlmem0; header, .so link, static
+#    library and its soname link in libumlmem0, with a symbols file that
+#    covers every version node of umlmem.map; header, .so link, static
 #    library, umlmem.pc and a section 3 page (or link) for every page
 #    build/man has in libumlmem-dev; the command and umlmem(1) in
 #    umlmem-tools;
@@ -66,6 +67,14 @@ for page in "$B"/man/man3/*; do
 done
 only libumlmem-dev /usr/include/umlmem.h "/$lib/libumlmem\.(a|so -> libumlmem\.so\.0)" \
 	"/$lib/pkgconfig/umlmem\.pc" "/usr/share/man/man3/umlmem[a-z0-9_]*\.3\.gz( -> .*)?" "$docs"
+
+# the symbols file: one (symver) line for every version node of umlmem.map
+dpkg-deb -I "$(deb libumlmem0)" symbols > "$dir/symbols" 2>/dev/null ||
+	fail "libumlmem0 has no symbols control file"
+for node in $(sed -n 's/^\(UMLMEM_[0-9][0-9.]*\) *{.*/\1/p' umlmem.map); do
+	grep -q "^ (symver)$node " "$dir/symbols" ||
+		fail "debian/libumlmem0.symbols lacks \" (symver)$node $VERSION\" for umlmem.map's node $node"
+done
 
 has umlmem-tools /usr/bin/umlmem
 has umlmem-tools /usr/share/man/man1/umlmem.1.gz
