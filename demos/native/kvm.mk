@@ -17,7 +17,7 @@
 
 $(B)/umlmem-kvm: demos/native/kvm.c demos/native/common.c demos/native/common.h \
 		 demos/common/cli.c demos/common/cli.h demos/native/guest/work.c demos/native/guest/work.h \
-		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin
+		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin | deps
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -Idemos -Idemos/common -o $@ demos/native/kvm.c demos/native/common.c demos/common/cli.c \
 	  demos/native/guest/work.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS)

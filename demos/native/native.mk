@@ -27,7 +27,7 @@ NATIVE_GUEST_DEPS := $(NATIVE_GUEST_SRC) demos/native/guest/work.h demos/native/
 
 native-guest: $(B)/native/guest.bin
 
-$(B)/native/guest.elf: $(NATIVE_GUEST_DEPS)
+$(B)/native/guest.elf: $(NATIVE_GUEST_DEPS) | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(NATIVE_GUEST_CFLAGS) -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
@@ -53,7 +53,7 @@ UNICORN_CFLAGS = $(CFLAGS) -Iinclude -Idemos -Idemos/common -Idemos/native/guest
 
 $(B)/umlmem-unicorn: demos/native/unicorn.c demos/native/common.c demos/native/common.h \
 		     demos/common/cli.c demos/common/cli.h demos/native/guest/work.c demos/native/guest/work.h \
-		     $(B)/native/guest.bin $(B)/native/guest-syms.h $(B)/libumlmem.a include/umlmem.h
+		     $(B)/native/guest.bin $(B)/native/guest-syms.h $(B)/libumlmem.a include/umlmem.h | deps
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(UNICORN_CFLAGS) -o $@ demos/native/unicorn.c demos/native/common.c demos/common/cli.c \
 	  demos/native/guest/work.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS) -lunicorn
