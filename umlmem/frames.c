@@ -54,7 +54,7 @@ int frames_init(struct umlmem_host *h)
 	   store: a host that never fills its budget touches a compact prefix. */
 	for (uint64_t i = 0; i < h->nframes; i++) {
 		h->free[i] = (uint32_t)(h->nframes - 1 - i);
-		h->frames[i].slot = SLOT_NONE;
+		h->frames[i].slot = TKEY_NONE;
 		h->frames[i].flags = F_FRESH;
 	}
 	h->nfree = h->nframes;
@@ -116,10 +116,10 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 	return 0;
 }
 
-void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s)
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t k)
 {
-	h->frames[f].slot = s;
-	swap_cache_set(h->swap, s, (uint32_t)f + 1);
+	h->frames[f].slot = k;
+	tcache_set(h, k, (uint32_t)f + 1);
 }
 
 void host_wait(struct umlmem_host *h)
@@ -158,7 +158,7 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 	fr->refs = 0;
 	fr->pins = 0;
 	fr->flags = 0;
-	fr->slot = SLOT_NONE;
+	fr->slot = TKEY_NONE;
 	h->free[h->nfree++] = (uint32_t)f;
 }
 
@@ -166,9 +166,9 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
 
-	if (fr->slot != SLOT_NONE) {
-		swap_cache_set(h->swap, fr->slot, 0);
-		swap_unref(h->swap, fr->slot, 1);
-		fr->slot = SLOT_NONE;
+	if (fr->slot != TKEY_NONE) {
+		tcache_set(h, fr->slot, 0);
+		tier_unref(h, fr->slot, 1);
+		fr->slot = TKEY_NONE;
 	}
 }

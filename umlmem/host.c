@@ -3,8 +3,9 @@
  * host.c: the host object (one physical memory budget), its configuration,
  * its statistics and the error reporting every call shares.
  *
- * A host owns the frame store (frames.c), the swap set and its I/O engine
- * (swapfiles/), the pager (pager.c) and the list of its guests (guest.c).
+ * A host owns the frame store (frames.c), the tiers below it (tier.c: the
+ * swap set and its I/O engine, swapfiles/), the pager (pager.c) and the
+ * list of its guests (guest.c).
  * host->lock, declared in internal.h, guards all of them but the engine,
  * which is thread-safe by itself.
  *
@@ -84,13 +85,27 @@ const char *umlmem_strerror(int err)
 	return s ? s : "unknown error";
 }
 
-void umlmem_host_config_init(struct umlmem_host_config *cfg)
+static void host_config_defaults(struct umlmem_host_config *cfg)
 {
-	if (!cfg)
-		return;
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->swap_files = 1;
 	cfg->io = UMLMEM_IO_AUTO;
+}
+
+int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size)
+{
+	struct umlmem_host_config d;
+
+	clearerr_tls();
+	if (!cfg)
+		return seterr(-EINVAL, "umlmem_host_config_init: cfg is NULL");
+	if (size < ABI_HOST_CONFIG_SIZE_0_1)
+		return seterr(-EINVAL, "struct umlmem_host_config: size %zu is below %u, the size "
+			      "of its first release: pass sizeof(struct umlmem_host_config)",
+			      size, ABI_HOST_CONFIG_SIZE_0_1);
+	host_config_defaults(&d);
+	abi_copy_out(cfg, size, &d, sizeof(d));
+	return 0;
 }
 
 #define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
@@ -139,17 +154,24 @@ static int check_config(const struct umlmem_host_config *c)
 	return 0;
 }
 
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
+int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
+			     umlmem_host **out)
 {
+	struct umlmem_host_config c;
+	const struct umlmem_host_config *cfg = &c;
 	struct umlmem_host *h;
 	const char *dir;
 	char err[512];
 	int rc;
 
 	clearerr_tls();
-	if (!cfg || !out)
-		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", cfg ? "host" : "cfg");
+	if (!ucfg || !out)
+		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", ucfg ? "host" : "cfg");
 	*out = NULL;
+	host_config_defaults(&c);
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_HOST_CONFIG_SIZE_0_1, "umlmem_host_config");
+	if (rc)
+		return rc;
 	rc = check_config(cfg);
 	if (rc)
 		return rc;
@@ -210,6 +232,12 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
 	}
+	rc = tcache_init(h);
+	if (!rc)
+		rc = tier_swap_create(h, &h->tier[TIER_SWAP]);
+	if (rc)
+		goto fail;
+	h->tier_out = h->tier[TIER_SWAP];
 	rc = dedup_init(h);
 	if (!rc)
 		rc = pager_start(h);
@@ -233,6 +261,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	native_stop(h);
+	tiers_fini(h);
 	if (h->io)
 		io_engine_destroy(h->io);
 	if (h->swap)
@@ -264,14 +293,14 @@ static void add_events(struct umlmem_stats *s, const struct counters *c)
 #undef X
 }
 
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
 	struct swap_info si;
 
 	clearerr_tls();
-	if (!h || !s)
+	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_stats: %s is NULL", h ? "stats" : "host");
-	memset(s, 0, sizeof(*s));
 	host_lock(h);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
 		s->resident_pages += g->resident;
@@ -287,6 +316,7 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
 	swap_info(h->swap, &si);
 	s->swap_disk_bytes = si.disk_bytes;
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }
 
@@ -332,16 +362,17 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.swap_slots_used = si.slots_used;
 	i.swap_slots_cap = si.slots_cap;
 	i.swap_punches = si.punches;
-	memcpy(out, &i, size < sizeof(i) ? size : sizeof(i));
+	abi_copy_out(out, size, &i, sizeof(i));
 	return 0;
 }
 
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
+
 	clearerr_tls();
-	if (!g || !s)
+	if (!g || !out)
 		return seterr(-EINVAL, "umlmem_guest_stats: %s is NULL", g ? "stats" : "guest");
-	memset(s, 0, sizeof(*s));
 	host_lock(g->host);
 	s->ram_pages = g->npages;
 	s->resident_pages = g->resident;
@@ -351,5 +382,6 @@ int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
 	s->io_errors = 0;
 	s->checksum_errors = 0;
 	host_unlock(g->host);
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }

@@ -87,8 +87,8 @@
 #include "cmd.h"
 #define CLI_CMD "demo"
 #include "cli.h"
+#include "rng.h"
 
-#define EXIT_USAGE	2
 
 #define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
 #define KIB		1024ull
@@ -119,7 +119,6 @@
 #define LINE_EVERY_S	2.0
 #define MAX_REPORTS	10
 
-#define GOLDEN		0x9e3779b97f4a7c15ull
 
 enum phase { PH_START, PH_BOOT, PH_WORK, PH_VERIFY, PH_DONE, NPHASES };
 static const char *const phase_name[NPHASES] = { "start", "boot", "work", "verify", "done" };
@@ -128,40 +127,6 @@ static const char *const phase_name[NPHASES] = { "start", "boot", "work", "verif
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-
-/* The splitmix64 finaliser: a bijection, so distinct inputs never collide. */
-static inline uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline uint64_t rng_next(uint64_t *s)
-{
-	*s += GOLDEN;
-	return mix64(*s);
-}
-
-static inline uint64_t rng_below(uint64_t *s, uint64_t n)
-{
-	return n ? rng_next(s) % n : 0;
-}
-
-static void rng_fill(uint64_t *s, unsigned char *p, size_t len)
-{
-	uint64_t w;
-	size_t i;
-
-	for (i = 0; i + 8 <= len; i += 8) {
-		w = rng_next(s);
-		memcpy(p + i, &w, 8);
-	}
-	if (i < len) {
-		w = rng_next(s);
-		memcpy(p + i, &w, len - i);
-	}
-}
 
 static uint64_t page_hash(const void *p)
 {
@@ -180,17 +145,7 @@ static uint64_t round_up(uint64_t v, uint64_t a)
    includes the frame store, which is shared memory mapped by the process. */
 static uint64_t peak_rss(void)
 {
-	char line[256];
-	unsigned long long kb = 0;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return (uint64_t)kb * 1024;
+	return proc_value("/proc/self/status", "VmHWM: %" SCNu64 " kB") * 1024;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -916,7 +871,7 @@ static int create_all(struct demo *d)
 		}
 		for (i = 0; i < d->win_pages; i++)
 			v->want[i] = d->zero_sum;
-		v->rng = mix64(d->seed ^ mix64(gi + GOLDEN));
+		v->rng = mix64(d->seed ^ mix64(gi + RNG_GOLDEN));
 		umlmem_guest_config_init(&gc);
 		gc.ram_bytes = d->guest_bytes;
 		snprintf(name, sizeof(name), "guest%02u", gi + 1);
@@ -1569,20 +1524,6 @@ static void demo_usage(FILE *f)
 		"of 1024.\n", PROG);
 }
 
-static bool opt_size(const char *name, const char *arg, uint64_t min, uint64_t max,
-		     uint64_t *out)
-{
-	uint64_t v;
-
-	if (!parse_size(arg, &v) || v < min || v > max) {
-		usage_error("%s '%s': expected a size from %" PRIu64 " to %" PRIu64
-			    " bytes (bytes, or with K, M, G, T)", name, arg, min, max);
-		return false;
-	}
-	*out = v;
-	return true;
-}
-
 /* Returns 0 to run, -1 after --help, EXIT_USAGE after a mistake. */
 static int demo_parse(struct demo *d, int argc, char **argv)
 {
@@ -1607,7 +1548,6 @@ static int demo_parse(struct demo *d, int argc, char **argv)
 		{ NULL, false, 0 },
 	};
 	const char *arg;
-	struct stat sb;
 	uint64_t v;
 	int i = 1, id;
 
@@ -1622,11 +1562,8 @@ static int demo_parse(struct demo *d, int argc, char **argv)
 			demo_usage(stdout);
 			return -1;
 		case O_GUESTS:
-			if (!parse_u64(arg, &v) || v < 1 || v > MAX_GUESTS) {
-				usage_error("--guests '%s': expected a whole number from 1 to %u",
-					    arg, MAX_GUESTS);
+			if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
 				return EXIT_USAGE;
-			}
 			d->guests = (unsigned)v;
 			break;
 		case O_SIZE:
@@ -1665,18 +1602,8 @@ static int demo_parse(struct demo *d, int argc, char **argv)
 			}
 			break;
 		case O_SWAPDIR:
-			if (!*arg) {
-				usage_error("--swap-dir: empty directory name");
+			if (!opt_dir("--swap-dir", arg))
 				return EXIT_USAGE;
-			}
-			if (stat(arg, &sb)) {
-				usage_error("--swap-dir '%s': %s", arg, strerror(errno));
-				return EXIT_USAGE;
-			}
-			if (!S_ISDIR(sb.st_mode)) {
-				usage_error("--swap-dir '%s': not a directory", arg);
-				return EXIT_USAGE;
-			}
 			d->swap_dir = arg;
 			break;
 		case O_SEED:

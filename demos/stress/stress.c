@@ -79,13 +79,12 @@
 #include "cmd.h"
 #define CLI_CMD "stress"
 #include "cli.h"
+#include "rng.h"
 
 #define CMD		"stress"
-#define EXIT_USAGE	2
 
 #define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
 #define MIB		(1024.0 * 1024.0)
-#define GOLDEN		0x9e3779b97f4a7c15ull
 
 #define BLOCK_PAGES	13u	/* unit of ownership; see the top comment */
 #define MAX_SEGS	6u	/* runs per page in the model */
@@ -97,71 +96,6 @@
 #define MAX_REPORTS	10u	/* mismatches and errors printed in full */
 #define PROGRESS_S	1.0
 #define STALL_S		60.0
-
-/* ------------------------------------------------------------------------ */
-/* Options and small helpers                                                */
-/* ------------------------------------------------------------------------ */
-
-
-
-
-
-
-/* Seconds: digits with an optional fraction; no sign, no exponent. */
-static bool parse_seconds(const char *s, double *out)
-{
-	const char *p = s;
-	char *end;
-	double v;
-
-	if (!s || *s < '0' || *s > '9')
-		return false;
-	while (*p >= '0' && *p <= '9')
-		p++;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++)
-			;
-	if (*p)
-		return false;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || *end || !isfinite(v))
-		return false;
-	*out = v;
-	return true;
-}
-
-
-static void sleep_s(double s)
-{
-	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-
-
-
-/* splitmix64's finaliser: a bijection, so distinct inputs never collide. */
-static inline uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline uint64_t rng_next(uint64_t *s)
-{
-	*s += GOLDEN;
-	return mix64(*s);
-}
-
-/* Uniform in [0, n), n > 0, without the bias of a modulo. */
-static inline uint64_t rng_below(uint64_t *s, uint64_t n)
-{
-	return (uint64_t)(((unsigned __int128)rng_next(s) * n) >> 64);
-}
 
 /* ------------------------------------------------------------------------ */
 /* State                                                                    */
@@ -371,7 +305,7 @@ static void seg_fill(const struct worker *w, unsigned gi, uint64_t page,
 	key = mix64(w->key ^ sg->stamp) + (uint64_t)gi * 0xd1b54a32d192ed03ull;
 	a = page * PAGE + lo;
 	while (i < n) {
-		word = mix64(key + (a >> 3) * GOLDEN);
+		word = mix64(key + (a >> 3) * RNG_GOLDEN);
 		for (sh = (unsigned)(a & 7); sh < 8 && i < n; sh++, a++)
 			out[i++] = (unsigned char)(word >> (8 * sh));
 	}
@@ -1177,7 +1111,6 @@ static int stress_parse(struct stress *s, int argc, char **argv)
 	bool have_seconds = false;
 	uint64_t v, frames, need;
 	const char *arg;
-	struct stat sb;
 	int i = 1, id;
 
 	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
@@ -1191,19 +1124,13 @@ static int stress_parse(struct stress *s, int argc, char **argv)
 			stress_usage(stdout);
 			return -1;
 		case O_THREADS:
-			if (!parse_u64(arg, &v) || v < 1 || v > MAX_THREADS) {
-				usage_error("--threads '%s': expected a whole number from 1 to %u",
-					    arg, MAX_THREADS);
+			if (!opt_u64("--threads", arg, 1, MAX_THREADS, &v))
 				return EXIT_USAGE;
-			}
 			s->threads = (unsigned)v;
 			break;
 		case O_GUESTS:
-			if (!parse_u64(arg, &v) || v < 1 || v > MAX_GUESTS) {
-				usage_error("--guests '%s': expected a whole number from 1 to %u",
-					    arg, MAX_GUESTS);
+			if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
 				return EXIT_USAGE;
-			}
 			s->guests = (unsigned)v;
 			break;
 		case O_SIZE:
@@ -1215,21 +1142,14 @@ static int stress_parse(struct stress *s, int argc, char **argv)
 			s->guest_bytes = v;
 			break;
 		case O_BUDGET:
-			if (!parse_size(arg, &v)) {
-				usage_error("--budget '%s': expected a size (bytes, or with K, M, G, T)",
-					    arg);
+			if (!opt_size("--budget", arg, 0, UINT64_MAX, &v))
 				return EXIT_USAGE;
-			}
 			/* the library rounds down; work with what it uses */
 			s->budget_bytes = v / PAGE * PAGE;
 			break;
 		case O_SECONDS:
-			if (!parse_seconds(arg, &s->seconds) || s->seconds <= 0 ||
-			    s->seconds > 86400) {
-				usage_error("--seconds '%s': expected a number above 0, at most 86400",
-					    arg);
+			if (!opt_seconds("--seconds", arg, 86400, &s->seconds))
 				return EXIT_USAGE;
-			}
 			have_seconds = true;
 			break;
 		case O_OPS:
@@ -1240,18 +1160,8 @@ static int stress_parse(struct stress *s, int argc, char **argv)
 			s->ops_total = v;
 			break;
 		case O_SWAPDIR:
-			if (!*arg) {
-				usage_error("--swap-dir: empty directory name");
+			if (!opt_dir("--swap-dir", arg))
 				return EXIT_USAGE;
-			}
-			if (stat(arg, &sb)) {
-				usage_error("--swap-dir '%s': %s", arg, strerror(errno));
-				return EXIT_USAGE;
-			}
-			if (!S_ISDIR(sb.st_mode)) {
-				usage_error("--swap-dir '%s': not a directory", arg);
-				return EXIT_USAGE;
-			}
 			s->swap_dir = arg;
 			break;
 		case O_SEED:
@@ -1349,7 +1259,7 @@ static int stress_setup(struct stress *s)
 	memset(s->pat[0], 0x5a, PAGE);
 	for (i = 1; i < NPAT; i++)
 		for (w = 0; w < PAGE / 8; w++) {
-			uint64_t v = mix64(s->seed ^ mix64(i * GOLDEN + w));
+			uint64_t v = mix64(s->seed ^ mix64(i * RNG_GOLDEN + w));
 
 			memcpy(s->pat[i] + w * 8, &v, 8);
 		}
@@ -1358,7 +1268,7 @@ static int stress_setup(struct stress *s)
 
 		wk->s = s;
 		wk->id = t;
-		wk->rng = mix64(s->seed ^ mix64(((uint64_t)t + 1) * GOLDEN));
+		wk->rng = mix64(s->seed ^ mix64(((uint64_t)t + 1) * RNG_GOLDEN));
 		wk->key = mix64(wk->rng ^ 0x5354524553530000ull);
 		wk->nblocks = (s->total_blocks - t + s->threads - 1) / s->threads;
 		wk->by_ops = s->ops_total != 0;
