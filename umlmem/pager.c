@@ -37,9 +37,9 @@
  * With UMLMEM_BACKGROUND a reclaim thread keeps the free frames between
  * the low and the high watermark, so that faults find a free frame and
  * rarely reclaim (and wait for a write) themselves. It evicts a batch at a
- * time and lets waiting faults in between (host_yield, internal.h). The faulting thread
- * wakes it only when the free count crosses the low mark: a wake-up costs
- * tens of microseconds, once per (high - low) frames.
+ * time and lets waiting faults in between (host_yield, internal.h). The
+ * faulting thread wakes it only when the free count crosses the low mark:
+ * a wake-up costs tens of microseconds, once per (high - low) frames.
  *
  * Caller holds host->lock for every function here.
  */
