@@ -29,7 +29,7 @@ VERSION := 0.1.0
 SOVER   := 0
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -luring -laio -lxxhash -pthread
+LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
 
 ifeq ($(V),1)
 Q :=
@@ -39,7 +39,7 @@ endif
 
 # Debian packages the build and the tests need, and the command that shows
 # each one is there.
-DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev valgrind
+DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
