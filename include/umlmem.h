@@ -44,6 +44,32 @@
  *
  * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
  * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ *
+ * Versions and binary compatibility
+ *  umlmem_version() says which library a program runs with; the
+ *  UMLMEM_VERSION_* macros say which header it was built with. A program
+ *  built against this header runs with this release of the library or any
+ *  later one of the same major version (the soname, libumlmem.so.MAJOR).
+ *
+ *  Fields are added at the end of the structs that cross the API
+ *  (struct umlmem_host_config, umlmem_guest_config, umlmem_stats,
+ *  umlmem_host_info), so every call that takes one also takes its size:
+ *  umlmem_host_create() and the other calls by their documented names are
+ *  inline functions here that pass sizeof(*cfg) to the entry points named
+ *  *_sized (or, for umlmem_host_info(), take the size themselves). So the
+ *  library always knows how large the caller's struct is, and never reads
+ *  or writes beyond it:
+ *   - a smaller struct (a program built against an older header): the
+ *     config fields it lacks take their defaults, the counters it lacks are
+ *     not written;
+ *   - a larger struct (a program built against a newer header): a config
+ *     is accepted when every byte this library does not know is zero (the
+ *     default of every field added later means "as before"), and refused
+ *     with -EINVAL and a message naming those bytes otherwise; the counters
+ *     this library does not know are set to zero.
+ *  The library also exports the documented names themselves (version
+ *  UMLMEM_0.1), for programs built against the 0.1 header, where they were
+ *  plain calls: they take the struct to be of its 0.1 size.
  */
 #ifndef UMLMEM_H
 #define UMLMEM_H
@@ -55,9 +81,23 @@
 extern "C" {
 #endif
 
+/* The version of this header, the one source of the library's version:
+   the Makefile reads these three lines for the shared object's name
+   (libumlmem.so.MAJOR), its file name and umlmem.pc. */
 #define UMLMEM_VERSION_MAJOR 0
-#define UMLMEM_VERSION_MINOR 1
+#define UMLMEM_VERSION_MINOR 2
 #define UMLMEM_VERSION_PATCH 0
+
+/* UMLMEM_API marks what the shared library exports; the library is built
+   with -fvisibility=hidden, so everything else in it stays internal and a
+   program's own symbols of the same names never replace it. */
+#ifndef UMLMEM_API
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define UMLMEM_API __attribute__((visibility("default")))
+#else
+#define UMLMEM_API
+#endif
+#endif
 
 /** The page size: the unit of residency, swap and sharing. */
 #define UMLMEM_PAGE_SIZE 4096u
@@ -156,8 +196,25 @@ struct umlmem_host_config {
 	const char *swap_uri;
 };
 
+/**
+ * Fills the @p size bytes at @p cfg with the defaults of a host configuration
+ * (the fields this library does not know with zeros).
+ * @return 0, or -EINVAL (@p cfg NULL, or @p size below the 0.1 struct's).
+ */
+UMLMEM_API int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size);
+
+/** Creates a host from the @p size bytes at @p cfg (see umlmem_host_create()
+ *  and "Versions and binary compatibility" above). */
+UMLMEM_API int umlmem_host_create_sized(const struct umlmem_host_config *cfg, size_t size,
+					umlmem_host **host);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
-void umlmem_host_config_init(struct umlmem_host_config *cfg);
+static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
+{
+	(void)umlmem_host_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a host.
@@ -170,17 +227,24 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg);
  *  - -ENOENT, -ENOTDIR, -EACCES, -EROFS, ...: swap_dir missing, not a
  *    directory or not writable (umlmem_errmsg() names it);
  *  - -ENOTSUP: the requested I/O engine is not available here;
- *  - -ENOMEM: the frame store or the tables could not be allocated.
+ *  - -ENOMEM: the frame store or the tables could not be allocated;
+ *  - -EINVAL: the program sets a field this library does not know (it was
+ *    built against a newer umlmem.h than the library's).
  */
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host)
+{
+	return umlmem_host_create_sized(cfg, sizeof(*cfg), host);
+}
+#endif
 
 /** Destroys a host: destroys its remaining guests, closes (and so removes)
  *  its swap files, releases the frame store. NULL is ignored. */
-void umlmem_host_destroy(umlmem_host *host);
+UMLMEM_API void umlmem_host_destroy(umlmem_host *host);
 
 /** The engine the host really uses (AUTO resolved), and in @p why (may be
  *  NULL) a sentence on why AUTO fell back where it did; "" otherwise. */
-enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
+UMLMEM_API enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
 
 /** Guest flag: never merge this guest's pages with others. */
 #define UMLMEM_GUEST_NOMERGE 0x1u
@@ -199,18 +263,36 @@ struct umlmem_guest_config {
 	const char *name;
 };
 
+/** umlmem_host_config_init_sized() for a guest configuration. */
+UMLMEM_API int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size);
+
+/** Creates a guest from the @p size bytes at @p cfg (see umlmem_guest_create()). */
+UMLMEM_API int umlmem_guest_create_sized(umlmem_host *host, const struct umlmem_guest_config *cfg,
+					 size_t size, umlmem_guest **guest);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
-void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+static inline void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+{
+	(void)umlmem_guest_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
  * allocated in chunks on first write, so a 1 TiB guest that touched 1 MiB
  * costs a few tens of KiB of metadata.
  * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
- *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
+ *  #UMLMEM_MAX_GUEST_BYTES, unknown flags, a field this library does not
+ *  know set), -ENOMEM.
  */
-int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
-			umlmem_guest **guest);
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+				      umlmem_guest **guest)
+{
+	return umlmem_guest_create_sized(host, cfg, sizeof(*cfg), guest);
+}
+#endif
 
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
@@ -253,7 +335,7 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
  *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
  *    on shmem (Linux 6.4 or later has them).
  */
-int umlmem_guest_map(umlmem_guest *g, void **base);
+UMLMEM_API int umlmem_guest_map(umlmem_guest *g, void **base);
 
 /**
  * Takes the native mapping of umlmem_guest_map() away: the range is
@@ -264,11 +346,11 @@ int umlmem_guest_map(umlmem_guest *g, void **base);
  * the call.
  * @return 0, or -EINVAL (NULL, or the guest is not mapped).
  */
-int umlmem_guest_unmap(umlmem_guest *g);
+UMLMEM_API int umlmem_guest_unmap(umlmem_guest *g);
 
 /** Destroys a guest: frees its frames, swap slots and page table. Pointers
  *  from umlmem_pin() on it become invalid. NULL is ignored. */
-void umlmem_guest_destroy(umlmem_guest *guest);
+UMLMEM_API void umlmem_guest_destroy(umlmem_guest *guest);
 
 /**
  * Copies @p len bytes at guest address @p gpa into @p buf. Never-written
@@ -285,14 +367,14 @@ void umlmem_guest_destroy(umlmem_guest *guest);
  *  On an error after the first page, the bytes of earlier pages are already
  *  in @p buf; guest memory is unchanged either way.
  */
-int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
+UMLMEM_API int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
 
 /**
  * Copies @p len bytes from @p buf to guest address @p gpa.
  * @return 0, or the errors of umlmem_read(). On an error the pages before
  *  the failing one are written, the failing page and those after it are not.
  */
-int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
+UMLMEM_API int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
 
 /** Pin for reading. */
 #define UMLMEM_READ 0x1u
@@ -312,7 +394,7 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
  *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
  *  pins), and the fault errors of umlmem_read().
  */
-int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
+UMLMEM_API int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
 
 /**
  * Drops one pin of the page at @p gpa.
@@ -321,7 +403,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
  * (shared/API.md declares this call void; it returns int so that an unpin
  * without a pin is reported. Callers that ignore the result still compile.)
  */
-int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
+UMLMEM_API int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
 
 /**
  * Makes [gpa, gpa + len) read as zeros and frees the frames and swap slots
@@ -330,7 +412,7 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
  * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
  *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
  */
-int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
+UMLMEM_API int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 
 /**
  * Frees up to @p pages frames now by evicting, least recently used first
@@ -343,7 +425,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
  *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
  *  failed; the pages stay resident and are counted in io_errors).
  */
-int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
+UMLMEM_API int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
 
 /**
  * Scans the next @p pages resident pages of mergeable guests (the scan goes
@@ -356,11 +438,11 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
  * @param merged  receives the number of pages merged (may be NULL).
  * @return 0, or -EINVAL (NULL host).
  */
-int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+UMLMEM_API int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
 
 /** Pauses (@p paused != 0) or resumes the background merge thread.
  *  umlmem_dedup_scan() still works while paused. @return 0 or -EINVAL. */
-int umlmem_dedup_pause(umlmem_host *h, int paused);
+UMLMEM_API int umlmem_dedup_pause(umlmem_host *h, int paused);
 
 /**
  * Switches merging of guest @p g on or off at run time (like KSM's
@@ -371,7 +453,7 @@ int umlmem_dedup_pause(umlmem_host *h, int paused);
  *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
  *  stay unmerged, merging stays off, and the call may be repeated.
  */
-int umlmem_guest_set_merge(umlmem_guest *g, int enable);
+UMLMEM_API int umlmem_guest_set_merge(umlmem_guest *g, int enable);
 
 /** Counters, for a host (sums over its guests) or for one guest. */
 struct umlmem_stats {
@@ -391,23 +473,40 @@ struct umlmem_stats {
 	uint64_t checksum_errors; /**< swap reads whose content did not match what was written */
 };
 
+/** Fills the @p size bytes at @p s with the host's counters (see
+ *  umlmem_host_stats()); bytes beyond the counters this library has are
+ *  zeroed. @return 0, or -EINVAL (NULL argument). */
+UMLMEM_API int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *s, size_t size);
+
+/** umlmem_host_stats_sized() for one guest (see umlmem_guest_stats()). */
+UMLMEM_API int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *s, size_t size);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /**
  * Host-wide counters. resident_pages + swapped_pages + zero_pages ==
  * ram_pages whenever no call is in flight.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+static inline int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+{
+	return umlmem_host_stats_sized(h, s, sizeof(*s));
+}
 
 /** One guest's counters: ram, resident, swapped, zero pages, faults, swap
  *  ins and outs, cow breaks are the guest's own; frames_used,
  *  shared_frames, swap_disk_bytes and the error counts are 0.
  *  @return 0, or -EINVAL (NULL argument). */
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+static inline int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+{
+	return umlmem_guest_stats_sized(g, s, sizeof(*s));
+}
+#endif
 
 /**
  * More about a host than struct umlmem_stats: the pager and the swap set.
  * Fields may be added at the end; umlmem_host_info() fills only as many
- * bytes as the caller's struct has, so old callers keep working.
+ * bytes as the caller's struct has, so old callers keep working, and zeroes
+ * those beyond the fields this library has.
  */
 struct umlmem_host_info {
 	uint64_t frames_total;    /**< the budget, in frames */
@@ -460,20 +559,45 @@ struct umlmem_host_info {
 };
 
 /**
- * Fills @p info (at most @p size bytes of it: pass sizeof(*info)).
+ * Fills @p info (@p size bytes of it: pass sizeof(*info)).
  * frames_used of umlmem_host_stats() == frames_total - frames_free ==
  * resident frames + frames_cached + frames_busy.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+UMLMEM_API int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+
+/**
+ * The version of the library this program runs with (which may be newer
+ * than the header it was built with, UMLMEM_VERSION_*): the numbers in
+ * *@p major, *@p minor, *@p patch (each may be NULL), and as a string,
+ * "MAJOR.MINOR.PATCH", static, never NULL.
+ */
+UMLMEM_API const char *umlmem_version(int *major, int *minor, int *patch);
 
 /** A short English name for a return code (0 or a negative errno); never NULL. */
-const char *umlmem_strerror(int err);
+UMLMEM_API const char *umlmem_strerror(int err);
 
 /** The calling thread's message about its last failed umlmem call: which
  *  argument or limit, and what to change. "" when there was none. The text
  *  stays valid until the thread's next umlmem call. */
-const char *umlmem_errmsg(void);
+UMLMEM_API const char *umlmem_errmsg(void);
+
+/*
+ * The entry points of the 0.1 release, for programs built against its
+ * header, where the calls above that pass sizeof(*cfg) were plain calls:
+ * each takes the struct to be of its 0.1 size. Only the library, which
+ * defines them (umlmem/abi.c), sees these declarations; a program sees the
+ * inline functions instead, which pass the size of its struct.
+ */
+#ifdef UMLMEM_BUILDING_COMPAT
+UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
+UMLMEM_API int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+UMLMEM_API int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+				   umlmem_guest **guest);
+UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+#endif
 
 #ifdef __cplusplus
 }

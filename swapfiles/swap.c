@@ -40,7 +40,10 @@
  * The lock. One mutex, swap.lock, guards all slot and cluster state. It is a
  * leaf: it is taken with any umlmem lock held and nothing is called out
  * under it. The engines never take it; they only read the file descriptors,
- * which are fixed from swap_open() to swap_close().
+ * which are fixed from swap_open() to swap_close(). One wait happens under
+ * it: an allocation at the cap whose only free space is being punched by
+ * swap_punch_pending() sleeps on swap.punched until that is done; the
+ * puncher holds no lock of the caller's, so this cannot deadlock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -94,6 +97,8 @@ struct swap {
 	uint64_t nempty;
 	uint64_t punch;		/* head of the punch list or SW_NIL */
 	uint64_t npunch;	/* on the punch list, or being punched */
+	uint64_t punching;	/* taken off the punch list, being punched */
+	pthread_cond_t punched;	/* broadcast when punching falls; with lock */
 	uint64_t scan;		/* where the at-cap scan resumes */
 	uint64_t used;		/* slots with refs > 0 */
 	int fs_full;		/* atomic: see swap_note_fs_full() */
@@ -293,6 +298,11 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 	sw->direct = direct;
 
 	rc = pthread_mutex_init(&sw->lock, NULL);
+	if (!rc) {
+		rc = pthread_cond_init(&sw->punched, NULL);
+		if (rc)
+			pthread_mutex_destroy(&sw->lock);
+	}
 	if (rc) {
 		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
 		sw_free(sw);
@@ -306,6 +316,7 @@ void swap_close(struct swap *sw)
 {
 	if (!sw)
 		return;
+	pthread_cond_destroy(&sw->punched);
 	pthread_mutex_destroy(&sw->lock);
 	sw_free(sw);
 }
@@ -433,8 +444,14 @@ static int sw_next_current(struct swap *sw)
 	struct sw_cluster *cl;
 	uint64_t c;
 
-	if (!sw->nempty && sw->ncl >= sw->max_cl)
+	if (!sw->nempty && sw->ncl >= sw->max_cl) {
 		sw_punch_now(sw);
+		/* clusters another thread is punching are empty in a moment:
+		   the set is not full (swap_punch_pending() takes no other lock,
+		   so waiting here, under the caller's, cannot deadlock) */
+		while (!sw->nempty && sw->punching)
+			pthread_cond_wait(&sw->punched, &sw->lock);
+	}
 	if (sw->nempty) {
 		c = sw->empty;
 		cl = sw->cl[c];
@@ -586,23 +603,45 @@ static void sw_punch_now(struct swap *sw)
 	}
 }
 
+void (*swap_punch_hook)(struct swap *sw);
+
+/*
+ * The clusters are taken off the punch list in batches, by number: once
+ * the lock is dropped, swap_alloc() may grow (realloc) sw->cl, so neither
+ * the list links nor the array are read without it. A taken cluster stays
+ * CL_PUNCH (nothing allocates from it) and counts in sw->punching, for
+ * which an allocation at the cap waits (sw_next_current()).
+ */
+#define SW_PUNCH_BATCH 64
+
 void swap_punch_pending(struct swap *sw)
 {
-	uint64_t list, c, next;
+	uint64_t batch[SW_PUNCH_BATCH];
+	unsigned i, n;
 
 	if (!sw)
 		return;
 	pthread_mutex_lock(&sw->lock);
-	list = sw->punch;
-	sw->punch = SW_NIL;   /* npunch still counts them until they are empty */
-	pthread_mutex_unlock(&sw->lock);
-	for (c = list; c != SW_NIL; c = sw->cl[c]->next)
-		sw_punch(sw, c);
-	pthread_mutex_lock(&sw->lock);
-	for (c = list; c != SW_NIL; c = next) {
-		next = sw->cl[c]->next;
-		sw->npunch--;
-		sw_to_empty(sw, c);
+	for (;;) {
+		for (n = 0; n < SW_PUNCH_BATCH && sw->punch != SW_NIL; n++) {
+			batch[n] = sw->punch;
+			sw->punch = sw->cl[batch[n]]->next;
+		}
+		if (!n)
+			break;
+		sw->punching += n;   /* npunch still counts them until they are empty */
+		pthread_mutex_unlock(&sw->lock);
+		if (swap_punch_hook)
+			swap_punch_hook(sw);
+		for (i = 0; i < n; i++)
+			sw_punch(sw, batch[i]);
+		pthread_mutex_lock(&sw->lock);
+		for (i = 0; i < n; i++) {
+			sw->npunch--;
+			sw_to_empty(sw, batch[i]);
+		}
+		sw->punching -= n;
+		pthread_cond_broadcast(&sw->punched);
 	}
 	pthread_mutex_unlock(&sw->lock);
 }

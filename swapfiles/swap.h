@@ -84,6 +84,9 @@ unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
 /* Punches the clusters emptied since the last call. Call it holding no
    lock of the caller's: fallocate may wait on the filesystem. */
 void     swap_punch_pending(struct swap *sw);
+/* Test hook: called by swap_punch_pending() with no lock held, after it
+   took clusters off the punch list and before it punches them. */
+extern void (*swap_punch_hook)(struct swap *sw);
 
 /* Where slot @slot lives. */
 void     swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *off);
@@ -200,6 +203,11 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n);
 
 void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,
 	       uint64_t count);
+
+/* Test hook: called before each wait for completions of the io_uring and
+   libaio engines; a negative errno makes that wait fail with it unmade, as
+   on a ring or context that cannot be waited on. NULL: no hook. */
+extern int (*io_wait_hook)(void);
 
 extern const struct io_ops io_sync_ops;
 extern const struct io_ops io_uring_ops, io_aio_ops;

@@ -1786,3 +1786,55 @@ Test(native, odirect_pinned)
 	verify_all();
 	tu_check(H);
 }
+
+/* ---- 9. the review's races ------------------------------------------------------- */
+
+/* native_stop() of the last unmap is held, between dropping host->lock and
+   stopping anything, while another thread maps guest 1. */
+static pthread_t Stop_mapper;
+static int Stop_map_rc;
+
+static void *stop_map_thread(void *arg)
+{
+	(void)arg;
+	Stop_map_rc = map_guest(1);
+	return NULL;
+}
+
+static void stop_hook(struct umlmem_host *h)
+{
+	(void)h;
+	native_stop_hook = NULL;
+	cr_assert_eq(pthread_create(&Stop_mapper, NULL, stop_map_thread, NULL), 0);
+	/* long enough for the map to be made, if it is made before the stop */
+	usleep(100 * 1000);
+}
+
+/*
+ * A guest mapped while the last unmap stops the handlers: its view must
+ * be served (stores through it are the guest's bytes), not registered on
+ * the userfaultfd being closed, where it would turn into plain memory.
+ */
+Test(native, map_while_stopping)
+{
+	const uint64_t GS = 1 * TU_MiB;
+
+	NATIVE_ONLY();
+	H = mk_host(1 * TU_MiB, 0);
+	mk_guest(0, GS);
+	mk_guest(1, GS);
+	MAP(0);
+	native_stop_hook = stop_hook;
+	cr_assert_eq(umlmem_guest_unmap(T[0].g), 0, "%s", umlmem_errmsg());
+	T[0].base = NULL;
+	pthread_join(Stop_mapper, NULL);
+	native_stop_hook = NULL;
+	cr_assert_eq(Stop_map_rc, 0, "umlmem_guest_map during the stop: %d: %s", Stop_map_rc,
+		     Maperr);
+	cr_assert_eq(hinfo().native_guests, 1);
+	tu_fill(T[1].base, GS, 0x570f);
+	tu_fill(T[1].mem, GS, 0x570f);
+	verify_all();
+	cr_assert_gt(hinfo().native_faults, 0, "stores to the view were not seen");
+	tu_check(H);
+}

@@ -26,24 +26,39 @@
 
 #define TOP_SHIFT (PT_LEAF_BITS + PT_DIR_BITS)
 
-void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size)
 {
-	if (cfg)
-		memset(cfg, 0, sizeof(*cfg));
+	struct umlmem_guest_config d = { 0 };
+
+	clearerr_tls();
+	if (!cfg)
+		return seterr(-EINVAL, "umlmem_guest_config_init: cfg is NULL");
+	if (size < ABI_GUEST_CONFIG_SIZE_0_1)
+		return seterr(-EINVAL, "struct umlmem_guest_config: size %zu is below %u, the size "
+			      "of its first release: pass sizeof(struct umlmem_guest_config)",
+			      size, ABI_GUEST_CONFIG_SIZE_0_1);
+	abi_copy_out(cfg, size, &d, sizeof(d));
+	return 0;
 }
 
 #define GUEST_FLAGS UMLMEM_GUEST_NOMERGE
 
-int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
-			umlmem_guest **out)
+int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *ucfg,
+			      size_t size, umlmem_guest **out)
 {
+	struct umlmem_guest_config c = { 0 };
+	const struct umlmem_guest_config *cfg = &c;
 	struct umlmem_guest *g;
+	int rc;
 
 	clearerr_tls();
-	if (!h || !cfg || !out)
+	if (!h || !ucfg || !out)
 		return seterr(-EINVAL, "umlmem_guest_create: %s is NULL",
-			      !h ? "host" : !cfg ? "cfg" : "guest");
+			      !h ? "host" : !ucfg ? "cfg" : "guest");
 	*out = NULL;
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_GUEST_CONFIG_SIZE_0_1, "umlmem_guest_config");
+	if (rc)
+		return rc;
 	if (!cfg->ram_bytes || cfg->ram_bytes > UMLMEM_MAX_GUEST_BYTES)
 		return seterr(-EINVAL, "ram_bytes %llu is out of range: a guest holds 1 byte "
 			      "to %llu bytes (128 TiB)", (unsigned long long)cfg->ram_bytes,

@@ -85,13 +85,27 @@ const char *umlmem_strerror(int err)
 	return s ? s : "unknown error";
 }
 
-void umlmem_host_config_init(struct umlmem_host_config *cfg)
+static void host_config_defaults(struct umlmem_host_config *cfg)
 {
-	if (!cfg)
-		return;
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->swap_files = 1;
 	cfg->io = UMLMEM_IO_AUTO;
+}
+
+int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size)
+{
+	struct umlmem_host_config d;
+
+	clearerr_tls();
+	if (!cfg)
+		return seterr(-EINVAL, "umlmem_host_config_init: cfg is NULL");
+	if (size < ABI_HOST_CONFIG_SIZE_0_1)
+		return seterr(-EINVAL, "struct umlmem_host_config: size %zu is below %u, the size "
+			      "of its first release: pass sizeof(struct umlmem_host_config)",
+			      size, ABI_HOST_CONFIG_SIZE_0_1);
+	host_config_defaults(&d);
+	abi_copy_out(cfg, size, &d, sizeof(d));
+	return 0;
 }
 
 #define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
@@ -163,17 +177,24 @@ static int check_config(const struct umlmem_host_config *c)
 	return 0;
 }
 
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
+int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
+			     umlmem_host **out)
 {
+	struct umlmem_host_config c;
+	const struct umlmem_host_config *cfg = &c;
 	struct umlmem_host *h;
 	const char *dir;
 	char err[512];
 	int rc;
 
 	clearerr_tls();
-	if (!cfg || !out)
-		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", cfg ? "host" : "cfg");
+	if (!ucfg || !out)
+		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", ucfg ? "host" : "cfg");
 	*out = NULL;
+	host_config_defaults(&c);
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_HOST_CONFIG_SIZE_0_1, "umlmem_host_config");
+	if (rc)
+		return rc;
 	rc = check_config(cfg);
 	if (rc)
 		return rc;
@@ -291,14 +312,14 @@ static void add_events(struct umlmem_stats *s, const struct counters *c)
 #undef X
 }
 
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
 	struct swap_info si;
 
 	clearerr_tls();
-	if (!h || !s)
+	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_stats: %s is NULL", h ? "stats" : "host");
-	memset(s, 0, sizeof(*s));
 	pthread_mutex_lock(&h->lock);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
 		s->resident_pages += g->resident;
@@ -314,6 +335,7 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
 	swap_info(h->swap, &si);
 	s->swap_disk_bytes = si.disk_bytes;
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }
 
@@ -361,16 +383,17 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.swap_punches = si.punches;
 	if (h->tier[TIER_POOL])
 		zpool_info(h->tier[TIER_POOL], &i);
-	memcpy(out, &i, size < sizeof(i) ? size : sizeof(i));
+	abi_copy_out(out, size, &i, sizeof(i));
 	return 0;
 }
 
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
+
 	clearerr_tls();
-	if (!g || !s)
+	if (!g || !out)
 		return seterr(-EINVAL, "umlmem_guest_stats: %s is NULL", g ? "stats" : "guest");
-	memset(s, 0, sizeof(*s));
 	pthread_mutex_lock(&g->host->lock);
 	s->ram_pages = g->npages;
 	s->resident_pages = g->resident;
@@ -380,5 +403,6 @@ int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
 	s->io_errors = 0;
 	s->checksum_errors = 0;
 	pthread_mutex_unlock(&g->host->lock);
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }

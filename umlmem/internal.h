@@ -130,6 +130,9 @@ enum {
 	NV_RW     = 0x4, /* ... and writable */
 };
 
+/* host->nv_state: see struct umlmem_host. */
+enum { NV_OFF = 0, NV_ON, NV_STOPPING };
+
 /* Readahead: a load that continues a run of faults on ascending handles of
    one tier (each within RA_GAP of the last) also reads the next live
    handles, RA_MIN at the start of a run, doubling per fault up to RA_MAX,
@@ -261,6 +264,11 @@ struct umlmem_host {
 	struct counters ev;           /* host-wide, including destroyed guests */
 
 	/* native mode (native.c), under lock unless marked */
+	/* NV_OFF: no handler, uffd -1; NV_ON: handlers serve uffd; NV_STOPPING:
+	   the thread that set it (native_stop()) joins the handlers and closes
+	   uffd and nv_stopfd with the lock dropped, and alone touches them;
+	   umlmem_guest_map() waits on cond until NV_OFF. */
+	unsigned nv_state;
 	int uffd;                     /* -1 until the first guest is mapped */
 	int nv_stopfd;                /* eventfd that stops the handler threads */
 	unsigned nv_nthreads;
@@ -307,11 +315,14 @@ void native_quiesce(struct umlmem_host *h, uint64_t f);
    it are not seen. Caller holds host->lock. */
 bool native_writable(struct umlmem_host *h, uint64_t f);
 /* Unmaps g's native view, if any. Caller holds host->lock; returns true
-   when it was the host's last mapped guest (then call native_stop() once
-   the lock is dropped). */
+   when it was the host's last mapped guest: the host is then NV_STOPPING,
+   and the caller must call native_stop() once the lock is dropped. */
 bool native_unmap_locked(struct umlmem_guest *g);
-/* Stops the handler threads once no guest is mapped. No lock held. */
+/* Stops the handler threads when the host is NV_STOPPING (only the caller
+   that made it so calls it), else does nothing. No lock held. */
 void native_stop(struct umlmem_host *h);
+/* Test hook: called by native_stop() before it stops anything. */
+extern void (*native_stop_hook)(struct umlmem_host *h);
 /* True when a user buffer of a copy call must be bounced through a page of
    the caller's stack before host->lock is taken: some guest of the process
    is mapped, and the buffer might lie in its view. */
@@ -336,6 +347,25 @@ static inline void *frame_addr(const struct umlmem_host *h, uint64_t f)
 {
 	return h->store + (f << PAGE_SHIFT);
 }
+
+/* ---- abi.c -------------------------------------------------------------- */
+/* The sizes of the structs of the 0.1 header, up to the end of their last
+   field (tail padding left out: a later field may take its place): the
+   smallest config a caller may pass, and what the 0.1 entry points take a
+   struct to be. */
+#define ABI_HOST_CONFIG_SIZE_0_1  68u
+#define ABI_GUEST_CONFIG_SIZE_0_1 24u
+#define ABI_STATS_SIZE_0_1        112u
+/* Copies the caller's struct @what (@usize bytes at @u) into the library's
+   (@ksize bytes at @k, holding the defaults): the fields the caller lacks
+   keep them. Returns 0, or -EINVAL with a message when @usize is below
+   @min, or when the caller's struct is larger and a byte beyond @ksize is
+   not zero. Never reads beyond @usize bytes of @u. */
+int  abi_copy_in(void *k, size_t ksize, const void *u, size_t usize, size_t min,
+		 const char *what);
+/* Copies the library's struct (@ksize bytes at @k) out to the caller's
+   (@usize bytes at @u): as much as both have, then zeros beyond @ksize. */
+void abi_copy_out(void *u, size_t usize, const void *k, size_t ksize);
 
 /* ---- frames.c ----------------------------------------------------------- */
 int  frames_init(struct umlmem_host *h);

@@ -849,20 +849,46 @@ static unsigned handler_count(void)
 	return n > 8 ? 8 : (unsigned)n;
 }
 
+/* Stops the handler threads and closes the userfaultfd. Caller holds
+   host->lock only when no view exists (no handler then waits for it), or
+   is the thread that made the host NV_STOPPING. */
+static void handlers_teardown(struct umlmem_host *h)
+{
+	uint64_t one = 1;
+
+	if (h->nv_stopfd >= 0) {
+		/* cannot fail on an eventfd below its maximum */
+		if (write(h->nv_stopfd, &one, sizeof(one)) == sizeof(one))
+			for (unsigned i = 0; i < h->nv_nthreads; i++)
+				pthread_join(h->nv_threads[i], NULL);
+		close(h->nv_stopfd);
+	}
+	h->nv_nthreads = 0;
+	h->nv_stopfd = -1;
+	if (h->uffd >= 0)
+		close(h->uffd);
+	h->uffd = -1;
+}
+
 static int start_handlers(struct umlmem_host *h)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned n = handler_count();
 
 	h->nv_stopfd = eventfd(0, EFD_CLOEXEC);
-	if (h->nv_stopfd < 0)
-		return seterr(-errno, "umlmem_guest_map: eventfd: %s", strerror(errno));
+	if (h->nv_stopfd < 0) {
+		int err = errno;
+
+		handlers_teardown(h);
+		return seterr(-err, "umlmem_guest_map: eventfd: %s", strerror(err));
+	}
 	for (h->nv_nthreads = 0; h->nv_nthreads < n; h->nv_nthreads++) {
 		pthread_t *t = &h->nv_threads[h->nv_nthreads];
 		int rc = pthread_create(t, NULL, handler_main, h);
 
 		if (rc) {
-			native_stop(h);
+			/* no view yet: no handler needs the lock to stop */
+			handlers_teardown(h);
 			return seterr(-rc, "umlmem_guest_map: cannot start a fault handler "
 				      "thread: %s", strerror(rc));
 		}
@@ -878,22 +904,31 @@ static int start_handlers(struct umlmem_host *h)
 	return 0;
 }
 
+void (*native_stop_hook)(struct umlmem_host *h);
+
+/*
+ * Stopping happens with host->lock dropped (a handler in the middle of a
+ * fault needs it to finish), so it is a state: the caller that took the
+ * host to NV_STOPPING under the lock is the only one to get here with it,
+ * so the handlers are joined and the descriptors closed exactly once, and
+ * a umlmem_guest_map() meanwhile waits until NV_OFF and then starts
+ * afresh, instead of registering its view on a userfaultfd being closed.
+ */
 void native_stop(struct umlmem_host *h)
 {
-	uint64_t one = 1;
-
-	if (h->nv_stopfd < 0)
+	pthread_mutex_lock(&h->lock);
+	if (h->nv_state != NV_STOPPING) {
+		pthread_mutex_unlock(&h->lock);
 		return;
-	if (write(h->nv_stopfd, &one, sizeof(one)) < 0)
-		return;   /* cannot happen on an eventfd below its maximum */
-	for (unsigned i = 0; i < h->nv_nthreads; i++)
-		pthread_join(h->nv_threads[i], NULL);
-	h->nv_nthreads = 0;
-	close(h->nv_stopfd);
-	h->nv_stopfd = -1;
-	if (h->uffd >= 0)
-		close(h->uffd);
-	h->uffd = -1;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (native_stop_hook)
+		native_stop_hook(h);
+	handlers_teardown(h);
+	pthread_mutex_lock(&h->lock);
+	h->nv_state = NV_OFF;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
 }
 
 /* The process-wide limit, computed once. Returns what is left of it. */
@@ -929,6 +964,8 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 		return seterr(-EINVAL, "umlmem_guest_map: %s is NULL", g ? "base" : "guest");
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
+	while (h->nv_state == NV_STOPPING)
+		pthread_cond_wait(&h->cond, &h->lock);
 	if (g->nv_base) {
 		rc = seterr(-EBUSY, "umlmem_guest_map: guest '%s' is mapped already, at %p",
 			    g->name, (void *)g->nv_base);
@@ -953,13 +990,14 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 		goto out;
 	}
 	pthread_once(&nv_segv_once, nv_segv_install);
-	if (h->uffd < 0) {
+	if (h->nv_state == NV_OFF) {
 		rc = uffd_open(h);
 		if (rc)
 			goto out;
 		rc = start_handlers(h);
 		if (rc)
 			goto out;
+		h->nv_state = NV_ON;
 	}
 	rc = placeholder(h, g->npages << PAGE_SHIFT, &p);
 	if (!rc && views_add(p, g->npages << PAGE_SHIFT)) {
@@ -980,7 +1018,8 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 	*base = p;
 out:
 	/* a host whose first map failed keeps no handler */
-	if (rc && !h->nv_guests && h->uffd >= 0) {
+	if (rc && !h->nv_guests && h->nv_state == NV_ON) {
+		h->nv_state = NV_STOPPING;
 		pthread_mutex_unlock(&h->lock);
 		native_stop(h);
 		return rc;
@@ -1005,6 +1044,7 @@ bool native_unmap_locked(struct umlmem_guest *g)
 	/* the last view went: its mappings went with it */
 	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
 	h->nv_vmas = 0;
+	h->nv_state = NV_STOPPING;
 	return true;
 }
 
