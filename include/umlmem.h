@@ -134,6 +134,14 @@ enum umlmem_io_engine {
  *  guests, so none of the side channels of page sharing (see README). */
 #define UMLMEM_DEDUP_ZERO_ONLY 0x4u
 
+/** Compressed tier between the frames and swap (umlmem_host_config.compress). */
+enum umlmem_compress {
+	UMLMEM_COMPRESS_AUTO = 0,  /**< the default: the best measured choice (see README) */
+	UMLMEM_COMPRESS_OFF,       /**< frames and swap only */
+	UMLMEM_COMPRESS_LZ4,       /**< pages compressed with lz4 on their way down */
+	UMLMEM_COMPRESS_ZSTD,      /**< pages compressed with zstd (level 1) */
+};
+
 /**
  * Host configuration. Always fill it with umlmem_host_config_init() first and
  * then change the fields you care about: fields may be added at the end.
@@ -174,6 +182,18 @@ struct umlmem_host_config {
 	 *  pages_to_scan and sleep_millisecs. */
 	unsigned dedup_pages;
 	unsigned dedup_sleep_us;
+	/** The compressed pool: evicted pages are compressed into frames of
+	 *  the budget (frames_used counts them) before any goes to swap; a
+	 *  page of one repeated 8-byte word takes no pool space, a page that
+	 *  does not compress to 3/4 of its size goes straight to swap, and
+	 *  the pool's oldest pages are written to swap when it is full. */
+	enum umlmem_compress compress;
+	/** The most of the budget the pool may hold, in bytes; 0: adaptive
+	 *  (see README). Rounded down to pages; at most the budget. */
+	uint64_t compress_pool_bytes;
+	/** Swap on a network block device: not supported by this version
+	 *  (NULL only; anything else is -EOPNOTSUPP). */
+	const char *swap_uri;
 };
 
 /**
@@ -524,6 +544,18 @@ struct umlmem_host_info {
 				       sharing, referenced-bit sampling) */
 	uint64_t native_flushes;  /**< whole mappings reset to stay within vm.max_map_count */
 	uint64_t native_map_limit;/**< mappings umlmem allows itself in this process */
+	/* the compressed pool (umlmem_host_config.compress); all 0 when off */
+	uint64_t pool_pages;      /**< guest pages (stored once, however shared) whose
+				       content is in the pool, same-filled ones included */
+	uint64_t pool_bytes;      /**< compressed bytes of those pages */
+	uint64_t pool_frames;     /**< frames of the budget the pool holds (in frames_used);
+				       pool_pages / pool_frames is its compression ratio */
+	uint64_t pool_same_filled;/**< of pool_pages, pages of one repeated 8-byte word:
+				       no pool space */
+	uint64_t pool_hits;       /**< pages read back from the pool (no disk I/O) */
+	uint64_t pool_writebacks; /**< pages the full pool moved on to swap */
+	uint64_t pool_rejects;    /**< pages sent straight to swap: compressed too
+				       poorly, or no pool room */
 };
 
 /**

@@ -137,6 +137,9 @@ enum {
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
+	F_POOL  = 0x20,  /* lent to a tier that keeps its data in frames (the
+			    compressed pool, zpool.c): no mapper, no copy, not
+			    free; only that tier touches its bytes */
 };
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
