@@ -36,7 +36,7 @@ VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$
 SOVER   := $(call umlmem_version_part,MAJOR)
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -luring -laio -lxxhash -pthread
+LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
 
 ifeq ($(V),1)
 Q :=
@@ -46,7 +46,7 @@ endif
 
 # Debian packages the build and the tests need, and the command that shows
 # each one is there.
-DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev valgrind
+DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 # the man pages and the Debian packages (make man, deb, test-man, test-deb)
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 
