@@ -36,7 +36,7 @@ VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$
 SOVER   := $(call umlmem_version_part,MAJOR)
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -luring -laio -lxxhash -pthread
+LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
 
 ifeq ($(V),1)
 Q :=
@@ -46,7 +46,7 @@ endif
 
 # Debian packages the build and the tests need, and the command that shows
 # each one is there.
-DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev valgrind
+DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 # the man pages and the Debian packages (make man, deb, test-man, test-deb)
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 
@@ -196,11 +196,19 @@ tsan: deps
 
 # The command's own checks, small: a demo of 4 guests with merging and
 # swapping, and a few seconds of the threaded stress test; each verifies
-# every byte it wrote and exits non-zero otherwise.
+# every byte it wrote and exits non-zero otherwise. Then the bench harness
+# on figures that touch nothing outside the process (hit reads check that
+# umlmem_read and memcpy read the same bytes; pageout_seq writes through
+# the raw disk of umlmem/testing.h): exit 1 if one is not measured, and a
+# mistake on its command line must exit 2.
 test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
+	$(B)/umlmem bench --quick --json --only hit_read_8b,hit_read_4k,pageout_seq \
+	  >$(B)/bench-cli.json 2>/dev/null
+	$(Q)grep -q '"pageout_seq": {"value"' $(B)/bench-cli.json
+	$(Q)$(B)/umlmem bench --only no_such_figure 2>/dev/null; test $$? = 2
 
 # The native-mode clients, small: unicorn and KVM guests on umlmem views,
 # every result checked (each is skipped, with the reason, where native

@@ -146,6 +146,7 @@ static void ts_info(struct tier *t, struct tier_info *out)
 	struct swap_info si;
 
 	swap_info(ts(t)->h->swap, &si);
+	memset(out, 0, sizeof(*out));
 	out->handles = si.slots_used;
 	out->capacity = si.slots_cap;
 	out->bytes = si.disk_bytes;

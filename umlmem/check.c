@@ -21,6 +21,7 @@ struct ctx {
 	uint64_t *slots;          /* every store key reference seen */
 	uint64_t nslots, capslots;
 	uint64_t resident, swapped;
+	bool nomem;
 	char *err;
 	size_t errlen;
 };
@@ -48,6 +49,14 @@ static int add_slot(struct ctx *c, uint64_t s)
 	}
 	c->slots[c->nslots++] = s;
 	return 0;
+}
+
+static void add_held(void *arg, uint64_t key)
+{
+	struct ctx *c = arg;
+
+	if (add_slot(c, key))
+		c->nomem = true;
 }
 
 static bool maps(const struct frame *fr, struct umlmem_guest *g, uint64_t idx)
@@ -126,7 +135,7 @@ static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
 	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
-	uint64_t copies = 0;
+	uint64_t copies = 0, pooled = 0;
 	uint8_t *isfree;
 	int rc;
 
@@ -163,6 +172,13 @@ static int check_locked(struct ctx *c)
 	for (uint64_t f = 0; f < h->nframes && !rc; f++) {
 		const struct frame *fr = &h->frames[f];
 
+		if (fr->flags & F_POOL) {
+			pooled++;
+			if (fr->refs || c->frefs[f] || fr->slot != TKEY_NONE || isfree[f] || fr->pins)
+				rc = fail(c, "frame %llu lent to a tier is also mapped, cached, "
+					  "pinned or free", (unsigned long long)f);
+			continue;
+		}
 		if (fr->refs != c->frefs[f])
 			rc = fail(c, "frame %llu: refs %u, but %u entries map it",
 				  (unsigned long long)f, fr->refs, c->frefs[f]);
@@ -220,6 +236,20 @@ static int check_locked(struct ctx *c)
 		return fail(c, "swap cache: %llu entries, but %llu frames hold a copy",
 			    (unsigned long long)tcache_count(h), (unsigned long long)copies);
 
+	/* references tiers hold on keys of the tiers below them */
+	for (unsigned t = 0; t < TIER_MAX; t++)
+		if (h->tier[t] && h->tier[t]->ops->held)
+			h->tier[t]->ops->held(h->tier[t], add_held, c);
+	if (c->nomem)
+		return fail(c, "out of memory while checking");
+	{
+		struct tier_info ti;
+
+		tier_info_all(h, &ti);
+		if (ti.frames != pooled)
+			return fail(c, "%llu frames lent to tiers, %llu marked F_POOL",
+				    (unsigned long long)ti.frames, (unsigned long long)pooled);
+	}
 	/* every key's reference count is the number of its references seen */
 	if (c->nslots)
 		qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);

@@ -123,6 +123,8 @@ void umlmem_guest_destroy(umlmem_guest *g)
 		g->next->prev = g->prev;
 	h->nguests--;
 	h->ram_pages -= g->npages;
+	/* frames the pool no longer needs go back to the free list */
+	tier_balance(h);
 	host_unlock(h);
 	if (last_view)
 		native_stop(h);

@@ -138,6 +138,9 @@ enum {
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
+	F_POOL  = 0x20,  /* lent to a tier that keeps its data in frames (the
+			    compressed pool, zpool.c): no mapper, no copy, not
+			    free; only that tier touches its bytes */
 };
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
@@ -372,6 +375,10 @@ bool native_unmap_locked(struct umlmem_guest *g);
 /* Stops the handler threads when the host is NV_STOPPING (only the caller
    that made it so calls it), else does nothing. No lock held. */
 void native_stop(struct umlmem_host *h);
+/* Test hook: each step of native.c that can fail for want of a resource
+   asks it first; a negative errno makes the step fail with it. */
+enum native_step { NV_STEP_THREAD, NV_STEP_PLACEHOLDER, NV_STEP_MREMAP };
+extern int (*native_fail_hook)(enum native_step step);
 /* Test hook: called by native_stop() before it stops anything. */
 extern void (*native_stop_hook)(struct umlmem_host *h);
 /* True when a user buffer of a copy call must be bounced through a page of

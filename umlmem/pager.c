@@ -44,6 +44,7 @@
  * Caller holds host->lock for every function here.
  */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,6 +53,7 @@
 
 struct victim {
 	uint64_t f;
+	uint64_t key;   /* where its content was stored */
 };
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
@@ -132,8 +134,8 @@ static int by_address(const void *a, const void *b, void *arg)
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
 			    uint64_t *handles, int *res, uint64_t *pages, int *err)
 {
-	struct tier *t = h->tier_out;
-	unsigned done = 0, ndirty = 0, failed;
+	unsigned done = 0, ndirty = 0, failed = 0, left;
+	struct tier *t;
 	char msg[256];
 
 	for (unsigned i = 0; i < n; i++) {
@@ -173,18 +175,47 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	/* Stored in guest address order: a guest that later reads its memory
 	   in order finds it in ascending handles, which readahead recognises. */
 	qsort_r(v, ndirty, sizeof(*v), by_address, h);
-	for (unsigned i = 0; i < ndirty; i++)
-		bufs[i] = frame_addr(h, v[i].f);
+	tier_balance(h);
 
 	pthread_mutex_unlock(&h->lock);
-	/* F_BUSY keeps the content still: the store needs no lock */
-	failed = t->ops->store(t, bufs, ndirty, handles, res, msg, sizeof(msg));
+	/* F_BUSY keeps the content still: the stores need no lock. Each tier
+	   down the chain takes what the one above refused for want of room
+	   (or, the pool, of compressibility); v[i].key says where it went. */
+	for (unsigned i = 0; i < ndirty; i++) {
+		v[i].key = TKEY_NONE;
+		res[i] = -ENOSPC;
+	}
+	msg[0] = '\0';
+	left = ndirty;
+	for (t = h->tier_out; t && left; t = t->below) {
+		unsigned m = 0;
+		char tmsg[256];
+
+		for (unsigned i = 0; i < ndirty; i++)
+			if (res[i] == -ENOSPC)
+				bufs[m++] = frame_addr(h, v[i].f);
+		failed += t->ops->store(t, bufs, m, handles, res + ndirty, tmsg, sizeof(tmsg));
+		m = 0;
+		left = 0;
+		for (unsigned i = 0; i < ndirty; i++) {
+			if (res[i] != -ENOSPC)
+				continue;
+			res[i] = res[ndirty + m];
+			if (!res[i])
+				v[i].key = tkey(t->id, handles[m]);
+			else
+				left += res[i] == -ENOSPC;
+			m++;
+		}
+		if (tmsg[0] && (!t->below || !left))
+			snprintf(msg, sizeof(msg), "%s", tmsg);
+	}
 	tier_maintain(h);
 	host_lock(h);
 
 	h->ev.io_errors += failed;
 	for (unsigned i = 0; i < ndirty; i++) {
-		uint64_t f = v[i].f, k = tkey(t->id, handles[i]);
+		uint64_t f = v[i].f, k = v[i].key;
 		struct frame *fr = &h->frames[f];
 
 		if (res[i]) {
@@ -202,6 +233,8 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
 		done++;
 	}
+	/* the frames just freed can hold the next batch compressed */
+	tier_balance(h);
 	pthread_cond_broadcast(&h->cond);
 	return done;
 }
@@ -221,7 +254,7 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 	v = malloc(batch * sizeof(*v));
 	bufs = malloc(batch * sizeof(*bufs));
 	handles = malloc(batch * sizeof(*handles));
-	res = malloc(batch * sizeof(*res));
+	res = malloc(2 * batch * sizeof(*res));
 	if (!v || !bufs || !handles || !res) {
 		err = seterr(-ENOMEM, "cannot allocate a reclaim batch of %u", batch);
 		goto out;

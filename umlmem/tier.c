@@ -204,6 +204,13 @@ void tier_maintain(struct umlmem_host *h)
 			h->tier[i]->ops->maintain(h->tier[i]);
 }
 
+void tier_balance(struct umlmem_host *h)
+{
+	for (unsigned i = 0; i < TIER_MAX; i++)
+		if (h->tier[i] && h->tier[i]->ops->balance)
+			h->tier[i]->ops->balance(h->tier[i]);
+}
+
 void tier_info_all(struct umlmem_host *h, struct tier_info *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -212,11 +219,13 @@ void tier_info_all(struct umlmem_host *h, struct tier_info *out)
 
 		if (!h->tier[i])
 			continue;
+		memset(&ti, 0, sizeof(ti));
 		h->tier[i]->ops->info(h->tier[i], &ti);
 		out->handles += ti.handles;
 		out->capacity += ti.capacity;
 		out->bytes += ti.bytes;
 		out->punches += ti.punches;
+		out->frames += ti.frames;
 	}
 }
 

@@ -28,6 +28,7 @@ struct umlmem_host;
 /* The tiers a host may have; a host without one leaves its place NULL. */
 enum {
 	TIER_SWAP = 0,   /* sparse swap files (swapfiles/tier_swap.c) */
+	TIER_POOL = 1,   /* compressed pool in frames of the budget (zpool.c) */
 };
 
 static inline uint64_t tkey(unsigned tier, uint64_t handle)
@@ -51,6 +52,7 @@ struct tier_info {
 	uint64_t capacity;       /* the most handles it can hold; 0: no fixed limit */
 	uint64_t bytes;          /* bytes the tier holds for them (disk, memory) */
 	uint64_t punches;        /* regions given back to the medium (hole punching) */
+	uint64_t frames;         /* frames of the budget it holds (in frames_used) */
 };
 
 struct tier;
@@ -92,12 +94,22 @@ struct tier_ops {
 	int (*check)(struct tier *t, char *err, size_t errlen);
 	void (*info)(struct tier *t, struct tier_info *out);
 	void (*fini)(struct tier *t);
+	/* Optional. Caller holds host->lock: a tier that keeps its data in
+	   frames of the budget takes free frames it will need (frame_take) or
+	   gives back those it does not (frame_put), marked F_POOL meanwhile. */
+	void (*balance)(struct tier *t);
+	/* Optional, for host_check: calls @fn for every key of another tier
+	   on which this tier holds a reference (pages it moved down). */
+	void (*held)(struct tier *t, void (*fn)(void *arg, uint64_t key), void *arg);
 };
 
 struct tier {
 	const struct tier_ops *ops;
 	unsigned id;             /* its place in host->tier[] */
 	void *priv;              /* the tier's own state */
+	/* the next tier down: where the pager sends what this one refuses
+	   (-ENOSPC), and where this one moves its own pages; NULL: none */
+	struct tier *below;
 };
 
 /* ---- tier.c: the core's side -------------------------------------------- */
@@ -122,11 +134,28 @@ uint32_t tier_refs(struct umlmem_host *h, uint64_t k);
    for tier_ops.load. */
 void     tier_load(struct umlmem_host *h, const uint64_t *keys, void *const *bufs, unsigned n,
 		   int *res);
+/* Lets every tier that keeps data in frames take or give back frames
+   (tier_ops.balance). Caller holds host->lock. */
+void     tier_balance(struct umlmem_host *h);
 /* Runs every tier's deferred work. No lock held. */
 void     tier_maintain(struct umlmem_host *h);
 /* Sum of every tier's info. */
 void     tier_info_all(struct umlmem_host *h, struct tier_info *out);
 void     tiers_fini(struct umlmem_host *h);
+
+/* ---- zpool.c -------------------------------------------------------------- */
+/* The compressed pool of @h (algorithm and size from h->cfg), storing into
+   frames of the budget and moving its oldest pages to @below. */
+int  zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out);
+struct umlmem_host_info;
+/* Fills the pool_* fields of @i (no lock needed). */
+void zpool_info(struct tier *t, struct umlmem_host_info *i);
+/* Test hooks. The next @n pool allocations fail as if no frame could be
+   had (the pages then go to the tier below). */
+void zpool_inject_alloc_fail(struct tier *t, uint64_t n);
+/* Flips one byte of the compressed bytes of handle @handle; false when it
+   has none (same-filled, or moved below). */
+bool zpool_corrupt(struct tier *t, uint64_t handle);
 
 /* ---- swapfiles/tier_swap.c --------------------------------------------- */
 /* Makes the swap files of @h (host->swap, host->io, opened by host.c) the

@@ -192,7 +192,6 @@ void bench_progress(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-
 void bench_fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt)
 {
 	for (uint64_t p = 0; p < npages; p++)
@@ -384,7 +383,9 @@ void bench_cleanup_on(void (*fn)(void))
 			abort();
 		}
 		cleanups[i] = fn;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);	/* the entry before the count */
+		/* the entry before the count: pairs with a signal handler's
+		   bench_cleanup(), which reads the count, then the entries */
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		ncleanups = i + 1;
 	}
 	if (!atexit_done && atexit(bench_cleanup) == 0)
@@ -417,7 +418,6 @@ void bench_cleanup_child(void)
 /* ------------------------------------------------------------------------ */
 /* Output                                                                   */
 /* ------------------------------------------------------------------------ */
-
 
 static void json_result(FILE *f, const struct result *r)
 {
@@ -644,61 +644,72 @@ static int parse_only(struct bench *b, const char *arg)
 	return rc;
 }
 
+enum { O_JSON = 1, O_QUICK, O_SWAPDIR, O_ENGINE, O_ONLY, O_BUDGET, O_SECONDS };
+
+static const struct cli_opt bench_opts[] = {
+	{ "--json", false, O_JSON },
+	{ "--quick", false, O_QUICK },
+	{ "--swap-dir", true, O_SWAPDIR },
+	{ "--engine", true, O_ENGINE },
+	{ "--only", true, O_ONLY },
+	{ "--budget", true, O_BUDGET },
+	{ "--seconds", true, O_SECONDS },
+	{ NULL, false, 0 },
+};
+
+/* What the options say before the defaults, which depend on --quick
+   wherever it stands, are applied. */
+struct bench_args {
+	struct bench *b;
+	const char *only, *budget, *seconds;
+};
+
+static int bench_opt(void *ctx, int id, const char *arg)
+{
+	struct bench_args *a = ctx;
+	struct bench *b = a->b;
+
+	switch (id) {
+	case O_JSON:
+		b->json = true;
+		break;
+	case O_QUICK:
+		b->quick = true;
+		break;
+	case O_SWAPDIR:
+		if (!cli_opt_dir("bench", "--swap-dir", arg))
+			return EXIT_USAGE;
+		b->swap_dir = arg;
+		break;
+	case O_ENGINE:
+		if (!cli_opt_engine("bench", "--engine", arg, &b->want_engine))
+			return EXIT_USAGE;
+		break;
+	case O_ONLY:
+		a->only = arg;
+		break;
+	case O_BUDGET:
+		a->budget = arg;
+		break;
+	case O_SECONDS:
+		a->seconds = arg;
+		break;
+	}
+	return 0;
+}
+
 /* Returns 0 to run, -1 after --help, or an exit status. */
 static int bench_parse(struct bench *b, int argc, char **argv)
 {
-	enum { O_JSON = 1, O_QUICK, O_SWAPDIR, O_ENGINE, O_ONLY, O_BUDGET, O_SECONDS, O_HELP };
-	static const struct cli_opt opts[] = {
-		{ "--json", false, O_JSON },
-		{ "--quick", false, O_QUICK },
-		{ "--swap-dir", true, O_SWAPDIR },
-		{ "--engine", true, O_ENGINE },
-		{ "--only", true, O_ONLY },
-		{ "--budget", true, O_BUDGET },
-		{ "--seconds", true, O_SECONDS },
-		{ "--help", false, O_HELP },
-		{ "-h", false, O_HELP },
-		{ NULL, false, 0 },
-	};
-	const char *only = NULL, *budget = NULL, *seconds = NULL, *arg;
-	int i = 1, id;
+	struct bench_args a = { .b = b };
+	const char *budget, *seconds;
+	int rc;
 
-	while ((id = cli_next_cmd("bench", argc, argv, &i, opts, &arg)) != OPT_END) {
-		switch (id) {
-		case OPT_ERR:
-			return EXIT_USAGE;
-		case OPT_POSITIONAL:
-			cli_usage_error("bench", "unexpected argument '%s'", arg);
-			return EXIT_USAGE;
-		case O_HELP:
-			bench_usage(stdout);
-			return -1;
-		case O_JSON:
-			b->json = true;
-			break;
-		case O_QUICK:
-			b->quick = true;
-			break;
-		case O_SWAPDIR:
-			if (!cli_opt_dir("bench", "--swap-dir", arg))
-				return EXIT_USAGE;
-			b->swap_dir = arg;
-			break;
-		case O_ENGINE:
-			if (!cli_opt_engine("bench", "--engine", arg, &b->want_engine))
-				return EXIT_USAGE;
-			break;
-		case O_ONLY:
-			only = arg;
-			break;
-		case O_BUDGET:
-			budget = arg;
-			break;
-		case O_SECONDS:
-			seconds = arg;
-			break;
-		}
-	}
+	rc = cli_parse("bench", argc, argv, bench_opts, false, bench_opt, &a, bench_usage);
+	if (rc)
+		return rc;
+	budget = a.budget;
+	seconds = a.seconds;
 
 	/* the defaults depend on --quick, wherever it stands */
 	b->budget = b->quick ? 32ull << 20 : 256ull << 20;
@@ -718,8 +729,8 @@ static int bench_parse(struct bench *b, int argc, char **argv)
 		if (b->warm > b->seconds / 2)
 			b->warm = b->seconds / 2;
 	}
-	if (only)
-		return parse_only(b, only);
+	if (a.only)
+		return parse_only(b, a.only);
 	for (unsigned k = 0; k < b->nr; k++)
 		b->r[k].want = true;
 	return 0;

@@ -88,6 +88,33 @@ int cli_next_cmd(const char *cmd, int argc, char **argv, int *ip,
 	return OPT_ERR;
 }
 
+int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts, bool words,
+	      int (*fn)(void *ctx, int id, const char *arg), void *ctx, void (*usage)(FILE *f))
+{
+	const char *arg;
+	int i = 1, id, rc;
+
+	for (;;) {
+		/* where an option may stand (not as another's value) */
+		if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) {
+			usage(stdout);
+			return -1;
+		}
+		id = cli_next_cmd(cmd, argc, argv, &i, opts, &arg);
+		if (id == OPT_END)
+			return 0;
+		if (id == OPT_ERR)
+			return EXIT_USAGE;
+		if (id == OPT_POSITIONAL && !words) {
+			cli_usage_error(cmd, "unexpected argument '%s'", arg);
+			return EXIT_USAGE;
+		}
+		rc = fn(ctx, id, arg);
+		if (rc)
+			return rc;
+	}
+}
+
 /*
  * Decimal or 0x-hex, the whole word, no sign: strtoull alone takes "-1",
  * and base 0 would read "010" as octal.

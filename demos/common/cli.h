@@ -39,6 +39,17 @@ void cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((forma
    why. Takes "--opt VALUE" and "--opt=VALUE"; "--" ends the options. */
 int  cli_next_cmd(const char *cmd, int argc, char **argv, int *ip, const struct cli_opt *opts,
 		  const char **arg);
+/*
+ * The one option loop of every subcommand: cli_next_cmd() over @opts, with
+ * -h and --help (not in @opts) printing @usage on stdout.
+ * Each option, and each word that is not one when @words, goes to @fn as
+ * (@ctx, its id or OPT_POSITIONAL, its value or the word); @fn returns 0,
+ * or EXIT_USAGE after saying why with cli_usage_error(). A word where
+ * @words is false is refused here. Returns 0 to run, -1 after --help, or
+ * EXIT_USAGE.
+ */
+int  cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts, bool words,
+	       int (*fn)(void *ctx, int id, const char *arg), void *ctx, void (*usage)(FILE *f));
 bool parse_u64(const char *s, uint64_t *out);          /* decimal or 0x-hex, whole word */
 bool parse_size(const char *s, uint64_t *out);         /* bytes, K/M/G/T or KiB.. suffix */
 const char *fmt_bytes(char *buf, size_t n, uint64_t v); /* "1.50 GiB" */
@@ -70,6 +81,8 @@ bool cli_opt_engine(const char *cmd, const char *opt, const char *arg,
 #ifdef CLI_CMD
 #define usage_error(...) cli_usage_error(CLI_CMD, __VA_ARGS__)
 #define cli_next(argc, argv, ip, opts, arg) cli_next_cmd(CLI_CMD, argc, argv, ip, opts, arg)
+#define parse_options(argc, argv, opts, words, fn, ctx, usage) \
+	cli_parse(CLI_CMD, argc, argv, opts, words, fn, ctx, usage)
 #define opt_dir(opt, arg) cli_opt_dir(CLI_CMD, opt, arg)
 #define opt_size(opt, arg, min, max, out) cli_opt_size(CLI_CMD, opt, arg, min, max, out)
 #define opt_u64(opt, arg, min, max, out) cli_opt_u64(CLI_CMD, opt, arg, min, max, out)

@@ -83,141 +83,7 @@
 
 #define CMD		"stress"
 
-#define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
-#define MIB		(1024.0 * 1024.0)
-
-#define BLOCK_PAGES	13u	/* unit of ownership; see the top comment */
-#define MAX_SEGS	6u	/* runs per page in the model */
-#define MAX_OP_PAGES	4u	/* longest read or write, in pages */
-#define NPAT		4u	/* few, so that equal pages are common */
-#define MAX_PINS	8u	/* pins a thread holds at most */
-#define MAX_THREADS	256u
-#define MAX_GUESTS	4096u
-#define MAX_REPORTS	10u	/* mismatches and errors printed in full */
-#define PROGRESS_S	1.0
-#define STALL_S		60.0
-
-/* ------------------------------------------------------------------------ */
-/* State                                                                    */
-/* ------------------------------------------------------------------------ */
-
-enum op_kind {
-	OP_NONE, OP_READ, OP_WRITE, OP_FILL, OP_PIN, OP_PINNED, OP_UNPIN,
-	OP_DISCARD, OP_DEDUP, OP_BAD, OP_FINAL, NOPS
-};
-
-static const char *const op_name[NOPS] = {
-	"idle", "read", "write", "fill", "pin", "pinned access", "unpin",
-	"discard", "dedup scan", "bad call", "final check",
-};
-
-enum seg_kind { SEG_ZERO = 0, SEG_PAT, SEG_RAND };
-
-/* One run of a page's bytes, from the previous run's end to @end. */
-struct seg {
-	uint16_t end;
-	uint8_t kind;		/* enum seg_kind */
-	uint8_t pat;		/* SEG_PAT: which pattern */
-	uint32_t stamp;		/* SEG_RAND: which write of the owner */
-};
-
-/* n == 0: never written since the start, all zeros. */
-struct page_model {
-	struct seg s[MAX_SEGS];
-	uint32_t last_op;	/* the owner's op number that last changed it */
-	uint8_t n;
-	uint8_t last_kind;	/* enum op_kind of that op */
-	uint8_t unknown;	/* a failed write left it partly written */
-};
-
-struct pin {
-	unsigned gi;
-	uint64_t page;
-	unsigned access;
-	unsigned char *p;
-};
-
-struct counters {
-	uint64_t ops, reads, writes, fills, pins, pin_checks, pin_writes, unpins;
-	uint64_t discards, busy_discards, scans, merged, bad_calls;
-	uint64_t errors, mismatches, mismatched_bytes;
-	uint64_t checked_bytes;	/* by the final check */
-};
-
-struct stress;
-
-struct worker {
-	struct stress *s;
-	unsigned id;
-	pthread_t tid;
-	uint64_t rng;
-	uint64_t quota;		/* ops, with --ops */
-	bool by_ops;		/* else until told to stop */
-	uint64_t nblocks;	/* blocks owned */
-	uint64_t key;		/* base of this thread's random content */
-	uint32_t stamp;
-	uint32_t opno;
-	enum op_kind op;	/* the op being done, for reports */
-	struct pin pins[MAX_PINS];
-	unsigned npins;
-	unsigned char *buf;	/* BLOCK_PAGES pages: data in or out */
-	unsigned char *want;	/* one page: expected bytes */
-	struct counters c;
-	/* read by the main thread while the worker runs */
-	_Atomic uint64_t a_ops;
-	_Atomic uint64_t a_checked;
-	_Atomic int a_op;
-	_Atomic unsigned a_gi;
-	_Atomic uint64_t a_gpa;
-};
-
-struct stress {
-	/* options */
-	unsigned threads;
-	unsigned guests;
-	uint64_t guest_bytes;
-	uint64_t budget_bytes;
-	double seconds;
-	uint64_t ops_total;	/* 0: run for @seconds */
-	const char *swap_dir;
-	uint64_t seed;
-	bool json, quiet, background, dedup;
-
-	/* derived */
-	uint64_t guest_pages;
-	uint64_t guest_blocks;	/* per guest */
-	uint64_t total_blocks;
-	unsigned max_pins;	/* per thread */
-
-	/* run state */
-	umlmem_host *host;
-	umlmem_guest **g;
-	unsigned created;
-	struct page_model **pm;
-	unsigned char (*pat)[PAGE];
-	struct worker *w;
-	pthread_barrier_t barrier;
-	atomic_bool stop;
-	atomic_uint finished;	/* workers done with everything */
-	atomic_uint final_started;
-	_Atomic uint64_t a_errors, a_mismatches;
-	atomic_uint reports;
-	pthread_mutex_t lock;
-	char error[1024];	/* first unexpected failure */
-	char mismatch[1024];	/* first mismatch */
-
-	/* results */
-	struct counters tot;
-	struct umlmem_stats st;
-	struct umlmem_host_info info;
-	bool have_stats;
-	uint64_t peak_frames;
-	enum umlmem_io_engine engine;
-	char engine_why[256];
-	bool final_complete;
-	uint64_t warnings;
-	double t0, wall_s, run_s;
-};
+#include "stress.h"
 
 /* ------------------------------------------------------------------------ */
 /* Reports                                                                  */
@@ -225,7 +91,7 @@ struct stress {
 
 /* Prints the first MAX_REPORTS failures in full, then says once that the
  * rest are only counted; keeps the first of each sort for the summary. */
-static void report(struct stress *s, char *first, size_t firstlen, const char *line)
+void stress_report(struct stress *s, char *first, size_t firstlen, const char *line)
 {
 	unsigned n = atomic_fetch_add(&s->reports, 1);
 
@@ -240,7 +106,7 @@ static void report(struct stress *s, char *first, size_t firstlen, const char *l
 }
 
 /* A call that did not do what its documentation says. */
-static void fail_line(struct worker *w, const char *what)
+void stress_fail_line(struct worker *w, const char *what)
 {
 	char line[1024];
 
@@ -248,13 +114,12 @@ static void fail_line(struct worker *w, const char *what)
 		 op_name[w->op], w->opno, what);
 	w->c.errors++;
 	atomic_fetch_add_explicit(&w->s->a_errors, 1, memory_order_relaxed);
-	report(w->s, w->s->error, sizeof(w->s->error), line);
+	stress_report(w->s, w->s->error, sizeof(w->s->error), line);
 }
 
 /* An unexpected result of a library call. The library's message is copied
  * first: it is only kept until the thread's next umlmem call. */
-static void __attribute__((format(printf, 3, 4)))
-lib_error(struct worker *w, int rc, const char *fmt, ...)
+void stress_lib_error(struct worker *w, int rc, const char *fmt, ...)
 {
 	char what[256], msg[512], line[900];
 	va_list ap;
@@ -265,783 +130,33 @@ lib_error(struct worker *w, int rc, const char *fmt, ...)
 	va_end(ap);
 	snprintf(line, sizeof(line), "%s: %s%s%s", what, umlmem_strerror(rc),
 		 msg[0] ? ": " : "", msg);
-	fail_line(w, line);
+	stress_fail_line(w, line);
 }
 
 /* A documented error that did not come: @rc is what came instead. */
-static void unexpected(struct worker *w, int rc, int want, const char *call)
+void stress_unexpected(struct worker *w, int rc, int want, const char *call)
 {
-	lib_error(w, rc, "%s should fail with %s but returned", call, umlmem_strerror(want));
-}
-
-/* ------------------------------------------------------------------------ */
-/* Content and the model                                                    */
-/* ------------------------------------------------------------------------ */
-
-static inline uint64_t page_len(const struct stress *s, uint64_t page)
-{
-	uint64_t left = s->guest_bytes - page * PAGE;
-
-	return left < PAGE ? left : PAGE;
-}
-
-/* The bytes [lo, hi) of run @sg of page @page of guest @gi, into @out. */
-static void seg_fill(const struct worker *w, unsigned gi, uint64_t page,
-		     const struct seg *sg, unsigned lo, unsigned hi, unsigned char *out)
-{
-	uint64_t a, word, key;
-	unsigned n = hi - lo, i = 0, sh;
-
-	switch (sg->kind) {
-	case SEG_ZERO:
-		memset(out, 0, n);
-		return;
-	case SEG_PAT:
-		memcpy(out, w->s->pat[sg->pat] + lo, n);
-		return;
-	}
-	/* Random content depends on the address as well as the stamp, so
-	 * that a byte landing at the wrong offset, page or guest shows. */
-	key = mix64(w->key ^ sg->stamp) + (uint64_t)gi * 0xd1b54a32d192ed03ull;
-	a = page * PAGE + lo;
-	while (i < n) {
-		word = mix64(key + (a >> 3) * RNG_GOLDEN);
-		for (sh = (unsigned)(a & 7); sh < 8 && i < n; sh++, a++)
-			out[i++] = (unsigned char)(word >> (8 * sh));
-	}
-}
-
-/* The runs of a page; a page never written is one run of zeros. */
-static const struct seg *page_segs(const struct stress *s, const struct page_model *m,
-				   uint64_t page, struct seg *tmp, unsigned *n)
-{
-	if (m->n) {
-		*n = m->n;
-		return m->s;
-	}
-	tmp->end = (uint16_t)page_len(s, page);
-	tmp->kind = SEG_ZERO;
-	tmp->pat = 0;
-	tmp->stamp = 0;
-	*n = 1;
-	return tmp;
-}
-
-/* Expected bytes [lo, hi) of a page, into @out. */
-static void model_expect(const struct worker *w, unsigned gi, uint64_t page,
-			 unsigned lo, unsigned hi, unsigned char *out)
-{
-	const struct page_model *m = &w->s->pm[gi][page];
-	const struct seg *sg;
-	struct seg tmp;
-	unsigned n, i, start = 0, a, b;
-
-	sg = page_segs(w->s, m, page, &tmp, &n);
-	for (i = 0; i < n && start < hi; start = sg[i].end, i++) {
-		a = start > lo ? start : lo;
-		b = sg[i].end < hi ? sg[i].end : hi;
-		if (a < b)
-			seg_fill(w, gi, page, &sg[i], a, b, out + (a - lo));
-	}
-}
-
-static bool seg_same(const struct seg *a, const struct seg *b)
-{
-	if (a->kind != b->kind)
-		return false;
-	if (a->kind == SEG_PAT)
-		return a->pat == b->pat;
-	if (a->kind == SEG_RAND)
-		return a->stamp == b->stamp;
-	return true;
-}
-
-static void seg_push(struct seg *out, unsigned *n, struct seg sg, unsigned end)
-{
-	sg.end = (uint16_t)end;
-	if (*n && seg_same(&out[*n - 1], &sg))
-		out[*n - 1].end = (uint16_t)end;
-	else
-		out[(*n)++] = sg;
-}
-
-/* The runs of a page after [lo, hi) is written with @ns, into @out (room
- * for MAX_SEGS + 2); returns how many. Equal neighbours are joined, which
- * is exact: every kind of content is a function of its position. */
-static unsigned overlay(const struct stress *s, const struct page_model *m, uint64_t page,
-			unsigned lo, unsigned hi, struct seg ns, struct seg *out)
-{
-	const struct seg *sg;
-	struct seg tmp;
-	unsigned n, i, start, k = 0;
-
-	sg = page_segs(s, m, page, &tmp, &n);
-	for (i = 0, start = 0; i < n; start = sg[i].end, i++)
-		if (start < lo)
-			seg_push(out, &k, sg[i], sg[i].end < lo ? sg[i].end : lo);
-	seg_push(out, &k, ns, hi);
-	for (i = 0; i < n; i++)
-		if (sg[i].end > hi)
-			seg_push(out, &k, sg[i], sg[i].end);
-	return k;
-}
-
-static bool overlay_fits(const struct stress *s, const struct page_model *m, uint64_t page,
-			 unsigned lo, unsigned hi, struct seg ns)
-{
-	struct seg out[MAX_SEGS + 2];
-
-	return overlay(s, m, page, lo, hi, ns, out) <= MAX_SEGS;
-}
-
-static void model_apply(struct worker *w, unsigned gi, uint64_t page, unsigned lo,
-			unsigned hi, struct seg ns)
-{
-	struct page_model *m = &w->s->pm[gi][page];
-	struct seg out[MAX_SEGS + 2];
-	unsigned k = overlay(w->s, m, page, lo, hi, ns, out);
-
-	/* Callers widen writes so that this cannot overflow. */
-	if (k > MAX_SEGS)
-		abort();
-	memcpy(m->s, out, k * sizeof(out[0]));
-	m->n = (uint8_t)k;
-	m->last_op = w->opno;
-	m->last_kind = (uint8_t)w->op;
-}
-
-static void model_unknown(struct worker *w, unsigned gi, uint64_t first, uint64_t last)
-{
-	for (uint64_t p = first; p <= last; p++)
-		w->s->pm[gi][p].unknown = 1;
-}
-
-/* Compares bytes [lo, hi) of a page, as read into @got, with the model. */
-static void check_page(struct worker *w, unsigned gi, uint64_t page, unsigned lo,
-		       unsigned hi, const unsigned char *got)
-{
-	struct stress *s = w->s;
-	const struct page_model *m = &s->pm[gi][page];
-	unsigned i, nbad = 0, first = 0, n = hi - lo;
-	char line[1024];
-
-	if (m->unknown || lo >= hi)
-		return;
-	model_expect(w, gi, page, lo, hi, w->want);
-	if (!memcmp(w->want, got, n))
-		return;
-	for (i = 0; i < n; i++)
-		if (w->want[i] != got[i] && !nbad++)
-			first = i;
-	w->c.mismatches++;
-	w->c.mismatched_bytes += nbad;
-	atomic_fetch_add_explicit(&s->a_mismatches, 1, memory_order_relaxed);
-	snprintf(line, sizeof(line),
-		 "MISMATCH guest %u page %" PRIu64 " (gpa 0x%" PRIx64 "): %u of %u bytes differ, "
-		 "first at +0x%x (expected 0x%02x, got 0x%02x), found by %s #%" PRIu32
-		 " of thread %u; the page was last changed by %s #%" PRIu32,
-		 gi, page, page * PAGE, nbad, n, lo + first, w->want[first], got[first],
-		 op_name[w->op], w->opno, w->id,
-		 m->n ? op_name[m->last_kind] : "nothing (never written)", m->last_op);
-	report(s, s->mismatch, sizeof(s->mismatch), line);
-}
-
-/* Checks @len bytes at @gpa (within one block) that were read into @got. */
-static void check_range(struct worker *w, unsigned gi, uint64_t gpa, uint64_t len,
-			const unsigned char *got)
-{
-	uint64_t a = gpa, end = gpa + len, page, pe;
-
-	while (a < end) {
-		page = a / PAGE;
-		pe = (page + 1) * PAGE < end ? (page + 1) * PAGE : end;
-		check_page(w, gi, page, (unsigned)(a - page * PAGE), (unsigned)(pe - page * PAGE),
-			   got + (a - gpa));
-		a = pe;
-	}
-}
-
-/* ------------------------------------------------------------------------ */
-/* Ownership                                                                */
-/* ------------------------------------------------------------------------ */
-
-struct block {
-	unsigned gi;
-	uint64_t first, end;	/* pages [first, end) */
-};
-
-static void block_of(const struct stress *s, uint64_t k, struct block *b)
-{
-	uint64_t bi = k % s->guest_blocks;
-
-	b->gi = (unsigned)(k / s->guest_blocks);
-	b->first = bi * BLOCK_PAGES;
-	b->end = b->first + BLOCK_PAGES < s->guest_pages ? b->first + BLOCK_PAGES : s->guest_pages;
-}
-
-/* Returns the pin whose block was picked, or -1. Pins are few among many
- * pages, so an eighth of the picks go to a pinned page's block: else a
- * discard would almost never meet a pin, nor a write a pinned page. */
-static int pick_block(struct worker *w, struct block *b)
-{
-	const struct pin *pn;
-	int i;
-
-	if (w->npins && rng_below(&w->rng, 8) == 0) {
-		i = (int)rng_below(&w->rng, w->npins);
-		pn = &w->pins[i];
-		block_of(w->s, (uint64_t)pn->gi * w->s->guest_blocks + pn->page / BLOCK_PAGES, b);
-		return i;
-	}
-	block_of(w->s, w->id + (uint64_t)w->s->threads * rng_below(&w->rng, w->nblocks), b);
-	return -1;
-}
-
-static uint64_t block_bytes_end(const struct stress *s, const struct block *b)
-{
-	uint64_t e = b->end * PAGE;
-
-	return e < s->guest_bytes ? e : s->guest_bytes;
-}
-
-/* A random byte range inside a random owned block: mostly short, often
- * straddling a page boundary, sometimes several pages. */
-static void pick_range(struct worker *w, struct block *b, uint64_t *gpa, uint64_t *len)
-{
-	uint64_t lo, hi, a, n;
-
-	pick_block(w, b);
-	lo = b->first * PAGE;
-	hi = block_bytes_end(w->s, b);
-	switch (rng_below(&w->rng, 4)) {
-	case 0:
-		n = 1 + rng_below(&w->rng, 64);
-		break;
-	case 1:
-		n = 1 + rng_below(&w->rng, PAGE);
-		break;
-	default:
-		n = 1 + rng_below(&w->rng, MAX_OP_PAGES * PAGE);
-		break;
-	}
-	if (rng_below(&w->rng, 4) == 0) {
-		/* just before a page boundary, so even short ones cross it */
-		a = lo + (1 + rng_below(&w->rng, b->end - b->first)) * PAGE;
-		a -= 1 + rng_below(&w->rng, 64);
-		if (a >= hi)
-			a = hi - 1;
-	} else {
-		a = lo + rng_below(&w->rng, hi - lo);
-	}
-	if (n > hi - a)
-		n = hi - a;
-	*gpa = a;
-	*len = n;
-}
-
-static uint64_t pick_page(struct worker *w, struct block *b)
-{
-	int i = pick_block(w, b);
-
-	if (i >= 0 && rng_below(&w->rng, 2))
-		return w->pins[i].page;
-	return b->first + rng_below(&w->rng, b->end - b->first);
-}
-
-static int find_pin(const struct worker *w, unsigned gi, uint64_t page)
-{
-	for (unsigned i = 0; i < w->npins; i++)
-		if (w->pins[i].gi == gi && w->pins[i].page == page)
-			return (int)i;
-	return -1;
-}
-
-static bool write_pinned(const struct worker *w, unsigned gi, uint64_t page)
-{
-	for (unsigned i = 0; i < w->npins; i++)
-		if (w->pins[i].gi == gi && w->pins[i].page == page &&
-		    (w->pins[i].access & UMLMEM_WRITE))
-			return true;
-	return false;
-}
-
-static void set_current(struct worker *w, enum op_kind op, unsigned gi, uint64_t gpa)
-{
-	w->op = op;
-	atomic_store_explicit(&w->a_op, op, memory_order_relaxed);
-	atomic_store_explicit(&w->a_gi, gi, memory_order_relaxed);
-	atomic_store_explicit(&w->a_gpa, gpa, memory_order_relaxed);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Operations                                                               */
-/* ------------------------------------------------------------------------ */
-
-/* A new run of random (mostly), pattern or zero content. */
-static struct seg new_seg(struct worker *w)
-{
-	struct seg sg = { 0, SEG_RAND, 0, 0 };
-	uint64_t r = rng_below(&w->rng, 10);
-
-	if (r < 7) {
-		sg.stamp = ++w->stamp;
-	} else if (r < 9) {
-		sg.kind = SEG_PAT;
-		sg.pat = (uint8_t)rng_below(&w->rng, NPAT);
-	} else {
-		sg.kind = SEG_ZERO;
-	}
-	return sg;
-}
-
-static void op_read(struct worker *w)
-{
-	struct block b;
-	uint64_t gpa, len;
-	unsigned char poison = (w->opno & 1) ? 0xa5 : 0x5a;
-	int rc;
-
-	pick_range(w, &b, &gpa, &len);
-	set_current(w, OP_READ, b.gi, gpa);
-	/* Poisoned, so a read that claims success but copies nothing shows. */
-	memset(w->buf, poison, len);
-	rc = umlmem_read(w->s->g[b.gi], gpa, w->buf, len);
-	w->c.reads++;
-	if (rc) {
-		lib_error(w, rc, "umlmem_read(guest %u, 0x%" PRIx64 ", %" PRIu64 ")", b.gi, gpa, len);
-		return;
-	}
-	check_range(w, b.gi, gpa, len, w->buf);
-}
-
-static void op_write(struct worker *w)
-{
-	struct stress *s = w->s;
-	struct block b;
-	struct seg ns = new_seg(w);
-	uint64_t gpa, len, end, first, last, p, ps, pe;
-	int rc;
-
-	pick_range(w, &b, &gpa, &len);
-	end = gpa + len;
-	first = gpa / PAGE;
-	last = (end - 1) / PAGE;
-	/* Widen a partial first or last page that would need too many runs. */
-	if (!overlay_fits(s, &s->pm[b.gi][first], first, (unsigned)(gpa - first * PAGE),
-			  (unsigned)((first == last ? end : first * PAGE + page_len(s, first)) -
-				     first * PAGE), ns)) {
-		gpa = first * PAGE;
-		if (first == last)
-			end = first * PAGE + page_len(s, first);
-	}
-	if (last != first &&
-	    !overlay_fits(s, &s->pm[b.gi][last], last, 0, (unsigned)(end - last * PAGE), ns))
-		end = last * PAGE + page_len(s, last);
-	len = end - gpa;
-
-	set_current(w, OP_WRITE, b.gi, gpa);
-	for (p = first; p <= last; p++) {
-		ps = p == first ? gpa - p * PAGE : 0;
-		pe = p == last ? end - p * PAGE : page_len(s, p);
-		seg_fill(w, b.gi, p, &ns, (unsigned)ps, (unsigned)pe, w->buf + (p * PAGE + ps - gpa));
-	}
-	rc = umlmem_write(s->g[b.gi], gpa, w->buf, len);
-	w->c.writes++;
-	if (rc) {
-		lib_error(w, rc, "umlmem_write(guest %u, 0x%" PRIx64 ", %" PRIu64 ")", b.gi, gpa, len);
-		model_unknown(w, b.gi, first, last);
-		return;
-	}
-	for (p = first; p <= last; p++) {
-		ps = p == first ? gpa - p * PAGE : 0;
-		pe = p == last ? end - p * PAGE : page_len(s, p);
-		model_apply(w, b.gi, p, (unsigned)ps, (unsigned)pe, ns);
-	}
-}
-
-/* Whole pages of a few fixed patterns or zeros: the duplicates merging
- * lives on. */
-static void op_fill(struct worker *w)
-{
-	struct stress *s = w->s;
-	struct seg ns[MAX_OP_PAGES];
-	struct block b;
-	uint64_t first = pick_page(w, &b), n, i, gpa, len;
-	int rc;
-
-	n = 1 + rng_below(&w->rng, MAX_OP_PAGES);
-	if (n > b.end - first)
-		n = b.end - first;
-	gpa = first * PAGE;
-	len = 0;
-	set_current(w, OP_FILL, b.gi, gpa);
-	for (i = 0; i < n; i++) {
-		ns[i].kind = rng_below(&w->rng, 5) ? SEG_PAT : SEG_ZERO;
-		ns[i].pat = (uint8_t)rng_below(&w->rng, NPAT);
-		ns[i].stamp = 0;
-		seg_fill(w, b.gi, first + i, &ns[i], 0, (unsigned)page_len(s, first + i),
-			 w->buf + i * PAGE);
-		len += page_len(s, first + i);
-	}
-	rc = umlmem_write(s->g[b.gi], gpa, w->buf, len);
-	w->c.fills++;
-	if (rc) {
-		lib_error(w, rc, "umlmem_write(guest %u, 0x%" PRIx64 ", %" PRIu64 ") of whole pages",
-			  b.gi, gpa, len);
-		model_unknown(w, b.gi, first, first + n - 1);
-		return;
-	}
-	for (i = 0; i < n; i++)
-		model_apply(w, b.gi, first + i, 0, (unsigned)page_len(s, first + i), ns[i]);
-}
-
-/* Writes a random run of a write-pinned page through its pointer. */
-static void pin_write(struct worker *w, const struct pin *pn)
-{
-	struct stress *s = w->s;
-	unsigned plen = (unsigned)page_len(s, pn->page), lo, hi;
-	struct seg ns = new_seg(w);
-
-	lo = (unsigned)rng_below(&w->rng, plen);
-	hi = lo + 1 + (unsigned)rng_below(&w->rng, plen - lo);
-	if (!overlay_fits(s, &s->pm[pn->gi][pn->page], pn->page, lo, hi, ns)) {
-		lo = 0;
-		hi = plen;
-	}
-	seg_fill(w, pn->gi, pn->page, &ns, lo, hi, pn->p + lo);
-	model_apply(w, pn->gi, pn->page, lo, hi, ns);
-	w->c.pin_writes++;
-}
-
-static void pin_check(struct worker *w, const struct pin *pn)
-{
-	check_page(w, pn->gi, pn->page, 0, (unsigned)page_len(w->s, pn->page), pn->p);
-	w->c.pin_checks++;
-}
-
-static void drop_pin(struct worker *w, unsigned i)
-{
-	struct pin *pn = &w->pins[i];
-	int rc;
-
-	set_current(w, OP_UNPIN, pn->gi, pn->page * PAGE);
-	pin_check(w, pn);
-	rc = umlmem_unpin(w->s->g[pn->gi], pn->page * PAGE);
-	w->c.unpins++;
-	if (rc)
-		lib_error(w, rc, "umlmem_unpin(guest %u, 0x%" PRIx64 ") of a pinned page",
-			  pn->gi, pn->page * PAGE);
-	w->pins[i] = w->pins[--w->npins];
-}
-
-static void op_pin(struct worker *w)
-{
-	static const unsigned acc[3] = { UMLMEM_READ, UMLMEM_WRITE, UMLMEM_READ | UMLMEM_WRITE };
-	struct pin pn;
-	struct block b;
-	void *p = NULL;
-	int rc, old;
-
-	if (w->npins >= w->s->max_pins)
-		drop_pin(w, (unsigned)rng_below(&w->rng, w->npins));
-	if (w->npins && rng_below(&w->rng, 4) == 0) {
-		/* nest a second pin on a page already held */
-		pn = w->pins[rng_below(&w->rng, w->npins)];
-	} else {
-		pn.page = pick_page(w, &b);
-		pn.gi = b.gi;
-	}
-	pn.access = acc[rng_below(&w->rng, 3)];
-	set_current(w, OP_PIN, pn.gi, pn.page * PAGE);
-	rc = umlmem_pin(w->s->g[pn.gi], pn.page * PAGE, pn.access, &p);
-	w->c.pins++;
-	if (rc) {
-		lib_error(w, rc, "umlmem_pin(guest %u, 0x%" PRIx64 ", %s)", pn.gi, pn.page * PAGE,
-			  pn.access == UMLMEM_READ ? "READ" :
-			  pn.access == UMLMEM_WRITE ? "WRITE" : "READ|WRITE");
-		return;
-	}
-	pn.p = p;
-	old = find_pin(w, pn.gi, pn.page);
-	/* A pinned page never moves, so a nested pin sees the same bytes. */
-	if (old >= 0 && w->pins[old].p != pn.p) {
-		char what[256];
-
-		snprintf(what, sizeof(what), "umlmem_pin(guest %u, 0x%" PRIx64 ") of a page "
-			 "already pinned gave %p, the first pin %p: a pinned page moved",
-			 pn.gi, pn.page * PAGE, (void *)pn.p, (void *)w->pins[old].p);
-		fail_line(w, what);
-	}
-	w->pins[w->npins++] = pn;
-	pin_check(w, &pn);
-	if ((pn.access & UMLMEM_WRITE) && rng_below(&w->rng, 2))
-		pin_write(w, &pn);
-}
-
-static void op_pinned(struct worker *w)
-{
-	struct pin *pn;
-
-	if (!w->npins) {
-		op_pin(w);
-		return;
-	}
-	pn = &w->pins[rng_below(&w->rng, w->npins)];
-	set_current(w, OP_PINNED, pn->gi, pn->page * PAGE);
-	if (write_pinned(w, pn->gi, pn->page) && rng_below(&w->rng, 2))
-		pin_write(w, pn);
-	else
-		pin_check(w, pn);
-}
-
-static void op_unpin(struct worker *w)
-{
-	if (!w->npins) {
-		op_pin(w);
-		return;
-	}
-	drop_pin(w, (unsigned)rng_below(&w->rng, w->npins));
-}
-
-static void op_discard(struct worker *w)
-{
-	struct stress *s = w->s;
-	struct block b;
-	uint64_t first = pick_page(w, &b), n, i, gpa, len;
-	bool pinned = false;
-	int rc;
-
-	n = 1 + rng_below(&w->rng, MAX_OP_PAGES);
-	if (n > b.end - first)
-		n = b.end - first;
-	gpa = first * PAGE;
-	/* whole pages, or up to exactly the end of the guest */
-	len = (first + n) * PAGE < s->guest_bytes ? n * PAGE : s->guest_bytes - gpa;
-	for (i = 0; i < n; i++)
-		if (find_pin(w, b.gi, first + i) >= 0)
-			pinned = true;
-	set_current(w, OP_DISCARD, b.gi, gpa);
-	rc = umlmem_discard(s->g[b.gi], gpa, len);
-	w->c.discards++;
-	if (pinned) {
-		w->c.busy_discards++;
-		if (rc != -EBUSY)
-			unexpected(w, rc, -EBUSY, "umlmem_discard of a range with a pinned page");
-		if (rc == 0)
-			model_unknown(w, b.gi, first, first + n - 1);
-		return;
-	}
-	if (rc) {
-		lib_error(w, rc, "umlmem_discard(guest %u, 0x%" PRIx64 ", %" PRIu64 ")",
-			  b.gi, gpa, len);
-		model_unknown(w, b.gi, first, first + n - 1);
-		return;
-	}
-	for (i = 0; i < n; i++) {
-		struct page_model *m = &s->pm[b.gi][first + i];
-
-		m->n = 1;
-		m->s[0] = (struct seg){ (uint16_t)page_len(s, first + i), SEG_ZERO, 0, 0 };
-		m->last_op = w->opno;
-		m->last_kind = OP_DISCARD;
-	}
-}
-
-static void op_dedup(struct worker *w)
-{
-	uint64_t merged = 0, pages = 64 + rng_below(&w->rng, 960);
-	int rc;
-
-	set_current(w, OP_DEDUP, 0, 0);
-	rc = umlmem_dedup_scan(w->s->host, pages, &merged);
-	w->c.scans++;
-	if (rc)
-		lib_error(w, rc, "umlmem_dedup_scan(%" PRIu64 " pages)", pages);
-	else
-		w->c.merged += merged;
-}
-
-/*
- * A call that breaks a documented rule. It must fail with the documented
- * error and change nothing; what it might have changed is in this thread's
- * pages (or, for the end of a guest, checked by its owner), so a call that
- * wrongly did something shows as a mismatch later too.
- */
-static void op_bad(struct worker *w)
-{
-	struct stress *s = w->s;
-	struct block b;
-	uint64_t page = pick_page(w, &b), gpa, len, over, i;
-	umlmem_guest *g = s->g[b.gi];
-	void *p = NULL;
-	int rc, want;
-
-	set_current(w, OP_BAD, b.gi, page * PAGE);
-	switch (rng_below(&w->rng, 7)) {
-	case 0:		/* read across or beyond the end: nothing copied */
-	case 1:		/* write across or beyond the end: nothing written */
-		over = s->guest_bytes < PAGE ? s->guest_bytes : PAGE;
-		gpa = s->guest_bytes - rng_below(&w->rng, over + 1);
-		len = s->guest_bytes - gpa + 1 + rng_below(&w->rng, PAGE);
-		if (rng_below(&w->rng, 8) == 0) {
-			/* so that gpa + len wraps around */
-			gpa = UINT64_MAX - rng_below(&w->rng, PAGE);
-			len = PAGE;
-		}
-		memset(w->buf, 0xa5, len);
-		w->c.bad_calls++;
-		if (rng_below(&w->rng, 2)) {
-			rc = umlmem_read(g, gpa, w->buf, len);
-			if (rc != -EFAULT) {
-				unexpected(w, rc, -EFAULT, "umlmem_read beyond the guest's end");
-				return;
-			}
-			for (i = 0; i < len; i++)
-				if (w->buf[i] != 0xa5)
-					break;
-			if (i < len) {
-				char what[256];
-
-				snprintf(what, sizeof(what), "umlmem_read(guest %u, 0x%" PRIx64
-					 ", %" PRIu64 ") beyond the end failed as it should but "
-					 "copied bytes anyway", b.gi, gpa, len);
-				fail_line(w, what);
-			}
-		} else {
-			rc = umlmem_write(g, gpa, w->buf, len);
-			if (rc != -EFAULT)
-				unexpected(w, rc, -EFAULT, "umlmem_write beyond the guest's end");
-		}
-		return;
-	case 2:		/* misaligned pin */
-		gpa = page * PAGE + 1 + rng_below(&w->rng, page_len(s, page) > 1 ?
-						  page_len(s, page) - 1 : 1);
-		rc = umlmem_pin(g, gpa, UMLMEM_READ, &p);
-		want = -EINVAL;
-		if (rc == 0)
-			umlmem_unpin(g, gpa & ~(PAGE - 1));
-		/* past the end as well: either rule may be the one reported */
-		if (gpa >= s->guest_bytes && rc == -EFAULT)
-			rc = -EINVAL;
-		break;
-	case 3:		/* no access, or an unknown access bit */
-		rc = umlmem_pin(g, page * PAGE, rng_below(&w->rng, 2) ? 0 : 0x4, &p);
-		want = -EINVAL;
-		if (rc == 0)
-			umlmem_unpin(g, page * PAGE);
-		break;
-	case 4:		/* unpin of a page this thread has not pinned */
-		if (find_pin(w, b.gi, page) >= 0)
-			return;
-		rc = umlmem_unpin(g, page * PAGE);
-		want = -EINVAL;
-		break;
-	case 5:		/* discard at a misaligned address */
-		gpa = page * PAGE + 1 + rng_below(&w->rng, PAGE - 1);
-		rc = umlmem_discard(g, gpa, PAGE);
-		/* past the end as well: either rule may be the one reported */
-		if (gpa + PAGE > s->guest_bytes && rc == -EFAULT)
-			rc = -EINVAL;
-		want = -EINVAL;
-		break;
-	default:	/* discard of a part of a page that does not end the guest */
-		len = 1 + rng_below(&w->rng, PAGE - 1);
-		if (page * PAGE + len >= s->guest_bytes)
-			return;
-		rc = umlmem_discard(g, page * PAGE, len);
-		want = -EINVAL;
-		break;
-	}
-	w->c.bad_calls++;
-	if (rc != want)
-		unexpected(w, rc, want, "a call that breaks a documented rule");
+	stress_lib_error(w, rc, "%s should fail with %s but returned", call, umlmem_strerror(want));
 }
 
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void random_ops(struct worker *w)
-{
-	struct stress *s = w->s;
-	uint64_t r;
-
-	while (w->by_ops ? w->c.ops < w->quota :
-	       !atomic_load_explicit(&s->stop, memory_order_relaxed)) {
-		w->opno++;
-		r = rng_below(&w->rng, 1000);
-		if (r < 340)
-			op_read(w);
-		else if (r < 590)
-			op_write(w);
-		else if (r < 690)
-			op_fill(w);
-		else if (r < 760)
-			op_pin(w);
-		else if (r < 820)
-			op_pinned(w);
-		else if (r < 880)
-			op_unpin(w);
-		else if (r < 930)
-			op_discard(w);
-		else if (r < 960 && s->dedup)
-			op_dedup(w);
-		else if (r < 960)
-			op_read(w);
-		else
-			op_bad(w);
-		w->c.ops++;
-		atomic_store_explicit(&w->a_ops, w->c.ops, memory_order_relaxed);
-	}
-	while (w->npins)
-		drop_pin(w, w->npins - 1);
-}
-
-/* Reads every owned block back whole and compares every byte. */
-static void final_check(struct worker *w)
-{
-	struct stress *s = w->s;
-	struct block b;
-	uint64_t k, gpa, len;
-	int rc;
-
-	w->op = OP_FINAL;
-	w->opno = 0;
-	for (k = w->id; k < s->total_blocks; k += s->threads) {
-		block_of(s, k, &b);
-		gpa = b.first * PAGE;
-		len = block_bytes_end(s, &b) - gpa;
-		w->opno++;
-		set_current(w, OP_FINAL, b.gi, gpa);
-		memset(w->buf, (k & 1) ? 0xa5 : 0x5a, len);
-		rc = umlmem_read(s->g[b.gi], gpa, w->buf, len);
-		if (rc) {
-			lib_error(w, rc, "umlmem_read(guest %u, 0x%" PRIx64 ", %" PRIu64 ")",
-				  b.gi, gpa, len);
-			continue;
-		}
-		check_range(w, b.gi, gpa, len, w->buf);
-		for (uint64_t p = b.first; p < b.end; p++)
-			if (!s->pm[b.gi][p].unknown)
-				w->c.checked_bytes += page_len(s, p);
-		atomic_store_explicit(&w->a_checked, w->c.checked_bytes, memory_order_relaxed);
-	}
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct stress *s = w->s;
 
-	random_ops(w);
-	set_current(w, OP_NONE, 0, 0);
+	ops_random(w);
+	ops_set_current(w, OP_NONE, 0, 0);
 	/* The final check starts when no thread does random operations any
 	 * more, so it sees the guests at rest (but for the pager and the
 	 * merge thread). */
 	pthread_barrier_wait(&s->barrier);
 	atomic_fetch_add(&s->final_started, 1);
-	final_check(w);
-	set_current(w, OP_NONE, 0, 0);
+	ops_final_check(w);
+	ops_set_current(w, OP_NONE, 0, 0);
 	atomic_fetch_add(&s->finished, 1);
 	return NULL;
 }
@@ -1084,114 +199,121 @@ static void stress_usage(FILE *f)
 		"repeats the same operations exactly.\n", PROG, MAX_THREADS);
 }
 
+enum { O_THREADS = 1, O_GUESTS, O_SIZE, O_BUDGET, O_SECONDS, O_OPS, O_SWAPDIR,
+       O_SEED, O_BG, O_NOBG, O_DEDUP, O_NODEDUP, O_JSON, O_QUIET };
+
+static const struct cli_opt stress_opts[] = {
+	{ "--threads", true, O_THREADS },
+	{ "--guests", true, O_GUESTS },
+	{ "--guest-size", true, O_SIZE },
+	{ "--budget", true, O_BUDGET },
+	{ "--seconds", true, O_SECONDS },
+	{ "--ops", true, O_OPS },
+	{ "--swap-dir", true, O_SWAPDIR },
+	{ "--seed", true, O_SEED },
+	{ "--background", false, O_BG },
+	{ "--no-background", false, O_NOBG },
+	{ "--dedup", false, O_DEDUP },
+	{ "--no-dedup", false, O_NODEDUP },
+	{ "--json", false, O_JSON },
+	{ "--quiet", false, O_QUIET },
+	{ NULL, false, 0 },
+};
+
+/* What the options say beyond struct stress itself. */
+struct stress_args {
+	struct stress *s;
+	bool have_seconds;
+};
+
+static int stress_opt(void *ctx, int id, const char *arg)
+{
+	struct stress_args *a = ctx;
+	struct stress *s = a->s;
+	uint64_t v;
+
+	switch (id) {
+	case O_THREADS:
+		if (!opt_u64("--threads", arg, 1, MAX_THREADS, &v))
+			return EXIT_USAGE;
+		s->threads = (unsigned)v;
+		break;
+	case O_GUESTS:
+		if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
+			return EXIT_USAGE;
+		s->guests = (unsigned)v;
+		break;
+	case O_SIZE:
+		if (!parse_size(arg, &v) || v < 1 || v > UMLMEM_MAX_GUEST_BYTES) {
+			usage_error("--guest-size '%s': expected a size from 1 byte to 128T "
+				    "(bytes, or with K, M, G, T)", arg);
+			return EXIT_USAGE;
+		}
+		s->guest_bytes = v;
+		break;
+	case O_BUDGET:
+		if (!opt_size("--budget", arg, 0, UINT64_MAX, &v))
+			return EXIT_USAGE;
+		/* the library rounds down; work with what it uses */
+		s->budget_bytes = v / PAGE * PAGE;
+		break;
+	case O_SECONDS:
+		if (!opt_seconds("--seconds", arg, 86400, &s->seconds))
+			return EXIT_USAGE;
+		a->have_seconds = true;
+		break;
+	case O_OPS:
+		if (!parse_u64(arg, &v) || v < 1) {
+			usage_error("--ops '%s': expected a whole number of at least 1", arg);
+			return EXIT_USAGE;
+		}
+		s->ops_total = v;
+		break;
+	case O_SWAPDIR:
+		if (!opt_dir("--swap-dir", arg))
+			return EXIT_USAGE;
+		s->swap_dir = arg;
+		break;
+	case O_SEED:
+		if (!parse_u64(arg, &s->seed)) {
+			usage_error("--seed '%s': expected a whole number from 0 to %" PRIu64
+				    " (decimal or 0x hex)", arg, UINT64_MAX);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_BG:
+		s->background = true;
+		break;
+	case O_NOBG:
+		s->background = false;
+		break;
+	case O_DEDUP:
+		s->dedup = true;
+		break;
+	case O_NODEDUP:
+		s->dedup = false;
+		break;
+	case O_JSON:
+		s->json = true;
+		break;
+	case O_QUIET:
+		s->quiet = true;
+		break;
+	}
+	return 0;
+}
+
 /* Returns 0 to run, -1 after --help, or an exit status. */
 static int stress_parse(struct stress *s, int argc, char **argv)
 {
-	enum { O_THREADS = 1, O_GUESTS, O_SIZE, O_BUDGET, O_SECONDS, O_OPS, O_SWAPDIR,
-	       O_SEED, O_BG, O_NOBG, O_DEDUP, O_NODEDUP, O_JSON, O_QUIET, O_HELP };
-	static const struct cli_opt opts[] = {
-		{ "--threads", true, O_THREADS },
-		{ "--guests", true, O_GUESTS },
-		{ "--guest-size", true, O_SIZE },
-		{ "--budget", true, O_BUDGET },
-		{ "--seconds", true, O_SECONDS },
-		{ "--ops", true, O_OPS },
-		{ "--swap-dir", true, O_SWAPDIR },
-		{ "--seed", true, O_SEED },
-		{ "--background", false, O_BG },
-		{ "--no-background", false, O_NOBG },
-		{ "--dedup", false, O_DEDUP },
-		{ "--no-dedup", false, O_NODEDUP },
-		{ "--json", false, O_JSON },
-		{ "--quiet", false, O_QUIET },
-		{ "--help", false, O_HELP },
-		{ "-h", false, O_HELP },
-		{ NULL, false, 0 },
-	};
-	bool have_seconds = false;
-	uint64_t v, frames, need;
-	const char *arg;
-	int i = 1, id;
+	struct stress_args a = { .s = s };
+	uint64_t frames, need;
+	int rc;
 
-	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
-		switch (id) {
-		case OPT_ERR:
-			return EXIT_USAGE;
-		case OPT_POSITIONAL:
-			usage_error("unexpected argument '%s'", arg);
-			return EXIT_USAGE;
-		case O_HELP:
-			stress_usage(stdout);
-			return -1;
-		case O_THREADS:
-			if (!opt_u64("--threads", arg, 1, MAX_THREADS, &v))
-				return EXIT_USAGE;
-			s->threads = (unsigned)v;
-			break;
-		case O_GUESTS:
-			if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
-				return EXIT_USAGE;
-			s->guests = (unsigned)v;
-			break;
-		case O_SIZE:
-			if (!parse_size(arg, &v) || v < 1 || v > UMLMEM_MAX_GUEST_BYTES) {
-				usage_error("--guest-size '%s': expected a size from 1 byte to 128T "
-					    "(bytes, or with K, M, G, T)", arg);
-				return EXIT_USAGE;
-			}
-			s->guest_bytes = v;
-			break;
-		case O_BUDGET:
-			if (!opt_size("--budget", arg, 0, UINT64_MAX, &v))
-				return EXIT_USAGE;
-			/* the library rounds down; work with what it uses */
-			s->budget_bytes = v / PAGE * PAGE;
-			break;
-		case O_SECONDS:
-			if (!opt_seconds("--seconds", arg, 86400, &s->seconds))
-				return EXIT_USAGE;
-			have_seconds = true;
-			break;
-		case O_OPS:
-			if (!parse_u64(arg, &v) || v < 1) {
-				usage_error("--ops '%s': expected a whole number of at least 1", arg);
-				return EXIT_USAGE;
-			}
-			s->ops_total = v;
-			break;
-		case O_SWAPDIR:
-			if (!opt_dir("--swap-dir", arg))
-				return EXIT_USAGE;
-			s->swap_dir = arg;
-			break;
-		case O_SEED:
-			if (!parse_u64(arg, &s->seed)) {
-				usage_error("--seed '%s': expected a whole number from 0 to %" PRIu64
-					    " (decimal or 0x hex)", arg, UINT64_MAX);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_BG:
-			s->background = true;
-			break;
-		case O_NOBG:
-			s->background = false;
-			break;
-		case O_DEDUP:
-			s->dedup = true;
-			break;
-		case O_NODEDUP:
-			s->dedup = false;
-			break;
-		case O_JSON:
-			s->json = true;
-			break;
-		case O_QUIET:
-			s->quiet = true;
-			break;
-		}
-	}
-	if (have_seconds && s->ops_total) {
+	rc = parse_options(argc, argv, stress_opts, false, stress_opt, &a, stress_usage);
+	if (rc)
+		return rc;
+	if (a.have_seconds && s->ops_total) {
 		usage_error("--seconds and --ops exclude each other: give one");
 		return EXIT_USAGE;
 	}
