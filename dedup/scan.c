@@ -56,8 +56,11 @@
  * scanner is background work (internal.h, "Faults first"): it visits one
  * page at a time and calls host_yield() before each, so a fault that wants
  * the lock waits for at most one visit (a hash, an index probe, a memcmp:
- * about a microsecond) however many pages a call or a batch asks for. The
- * page is hashed under the lock: hashing outside it would need the frame
+ * about a microsecond) however many pages a call or a batch asks for.
+ * Every CPU_STEPS steps it also offers its CPU (sched_yield) to whatever
+ * is runnable there: a faulting thread preempted by the scanner would
+ * otherwise wait out the scanner's time slice, milliseconds, with the lock
+ * free. The page is hashed under the lock: hashing outside it would need the frame
  * held still (F_BUSY) across the unlocked stretch, which makes a writer of
  * that page wait on host->cond and wakes every thread waiting there for I/O
  * at each visit; with one visit per hold, the hold is short enough.
@@ -77,6 +80,7 @@
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -88,6 +92,8 @@
 #define DEDUP_PASS_MIN_MS 50
 /* Entries of the page table one step of the walk looks at, at most. */
 #define WALK_STEP PT_LEAF_N
+/* Steps between two offers of the CPU to runnable threads (sched_yield). */
+#define CPU_STEPS 64
 
 static uint64_t now_ns(void)
 {
@@ -409,7 +415,7 @@ static bool pass_begin(struct umlmem_host *h, bool background)
 void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, bool background, uint64_t *merged)
 {
 	struct dedup *d = &h->dd;
-	uint64_t done = 0;
+	uint64_t done = 0, steps = 0;
 	int r;
 
 	*merged = 0;
@@ -419,6 +425,14 @@ void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, bool background, u
 
 		/* faults first: a step of scanning at a time */
 		host_yield(h);
+		if (++steps % CPU_STEPS == 0) {
+			/* and the CPU: a thread that is runnable on this one,
+			   about to fault, need not wait for the end of this
+			   thread's time slice */
+			pthread_mutex_unlock(&h->lock);
+			sched_yield();
+			pthread_mutex_lock(&h->lock);
+		}
 		if (!d->cur) {
 			if (!pass_begin(h, background))
 				break;

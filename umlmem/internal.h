@@ -40,11 +40,12 @@
  * shorter than a sleep and a wake-up.
  *
  * Why one lock. Every fault needs the frame table, the free list and the
- * pager, whatever the guest; splitting host->lock by guest would only move
- * the contention to those, and the page table work of a fault is a small
- * part of its hold (see README, "Threads", for the measured hold times and
- * what a split would be on a machine with many cores). Reads of resident
- * pages, the hottest path, take no lock at all (below).
+ * pager, whatever the guest: a lock per guest alone would only move the
+ * contention to those. A split that pays needs them all apart (guest page
+ * tables, per-CPU free frames, the pager's hand, striped frame locks); see
+ * README, "Threads and the host lock", for how far one lock goes and that
+ * split. Reads of resident pages, the hottest path, take no lock at all
+ * (below).
  *
  * Lock-free reads. umlmem_read() of a resident page takes no lock: it loads
  * the entry, copies from the frame and checks the guest's sequence count
