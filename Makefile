@@ -182,6 +182,7 @@ ubsan: deps
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c
+TSAN_TESTS += tests/test_interference.c
 # the threaded subjects: every threads test, and the native tests where
 # threads share views (the others run single-threaded code, slowly, here)
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \

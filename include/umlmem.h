@@ -36,6 +36,10 @@
  *  aborts the process on bad input. umlmem_strerror() names any code, and
  *  umlmem_errmsg() gives the calling thread a sentence about its last failure
  *  (which argument, which limit) that a person can act on.
+ *  The calls whose result a caller must look at (the create calls,
+ *  umlmem_read(), umlmem_write(), umlmem_pin(), umlmem_discard(),
+ *  umlmem_guest_map(), umlmem_guest_set_merge()) are marked
+ *  UMLMEM_NODISCARD: the compiler warns where a result is dropped.
  *
  * Threads
  *  Every call is thread-safe unless its entry says otherwise; one guest may be
@@ -44,6 +48,55 @@
  *
  * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
  * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ *
+ * Caveats: what the library does to the process
+ *  - Threads. A host created with #UMLMEM_BACKGROUND runs two threads until
+ *    it is destroyed: the reclaim thread and the merge thread, not bound to
+ *    any CPU. While any guest of a host is mapped (umlmem_guest_map()), the
+ *    host runs fault handler threads named "umlmem-fault": one per online
+ *    CPU, at most 8 (UMLMEM_NATIVE_THREADS changes the count), bound to
+ *    the CPUs in turn when there are at least as many threads as online
+ *    CPUs and not bound otherwise (so not on machines of more than 8 CPUs);
+ *    they stop when the last guest of the host is unmapped. Native
+ *    mode also starts a short-lived thread while it resets views. With the
+ *    io_uring engine the kernel may add its own I/O worker threads
+ *    (iou-wrk) to the process. Signals meant for one thread should be
+ *    blocked in these: they inherit the signal mask of the thread that
+ *    created the host or mapped the guest.
+ *  - Signals. The first umlmem_guest_map() of the process installs a
+ *    SIGSEGV handler (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) that stays
+ *    installed for the life of the process. It retries a store that faulted
+ *    on a page of a view while that page was being mapped in, and passes
+ *    every other SIGSEGV to the handler that was installed before it (or,
+ *    when there was none, restores the default action so that the fault
+ *    kills as usual). A program that installs its own SIGSEGV handler after
+ *    that must chain to the one it replaces. A native fault that cannot be
+ *    served (swap reads that keep failing, a budget that stays all pinned)
+ *    gets a SIGBUS sent to the faulting thread, and a line on stderr.
+ *  - fork(). The child gets no threads of the library, and may find its
+ *    locks held: it must not use any host or guest of the parent (exec, or
+ *    create its own). The frame store is shared memory, so pointers from
+ *    umlmem_pin() reach the parent's guest pages from the child as well.
+ *    Views are not inherited: their placeholders are MADV_DONTFORK, and the
+ *    same first umlmem_guest_map() registers a pthread_atfork() child
+ *    handler that unmaps every view in the child; a child that touches one
+ *    gets SIGSEGV.
+ *  - Environment. The library reads TMPDIR (where swap files go when
+ *    swap_dir is NULL; else /var/tmp) and UMLMEM_NATIVE_THREADS (the number
+ *    of fault handler threads, 1 to 8). Nothing else.
+ *  - vm.max_map_count. Each page a view maps may cost the process a memory
+ *    mapping; umlmem_guest_map() reads /proc/sys/vm/max_map_count and
+ *    /proc/self/maps, keeps what it uses within the limit, and refuses
+ *    (-ENOMEM, with the value to set) when the limit leaves fewer than two
+ *    mappings per frame of the budget. Other code of the process that maps
+ *    a lot after that may find the limit reached.
+ *  - File descriptors and memory. A host holds a memfd of its budget's size
+ *    (the frame store, mapped shared), its swap files, the I/O engine's
+ *    rings or contexts and, in native mode, a userfaultfd, all close-on-exec.
+ *    The io_uring engine registers the frame store with the kernel, which
+ *    pins it (counted against RLIMIT_MEMLOCK without CAP_IPC_LOCK); when it
+ *    cannot, it runs without registration.
+ *  - No call is async-signal-safe: none may be made from a signal handler.
  *
  * Versions and binary compatibility
  *  umlmem_version() says which library a program runs with; the
@@ -97,6 +150,19 @@ extern "C" {
 #else
 #define UMLMEM_API
 #endif
+#endif
+
+/* UMLMEM_NODISCARD marks the calls whose result a caller must look at:
+   ignoring it means using memory that was not read, data that was not
+   written, or an object that was not made. The compiler warns on a call
+   that drops it (with GCC, also through a cast to void). */
+#if defined(__has_attribute)
+#if __has_attribute(warn_unused_result)
+#define UMLMEM_NODISCARD __attribute__((warn_unused_result))
+#endif
+#endif
+#ifndef UMLMEM_NODISCARD
+#define UMLMEM_NODISCARD
 #endif
 
 /** The page size: the unit of residency, swap and sharing. */
@@ -205,8 +271,9 @@ UMLMEM_API int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, siz
 
 /** Creates a host from the @p size bytes at @p cfg (see umlmem_host_create()
  *  and "Versions and binary compatibility" above). */
-UMLMEM_API int umlmem_host_create_sized(const struct umlmem_host_config *cfg, size_t size,
-					umlmem_host **host);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_host_create_sized(const struct umlmem_host_config *cfg, size_t size,
+			     umlmem_host **host);
 
 #ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
@@ -232,7 +299,8 @@ static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
  *    built against a newer umlmem.h than the library's).
  */
 #ifndef UMLMEM_BUILDING_COMPAT
-static inline int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host)
+static inline UMLMEM_NODISCARD
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host)
 {
 	return umlmem_host_create_sized(cfg, sizeof(*cfg), host);
 }
@@ -267,8 +335,9 @@ struct umlmem_guest_config {
 UMLMEM_API int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size);
 
 /** Creates a guest from the @p size bytes at @p cfg (see umlmem_guest_create()). */
-UMLMEM_API int umlmem_guest_create_sized(umlmem_host *host, const struct umlmem_guest_config *cfg,
-					 size_t size, umlmem_guest **guest);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_create_sized(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			      size_t size, umlmem_guest **guest);
 
 #ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
@@ -287,8 +356,9 @@ static inline void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
  *  know set), -ENOMEM.
  */
 #ifndef UMLMEM_BUILDING_COMPAT
-static inline int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
-				      umlmem_guest **guest)
+static inline UMLMEM_NODISCARD
+int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			umlmem_guest **guest)
 {
 	return umlmem_guest_create_sized(host, cfg, sizeof(*cfg), guest);
 }
@@ -335,7 +405,7 @@ static inline int umlmem_guest_create(umlmem_host *host, const struct umlmem_gue
  *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
  *    on shmem (Linux 6.4 or later has them).
  */
-UMLMEM_API int umlmem_guest_map(umlmem_guest *g, void **base);
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_map(umlmem_guest *g, void **base);
 
 /**
  * Takes the native mapping of umlmem_guest_map() away: the range is
@@ -367,14 +437,16 @@ UMLMEM_API void umlmem_guest_destroy(umlmem_guest *guest);
  *  On an error after the first page, the bytes of earlier pages are already
  *  in @p buf; guest memory is unchanged either way.
  */
-UMLMEM_API int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
 
 /**
  * Copies @p len bytes from @p buf to guest address @p gpa.
  * @return 0, or the errors of umlmem_read(). On an error the pages before
  *  the failing one are written, the failing page and those after it are not.
  */
-UMLMEM_API int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
 
 /** Pin for reading. */
 #define UMLMEM_READ 0x1u
@@ -394,14 +466,14 @@ UMLMEM_API int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size
  *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
  *  pins), and the fault errors of umlmem_read().
  */
-UMLMEM_API int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
 
 /**
  * Drops one pin of the page at @p gpa.
  * @return 0, or -EINVAL (@p g NULL, @p gpa not page-aligned, or the page is
- *  not pinned), -EFAULT (@p gpa outside the guest).
- * (shared/API.md declares this call void; it returns int so that an unpin
- * without a pin is reported. Callers that ignore the result still compile.)
+ *  not pinned), -EFAULT (@p gpa outside the guest). The result only reports
+ *  a caller's bug (an unpin without its pin): ignoring it is allowed.
  */
 UMLMEM_API int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
 
@@ -412,7 +484,8 @@ UMLMEM_API int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
  * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
  *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
  */
-UMLMEM_API int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 
 /**
  * Frees up to @p pages frames now by evicting, least recently used first
@@ -453,7 +526,7 @@ UMLMEM_API int umlmem_dedup_pause(umlmem_host *h, int paused);
  *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
  *  stay unmerged, merging stays off, and the call may be repeated.
  */
-UMLMEM_API int umlmem_guest_set_merge(umlmem_guest *g, int enable);
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_set_merge(umlmem_guest *g, int enable);
 
 /** Counters, for a host (sums over its guests) or for one guest. */
 struct umlmem_stats {
@@ -591,10 +664,12 @@ UMLMEM_API const char *umlmem_errmsg(void);
  */
 #ifdef UMLMEM_BUILDING_COMPAT
 UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
-UMLMEM_API int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
 UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
-UMLMEM_API int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
-				   umlmem_guest **guest);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			umlmem_guest **guest);
 UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
 UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
 #endif

@@ -271,9 +271,9 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k, u
 		keys[i] = ra[i].key;
 		bufs[i] = frame_addr(h, ra[i].f);
 	}
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	tier_load(h, keys, bufs, 1 + nra, res);
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = res[0];
 	for (unsigned i = 1; i <= nra; i++)
 		readahead_finish(h, &ra[i], res[i]);
@@ -474,6 +474,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 		if (for_write) {
 			frame_drop_slot(h, f);
 			h->frames[f].wpass = h->dd.pass;
+			h->dd.changes++;
 		}
 		*out = f;
 		return 0;
@@ -545,9 +546,9 @@ static int read_through(struct umlmem_guest *g, uint64_t k, uint32_t off, void *
 	int rc;
 
 	tier_ref(h, k, 1);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	tier_load(h, &k, &buf, 1, &rc);
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	tier_unref(h, k, 1);
 	rc = pager_count_read(h, g, rc);
 	if (!rc)
@@ -643,9 +644,9 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 			_Alignas(64) uint8_t bounce[PAGE_SIZE];
 			bool b = native_bounce();
 
-			pthread_mutex_lock(&h->lock);
+			host_lock(h);
 			rc = read_locked(g, idx, off, b ? bounce : dst, n);
-			pthread_mutex_unlock(&h->lock);
+			host_unlock(h);
 			if (rc)
 				return rc;
 			if (b)
@@ -683,11 +684,11 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 			memcpy(bounce, src, n);
 			from = bounce;
 		}
-		pthread_mutex_lock(&h->lock);
+		host_lock(h);
 		rc = page_fault(g, idx, true, n == PAGE_SIZE, &f);
 		if (!rc)
 			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
-		pthread_mutex_unlock(&h->lock);
+		host_unlock(h);
 		if (rc)
 			return rc;
 		src += n;
@@ -718,7 +719,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		return seterr(-EINVAL, "umlmem_pin: access 0x%x is not UMLMEM_READ, "
 			      "UMLMEM_WRITE or both", access);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = fault(g, gpa >> PAGE_SHIFT, access & UMLMEM_WRITE, false, true, &f, &nofr);
 	if (!rc && h->frames[f].pins >= MAX_PINS)
 		rc = seterr(-EOVERFLOW, "umlmem_pin: page 0x%llx already holds %u pins",
@@ -727,7 +728,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		h->frames[f].pins++;
 		*page = frame_addr(h, f);
 	}
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }
 
@@ -742,14 +743,14 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
 	if (rc)
 		return rc;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	e = pte_find(g, gpa >> PAGE_SHIFT);
 	if (e && PTE_TYPE(*e) == PTE_FRAME && h->frames[PTE_VAL(*e)].pins)
 		h->frames[PTE_VAL(*e)].pins--;
 	else
 		rc = seterr(-EINVAL, "umlmem_unpin: page 0x%llx of guest '%s' is not pinned",
 			    (unsigned long long)gpa, g->name);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }
 
@@ -850,12 +851,12 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 			      "the guest's end)", (unsigned long long)gpa,
 			      (unsigned long long)len, PAGE_SIZE);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = range_zap(g, gpa >> PAGE_SHIFT, (gpa + len + PAGE_SIZE - 1) >> PAGE_SHIFT, false);
 	if (rc)
 		seterr(rc, "umlmem_discard: a page in [0x%llx, +%llu) is pinned; "
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	tier_maintain(h);
 	return rc;
 }
@@ -881,23 +882,21 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 	if (!g)
 		return seterr(-EINVAL, "umlmem_guest_set_merge: guest is NULL");
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	if (enable) {
+		if (g->flags & UMLMEM_GUEST_NOMERGE)
+			h->dd.changes++;     /* its pages are new to the scanner */
 		g->flags &= ~UMLMEM_GUEST_NOMERGE;
 	} else {
 		g->flags |= UMLMEM_GUEST_NOMERGE;
 		dedup_forget_guest(h, g);
-		/* a fault may drop the lock: walk again until nothing is left */
-		for (uint64_t a = 0; a < g->npages && !rc; a++) {
-			pte_t *e = pte_find(g, a);
-
-			if (!e) {
-				a |= PT_LEAF_N - 1;
-				continue;
-			}
-			rc = unmerge_one(g, a, e);
-		}
+		/* Only the allocated parts of the page table: a sparse guest of
+		   128 TiB costs its top array and its leaves, not 2^35 entries.
+		   A fault may drop the lock: the tree only grows (entry
+		   pointers stay good), and no scanner merges this guest's
+		   pages from now on. */
+		rc = range_walk(g, 0, g->npages, unmerge_one);
 	}
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	return rc;
 }

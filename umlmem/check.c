@@ -218,6 +218,9 @@ static int check_locked(struct ctx *c)
 	free(isfree);
 	if (rc)
 		return rc;
+	rc = dedup_check(h, c->err, c->errlen);
+	if (rc)
+		return rc;
 	if (shared != h->shared_frames || sharing != h->sharing_pages)
 		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
 			    (unsigned long long)shared, (unsigned long long)sharing,

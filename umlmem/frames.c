@@ -127,6 +127,25 @@ void host_wait(struct umlmem_host *h)
 	pthread_cond_wait(&h->cond, &h->lock);
 }
 
+bool host_yield(struct umlmem_host *h)
+{
+	uint32_t waiting = __atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED);
+	uint64_t want = h->lock_entries + waiting;
+
+	if (!waiting)
+		return false;
+	/* Every thread counted now gets in before this one goes on: each
+	   entry is broadcast by host_lock() under the lock, so no wake-up is
+	   lost; a waiter that is not counted yet is served at the next step. */
+	h->yielders++;
+	while (__atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED) &&
+	       (int64_t)(h->lock_entries - want) < 0)
+		pthread_cond_wait(&h->yield_cond, &h->lock);
+	h->yielders--;
+	h->yields++;
+	return true;
+}
+
 void frame_put(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];

@@ -85,14 +85,14 @@ int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *
 	g->meta_bytes = sizeof(*g) + g->ntop * sizeof(*g->top);
 	g->zero = g->npages;
 
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	g->next = h->guests;
 	if (h->guests)
 		h->guests->prev = g;
 	h->guests = g;
 	h->nguests++;
 	h->ram_pages += g->npages;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	*out = g;
 	return 0;
 }
@@ -105,7 +105,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	if (!g)
 		return;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	/* the view goes first, so that the zaps below need no system calls */
 	last_view = native_unmap_locked(g);
 	/* a handler may be in the middle of a fault on it (a second message
@@ -125,7 +125,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	h->ram_pages -= g->npages;
 	/* frames the pool no longer needs go back to the free list */
 	tier_balance(h);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	if (last_view)
 		native_stop(h);
 	tier_maintain(h);

@@ -228,8 +228,17 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 	}
 	strcpy(h->swap_dir, dir);
 	h->cfg.swap_dir = h->swap_dir;
-	pthread_mutex_init(&h->lock, NULL);
+	{
+		/* adaptive: holds are short, a spin is cheaper than a sleep */
+		pthread_mutexattr_t ma;
+
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&h->lock, &ma);
+		pthread_mutexattr_destroy(&ma);
+	}
 	pthread_cond_init(&h->cond, NULL);
+	pthread_cond_init(&h->yield_cond, NULL);
 
 	rc = frames_init(h);
 	if (rc)
@@ -289,6 +298,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	dedup_fini(h);
 	frames_fini(h);
 	pthread_cond_destroy(&h->cond);
+	pthread_cond_destroy(&h->yield_cond);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -320,7 +330,7 @@ int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t siz
 	clearerr_tls();
 	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_stats: %s is NULL", h ? "stats" : "host");
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
 		s->resident_pages += g->resident;
 		s->swapped_pages += g->swapped;
@@ -331,7 +341,7 @@ int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t siz
 	s->shared_frames = h->shared_frames;
 	s->sharing_pages = h->sharing_pages;
 	add_events(s, &h->ev);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
 	swap_info(h->swap, &si);
 	s->swap_disk_bytes = si.disk_bytes;
@@ -347,7 +357,7 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	clearerr_tls();
 	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_info: %s is NULL", h ? "info" : "host");
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	i.frames_total = h->nframes;
 	i.frames_free = h->nfree;
 	i.frames_cached = h->cached;
@@ -376,7 +386,7 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	for (uint64_t f = 0; f < h->nframes; f++)
 		i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
 	i.hash_impl_avx2 = strstr(page_hash_impl(), "avx2") != NULL;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	swap_info(h->swap, &si);
 	i.swap_slots_used = si.slots_used;
 	i.swap_slots_cap = si.slots_cap;
@@ -394,7 +404,7 @@ int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *out, size_t s
 	clearerr_tls();
 	if (!g || !out)
 		return seterr(-EINVAL, "umlmem_guest_stats: %s is NULL", g ? "stats" : "guest");
-	pthread_mutex_lock(&g->host->lock);
+	host_lock(g->host);
 	s->ram_pages = g->npages;
 	s->resident_pages = g->resident;
 	s->swapped_pages = g->swapped;
@@ -402,7 +412,7 @@ int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *out, size_t s
 	add_events(s, &g->ev);
 	s->io_errors = 0;
 	s->checksum_errors = 0;
-	pthread_mutex_unlock(&g->host->lock);
+	host_unlock(g->host);
 	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }

@@ -23,6 +23,29 @@
  *                in one (see native_bounce()).
  *   err (TLS)    the per-thread error message needs no lock.
  *
+ * Faults first. Two kinds of threads take host->lock: foreground ones,
+ * serving a guest's access (the copy and pin calls, native faults), which
+ * someone is waiting for, and background work that nobody waits for: the
+ * merge scanner (its thread, or a umlmem_dedup_scan() call) and the reclaim
+ * thread. Background work runs in steps of one page (the scanner) or one
+ * batch (reclaim), and between steps calls host_yield(): when a foreground
+ * thread is blocked in host_lock() (host->lock_waiters), it lets every
+ * thread that was waiting take the lock first (host->lock_entries counts
+ * them in) and only then goes on. A mutex alone cannot do this: glibc's is
+ * not fair, and a thread that unlocks and locks again takes the lock back
+ * before a sleeping waiter has even been woken (tens of microseconds when
+ * it slept on the other CPU). So a fault waits for at most one step of
+ * background work, whatever the scanner's settings. The mutex is adaptive
+ * (it spins a little before sleeping): most holds are a few microseconds,
+ * shorter than a sleep and a wake-up.
+ *
+ * Why one lock. Every fault needs the frame table, the free list and the
+ * pager, whatever the guest; splitting host->lock by guest would only move
+ * the contention to those, and the page table work of a fault is a small
+ * part of its hold (see README, "Threads", for the measured hold times and
+ * what a split would be on a machine with many cores). Reads of resident
+ * pages, the hottest path, take no lock at all (below).
+ *
  * Lock-free reads. umlmem_read() of a resident page takes no lock: it loads
  * the entry, copies from the frame and checks the guest's sequence count
  * (guest->seq) before and after. Every change that takes a frame away from
@@ -216,6 +239,16 @@ struct umlmem_host {
 	/* Broadcast (under lock) when an I/O completes: PTE_BUSY entries and
 	   F_BUSY frames have changed state. */
 	pthread_cond_t cond;
+	/* Faults first (see "Faults first" above). lock_waiters: threads
+	   blocked in host_lock(), atomic, changed without the lock. The rest
+	   under lock: lock_entries counts acquisitions through host_lock();
+	   yielders are background threads in host_yield(), sleeping on
+	   yield_cond, which host_lock() broadcasts while there are any. */
+	uint32_t lock_waiters;
+	uint32_t yielders;
+	uint64_t lock_entries;
+	pthread_cond_t yield_cond;
+	uint64_t yields;              /* host_yield() calls that let someone in */
 
 	struct umlmem_host_config cfg;
 	char swap_dir[4096];
@@ -280,6 +313,26 @@ struct umlmem_host {
 
 };
 
+/* Takes host->lock for a foreground thread (one serving an access): a
+   thread that finds it held is counted in lock_waiters while it waits, so
+   that background work steps aside (host_yield). */
+static inline void host_lock(struct umlmem_host *h)
+{
+	if (pthread_mutex_trylock(&h->lock)) {
+		__atomic_add_fetch(&h->lock_waiters, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&h->lock);
+		__atomic_sub_fetch(&h->lock_waiters, 1, __ATOMIC_RELAXED);
+	}
+	h->lock_entries++;
+	if (h->yielders)
+		pthread_cond_broadcast(&h->yield_cond);
+}
+
+static inline void host_unlock(struct umlmem_host *h)
+{
+	pthread_mutex_unlock(&h->lock);
+}
+
 static inline void seq_begin(struct umlmem_guest *g)
 {
 	STORE(&g->seq, g->seq + 1);
@@ -321,6 +374,10 @@ bool native_unmap_locked(struct umlmem_guest *g);
 /* Stops the handler threads when the host is NV_STOPPING (only the caller
    that made it so calls it), else does nothing. No lock held. */
 void native_stop(struct umlmem_host *h);
+/* Test hook: each step of native.c that can fail for want of a resource
+   asks it first; a negative errno makes the step fail with it. */
+enum native_step { NV_STEP_THREAD, NV_STEP_PLACEHOLDER, NV_STEP_MREMAP };
+extern int (*native_fail_hook)(enum native_step step);
 /* Test hook: called by native_stop() before it stops anything. */
 extern void (*native_stop_hook)(struct umlmem_host *h);
 /* True when a user buffer of a copy call must be bounced through a page of
@@ -378,6 +435,11 @@ void frames_fini(struct umlmem_host *h);
 int  frame_get(struct umlmem_host *h, bool zero, uint64_t *f);
 /* Sleeps on host->cond until an I/O completes. Caller holds host->lock. */
 void host_wait(struct umlmem_host *h);
+/* Background work between two steps: if foreground threads are waiting for
+   host->lock, sleeps (lock dropped) until each of them has had it. Caller
+   holds host->lock and nothing of its own that those threads could need
+   (no PTE_BUSY entry, no F_BUSY frame). Returns true when it let someone in. */
+bool host_yield(struct umlmem_host *h);
 /* Takes a free frame, never reclaiming: -ENOMEM when none is free. */
 int  frame_take(struct umlmem_host *h, uint64_t *f);
 /* Frame @f now holds a clean copy of store key @k, and holds a reference

@@ -36,9 +36,10 @@
  *
  * With UMLMEM_BACKGROUND a reclaim thread keeps the free frames between
  * the low and the high watermark, so that faults find a free frame and
- * rarely reclaim (and wait for a write) themselves. The faulting thread
- * wakes it only when the free count crosses the low mark: a wake-up costs
- * tens of microseconds, once per (high - low) frames.
+ * rarely reclaim (and wait for a write) themselves. It evicts a batch at a
+ * time and lets waiting faults in between (host_yield, internal.h). The
+ * faulting thread wakes it only when the free count crosses the low mark:
+ * a wake-up costs tens of microseconds, once per (high - low) frames.
  *
  * Caller holds host->lock for every function here.
  */
@@ -210,7 +211,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			snprintf(msg, sizeof(msg), "%s", tmsg);
 	}
 	tier_maintain(h);
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 
 	h->ev.io_errors += failed;
 	for (unsigned i = 0; i < ndirty; i++) {
@@ -316,10 +317,13 @@ static void *kthread_main(void *arg)
 
 	pthread_mutex_lock(&h->lock);
 	while (!h->kthread_stop) {
-		uint64_t done = 0;
+		uint64_t done = 0, want = h->high - h->nfree;
 
 		if (h->nfree < h->high) {
-			pager_evict(h, h->high - h->nfree, &done, NULL);
+			/* a batch at a time, faults first in between */
+			pager_evict(h, want < h->cfg.reclaim_batch ? want : h->cfg.reclaim_batch,
+				    &done, NULL);
+			host_yield(h);
 			if (done)
 				continue;
 		}

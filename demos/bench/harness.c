@@ -192,7 +192,6 @@ void bench_progress(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-
 void bench_fill_pages(uint64_t *buf, uint64_t first_page, uint64_t npages, uint64_t salt)
 {
 	for (uint64_t p = 0; p < npages; p++)
@@ -419,7 +418,6 @@ void bench_cleanup_child(void)
 /* ------------------------------------------------------------------------ */
 /* Output                                                                   */
 /* ------------------------------------------------------------------------ */
-
 
 static void json_result(FILE *f, const struct result *r)
 {

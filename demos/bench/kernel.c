@@ -56,7 +56,6 @@
 
 enum { KERNEL };
 
-
 /*
  * What the kernel figure set up, for the cleanup that must run whatever
  * happens. Only the process that set it up (owner) undoes it: a forked
@@ -117,7 +116,6 @@ static void kernel_cleanup(void)
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
-
 
 /* Runs a program with its output discarded; returns its exit status, or
    -errno when it could not be started. */

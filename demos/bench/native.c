@@ -39,7 +39,6 @@
 
 enum { NV_ZERO, NV_SWAP, NV_SEQ };
 
-
 /* Maps @g; a skip where native mode is unavailable here, else an error. */
 static int native_map(struct result *r, umlmem_guest *g, void **base)
 {

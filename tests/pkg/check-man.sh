@@ -83,8 +83,9 @@ awk '$1 ~ /\.3$/ { sub(/\.3$/, "", $1); print $1 }' "$tmp/names" | sort -u |
 while read -r n; do
 	[ "$n" = umlmem ] && continue
 	grep -qx "$n" "$tmp/funcs" ||
-		echo "check-man: warning: $n has a man page but include/umlmem.h does not declare it" >&2
-done
+		echo "$n has a man page but include/umlmem.h does not declare it"
+done > "$tmp/stale"
+while read -r line; do fail "$line"; done < "$tmp/stale"
 
 # ---- rendering ---------------------------------------------------------------
 # From inside the hierarchy, so that the ".so man3/..." of link pages

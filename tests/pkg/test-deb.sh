@@ -113,7 +113,7 @@ out=$("$dir/hello-static") || fail "hello (static) failed"
 v=$("$root/usr/bin/umlmem" --version) || fail "umlmem --version failed"
 [ "$v" = "umlmem $VERSION" ] || fail "umlmem --version says '$v', not 'umlmem $VERSION'"
 "$root/usr/bin/umlmem" demo --quiet --guests 2 --guest-size 16M --budget 4M --os-bytes 4M \
-	--swap-dir "$dir" || fail "the packaged umlmem demo failed"
+	--swap-dir "$dir" > "$dir/demo.out" 2>&1 || fail "the packaged umlmem demo failed: $(cat "$dir/demo.out")"
 
 for m in man1/umlmem.1 man3/umlmem.3 man3/umlmem_read.3 man3/umlmem_write.3 man3/umlmem_host_stats.3 \
 	 man3/umlmem_host_info.3; do
