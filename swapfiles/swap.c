@@ -77,6 +77,8 @@ struct sw_cluster {
 	uint64_t next;				/* empty list link */
 	uint32_t live;				/* slots with refs > 0 */
 	uint8_t state;				/* enum sw_state */
+	uint64_t hidden;			/* bit i: slot i is held for a tier
+						   above, not readahead material */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
 };
@@ -656,11 +658,25 @@ unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
 		cl = sw_lookup(sw, s, &i);
 		if (!cl)
 			break;
-		if (cl->refs[i])
+		if (cl->refs[i] && !(cl->hidden >> i & 1))
 			out[got++] = s;
 	}
 	pthread_mutex_unlock(&sw->lock);
 	return got;
+}
+
+void swap_hide(struct swap *sw, uint64_t slot)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl || !cl->refs[i])
+		sw_misuse(sw, "swap_hide of a free slot", slot, 0, 0);
+	else
+		cl->hidden |= UINT64_C(1) << i;
+	pthread_mutex_unlock(&sw->lock);
 }
 
 void swap_ref(struct swap *sw, uint64_t slot, unsigned n)
@@ -701,6 +717,7 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		cl->refs[i] -= n;
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
+			cl->hidden &= ~(UINT64_C(1) << i);
 			cl->live--;
 			sw->used--;
 			if (!cl->live)

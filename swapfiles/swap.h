@@ -78,8 +78,12 @@ void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
 uint64_t swap_csum(struct swap *sw, uint64_t slot);
 
 /* Up to @n live slots in [from, from + n), ascending, into @out (what
-   readahead may read next). Returns how many. */
+   readahead may read next), hidden ones left out. Returns how many. */
 unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
+/* Slot @slot holds a page for a tier above (the compressed pool's
+   write-back), named by no page table entry: swap_live() leaves it out
+   until it is freed. */
+void swap_hide(struct swap *sw, uint64_t slot);
 
 /* Punches the clusters emptied since the last call. Call it holding no
    lock of the caller's: fallocate may wait on the filesystem. */

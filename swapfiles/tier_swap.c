@@ -33,7 +33,7 @@ static struct tswap *ts(struct tier *t)
 }
 
 static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
-			 int *res, char *msg, size_t msglen)
+			 int *res, unsigned flags, char *msg, size_t msglen)
 {
 	struct umlmem_host *h = ts(t)->h;
 	struct io_req *req = malloc(n * sizeof(*req));
@@ -50,6 +50,9 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		return 0;
 	}
 	got = swap_alloc(h->swap, n, handles);
+	if (flags & TIER_STORE_BELOW)
+		for (unsigned i = 0; i < got; i++)
+			swap_hide(h->swap, handles[i]);
 	for (unsigned i = got; i < n; i++)
 		res[i] = -ENOSPC;
 	if (got < n)

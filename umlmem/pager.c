@@ -194,7 +194,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		for (unsigned i = 0; i < ndirty; i++)
 			if (res[i] == -ENOSPC)
 				bufs[m++] = frame_addr(h, v[i].f);
-		failed += t->ops->store(t, bufs, m, handles, res + ndirty, tmsg, sizeof(tmsg));
+		failed += t->ops->store(t, bufs, m, handles, res + ndirty, 0, tmsg, sizeof(tmsg));
 		m = 0;
 		left = 0;
 		for (unsigned i = 0; i < ndirty; i++) {

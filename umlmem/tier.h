@@ -57,6 +57,8 @@ struct tier_info {
 
 struct tier;
 
+#define TIER_STORE_BELOW 0x1u   /* tier_ops.store: for the tier above */
+
 /*
  * Operations of one kind of tier. Unless marked "no lock", a call may be
  * made holding host->lock: it takes only the tier's own leaf locks and
@@ -70,9 +72,12 @@ struct tier_ops {
 	   the tier had no room (nothing written), or the negative errno of a
 	   failed write (the handle is released again). Returns how many
 	   writes failed (I/O errors, as opposed to a full tier); @msg gets a
-	   sentence about the first failure of either kind. */
+	   sentence about the first failure of either kind. With
+	   TIER_STORE_BELOW the pages are a tier's above (it moves them down)
+	   and no page table entry will name the handles: live() must never
+	   offer them, as no fault would map a frame read ahead into one. */
 	unsigned (*store)(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
-			  int *res, char *msg, size_t msglen);
+			  int *res, unsigned flags, char *msg, size_t msglen);
 	/* No lock. Reads the @n handles into bufs[i] (4096-aligned), which the
 	   caller keeps referenced meanwhile; res[i] is 0 when the content is
 	   proven to be what was stored, -EBADMSG when it does not match its

@@ -386,7 +386,7 @@ static unsigned writeback(struct zpool *z)
 	}
 	pthread_mutex_unlock(&z->lock);
 	if (n)
-		below->ops->store(below, pages, n, out, res, msg, sizeof(msg));
+		below->ops->store(below, pages, n, out, res, TIER_STORE_BELOW, msg, sizeof(msg));
 	pthread_mutex_lock(&z->lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct zp_ent *e = &z->ent[hd[i]];
@@ -418,12 +418,12 @@ static unsigned writeback(struct zpool *z)
 /* ---- the tier operations -------------------------------------------------- */
 
 static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
-			 int *res, char *msg, size_t msglen)
+			 int *res, unsigned flags, char *msg, size_t msglen)
 {
 	struct zpool *z = zp(t);
 	uint8_t *cbuf = malloc(ZP_MAX_LEN);
 
-	(void)msglen;
+	(void)msglen, (void)flags;
 	msg[0] = '\0';
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t word = 0, hd, csum;

@@ -840,6 +840,14 @@ static void print_text(const struct demo *d)
 	fprintf(f, "  %-28s %" PRIu64 " / %" PRIu64 "\n", "swap-ins / swap-outs",
 		s->swap_ins, s->swap_outs);
 	fprintf(f, "  %-28s %" PRIu64 "\n", "COW breaks", s->cow_breaks);
+	if (d->info.pool_frames || d->info.pool_pages)
+		fprintf(f, "  %-28s %" PRIu64 " pages in %s (%.2f pages a frame), %" PRIu64
+			" same-filled, %" PRIu64 " hits, %" PRIu64 " written back, %" PRIu64
+			" rejected\n", "compressed pool", d->info.pool_pages,
+			fmt_bytes(b1, sizeof(b1), d->info.pool_frames * PAGE),
+			d->info.pool_frames ? (double)d->info.pool_pages / d->info.pool_frames : 0.0,
+			d->info.pool_same_filled, d->info.pool_hits, d->info.pool_writebacks,
+			d->info.pool_rejects);
 	fprintf(f, "  %-28s %" PRIu64 " (%" PRIu64 " zero pages freed), %" PRIu64 " full passes\n",
 		"pages merged", d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
 	fprintf(f, "  %-28s create %.1f s, boot %.1f s, work %.1f s, verify %.1f s\n", "phases",

@@ -767,6 +767,12 @@ static void print_text(const struct stress *s, bool verified)
 			st->frames_used, s->info.frames_total, s->peak_frames);
 		fprintf(f, "  io/checksum err  %" PRIu64 " / %" PRIu64 "\n", st->io_errors,
 			st->checksum_errors);
+		if (s->info.pool_frames || s->info.pool_pages)
+			fprintf(f, "  compressed pool  %" PRIu64 " pages in %" PRIu64 " frames, %" PRIu64
+				" same-filled, %" PRIu64 " hits, %" PRIu64 " written back, %" PRIu64
+				" rejected\n", s->info.pool_pages, s->info.pool_frames,
+				s->info.pool_same_filled, s->info.pool_hits, s->info.pool_writebacks,
+				s->info.pool_rejects);
 	}
 	fprintf(f, "  final check      %s of %s\n", fmt_bytes(b1, sizeof(b1), c->checked_bytes),
 		fmt_bytes(b2, sizeof(b2), nominal));
