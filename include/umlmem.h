@@ -439,8 +439,9 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size)
 const char *umlmem_strerror(int err);
 
 /** The calling thread's message about its last failed umlmem call: which
- *  argument or limit, and what to change. "" when there was none. The text
- *  stays valid until the thread's next umlmem call. */
+ *  argument or limit, and what to change. "" when there was none, and after
+ *  a call that succeeded (whatever failed and was recovered inside it). The
+ *  text stays valid until the thread's next umlmem call. */
 const char *umlmem_errmsg(void);
 
 #ifdef __cplusplus

@@ -636,7 +636,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 			rc = read_locked(g, idx, off, b ? bounce : dst, n);
 			pthread_mutex_unlock(&h->lock);
 			if (rc)
-				return rc;
+				return api_done(h, rc);
 			if (b)
 				memcpy(dst, bounce, n);
 		}
@@ -644,7 +644,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
@@ -678,12 +678,12 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
 		pthread_mutex_unlock(&h->lock);
 		if (rc)
-			return rc;
+			return api_done(h, rc);
 		src += n;
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 /* ---- pins ------------------------------------------------------------------ */
@@ -717,7 +717,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		*page = frame_addr(h, f);
 	}
 	pthread_mutex_unlock(&h->lock);
-	return rc;
+	return api_done(h, rc);
 }
 
 int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
@@ -739,7 +739,7 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
 		rc = seterr(-EINVAL, "umlmem_unpin: page 0x%llx of guest '%s' is not pinned",
 			    (unsigned long long)gpa, g->name);
 	pthread_mutex_unlock(&h->lock);
-	return rc;
+	return api_done(h, rc);
 }
 
 /* ---- discard --------------------------------------------------------------- */
@@ -846,7 +846,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	pthread_mutex_unlock(&h->lock);
 	swap_punch_pending(h->swap);
-	return rc;
+	return api_done(h, rc);
 }
 
 /* ---- merging on and off ---------------------------------------------------- */
@@ -888,5 +888,5 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 		}
 	}
 	pthread_mutex_unlock(&h->lock);
-	return rc;
+	return api_done(h, rc);
 }

@@ -79,7 +79,7 @@ int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
 	h->ram_pages += g->npages;
 	pthread_mutex_unlock(&h->lock);
 	*out = g;
-	return 0;
+	return api_done(h, 0);
 }
 
 void umlmem_guest_destroy(umlmem_guest *g)
@@ -122,6 +122,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	}
 	free(g->top);
 	free(g);
+	api_done(h, 0);
 }
 
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)
