@@ -8,6 +8,8 @@
 #                   and the fuzzer's corpus and regressions
 #   make test-abi   what the shared library exports, under which version (part of make test)
 #   make asan, ubsan, tsan   the suite under the sanitizers (.ci/run runs asan and tsan)
+#   make debug-test  the model and threaded tests on a UMLMEM_DEBUG=1 build (invariants
+#                   checked after every call; .ci/run runs it)
 #   make fuzz       the model fuzzer for FUZZ_SECONDS (default 60)
 #   make unicorn-demo, kvm-demo   native-mode clients
 #   make demo       the overcommit demo
@@ -61,6 +63,7 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(TEST_SRC))
 
 .PHONY: test-native-demos
+.PHONY: debug-test
 .PHONY: all deps lib test test-plain test-valgrind test-abi test-install test-cli traces replay-table demo install uninstall clean bench asan ubsan tsan
 
 all: deps lib $(B)/umlmem
@@ -179,6 +182,14 @@ asan: deps
 ubsan: deps
 	$(MAKE) B=$(B)/ubsan CFLAGS="$(SAN_FLAGS) -fsanitize=undefined -fno-sanitize-recover=all" \
 	  TEST_ARGS="$(TEST_ARGS)" test-plain
+# The debug build: UMLMEM_DEBUG=1 runs host_check at the end of every call
+# that may change state and aborts on a violation; the model test and the
+# threaded tests run on it (not threads/background_refills, which times how
+# fast the reclaim thread refills, and the checks slow every call).
+debug-test: deps
+	$(MAKE) B=$(B)/debug CFLAGS="$(CFLAGS) -DUMLMEM_DEBUG=1" $(B)/debug/test_umlmem
+	$(B)/debug/test_umlmem -j2 --filter='model/*' $(TEST_ARGS)
+	$(B)/debug/test_umlmem -j2 --filter='threads/!(background_refills)' $(TEST_ARGS)
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c

@@ -629,7 +629,7 @@ int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
 	pthread_mutex_unlock(&h->lock);
 	if (merged)
 		*merged = m;
-	return 0;
+	return api_done(h, 0);
 }
 
 int umlmem_dedup_pause(umlmem_host *h, int paused)
@@ -642,5 +642,5 @@ int umlmem_dedup_pause(umlmem_host *h, int paused)
 	if (h->dd.on)
 		pthread_cond_signal(&h->dd.cond);
 	pthread_mutex_unlock(&h->lock);
-	return 0;
+	return api_done(h, 0);
 }

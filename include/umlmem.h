@@ -651,8 +651,9 @@ UMLMEM_API const char *umlmem_version(int *major, int *minor, int *patch);
 UMLMEM_API const char *umlmem_strerror(int err);
 
 /** The calling thread's message about its last failed umlmem call: which
- *  argument or limit, and what to change. "" when there was none. The text
- *  stays valid until the thread's next umlmem call. */
+ *  argument or limit, and what to change. "" when there was none, and after
+ *  a call that succeeded (whatever failed and was recovered inside it). The
+ *  text stays valid until the thread's next umlmem call. */
 UMLMEM_API const char *umlmem_errmsg(void);
 
 /*

@@ -648,7 +648,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 			rc = read_locked(g, idx, off, b ? bounce : dst, n);
 			host_unlock(h);
 			if (rc)
-				return rc;
+				return api_done(h, rc);
 			if (b)
 				memcpy(dst, bounce, n);
 		}
@@ -656,7 +656,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
@@ -690,12 +690,12 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
 		host_unlock(h);
 		if (rc)
-			return rc;
+			return api_done(h, rc);
 		src += n;
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 /* ---- pins ------------------------------------------------------------------ */
@@ -729,7 +729,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		*page = frame_addr(h, f);
 	}
 	host_unlock(h);
-	return rc;
+	return api_done(h, rc);
 }
 
 int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
@@ -751,7 +751,7 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
 		rc = seterr(-EINVAL, "umlmem_unpin: page 0x%llx of guest '%s' is not pinned",
 			    (unsigned long long)gpa, g->name);
 	host_unlock(h);
-	return rc;
+	return api_done(h, rc);
 }
 
 /* ---- discard --------------------------------------------------------------- */
@@ -858,7 +858,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	host_unlock(h);
 	tier_maintain(h);
-	return rc;
+	return api_done(h, rc);
 }
 
 /* ---- merging on and off ---------------------------------------------------- */
@@ -898,5 +898,5 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 		rc = range_walk(g, 0, g->npages, unmerge_one);
 	}
 	host_unlock(h);
-	return rc;
+	return api_done(h, rc);
 }

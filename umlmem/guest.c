@@ -94,7 +94,7 @@ int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *
 	h->ram_pages += g->npages;
 	host_unlock(h);
 	*out = g;
-	return 0;
+	return api_done(h, 0);
 }
 
 void umlmem_guest_destroy(umlmem_guest *g)
@@ -139,6 +139,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	}
 	free(g->top);
 	free(g);
+	api_done(h, 0);
 }
 
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)

@@ -49,6 +49,25 @@ const char *umlmem_errmsg(void)
 	return errbuf;
 }
 
+int api_done(struct umlmem_host *h, int rc)
+{
+	if (!rc)
+		clearerr_tls();
+#if UMLMEM_DEBUG
+	if (h) {
+		char err[512];
+
+		if (host_check(h, err, sizeof(err))) {
+			fprintf(stderr, "umlmem: invariant violated after a call: %s\n", err);
+			abort();
+		}
+	}
+#else
+	(void)h;
+#endif
+	return rc;
+}
+
 /* The codes the library returns, in its own words; anything else falls
    back to the C library's description. */
 static const struct {
@@ -275,7 +294,7 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 	if (rc)
 		goto fail;
 	*out = h;
-	return 0;
+	return api_done(h, 0);
 fail:
 	umlmem_host_destroy(h);
 	return rc;

@@ -401,6 +401,13 @@ static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 /* Record the calling thread's message for umlmem_errmsg(); returns err. */
 int  seterr(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void clearerr_tls(void);
+/* Ends every public call that may change @h (NULL: none left): a success
+   (@rc 0) empties the thread's message, so umlmem_errmsg() is "" after a
+   success and describes the failure after a failure, whatever failed and
+   was recovered inside the call; with UMLMEM_DEBUG, every invariant of @h
+   is checked (host_check) and a violation aborts with its message.
+   Returns @rc. Caller holds no lock. */
+int  api_done(struct umlmem_host *h, int rc);
 static inline void *frame_addr(const struct umlmem_host *h, uint64_t f)
 {
 	return h->store + (f << PAGE_SHIFT);

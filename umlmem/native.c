@@ -1102,10 +1102,10 @@ out:
 		h->nv_state = NV_STOPPING;
 		pthread_mutex_unlock(&h->lock);
 		native_stop(h);
-		return rc;
+		return api_done(h, rc);
 	}
 	pthread_mutex_unlock(&h->lock);
-	return rc;
+	return api_done(h, rc);
 }
 
 bool native_unmap_locked(struct umlmem_guest *g)
@@ -1146,5 +1146,5 @@ int umlmem_guest_unmap(umlmem_guest *g)
 	pthread_mutex_unlock(&h->lock);
 	if (last)
 		native_stop(h);
-	return 0;
+	return api_done(h, 0);
 }

@@ -424,5 +424,5 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 	}
 	if (evicted)
 		*evicted = npages;
-	return rc;
+	return api_done(h, rc);
 }
