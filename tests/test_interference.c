@@ -202,10 +202,11 @@ static double if_run(enum if_mode mode, uint64_t ops, uint64_t touched, uint64_t
 }
 
 /* The issue's workload (20,000 operations over 20 MiB on 3 MiB) at 12,000
-   operations: a few seconds a run. Under valgrind and ThreadSanitizer a
-   tenth of it, and only the bytes are checked: both change the timing of
-   threads too much for a ratio to mean anything. */
-#if defined(__SANITIZE_THREAD__)
+   operations: a few seconds a run. Under valgrind, ThreadSanitizer and
+   the debug build (host_check after every call) a tenth of it, and only
+   the bytes are checked: they change the timing of threads too much for
+   a ratio to mean anything. */
+#if defined(__SANITIZE_THREAD__) || UMLMEM_DEBUG
 #define IF_SLOW true
 #else
 #define IF_SLOW tu_valgrind()
