@@ -541,11 +541,7 @@ static void *dedup_main(void *arg)
 		if (!d->cur && d->pass && t < DEDUP_PASS_MIN_MS * 1000000ull &&
 		    DEDUP_PASS_MIN_MS * 1000000ull - t > sleep_ns)
 			sleep_ns = DEDUP_PASS_MIN_MS * 1000000ull - t;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += sleep_ns / 1000000000;
-		ts.tv_nsec += (long)(sleep_ns % 1000000000);
-		ts.tv_sec += ts.tv_nsec / 1000000000;
-		ts.tv_nsec %= 1000000000;
+		cond_deadline(&ts, sleep_ns);
 		if (!d->stop)
 			pthread_cond_timedwait(&d->cond, &h->lock, &ts);
 	}
@@ -589,7 +585,7 @@ int dedup_start(struct umlmem_host *h)
 
 	if (!(h->cfg.flags & UMLMEM_BACKGROUND))
 		return 0;
-	pthread_cond_init(&d->cond, NULL);
+	cond_init_monotonic(&d->cond);
 	if (pthread_create(&d->thread, NULL, dedup_main, h)) {
 		pthread_cond_destroy(&d->cond);
 		return seterr(-ENOMEM, "cannot start the merge thread");

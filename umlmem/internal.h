@@ -443,6 +443,11 @@ void frames_fini(struct umlmem_host *h);
 int  frame_get(struct umlmem_host *h, bool zero, uint64_t *f);
 /* Sleeps on host->cond until an I/O completes. Caller holds host->lock. */
 void host_wait(struct umlmem_host *h);
+/* Initialises @c for timed waits on CLOCK_MONOTONIC, so that a change of the
+   wall clock neither stretches nor cuts a background thread's sleep; with
+   cond_deadline(), the deadline @ns from now on that clock. */
+int  cond_init_monotonic(pthread_cond_t *c);
+void cond_deadline(struct timespec *ts, uint64_t ns);
 /* Background work between two steps: if foreground threads are waiting for
    host->lock, sleeps (lock dropped) until each of them has had it. Caller
    holds host->lock and nothing of its own that those threads could need

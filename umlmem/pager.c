@@ -336,12 +336,7 @@ static void *kthread_main(void *arg)
 		} else {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 10 * 1000 * 1000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			cond_deadline(&ts, 10 * 1000 * 1000);
 			pthread_cond_timedwait(&h->kcond, &h->lock, &ts);
 		}
 		h->kthread_idle = false;
@@ -382,7 +377,7 @@ int pager_start(struct umlmem_host *h)
 		h->high = h->low;
 	if (!(h->cfg.flags & UMLMEM_BACKGROUND))
 		return 0;
-	pthread_cond_init(&h->kcond, NULL);
+	cond_init_monotonic(&h->kcond);
 	if (pthread_create(&h->kthread, NULL, kthread_main, h)) {
 		pthread_cond_destroy(&h->kcond);
 		return seterr(-ENOMEM, "cannot start the reclaim thread");

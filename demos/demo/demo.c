@@ -258,7 +258,7 @@ static void *sampler_main(void *arg)
 		pthread_mutex_lock(&d->mu);
 		if (d->stop)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += SAMPLE_MS * 1000000L;
 		ts.tv_sec += ts.tv_nsec / 1000000000L;
 		ts.tv_nsec %= 1000000000L;
@@ -1057,7 +1057,16 @@ int cmd_demo(int argc, char **argv)
 	int rc;
 
 	pthread_mutex_init(&d.mu, NULL);
-	pthread_cond_init(&d.cv, NULL);
+	{
+		/* the sampler sleeps on the monotonic clock: a change of the
+		   wall clock does not stretch or cut its period */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&d.cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	rc = demo_parse(&d, argc, argv);
 	if (rc) {
 		demo_free(&d);
