@@ -1104,7 +1104,7 @@ static bool is_swapped(umlmem_guest *g, uint64_t idx)
 {
 	pte_t *e = pte_find(g, idx);
 
-	return e && PTE_TYPE(*e) == PTE_SLOT;
+	return e && PTE_TYPE(*e) == PTE_STORED;
 }
 
 /* A page written once is evicted inactive. Faulted back while it would

@@ -54,7 +54,7 @@ int frames_init(struct umlmem_host *h)
 	   store: a host that never fills its budget touches a compact prefix. */
 	for (uint64_t i = 0; i < h->nframes; i++) {
 		h->free[i] = (uint32_t)(h->nframes - 1 - i);
-		h->frames[i].slot = SLOT_NONE;
+		h->frames[i].slot = TKEY_NONE;
 		h->frames[i].flags = F_FRESH;
 	}
 	h->nfree = h->nframes;
@@ -116,15 +116,34 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 	return 0;
 }
 
-void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s)
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t k)
 {
-	h->frames[f].slot = s;
-	swap_cache_set(h->swap, s, (uint32_t)f + 1);
+	h->frames[f].slot = k;
+	tcache_set(h, k, (uint32_t)f + 1);
 }
 
 void host_wait(struct umlmem_host *h)
 {
 	pthread_cond_wait(&h->cond, &h->lock);
+}
+
+bool host_yield(struct umlmem_host *h)
+{
+	uint32_t waiting = __atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED);
+	uint64_t want = h->lock_entries + waiting;
+
+	if (!waiting)
+		return false;
+	/* Every thread counted now gets in before this one goes on: each
+	   entry is broadcast by host_lock() under the lock, so no wake-up is
+	   lost; a waiter that is not counted yet is served at the next step. */
+	h->yielders++;
+	while (__atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED) &&
+	       (int64_t)(h->lock_entries - want) < 0)
+		pthread_cond_wait(&h->yield_cond, &h->lock);
+	h->yielders--;
+	h->yields++;
+	return true;
 }
 
 void frame_put(struct umlmem_host *h, uint64_t f)
@@ -139,7 +158,7 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 	fr->refs = 0;
 	fr->pins = 0;
 	fr->flags = 0;
-	fr->slot = SLOT_NONE;
+	fr->slot = TKEY_NONE;
 	h->free[h->nfree++] = (uint32_t)f;
 }
 
@@ -147,9 +166,9 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
 
-	if (fr->slot != SLOT_NONE) {
-		swap_cache_set(h->swap, fr->slot, 0);
-		swap_unref(h->swap, fr->slot, 1);
-		fr->slot = SLOT_NONE;
+	if (fr->slot != TKEY_NONE) {
+		tcache_set(h, fr->slot, 0);
+		tier_unref(h, fr->slot, 1);
+		fr->slot = TKEY_NONE;
 	}
 }

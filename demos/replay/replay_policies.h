@@ -2,7 +2,7 @@
 /*
  * Published replacement policies simulated exactly on a reference string,
  * to judge umlmem's pager against the best known and not only against LRU
- * (demos/replay_policies.c).
+ * (demos/replay/replay_policies.c).
  */
 #ifndef UMLMEM_REPLAY_POLICIES_H
 #define UMLMEM_REPLAY_POLICIES_H
