@@ -230,7 +230,10 @@ test-native-demos:
 
 # Real programs' page-reference traces (valgrind lackey) into build/traces/,
 # and the table of umlmem's faults on them next to exact LRU and MIN.
+# the programs record.sh traces, installed like DEB_PKGS
+TRACE_PKGS := valgrind gzip coreutils sqlite3 python3 gcc xz-utils lua5.4
 traces: all
+	$(Q)$(MAKE) -s deps DEB_PKGS="$(TRACE_PKGS)"
 	demos/traces/record.sh
 replay-table: all
 	demos/replay-table.sh

@@ -1078,3 +1078,147 @@ Test(pager, swap_full)
 	umlmem_host_destroy(P.h);
 	P.h = NULL;
 }
+
+/* ---- refaults ---------------------------------------------------------------- */
+
+/* The frame of page @idx of @g, which must be resident. */
+static uint64_t frame_of(umlmem_guest *g, uint64_t idx)
+{
+	pte_t *e = pte_find(g, idx);
+
+	cr_assert(e && PTE_TYPE(*e) == PTE_FRAME, "page %" PRIu64 " is not resident", idx);
+	return PTE_VAL(*e);
+}
+
+static bool is_active(umlmem_host *h, umlmem_guest *g, uint64_t idx)
+{
+	bool a;
+
+	pthread_mutex_lock(&h->lock);
+	a = h->frames[frame_of(g, idx)].flags & F_ACTIVE;
+	pthread_mutex_unlock(&h->lock);
+	return a;
+}
+
+static bool is_swapped(umlmem_guest *g, uint64_t idx)
+{
+	pte_t *e = pte_find(g, idx);
+
+	return e && PTE_TYPE(*e) == PTE_STORED;
+}
+
+/* A page written once is evicted inactive. Faulted back while it would
+   still have been resident on twice the budget (fewer evictions since its
+   own than there are frames), it comes back active: it has been used
+   twice. Faulted back after more evictions than that, it is a page seen
+   for the first time again, inactive. Either way its content is intact. */
+Test(pager, refault_activates)
+{
+	const uint64_t budget = 64, npages = 4 * budget;
+	uint64_t recent = UINT64_MAX, old = UINT64_MAX, ev0, ev;
+	umlmem_guest *g;
+
+	mk_host(budget, 1, 0, 0);
+	g = tu_guest(P.h, npages * PG);
+	for (uint64_t i = 0; i < npages; i++)
+		write_page(g, i, 1);
+	cr_assert_eq(P.h->nactive, 0, "pages written once were promoted");
+	ev0 = P.h->evictions;
+	cr_assert_geq(ev0, npages - budget);
+	/* pages are evicted in the order they came (all unreferenced): the
+	   oldest swapped page left about ev0 evictions ago, the newest a
+	   few */
+	for (uint64_t i = 0; i < npages && old == UINT64_MAX; i++)
+		if (is_swapped(g, i))
+			old = i;
+	for (uint64_t i = npages; i-- > 0 && recent == UINT64_MAX;)
+		if (is_swapped(g, i))
+			recent = i;
+	cr_assert(old != UINT64_MAX && recent != UINT64_MAX && old < recent);
+
+	expect_page(g, recent, 1);
+	cr_assert(is_active(P.h, g, recent), "page %" PRIu64 ", evicted a few evictions ago, "
+		  "came back inactive", recent);
+	cr_assert_eq(P.h->nactive, 1);
+	ev = P.h->evictions;
+	expect_page(g, old, 1);
+	cr_assert_gt(P.h->evictions - ev + ev0, budget);
+	cr_assert(!is_active(P.h, g, old), "page %" PRIu64 ", evicted %" PRIu64 " evictions ago "
+		  "on %" PRIu64 " frames, came back active", old, ev0, budget);
+	for (uint64_t i = 0; i < npages; i++)
+		expect_page(g, i, 1);
+	tu_check(P.h);
+	umlmem_host_destroy(P.h);
+	P.h = NULL;
+}
+
+/* ---- native mode ------------------------------------------------------------ */
+
+/* Through a native view, a page touched once (however many stores hit it
+   while its entry is present) is never promoted: a sweep of four times the
+   budget leaves the active set empty. A hot set touched again between the
+   cold pages is promoted, and no cold page is. Every
+   byte reads back as the model says. */
+Test(pager, native_scan_resistance, .timeout = 120)
+{
+	const uint64_t budget = 64, nhot = 8, ncold = 4 * budget;
+	uint8_t *base, *model;
+	umlmem_guest *g;
+	unsigned nact;
+	void *b = NULL;
+	int rc;
+
+	if (tu_valgrind())
+		cr_skip_test("userfaultfd does not run under valgrind");
+	mk_host(budget, 0, 0, 0);
+	g = tu_guest(P.h, (nhot + ncold) * PG);
+	rc = umlmem_guest_map(g, &b);
+	if (rc == -EPERM || rc == -EOPNOTSUPP)
+		cr_skip_test("native mode unavailable: %s", umlmem_errmsg());
+	cr_assert_eq(rc, 0, "umlmem_guest_map: %s", umlmem_errmsg());
+	base = b;
+	model = calloc(nhot + ncold, 1);
+	cr_assert_not_null(model);
+
+	/* one sweep, every byte of every page written once */
+	for (uint64_t i = nhot; i < nhot + ncold; i++) {
+		memset(base + i * PG, (int)(i % 251 + 1), PG);
+		model[i] = (uint8_t)(i % 251 + 1);
+	}
+	pthread_mutex_lock(&P.h->lock);
+	cr_assert_eq(P.h->nactive, 0, "%" PRIu64 " pages touched once through the view were "
+		     "promoted", P.h->nactive);
+	pthread_mutex_unlock(&P.h->lock);
+
+	/* a hot set, read between every two cold pages of a second sweep */
+	for (uint64_t i = 0; i < nhot; i++) {
+		base[i * PG] = (uint8_t)(i + 1);
+		model[i] = (uint8_t)(i + 1);
+	}
+	for (uint64_t k = 0; k < 2 * ncold; k++) {
+		uint64_t c = nhot + k % ncold;
+		volatile uint8_t sum = 0;
+
+		cr_assert_eq(base[c * PG + k % PG], model[c], "cold page %" PRIu64, c);
+		for (uint64_t i = 0; i < nhot; i++)
+			sum += base[i * PG + (k * 64) % PG];
+		(void)sum;
+	}
+	/* CLOCK may have let one go for a turn; the cold pages, each
+	   touched again only long after it left, are none of them active */
+	nact = 0;
+	for (uint64_t i = 0; i < nhot; i++)
+		nact += is_active(P.h, g, i);
+	cr_assert_geq(nact, nhot / 2, "only %u of %" PRIu64 " hot pages are active", nact, nhot);
+	pthread_mutex_lock(&P.h->lock);
+	cr_assert_eq(P.h->nactive, nact, "%" PRIu64 " cold pages are active",
+		     P.h->nactive - nact);
+	pthread_mutex_unlock(&P.h->lock);
+	for (uint64_t i = 0; i < nhot + ncold; i++)
+		cr_assert_eq(base[i * PG + PG - 1], i < nhot ? 0 : model[i], "page %" PRIu64, i);
+	free(model);
+	cr_assert_eq(umlmem_guest_unmap(g), 0, "%s", umlmem_errmsg());
+	tu_check(P.h);
+	umlmem_host_destroy(P.h);
+	P.h = NULL;
+}

@@ -145,6 +145,7 @@ static void map_new(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f)
 	g->resident++;
 	g->ev.faults++;
 	g->host->ev.faults++;
+	pager_refault(g->host, g, idx, f);
 }
 
 /* A cached copy of key @k that no page maps, of a key that no entry names
@@ -191,6 +192,9 @@ static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t k, struct ra_
 	win = g->ra_run > 4 ? RA_MAX : RA_MIN << (g->ra_run - 1);
 	if (win > RA_MAX)
 		win = RA_MAX;
+	win = pager_ra_window(h, win);
+	if (!win)
+		return 0;
 	if (h->nfree < win) {
 		uint64_t done;
 
@@ -316,6 +320,7 @@ static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k
 		h->cached--;
 		h->ra_hits++;
 		g->ra_last = k;
+		pager_refault(h, g, idx, f);
 	}
 	rc = rmap_add(h, f, g, idx);
 	if (rc)

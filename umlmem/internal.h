@@ -269,6 +269,12 @@ struct umlmem_host {
 	uint64_t hand;
 	uint64_t busy_frames;         /* F_BUSY frames: I/O in flight on them */
 	uint64_t nactive;             /* F_ACTIVE frames */
+	/* pager policy (pager.c): the ghost set of evicted pages (size a
+	   power of two, mask = size - 1), the frames evicted so far (its
+	   clock), and the refaults it activated */
+	uint64_t *ghost, ghost_mask;
+	uint64_t evictions;
+	uint64_t refaults;
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
 	uint64_t sharing_pages;       /* sum of refs - 1 over them */
@@ -507,6 +513,13 @@ int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t 
    and words the error: -EBADMSG (content not proven) is a checksum error,
    any other failure an I/O error; both return -EIO. Caller holds host->lock. */
 int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc);
+/* Page @idx of @g has just been faulted into frame @f: if the pager
+   evicted it recently, it is activated and the policy learns from it.
+   Caller holds host->lock. */
+void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f);
+/* The most pages a readahead of @win pages may take now. Caller holds
+   host->lock. */
+unsigned pager_ra_window(struct umlmem_host *h, unsigned win);
 /* Starts and stops the background reclaim thread. */
 bool page_is_zero(const uint8_t *p);
 int  pager_start(struct umlmem_host *h);

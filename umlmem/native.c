@@ -40,12 +40,16 @@
  * Referenced bits. User space cannot read the accessed bit of its page
  * tables (pagemap does not report it; PAGEMAP_SCAN reports written, not
  * accessed). The pager instead samples: when its clock reaches a frame
- * with a present native entry (F_NV), it zaps it and counts it as
- * referenced; if the page is used again, the minor fault (served by
+ * with a present native entry (F_NV), it zaps it and judges it at the
+ * next turn; if the page is used again, the minor fault (served by
  * UFFDIO_CONTINUE, no remap) sets the frame's referenced bit before the
- * clock comes round. A hot page costs one minor fault per clock turn, and
- * only under memory pressure, when the clock turns; a page that is not
- * touched again is evicted on the next turn. The same zap, done by
+ * clock comes round. Only such a fault on a resident page whose entry was
+ * not present counts as a use: the fault that brings a page in does not,
+ * nor a write fault on an entry installed read-only, so a page touched
+ * once through a view is not promoted (pager.c's scan resistance). A hot
+ * page costs one minor fault per clock turn, and only under memory
+ * pressure, when the clock turns; a page that is not touched again is
+ * evicted on the next turn after that. The same zap, done by
  * native_quiesce(), lets the merge scanner and the pager read a frame that
  * no native store can change behind them.
  *
@@ -751,7 +755,6 @@ static int map_page(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx,
 	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
 	int rc;
 
-	frame_touch(h, f);
 	if (!(mapper_get(h, f, g, idx) & NV_MAPPED)) {
 		rc = view_map(h, g, idx, f, writable);
 		if (rc)
@@ -777,7 +780,10 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	uint8_t *base;
 	uint64_t idx, f;
 	int rc = 0, waited = 0;
-	bool sample, counted = false;
+	bool sample, counted = false, reuse = false;
+	uint64_t f0 = UINT64_MAX;
+	uint8_t ref0 = 0;
+	pte_t *e;
 
 	host_lock(h);   /* a fault: background work steps aside */
 	g = view_of(h, addr);
@@ -792,14 +798,28 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	/* page_fault() may drop the lock: the guest stays (see nv_serving),
 	   its view may not */
 	g->nv_serving++;
+	/* a use for the pager: the page is resident and its entry absent
+	   (zapped by the clock, or never installed) */
+	e = pte_find(g, idx);
+	if (e && PTE_TYPE(*e) == PTE_FRAME) {
+		f0 = PTE_VAL(*e);
+		ref0 = LOAD(&h->fref[f0]);
+		reuse = !(mapper_get(h, f0, g, idx) & NV_LIVE);
+	}
 	for (;;) {
 		uint64_t io = h->ev.io_errors, cs = h->ev.checksum_errors;
 
 		rc = page_fault(g, idx, write, false, &f);
 		if (g->nv_base != base)
 			goto gone;
-		if (!rc)
+		if (!rc) {
+			/* page_fault() counts any access to a resident page as
+			   a use; the fault that brought the page in is not one,
+			   nor the write fault of a present read-only entry */
+			if (!reuse)
+				STORE(&h->fref[f], f == f0 ? ref0 : 0);
 			rc = map_page(h, g, idx, f, write);
+		}
 		/* The access counts once in the error counters, however often
 		   it is retried: what a retry's failed read added (one) is
 		   taken back, for every failure but the first. */

@@ -7,8 +7,10 @@
  * The question it answers: on the reference string a real program makes,
  * how many faults does umlmem's pager take, and how does that compare with
  * the two policies every pager is judged by: LRU (what CLOCK approximates)
- * and MIN (the optimum, which needs the future). The library is the real
- * one, through the public header only, with its default configuration.
+ * and MIN (the optimum, which needs the future). ARC, the best known
+ * adaptive policy, runs on the same string too (replay_policies.c), so the
+ * pager is judged against it as well. The library is the real one, through
+ * the public header only, with its default configuration.
  *
  * Input formats (autodetected from the first 64 KiB unless --format says):
  *  - lackey: the output of `valgrind --tool=lackey --trace-mem=yes`, read
@@ -117,6 +119,7 @@
 
 #include "umlmem.h"
 #include "cmd.h"
+#include "replay_policies.h"
 #define CLI_CMD "replay"
 #include "cli.h"
 
@@ -188,10 +191,10 @@ static void replay_usage(FILE *f)
 		"usage: %s %s [OPTIONS] TRACE...\n"
 		"       %s %s --convert [--format F] [--skip-refs N] [--max-refs N] IN OUT\n\n"
 		"Replays page-reference traces through umlmem and reports its faults next\n"
-		"to exact LRU and Belady's MIN with the same number of frames. Each\n"
+		"to exact LRU, Belady's MIN and ARC with the same number of frames. Each\n"
 		"reference is a 1-byte umlmem_write (stores, and every page's first\n"
 		"reference) or umlmem_read (loads, instruction fetches); consecutive\n"
-		"references to one page are collapsed into one for all three policies;\n"
+		"references to one page are collapsed into one for all the policies;\n"
 		"pages are renumbered densely in order of first appearance, so the guest\n"
 		"is exactly as large as the trace's footprint. A fault is a reference to a\n"
 		"page that is not resident, first references included.\n\n"
@@ -1168,7 +1171,7 @@ out:
 
 struct result {
 	uint64_t faults, swap_ins, swap_outs, cow_breaks;
-	uint64_t lru, opt;
+	uint64_t lru, opt, arc;
 	uint64_t mismatches;
 };
 
@@ -1417,8 +1420,10 @@ static void print_json(const struct trace *t, const struct result *res, uint64_t
 	fprintf(f, ", \"swap_outs\": %" PRIu64, res->swap_outs);
 	fprintf(f, ", \"lru_faults\": %" PRIu64, res->lru);
 	fprintf(f, ", \"opt_faults\": %" PRIu64, res->opt);
+	fprintf(f, ", \"arc_faults\": %" PRIu64, res->arc);
 	json_ratio(f, "faults_per_lru", res->faults, res->lru);
 	json_ratio(f, "faults_per_opt", res->faults, res->opt);
+	json_ratio(f, "faults_per_arc", res->faults, res->arc);
 	fprintf(f, ", \"mismatches\": %" PRIu64, res->mismatches);
 	if (hr)
 		print_host_json(f, hr, o);
@@ -1440,8 +1445,10 @@ static void print_total_json(const struct run *r, const struct result *sum,
 	fprintf(f, ", \"swap_outs\": %" PRIu64, sum->swap_outs);
 	fprintf(f, ", \"lru_faults\": %" PRIu64, sum->lru);
 	fprintf(f, ", \"opt_faults\": %" PRIu64, sum->opt);
+	fprintf(f, ", \"arc_faults\": %" PRIu64, sum->arc);
 	json_ratio(f, "faults_per_lru", sum->faults, sum->lru);
 	json_ratio(f, "faults_per_opt", sum->faults, sum->opt);
+	json_ratio(f, "faults_per_arc", sum->faults, sum->arc);
 	fprintf(f, ", \"mismatches\": %" PRIu64, sum->mismatches);
 	print_host_json(f, hr, o);
 	fprintf(f, "}\n");
@@ -1449,9 +1456,9 @@ static void print_total_json(const struct run *r, const struct result *sum,
 
 static void print_header(void)
 {
-	printf("%-22s %9s %10s %8s %10s %10s %10s %7s %7s %9s %9s %8s %8s\n",
-	       "trace", "footprint", "refs", "budget", "faults", "lru", "min", "/lru", "/min",
-	       "swap-ins", "swap-outs", "ra-pages", "ra-hits");
+	printf("%-22s %9s %10s %8s %10s %10s %10s %10s %7s %7s %7s %9s %9s %8s %8s\n",
+	       "trace", "footprint", "refs", "budget", "faults", "lru", "min", "arc", "/lru",
+	       "/min", "/arc", "swap-ins", "swap-outs", "ra-pages", "ra-hits");
 }
 
 static void print_ratio(uint64_t a, uint64_t b)
@@ -1466,9 +1473,11 @@ static void print_row(const char *name, uint64_t footprint, uint64_t refs, uint6
 		      const struct result *res, const struct host_result *hr)
 {
 	printf("%-22.22s %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64
-	       " %10" PRIu64, name, footprint, refs, budget, res->faults, res->lru, res->opt);
+	       " %10" PRIu64 " %10" PRIu64, name, footprint, refs, budget, res->faults, res->lru,
+	       res->opt, res->arc);
 	print_ratio(res->faults, res->lru);
 	print_ratio(res->faults, res->opt);
+	print_ratio(res->faults, res->arc);
 	printf(" %9" PRIu64 " %9" PRIu64, res->swap_ins, res->swap_outs);
 	if (hr)
 		printf(" %8" PRIu64 " %8" PRIu64 "\n", hr->info.readahead_pages,
@@ -1499,10 +1508,10 @@ static int check_result(const struct trace *t, const struct result *res)
 		     (uint64_t)t->npages + res->swap_ins + res->cow_breaks);
 		bad = 1;
 	}
-	if (res->opt > res->lru || res->opt > res->faults) {
-		fail("%s: MIN took %" PRIu64 " faults, more than LRU (%" PRIu64 ") or umlmem (%"
-		     PRIu64 "): the simulation is wrong", t->path, res->opt, res->lru,
-		     res->faults);
+	if (res->opt > res->lru || res->opt > res->faults || res->opt > res->arc) {
+		fail("%s: MIN took %" PRIu64 " faults, more than LRU (%" PRIu64 "), ARC (%" PRIu64
+		     ") or umlmem (%" PRIu64 "): the simulation is wrong", t->path, res->opt,
+		     res->lru, res->arc, res->faults);
 		bad = 1;
 	}
 	if (res->mismatches) {
@@ -1518,16 +1527,22 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 {
 	struct result *res = calloc(r->nt, sizeof(*res)), sum = { 0 };
 	uint64_t *lru = calloc(r->nt, sizeof(*lru)), *opt = calloc(r->nt, sizeof(*opt));
+	uint64_t *arc = calloc(r->nt, sizeof(*arc));
 	struct host_result hr = { 0 };
 	int bad = 0;
 	unsigned t;
 
-	if (!res || !lru || !opt) {
+	if (!res || !lru || !opt || !arc) {
 		fail("out of memory");
 		bad = 1;
 		goto out;
 	}
 	r->budget_pages = budget_for(o, r->npages);
+	if (sim_arc(r->ref, r->owner, r->nrefs, r->npages, r->budget_pages, arc)) {
+		fail("out of memory for the ARC simulation");
+		bad = 1;
+		goto out;
+	}
 	if (sim_lru(r, lru) || sim_min(r, opt) || run_umlmem(r, o, res, &hr)) {
 		bad = 1;
 		goto out;
@@ -1536,12 +1551,14 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 	for (t = 0; t < r->nt; t++) {
 		res[t].lru = lru[t];
 		res[t].opt = opt[t];
+		res[t].arc = arc[t];
 		bad |= check_result(r->t[t], &res[t]);
 		sum.faults += res[t].faults;
 		sum.swap_ins += res[t].swap_ins;
 		sum.swap_outs += res[t].swap_outs;
 		sum.lru += res[t].lru;
 		sum.opt += res[t].opt;
+		sum.arc += res[t].arc;
 		sum.mismatches += res[t].mismatches;
 		if (o->json)
 			print_json(r->t[t], &res[t], r->budget_pages, r->npages, shared,
@@ -1561,6 +1578,7 @@ out:
 	free(res);
 	free(lru);
 	free(opt);
+	free(arc);
 	return bad;
 }
 

@@ -5,7 +5,7 @@
 # build/traces/ (not into the repository: each is 32 MB).
 #
 #   demos/traces/record.sh [NAME...]   NAME: gzip sort sqlite python cc1
-#                                      (default: all five)
+#                                      xz lua (default: all seven)
 #
 # Each trace is 4 million page references (counted after collapsing
 # repeats of one page) of a real program run on this machine under
@@ -32,15 +32,18 @@
 #           and optimisation.
 #
 # Inputs are written to build/traces/input/ by a seeded generator (the same
-# bytes every time); workload.sql, script.py and cc1-input.c are next to
-# this script. Under valgrind the address space is laid out the same every
+# bytes every time); workload.sql, script.py, cc1-input.c and gc.lua are
+# next to this script. Under valgrind the address space is laid out the same every
 # run and python's hash seed is fixed, so recording again on this machine
-# gives the same traces, byte for byte. Recording all five takes about two minutes, most of it python's
-# 24M skipped references (lackey runs at about half a million references a
-# second, skipped ones included).
+# gives the same traces, byte for byte, except lua's: lua seeds its string
+# hash from the clock, so its heap layout (not its pattern) varies a little
+# from one recording to the next. Recording all seven takes several
+# minutes, most of it python's 24M skipped references (lackey runs at
+# about half a million references a second, skipped ones included).
 #
-# Needs valgrind, gzip, sort, sqlite3, python3 and gcc (Debian packages
-# valgrind, gzip, coreutils, sqlite3, python3, gcc); says which are missing.
+# Needs valgrind, gzip, sort, sqlite3, python3, gcc, xz and lua5.4 (Debian
+# packages valgrind, gzip, coreutils, sqlite3, python3, gcc, xz-utils,
+# lua5.4; `make traces` installs them); says which are missing.
 set -u
 
 prog=record.sh
@@ -51,7 +54,7 @@ in=$out/input
 trace=$root/demos/trace.sh
 refs=4000000
 
-all=(gzip sort sqlite python cc1)
+all=(gzip sort sqlite python cc1 xz lua)
 [ $# -gt 0 ] || set -- "${all[@]}"
 for n in "$@"; do
 	case " ${all[*]} " in
@@ -61,7 +64,7 @@ for n in "$@"; do
 done
 
 missing=
-for c in valgrind gzip sort sqlite3 python3 gcc; do
+for c in valgrind gzip sort sqlite3 python3 gcc xz lua5.4; do
 	command -v "$c" >/dev/null || missing="$missing $c"
 done
 if [ -n "$missing" ]; then
@@ -120,6 +123,8 @@ for n in "$@"; do
 	python)	PYTHONHASHSEED=0 rec python 24000000 "$py" "$here/script.py" || rc=1 ;;
 	cc1)	rec cc1 8000000 "$cc1" -quiet -imultiarch "$multiarch" -O2 "$here/cc1-input.c" \
 			-o /dev/null || rc=1 ;;
+	xz)	rec xz 1000000 xz -6 -c "$in/text.txt" || rc=1 ;;
+	lua)	rec lua 2000000 lua5.4 "$here/gc.lua" || rc=1 ;;
 	esac
 done
 exit $rc
