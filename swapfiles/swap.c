@@ -79,6 +79,11 @@ struct sw_cluster {
 	uint8_t state;				/* enum sw_state */
 	uint64_t hidden;			/* bit i: slot i is held for a tier
 						   above, not readahead material */
+	uint64_t writing;			/* bit i: slot i was handed out and
+						   its write has not completed
+						   (no checksum yet): a read
+						   would see old bytes, so it is
+						   no readahead material either */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
 };
@@ -405,6 +410,7 @@ static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
 
 	cl->refs[i] = 1;
 	cl->csum[i] = 0;
+	cl->writing |= UINT64_C(1) << i;
 	cl->live++;
 	sw->used++;
 	*out = c * SWAP_CLUSTER_PAGES + i;
@@ -658,7 +664,7 @@ unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
 		cl = sw_lookup(sw, s, &i);
 		if (!cl)
 			break;
-		if (cl->refs[i] && !(cl->hidden >> i & 1))
+		if (cl->refs[i] && !((cl->hidden | cl->writing) >> i & 1))
 			out[got++] = s;
 	}
 	pthread_mutex_unlock(&sw->lock);
@@ -718,6 +724,7 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
 			cl->hidden &= ~(UINT64_C(1) << i);
+			cl->writing &= ~(UINT64_C(1) << i);
 			cl->live--;
 			sw->used--;
 			if (!cl->live)
@@ -756,8 +763,10 @@ void swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum)
 		sw_misuse(sw, "swap_set_csum of a slot out of range", slot, 0, 0);
 	else if (!cl->refs[i])
 		sw_misuse(sw, "swap_set_csum of a free slot", slot, 0, 0);
-	else
+	else {
 		cl->csum[i] = csum;
+		cl->writing &= ~(UINT64_C(1) << i);
+	}
 	pthread_mutex_unlock(&sw->lock);
 }
 

@@ -78,7 +78,8 @@ void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
 uint64_t swap_csum(struct swap *sw, uint64_t slot);
 
 /* Up to @n live slots in [from, from + n), ascending, into @out (what
-   readahead may read next), hidden ones left out. Returns how many. */
+   readahead may read next), hidden ones and those whose first write has
+   not completed (swap_set_csum not yet called) left out. Returns how many. */
 unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
 /* Slot @slot holds a page for a tier above (the compressed pool's
    write-back), named by no page table entry: swap_live() leaves it out

@@ -1091,3 +1091,37 @@ Test(swap, punch_while_clusters_grow)
 	cr_assert_eq(swap_check(sw, err, sizeof(err)), 0, "%s", err);
 	swap_close(sw);
 }
+
+/* Readahead asks swap_live() which neighbours it may read: a slot whose
+   first write is still in flight (handed out, no checksum yet) holds old
+   bytes and must not be offered; once its checksum is set it is, until a
+   hidden mark or its release takes it out again. */
+Test(swap, live_skips_slots_being_written)
+{
+	struct swap *sw = sw_open(1, 0);
+	uint64_t s[4], out[8];
+	unsigned n;
+
+	cr_assert_eq(swap_alloc(sw, 4, s), 4);
+	for (unsigned i = 1; i < 4; i++)
+		cr_assert_eq(s[i], s[0] + i, "slots of one batch are not consecutive");
+	cr_assert_eq(swap_live(sw, s[0], 4, out), 0, "slots being written are offered");
+	swap_set_csum(sw, s[1], 0x1234);
+	swap_set_csum(sw, s[3], 0x5678);
+	n = swap_live(sw, s[0], 4, out);
+	cr_assert_eq(n, 2, "%u slots offered, want the two written ones", n);
+	cr_assert_eq(out[0], s[1]);
+	cr_assert_eq(out[1], s[3]);
+	swap_hide(sw, s[3]);
+	cr_assert_eq(swap_live(sw, s[0], 4, out), 1);
+	/* a slot freed and handed out again is being written again */
+	swap_unref(sw, s[1], 1);
+	cr_assert_eq(swap_live(sw, s[0], 4, out), 0);
+	for (unsigned i = 0; i < 4; i++)
+		if (i != 1)
+			swap_unref(sw, s[i], 1);
+	cr_assert_eq(swap_alloc(sw, 1, s), 1);
+	cr_assert_eq(swap_live(sw, s[0], 1, out), 0, "a reused slot is offered before its write");
+	swap_unref(sw, s[0], 1);
+	swap_close(sw);
+}
