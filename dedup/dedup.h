@@ -57,6 +57,8 @@ void dedup_stop(struct umlmem_host *h);          /* no lock */
 void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, uint64_t *merged);
 /* Guest @g is going away: move the cursor off it. */
 void dedup_forget_guest(struct umlmem_host *h, struct umlmem_guest *g);
+/* Bytes of the two indexes (0 before the first pass). */
+uint64_t dedup_table_bytes(const struct umlmem_host *h);
 /* Frame @f just became shared (refs 2) or stopped being shared (refs 1). */
 void dedup_frame_unshared(struct umlmem_host *h, uint64_t f);
 

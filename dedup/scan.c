@@ -97,6 +97,42 @@ static bool mergeable(const struct umlmem_guest *g)
 	return !(g->flags & UMLMEM_GUEST_NOMERGE);
 }
 
+/* Both indexes before the first pass, or when they cannot be had: one
+   empty entry, which table_put finds full. */
+static struct dent no_table[1] = { { 0, DENT_EMPTY } };
+
+/* Sizes both indexes for the frames the host has made (twice as many
+   entries, a power of two, at least 1024): they follow the frames in use,
+   not the budget, and a host that never scans never has them. Reallocated
+   when that size grew or fell to a quarter; start of a pass, where both
+   are rebuilt anyway. Out of memory, the old ones (or none) serve: a pass
+   then merges less, nothing worse. */
+static void tables_fit(struct umlmem_host *h)
+{
+	struct dedup *d = &h->dd;
+	uint64_t n = 1024, have = d->stable == no_table ? 0 : d->mask + 1;
+	struct dent *s, *u;
+
+	while (n < 2 * h->nmade)
+		n <<= 1;
+	if (n <= have && n * 4 > have)
+		return;
+	s = malloc(n * sizeof(*s));
+	u = malloc(n * sizeof(*u));
+	if (!s || !u) {
+		free(s);
+		free(u);
+		return;
+	}
+	if (have) {
+		free(d->stable);
+		free(d->unstable);
+	}
+	d->stable = s;
+	d->unstable = u;
+	d->mask = n - 1;
+}
+
 /* Rebuilds the stable index from the frames flagged F_STABLE, dropping
    stale entries; empties the unstable one. Start of every pass. */
 static void new_pass(struct umlmem_host *h)
@@ -105,13 +141,14 @@ static void new_pass(struct umlmem_host *h)
 
 	if (d->pass)
 		d->full_scans++;
+	tables_fit(h);
 	d->pass = d->pass ? d->pass + 1 : 2;
 	d->pass_visits = 0;
 	table_clear(d->unstable, d->mask + 1);
 	d->nunstable = 0;
 	table_clear(d->stable, d->mask + 1);
 	d->nstable = 0;
-	for (uint64_t f = 0; f < h->nframes; f++) {
+	for (uint64_t f = 0; f < h->nmade; f++) {
 		struct frame *fr = &h->frames[f];
 
 		if ((fr->flags & F_STABLE) && fr->refs > 1)
@@ -349,6 +386,7 @@ static void *dedup_main(void *arg)
 
 		if (!d->paused)
 			dedup_scan_locked(h, d->batch, &merged);
+		frames_trim_locked(h);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += (long)d->sleep_us * 1000;
 		ts.tv_sec += ts.tv_nsec / 1000000000;
@@ -363,18 +401,10 @@ static void *dedup_main(void *arg)
 int dedup_init(struct umlmem_host *h)
 {
 	struct dedup *d = &h->dd;
-	uint64_t n = 1024;
 
-	while (n < 2 * h->nframes)
-		n <<= 1;
-	d->mask = n - 1;
-	d->stable = malloc(n * sizeof(*d->stable));
-	d->unstable = malloc(n * sizeof(*d->unstable));
-	if (!d->stable || !d->unstable)
-		return seterr(-ENOMEM, "cannot allocate the merge indexes (%llu entries)",
-			      (unsigned long long)n);
-	table_clear(d->stable, n);
-	table_clear(d->unstable, n);
+	/* the indexes come with the first pass (tables_fit) */
+	d->stable = d->unstable = no_table;
+	d->mask = 0;
 	if (getrandom(&d->seed, sizeof(d->seed), 0) != sizeof(d->seed))
 		d->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uintptr_t)h;
 	d->max_sharing = h->cfg.max_sharing ? h->cfg.max_sharing : 256;
@@ -386,8 +416,15 @@ int dedup_init(struct umlmem_host *h)
 
 void dedup_fini(struct umlmem_host *h)
 {
-	free(h->dd.stable);
-	free(h->dd.unstable);
+	if (h->dd.stable != no_table) {
+		free(h->dd.stable);
+		free(h->dd.unstable);
+	}
+}
+
+uint64_t dedup_table_bytes(const struct umlmem_host *h)
+{
+	return h->dd.stable == no_table ? 0 : 2 * (h->dd.mask + 1) * sizeof(struct dent);
 }
 
 int dedup_start(struct umlmem_host *h)
@@ -434,6 +471,7 @@ int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
 	pthread_mutex_lock(&h->lock);
 	dedup_scan_locked(h, pages, &m);
 	pthread_mutex_unlock(&h->lock);
+	frames_trim(h);
 	if (merged)
 		*merged = m;
 	return 0;

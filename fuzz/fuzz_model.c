@@ -476,7 +476,7 @@ static void dump(void)
 	if (!S.dump)
 		return;
 	pthread_mutex_lock(&h->lock);
-	for (uint64_t f = 0; f < h->nframes; f++) {
+	for (uint64_t f = 0; f < h->nmade; f++) {
 		const struct frame *fr = &h->frames[f];
 
 		if (!fr->refs && fr->slot == SLOT_NONE)

@@ -846,6 +846,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	pthread_mutex_unlock(&h->lock);
 	swap_punch_pending(h->swap);
+	frames_trim(h);
 	return rc;
 }
 

@@ -5,27 +5,81 @@
  * The store is one memfd of the budget's size, mapped once. One file rather
  * than anonymous memory because (a) the same frame can later be mapped into
  * several guests' native views, the way User-Mode Linux maps its RAM file,
- * and (b) an I/O engine can register the whole store as fixed buffers and
- * move frames to and from swap with no bounce copy.
+ * and (b) its pages can be given back to the kernel one by one
+ * (fallocate PUNCH_HOLE) wherever they lie, which the views see too.
  *
- * Frames are recycled through a free stack and never returned to the
- * kernel while the host lives: the budget is a promise about the most the
- * host holds, and giving pages back would only make the next fault slower.
- * A recycled frame still holds its previous page's bytes, so a frame handed
- * to a page that must read as zeros is cleared first (F_FRESH marks frames
- * the kernel has never handed out, which read as zeros already: the first
- * pass over a new host costs no memset).
+ * The budget is a limit, not a reservation. Nothing is allocated for it
+ * at creation but address space: the store's pages come from the kernel
+ * when a frame is first written, and the frame table, the referenced bytes
+ * and the free stack are reserved once for the whole budget
+ * (MAP_NORESERVE) and never move or shrink while the host lives, so that
+ * frame_addr() and the lock-free readers of fref[] and frames[] need no
+ * lock, while only the pages that frames in use touch become memory.
  *
- * Caller holds host->lock for everything here but frames_init/fini.
- * frame_get() may drop it to reclaim; see its prototype.
+ * Where a free frame comes from, best first:
+ *  1. the warm part of the free stack: frames freed recently, that still
+ *     hold memory. The stack is LIFO, so the frames freed last (whose
+ *     pages are the likeliest to be in the CPU caches) are reused first,
+ *     and the frames given back below stay given back;
+ *  2. the cold part, below it: frames given back to the kernel. They read
+ *     as zeros (F_FRESH), and the kernel hands out a page again on first
+ *     write;
+ *  3. the frames never used: [nmade, nframes), taken in order, so that the
+ *     frame table's touched prefix is only as long as the most frames
+ *     the host ever held.
+ *
+ * Giving back. Frames freed by the pager, by discard, by merging and by
+ * destroy go to the warm part. When it grows past the hysteresis band
+ * (trim_due) the oldest warm frames are punched out of the memfd, a batch
+ * at a time, by frames_trim(): at the end of the public call that freed
+ * them or from the background threads, never on the fault path and never
+ * with host->lock held during the punch (it unmaps the frames from every
+ * mapping of the store, which waits for the other CPUs). While a batch is
+ * punched its frames are on no list (ntrim counts them) and nobody can
+ * take them. A workload in steady state does not churn: at the budget the
+ * warm frames are the ones the reclaim thread keeps free on purpose (up to
+ * its high watermark) and are kept; below it only a few MiB are kept warm.
+ *
+ * A recycled warm frame still holds its previous page's bytes, so a frame
+ * handed to a page that must read as zeros is cleared first (F_FRESH marks
+ * frames that read as zeros already: never used, or given back).
+ *
+ * Lock: host->lock for everything here but frames_init/fini; frame_get()
+ * and frames_trim_locked() may drop it; see their prototypes.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+/* Warm frames kept when the host is below its budget: trimmed down to
+   trim_lo once there are more than trim_hi (see trim_due). */
+#define TRIM_KEEP 256u
+
+/* Bytes of a table of @n entries of @each bytes, in whole pages. */
+static size_t table_bytes(uint64_t n, size_t each)
+{
+	return ((size_t)n * each + PAGE_SIZE - 1) & ~(size_t)(PAGE_SIZE - 1);
+}
+
+/* Address space for a table that lock-free readers index: zero-filled,
+   never moved, memory only where written. Small pages, so that the
+   memory follows the entries used rather than 2 MiB at a time. */
+static void *reserve(uint64_t n, size_t each)
+{
+	size_t bytes = table_bytes(n, each);
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, bytes, MADV_NOHUGEPAGE);
+	return p;
+}
 
 int frames_init(struct umlmem_host *h)
 {
@@ -35,6 +89,7 @@ int frames_init(struct umlmem_host *h)
 	if (h->store_fd < 0)
 		return seterr(-errno, "memfd_create for the frame store failed: %s",
 			      strerror(errno));
+	/* sparse: the size is a limit, blocks come with the first writes */
 	if (ftruncate(h->store_fd, (off_t)bytes) < 0)
 		return seterr(-errno, "cannot size the frame store to %zu bytes: %s",
 			      bytes, strerror(errno));
@@ -44,20 +99,15 @@ int frames_init(struct umlmem_host *h)
 		return seterr(-ENOMEM, "cannot map the frame store (%zu bytes): %s",
 			      bytes, strerror(errno));
 	}
-	h->frames = calloc(h->nframes, sizeof(*h->frames));
-	h->fref = calloc(h->nframes, 1);
-	h->free = malloc(h->nframes * sizeof(*h->free));
+	h->frames = reserve(h->nframes, sizeof(*h->frames));
+	h->fref = reserve(h->nframes, 1);
+	h->free = reserve(h->nframes, sizeof(*h->free));
 	if (!h->frames || !h->fref || !h->free)
-		return seterr(-ENOMEM, "cannot allocate the frame table for %llu frames",
-			      (unsigned long long)h->nframes);
-	/* Pushed high to low so that frames are used from the start of the
-	   store: a host that never fills its budget touches a compact prefix. */
-	for (uint64_t i = 0; i < h->nframes; i++) {
-		h->free[i] = (uint32_t)(h->nframes - 1 - i);
-		h->frames[i].slot = SLOT_NONE;
-		h->frames[i].flags = F_FRESH;
-	}
+		return seterr(-ENOMEM, "cannot reserve address space for the frame table of "
+			      "%llu frames", (unsigned long long)h->nframes);
 	h->nfree = h->nframes;
+	h->trim_lo = h->nframes / 16 < TRIM_KEEP ? h->nframes / 16 : TRIM_KEEP;
+	h->trim_hi = 4 * h->trim_lo < 16 ? 16 : 4 * h->trim_lo;
 	return 0;
 }
 
@@ -67,9 +117,38 @@ void frames_fini(struct umlmem_host *h)
 		munmap(h->store, h->nframes * PAGE_SIZE);
 	if (h->store_fd >= 0)
 		close(h->store_fd);
-	free(h->frames);
-	free(h->fref);
-	free(h->free);
+	if (h->frames)
+		munmap(h->frames, table_bytes(h->nframes, sizeof(*h->frames)));
+	if (h->fref)
+		munmap(h->fref, table_bytes(h->nframes, 1));
+	if (h->free)
+		munmap(h->free, table_bytes(h->nframes, sizeof(*h->free)));
+}
+
+uint64_t frames_meta_bytes(const struct umlmem_host *h)
+{
+	/* every table indexed by frame, and the free stack (never deeper than
+	   the frames made), is touched over the frames made at most */
+	return table_bytes(h->nmade, sizeof(*h->frames)) + table_bytes(h->nmade, 1) +
+	       table_bytes(h->nmade, sizeof(*h->free));
+}
+
+/*
+ * Whether the warm free frames should be trimmed. Below the budget (the
+ * frames given back and never used cover the reclaim thread's high
+ * watermark) warm frames only save a page fault of the kernel's, and more
+ * than trim_hi of them is memory held for nothing. At the budget, free
+ * frames are the ones the pager freed to serve the next faults: up to its
+ * high watermark and one batch they are kept warm, or a steady paging
+ * workload would give back and fault in every frame it frees.
+ */
+static bool trim_due(const struct umlmem_host *h)
+{
+	uint64_t warm = h->nstack - h->npunched;
+
+	if (warm <= h->trim_hi || h->no_punch)
+		return false;
+	return h->nfree - warm >= h->high || warm > h->high + h->cfg.reclaim_batch;
 }
 
 int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
@@ -83,9 +162,9 @@ int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
 		/* the lock was dropped if anything was written: look again */
 		if (h->nfree || done)
 			return -EAGAIN;
-		/* Frames under I/O are neither free nor evictable yet; they
-		   will be soon, so that is not a failure. */
-		if (h->busy_frames) {
+		/* Frames under I/O, or being given back, are neither free nor
+		   evictable yet; they will be soon, so that is not a failure. */
+		if (h->busy_frames || h->ntrim) {
 			host_wait(h);
 			return -EAGAIN;
 		}
@@ -106,7 +185,16 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 
 	if (!h->nfree)
 		return -ENOMEM;
-	f = h->free[--h->nfree];
+	if (h->nstack) {
+		f = h->free[--h->nstack];
+		if (h->npunched > h->nstack)
+			h->npunched = h->nstack;        /* a cold one: F_FRESH */
+	} else {
+		f = h->nmade++;
+		h->frames[f].slot = SLOT_NONE;
+		h->frames[f].flags = F_FRESH;
+	}
+	h->nfree--;
 	h->frames[f].wpass = 0;
 	/* F_FRESH is left for frame_get to see; every user clears flags.
 	   The faulting access does not count as a use (see pager.c). */
@@ -140,7 +228,10 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 	fr->pins = 0;
 	fr->flags = 0;
 	fr->slot = SLOT_NONE;
-	h->free[h->nfree++] = (uint32_t)f;
+	h->free[h->nstack++] = (uint32_t)f;
+	h->nfree++;
+	if (!LOAD(&h->trim_due) && trim_due(h))
+		STORE(&h->trim_due, true);
 }
 
 void frame_drop_slot(struct umlmem_host *h, uint64_t f)
@@ -152,4 +243,88 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f)
 		swap_unref(h->swap, fr->slot, 1);
 		fr->slot = SLOT_NONE;
 	}
+}
+
+/* ---- giving frames back ------------------------------------------------ */
+
+static int by_frame_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Punches frames @b[0 .. n) out of the store, one fallocate per run of
+   neighbours; sorts @b from the highest frame down. No lock held. */
+static bool punch(struct umlmem_host *h, uint32_t *b, uint64_t n)
+{
+	qsort(b, n, sizeof(*b), by_frame_desc);
+	for (uint64_t i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && b[j] + 1 == b[j - 1]; j++)
+			;
+		if (fallocate(h->store_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)b[j - 1] * PAGE_SIZE, (off_t)(j - i) * PAGE_SIZE))
+			return false;
+	}
+	return true;
+}
+
+void frames_trim_locked(struct umlmem_host *h)
+{
+	uint32_t *b = h->trim_buf;
+	bool started = false;
+
+	/* One trimmer at a time. Once due, it goes on down to trim_lo: the
+	   band between trim_lo and trim_hi is the hysteresis. */
+	while (!h->ntrim && !h->no_punch &&
+	       (started ? h->nstack - h->npunched > h->trim_lo : trim_due(h))) {
+		uint64_t warm = h->nstack - h->npunched, n = warm - h->trim_lo;
+		bool ok;
+
+		started = true;
+
+		if (n > FRAMES_TRIM_BATCH)
+			n = FRAMES_TRIM_BATCH;
+		/* the oldest warm frames, from just above the cold ones */
+		memcpy(b, h->free + h->npunched, n * sizeof(*b));
+		memmove(h->free + h->npunched, h->free + h->npunched + n,
+			(warm - n) * sizeof(*b));
+		h->nstack -= n;
+		h->nfree -= n;
+		h->ntrim = n;
+		pthread_mutex_unlock(&h->lock);
+		ok = punch(h, b, n);
+		pthread_mutex_lock(&h->lock);
+		/* Back between the cold frames and the warm ones (frame_take
+		   may have used up some of either meanwhile), the lowest
+		   numbered on top so that it is reused first. */
+		memmove(h->free + h->npunched + n, h->free + h->npunched,
+			(h->nstack - h->npunched) * sizeof(*b));
+		memcpy(h->free + h->npunched, b, n * sizeof(*b));
+		h->nstack += n;
+		h->nfree += n;
+		h->ntrim = 0;
+		if (ok) {
+			for (uint64_t i = 0; i < n; i++)
+				h->frames[b[i]].flags = F_FRESH;
+			h->npunched += n;
+			h->frames_returned += n;
+		} else {
+			/* not on this filesystem: keep every frame warm */
+			h->no_punch = true;
+		}
+		/* host_check and frame_get wait for frames being given back */
+		pthread_cond_broadcast(&h->cond);
+	}
+	if (!h->ntrim)
+		STORE(&h->trim_due, trim_due(h));
+}
+
+void frames_trim(struct umlmem_host *h)
+{
+	if (!LOAD(&h->trim_due))
+		return;
+	pthread_mutex_lock(&h->lock);
+	frames_trim_locked(h);
+	pthread_mutex_unlock(&h->lock);
 }

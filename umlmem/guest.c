@@ -112,6 +112,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	if (last_view)
 		native_stop(h);
 	swap_punch_pending(h->swap);
+	frames_trim(h);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {
 		if (!g->top[i])

@@ -224,6 +224,7 @@ void umlmem_host_destroy(umlmem_host *h)
 		return;
 	dedup_stop(h);
 	pager_stop(h);
+	h->no_punch = true;     /* the whole store goes at once below */
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	native_stop(h);
@@ -272,7 +273,7 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 		s->zero_pages += g->zero;
 	}
 	s->ram_pages = h->ram_pages;
-	s->frames_used = h->nframes - h->nfree;
+	s->frames_used = h->nframes - h->nfree - h->ntrim;
 	s->shared_frames = h->shared_frames;
 	s->sharing_pages = h->sharing_pages;
 	add_events(s, &h->ev);
@@ -287,13 +288,14 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 {
 	struct umlmem_host_info i = { 0 };
 	struct swap_info si;
+	struct stat st;
 
 	clearerr_tls();
 	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_info: %s is NULL", h ? "info" : "host");
 	pthread_mutex_lock(&h->lock);
 	i.frames_total = h->nframes;
-	i.frames_free = h->nfree;
+	i.frames_free = h->nfree + h->ntrim;
 	i.frames_cached = h->cached;
 	i.frames_busy = h->busy_frames;
 	i.readahead_pages = h->ra_pages;
@@ -317,10 +319,19 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.pages_volatile = h->dd.volatile_skips;
 	i.pages_unshared = h->dd.unshared;
 	i.full_scans = h->dd.full_scans;
-	for (uint64_t f = 0; f < h->nframes; f++)
+	for (uint64_t f = 0; f < h->nmade; f++)
 		i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
 	i.hash_impl_avx2 = strstr(page_hash_impl(), "avx2") != NULL;
+	i.frames_made = h->nmade;
+	i.frames_warm = h->nstack - h->npunched;
+	i.frames_returned = h->frames_returned;
+	i.meta_bytes = sizeof(*h) + frames_meta_bytes(h) + dedup_table_bytes(h);
+	for (struct umlmem_guest *g = h->guests; g; g = g->next)
+		i.meta_bytes += g->meta_bytes;
 	pthread_mutex_unlock(&h->lock);
+	/* the store's blocks: the memory its frames really hold */
+	if (fstat(h->store_fd, &st) == 0)
+		i.store_bytes = (uint64_t)st.st_blocks * 512;
 	swap_info(h->swap, &si);
 	i.swap_slots_used = si.slots_used;
 	i.swap_slots_cap = si.slots_cap;

@@ -58,15 +58,15 @@ struct victim {
    turns at most: promote or clear, demote, clear, take. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
-	uint64_t limit = 4 * h->nframes;
+	uint64_t limit = 4 * h->nmade;   /* frames above were never used */
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
-		uint64_t f = h->hand;
+		uint64_t f = h->hand < h->nmade ? h->hand : 0;
 		struct frame *fr = &h->frames[f];
 		bool ref;
 
-		h->hand = f + 1 == h->nframes ? 0 : f + 1;
+		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
 		/* free frames have neither mappers nor a slot; a frame with
 		   only a slot is a cached copy read ahead, and fair game */
 		if ((!fr->refs && fr->slot == SLOT_NONE) || fr->pins || (fr->flags & F_BUSY))
@@ -84,7 +84,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		if (fr->flags & F_ACTIVE) {
 			/* the active set keeps what was used again; it gives
 			   back what was not, once it is over its share */
-			if (!ref && (h->nactive > h->nframes / 4 * 3 || (step >= h->nframes && !n))) {
+			if (!ref && (h->nactive > h->nframes / 4 * 3 || (step >= h->nmade && !n))) {
 				fr->flags &= ~F_ACTIVE;
 				h->nactive--;
 			}
@@ -356,6 +356,7 @@ static void *kthread_main(void *arg)
 			if (done)
 				continue;
 		}
+		frames_trim_locked(h);
 		/* Idle: above the high mark, or nothing could be evicted (all
 		   pinned, swap full). In the latter case retry now and then
 		   rather than at every kick, which would spin. */
@@ -446,6 +447,7 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 	pthread_mutex_lock(&h->lock);
 	rc = pager_evict(h, pages, &done, &npages);
 	pthread_mutex_unlock(&h->lock);
+	frames_trim(h);
 	if (rc == -ENOMEM) {
 		/* nothing (more) evictable is not a failure of reclaim */
 		rc = 0;
