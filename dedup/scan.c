@@ -151,7 +151,9 @@ static void new_pass(struct umlmem_host *h)
 	for (uint64_t f = 0; f < h->nmade; f++) {
 		struct frame *fr = &h->frames[f];
 
-		if ((fr->flags & F_STABLE) && fr->refs > 1)
+		if (frame_gone(h, f))
+			f |= FRAME_CHUNK - 1;
+		else if ((fr->flags & F_STABLE) && fr->refs > 1)
 			table_put(d, d->stable, &d->nstable, page_key(h, fr->g, f), f);
 	}
 }

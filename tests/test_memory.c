@@ -331,3 +331,62 @@ Test(memory, paging_at_budget_gives_nothing_back)
 	check_bytes(g, pages);
 	tu_check(M.h);
 }
+
+/*
+ * The tables follow use down too: after a peak, once the frames are given
+ * back, so are the frame table's entries (by chunks of FRAME_CHUNK frames),
+ * and what stays is the free stack and the referenced bytes, 5 bytes per
+ * frame of the peak. Frames taken again from chunks given back have their
+ * entries written back and hold every byte.
+ */
+Test(memory, tables_follow_use_down)
+{
+	const uint64_t pages = tu_valgrind() ? 8192 : 32768;
+	struct umlmem_host_info peak, after;
+	uint64_t rss0 = 0, rss1, rss2;
+	umlmem_guest *g;
+
+	M.model = calloc(pages, PG);
+	M.buf = aligned_alloc(PG, 64 * PG);
+	cr_assert(M.model && M.buf);
+	memset(M.model, 0, pages * PG);
+	M.h = mk_host(2 * pages * PG, 0);
+	if (!tu_valgrind())
+		rss0 = tu_vmrss();
+	g = tu_guest(M.h, pages * PG);
+	write_pages(g, 0, pages, 7);
+	peak = info(M.h);
+	rss1 = tu_vmrss();
+	umlmem_guest_destroy(g);
+	after = info(M.h);
+	rss2 = tu_vmrss();
+	cr_log_info("%" PRIu64 " MiB written: meta_bytes %" PRIu64 " KiB, RSS +%" PRIu64 " KiB; "
+		    "destroyed: meta_bytes %" PRIu64 " KiB, store %" PRIu64 " KiB, RSS +%" PRIu64
+		    " KiB", pages * PG >> 20, peak.meta_bytes >> 10, (rss1 - rss0) >> 10,
+		    after.meta_bytes >> 10, after.store_bytes >> 10, (rss2 - rss0) >> 10);
+	cr_assert_eq(after.frames_made, pages);
+	cr_assert_leq(after.store_bytes, M.h->trim_hi * PG);
+	/* frame table gone but for the chunks of the warm frames kept */
+	cr_assert_leq(after.meta_bytes, sizeof(*M.h) + pages * 5 + 4 * PG +
+		      2 * FRAME_CHUNK * sizeof(struct frame), "%" PRIu64 " KiB",
+		      after.meta_bytes >> 10);
+	cr_assert_lt(after.meta_bytes, peak.meta_bytes / 4);
+	if (!tu_valgrind())
+		cr_assert_lt(rss2 - rss0, after.store_bytes + after.meta_bytes + 2 * TU_MiB,
+			     "%" PRIu64 " KiB", (rss2 - rss0) >> 10);
+	cr_assert_gt(M.h->chunks_gone, 0);
+	tu_check(M.h);
+
+	/* everything again, on another guest, from the chunks given back */
+	memset(M.model, 0, pages * PG);
+	g = tu_guest(M.h, pages * PG);
+	write_pages(g, 0, pages, 8);
+	cr_assert_eq(info(M.h).frames_made, pages);
+	tu_check(M.h);
+	check_bytes(g, pages);
+	discard_pages(g, 0, pages / 2);
+	tu_check(M.h);
+	check_bytes(g, pages);
+	umlmem_guest_destroy(g);
+	tu_check(M.h);
+}

@@ -161,12 +161,31 @@ static int check_locked(struct ctx *c)
 
 		if (f >= h->nmade || isfree[f]++)
 			rc = fail(c, "free list: frame %u out of range or listed twice", f);
-		else if (i < h->npunched && h->frames[f].flags != F_FRESH)
+		else if (i < h->npunched && !frame_gone(h, f) && h->frames[f].flags != F_FRESH)
 			rc = fail(c, "frame %u was given back but is not marked fresh", f);
+		else if (i < h->npunched)
+			isfree[f]++;    /* 2: cold */
+	}
+	/* each chunk's count of cold frames; a chunk given back is all cold */
+	for (uint64_t k = 0, f = 0; f < h->nmade && !rc; k++) {
+		unsigned cold = 0;
+
+		for (uint64_t e = f + FRAME_CHUNK; f < e && f < h->nmade; f++)
+			cold += isfree[f] == 2;
+		if ((h->chunk[k] & ~CHUNK_GONE) != cold ||
+		    ((h->chunk[k] & CHUNK_GONE) && cold != FRAME_CHUNK))
+			rc = fail(c, "frame table chunk %llu: %u cold frames, recorded 0x%x",
+				  (unsigned long long)k, cold, h->chunk[k]);
 	}
 	freecount = h->nframes - h->nmade;
 	for (uint64_t f = 0; f < h->nmade && !rc; f++) {
 		const struct frame *fr = &h->frames[f];
+
+		if (frame_gone(h, f)) {
+			freecount += FRAME_CHUNK;
+			f |= FRAME_CHUNK - 1;
+			continue;
+		}
 
 		if (fr->refs != c->frefs[f])
 			rc = fail(c, "frame %llu: refs %u, but %u entries map it",

@@ -40,6 +40,14 @@
  * warm frames are the ones the reclaim thread keeps free on purpose (up to
  * its high watermark) and are kept; below it only a few MiB are kept warm.
  *
+ * The frame table follows the same way down. It is cut in chunks of
+ * FRAME_CHUNK entries, which fill whole pages; once every frame of a chunk
+ * is cold, the chunk's entries are given back too (MADV_DONTNEED: they read
+ * as zeros, CHUNK_GONE says so and walks of the table skip the chunk), and
+ * the first frame taken from it again writes its free entries back. After
+ * a peak the host keeps 5 bytes per frame of the peak (the free stack and
+ * the referenced bytes), not the 61 of the full tables.
+ *
  * A recycled warm frame still holds its previous page's bytes, so a frame
  * handed to a page that must read as zeros is cleared first (F_FRESH marks
  * frames that read as zeros already: never used, or given back).
@@ -102,7 +110,8 @@ int frames_init(struct umlmem_host *h)
 	h->frames = reserve(h->nframes, sizeof(*h->frames));
 	h->fref = reserve(h->nframes, 1);
 	h->free = reserve(h->nframes, sizeof(*h->free));
-	if (!h->frames || !h->fref || !h->free)
+	h->chunk = reserve((h->nframes >> FRAME_CHUNK_SHIFT) + 1, sizeof(*h->chunk));
+	if (!h->frames || !h->fref || !h->free || !h->chunk)
 		return seterr(-ENOMEM, "cannot reserve address space for the frame table of "
 			      "%llu frames", (unsigned long long)h->nframes);
 	h->nfree = h->nframes;
@@ -123,6 +132,9 @@ void frames_fini(struct umlmem_host *h)
 		munmap(h->fref, table_bytes(h->nframes, 1));
 	if (h->free)
 		munmap(h->free, table_bytes(h->nframes, sizeof(*h->free)));
+	if (h->chunk)
+		munmap(h->chunk, table_bytes((h->nframes >> FRAME_CHUNK_SHIFT) + 1,
+					     sizeof(*h->chunk)));
 }
 
 uint64_t frames_meta_bytes(const struct umlmem_host *h)
@@ -130,7 +142,37 @@ uint64_t frames_meta_bytes(const struct umlmem_host *h)
 	/* every table indexed by frame, and the free stack (never deeper than
 	   the frames made), is touched over the frames made at most */
 	return table_bytes(h->nmade, sizeof(*h->frames)) + table_bytes(h->nmade, 1) +
-	       table_bytes(h->nmade, sizeof(*h->free));
+	       table_bytes(h->nmade, sizeof(*h->free)) -
+	       h->chunks_gone * FRAME_CHUNK * sizeof(*h->frames) +
+	       table_bytes((h->nmade >> FRAME_CHUNK_SHIFT) + 1, sizeof(*h->chunk));
+}
+
+/* Every frame of chunk @c is cold: its table entries go back to the
+   kernel. Under host->lock, as walks of the table read them: one madvise
+   of FRAME_CHUNK entries' pages per FRAME_CHUNK frames given back. */
+static void chunk_drop(struct umlmem_host *h, uint64_t c)
+{
+	if (madvise(&h->frames[c << FRAME_CHUNK_SHIFT], FRAME_CHUNK * sizeof(*h->frames),
+		    MADV_DONTNEED))
+		return;         /* the entries stay: nothing is wrong, just kept */
+	h->chunk[c] |= CHUNK_GONE;
+	h->chunks_gone++;
+}
+
+/* A cold frame of chunk @c is being taken: writes the free entries of a
+   chunk whose entries were given back (all its frames were cold then and
+   still are), and counts one cold frame fewer. */
+static void chunk_take(struct umlmem_host *h, uint64_t c)
+{
+	if (h->chunk[c] & CHUNK_GONE) {
+		struct frame *fr = &h->frames[c << FRAME_CHUNK_SHIFT];
+
+		for (unsigned i = 0; i < FRAME_CHUNK; i++)
+			fr[i] = (struct frame){ .slot = SLOT_NONE, .flags = F_FRESH };
+		h->chunk[c] &= ~CHUNK_GONE;
+		h->chunks_gone--;
+	}
+	h->chunk[c]--;
 }
 
 /*
@@ -187,8 +229,10 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 		return -ENOMEM;
 	if (h->nstack) {
 		f = h->free[--h->nstack];
-		if (h->npunched > h->nstack)
+		if (h->npunched > h->nstack) {
 			h->npunched = h->nstack;        /* a cold one: F_FRESH */
+			chunk_take(h, f >> FRAME_CHUNK_SHIFT);
+		}
 	} else {
 		f = h->nmade++;
 		h->frames[f].slot = SLOT_NONE;
@@ -305,8 +349,13 @@ void frames_trim_locked(struct umlmem_host *h)
 		h->nfree += n;
 		h->ntrim = 0;
 		if (ok) {
-			for (uint64_t i = 0; i < n; i++)
+			for (uint64_t i = 0; i < n; i++) {
+				uint64_t c = b[i] >> FRAME_CHUNK_SHIFT;
+
 				h->frames[b[i]].flags = F_FRESH;
+				if (++h->chunk[c] == FRAME_CHUNK)
+					chunk_drop(h, c);
+			}
 			h->npunched += n;
 			h->frames_returned += n;
 		} else {

@@ -319,8 +319,12 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.pages_volatile = h->dd.volatile_skips;
 	i.pages_unshared = h->dd.unshared;
 	i.full_scans = h->dd.full_scans;
-	for (uint64_t f = 0; f < h->nmade; f++)
-		i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
+	for (uint64_t f = 0; f < h->nmade; f++) {
+		if (frame_gone(h, f))
+			f |= FRAME_CHUNK - 1;
+		else
+			i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
+	}
 	i.hash_impl_avx2 = strstr(page_hash_impl(), "avx2") != NULL;
 	i.frames_made = h->nmade;
 	i.frames_warm = h->nstack - h->npunched;

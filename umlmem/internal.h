@@ -227,6 +227,11 @@ struct umlmem_host {
 	uint64_t ntrim;
 	uint64_t trim_lo, trim_hi;    /* warm frames kept below the budget */
 	uint64_t frames_returned;     /* frames given back, ever */
+	/* Per chunk of FRAME_CHUNK frames: how many are cold, and CHUNK_GONE
+	   once all are and the chunk's frame table entries were given back
+	   too (they read as zeros until a frame of it is taken again). */
+	uint16_t *chunk;
+	uint64_t chunks_gone;
 	bool trim_due;                /* frames_trim has work; atomic (read unlocked) */
 	bool no_punch;                /* the store cannot punch holes: keep all warm */
 #define FRAMES_TRIM_BATCH 1024u
@@ -318,6 +323,19 @@ bool native_bounce(void);
 extern uint64_t native_map_limit_override;
 /* The mappings umlmem allows itself in this process (0 before a map). */
 uint64_t native_map_limit(void);
+
+/* Frame table chunks (frames.c): FRAME_CHUNK entries fill whole pages. */
+#define FRAME_CHUNK_SHIFT 9
+#define FRAME_CHUNK (1u << FRAME_CHUNK_SHIFT)
+#define CHUNK_GONE 0x8000u
+
+/* True when frame @f's table entry was given back with its chunk's: the
+   frame is free and cold, its entry reads as zeros, and a walk of the
+   frame table skips to the next chunk. Caller holds host->lock. */
+static inline bool frame_gone(const struct umlmem_host *h, uint64_t f)
+{
+	return h->chunk[f >> FRAME_CHUNK_SHIFT] & CHUNK_GONE;
+}
 
 static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 {

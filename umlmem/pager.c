@@ -66,7 +66,11 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		struct frame *fr = &h->frames[f];
 		bool ref;
 
+		if (frame_gone(h, f))
+			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
+		if (frame_gone(h, f))
+			continue;
 		/* free frames have neither mappers nor a slot; a frame with
 		   only a slot is a cached copy read ahead, and fair game */
 		if ((!fr->refs && fr->slot == SLOT_NONE) || fr->pins || (fr->flags & F_BUSY))
