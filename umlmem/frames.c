@@ -30,8 +30,9 @@
  *
  * Giving back. Frames freed by the pager, by discard, by merging and by
  * destroy go to the warm part. When it grows past the hysteresis band
- * (trim_due) the oldest warm frames are punched out of the memfd, a batch
- * at a time, by frames_trim(): at the end of the public call that freed
+ * (trim_due) the oldest warm frames beyond trim_lo are punched out of the
+ * memfd, all at once and sorted (so that frames freed in any order still
+ * make long runs, one punch each), by frames_trim(): at the end of the public call that freed
  * them or from the background threads, never on the fault path and never
  * with host->lock held during the punch (it unmaps the frames from every
  * mapping of the store, which waits for the other CPUs). While a batch is
@@ -60,6 +61,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -115,6 +118,7 @@ int frames_init(struct umlmem_host *h)
 		return seterr(-ENOMEM, "cannot reserve address space for the frame table of "
 			      "%llu frames", (unsigned long long)h->nframes);
 	h->nfree = h->nframes;
+	h->self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	h->trim_lo = h->nframes / 16 < TRIM_KEEP ? h->nframes / 16 : TRIM_KEEP;
 	h->trim_hi = 4 * h->trim_lo < 16 ? 16 : 4 * h->trim_lo;
 	return 0;
@@ -126,6 +130,8 @@ void frames_fini(struct umlmem_host *h)
 		munmap(h->store, h->nframes * PAGE_SIZE);
 	if (h->store_fd >= 0)
 		close(h->store_fd);
+	if (h->self_pidfd >= 0)
+		close(h->self_pidfd);
 	if (h->frames)
 		munmap(h->frames, table_bytes(h->nframes, sizeof(*h->frames)));
 	if (h->fref)
@@ -298,11 +304,49 @@ static int by_frame_desc(const void *a, const void *b)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Punches frames @b[0 .. n) out of the store, one fallocate per run of
-   neighbours; sorts @b from the highest frame down. No lock held. */
+/* The store's mapping no longer maps runs @iov[0 .. n): one system call,
+   one TLB flush. False when the kernel cannot (before Linux 6.13). */
+static bool unmap_runs(struct umlmem_host *h, const struct iovec *iov, unsigned n)
+{
+	long rc = syscall(SYS_process_madvise, h->self_pidfd, iov, n, MADV_DONTNEED, 0);
+
+	if (rc >= 0)
+		return true;
+	close(h->self_pidfd);
+	h->self_pidfd = -1;
+	return false;
+}
+
+/*
+ * Punches frames @b[0 .. n) out of the store, one fallocate per run of
+ * neighbours; sorts @b from the highest frame down. No lock held.
+ *
+ * A punch of a range the store's mapping maps flushes the TLB of every CPU
+ * the process has run on, once per call: one fallocate per scattered frame
+ * would cost that flush per frame (tens of microseconds in a VM). So the
+ * runs are first taken out of the mapping together, by process_madvise
+ * (MADV_DONTNEED on a shared mapping only drops the page table entries),
+ * with one flush per call, and the punches then find them unmapped. A
+ * lock-free reader that touches a free frame in between maps it again,
+ * which only makes that punch slower.
+ */
 static bool punch(struct umlmem_host *h, uint32_t *b, uint64_t n)
 {
+	struct iovec iov[256];
+	unsigned k = 0;
+
 	qsort(b, n, sizeof(*b), by_frame_desc);
+	for (uint64_t i = 0, j; i < n && h->self_pidfd >= 0; i = j) {
+		for (j = i + 1; j < n && b[j] + 1 == b[j - 1]; j++)
+			;
+		iov[k].iov_base = frame_addr(h, b[j - 1]);
+		iov[k++].iov_len = (j - i) * PAGE_SIZE;
+		if (k == 256 || j == n) {
+			if (!unmap_runs(h, iov, k))
+				break;
+			k = 0;
+		}
+	}
 	for (uint64_t i = 0, j; i < n; i = j) {
 		for (j = i + 1; j < n && b[j] + 1 == b[j - 1]; j++)
 			;
@@ -315,7 +359,7 @@ static bool punch(struct umlmem_host *h, uint32_t *b, uint64_t n)
 
 void frames_trim_locked(struct umlmem_host *h)
 {
-	uint32_t *b = h->trim_buf;
+	uint32_t *b = h->trim_buf, *big = NULL;
 	bool started = false;
 
 	/* One trimmer at a time. Once due, it goes on down to trim_lo: the
@@ -326,9 +370,15 @@ void frames_trim_locked(struct umlmem_host *h)
 		bool ok;
 
 		started = true;
-
-		if (n > FRAMES_TRIM_BATCH)
-			n = FRAMES_TRIM_BATCH;
+		/* All at once where memory allows: sorted together, frames
+		   freed in any order (a guest touched at random, then
+		   destroyed) still make long runs, one punch each. */
+		if (n > FRAMES_TRIM_BATCH) {
+			big = malloc(n * sizeof(*big));
+			b = big ? big : h->trim_buf;
+			if (!big)
+				n = FRAMES_TRIM_BATCH;
+		}
 		/* the oldest warm frames, from just above the cold ones */
 		memcpy(b, h->free + h->npunched, n * sizeof(*b));
 		memmove(h->free + h->npunched, h->free + h->npunched + n,
@@ -364,6 +414,9 @@ void frames_trim_locked(struct umlmem_host *h)
 		}
 		/* host_check and frame_get wait for frames being given back */
 		pthread_cond_broadcast(&h->cond);
+		free(big);
+		big = NULL;
+		b = h->trim_buf;
 	}
 	if (!h->ntrim)
 		STORE(&h->trim_due, trim_due(h));

@@ -158,6 +158,7 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	if (!h)
 		return seterr(-ENOMEM, "cannot allocate the host");
 	h->store_fd = -1;
+	h->self_pidfd = -1;
 	h->uffd = -1;
 	h->nv_stopfd = -1;
 	h->cfg = *cfg;

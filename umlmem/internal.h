@@ -234,8 +234,10 @@ struct umlmem_host {
 	uint64_t chunks_gone;
 	bool trim_due;                /* frames_trim has work; atomic (read unlocked) */
 	bool no_punch;                /* the store cannot punch holes: keep all warm */
+	int self_pidfd;               /* for process_madvise; -1: not available */
 #define FRAMES_TRIM_BATCH 1024u
-	uint32_t trim_buf[FRAMES_TRIM_BATCH]; /* the batch being given back */
+	uint32_t trim_buf[FRAMES_TRIM_BATCH]; /* the batch being given back,
+						 when a larger one cannot be had */
 
 	/* pager: CLOCK hand over frame numbers */
 	uint64_t hand;
