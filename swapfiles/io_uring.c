@@ -59,9 +59,9 @@
  * The host gives no store: a frame store whose budget is a limit cannot
  * have all its pages pinned from the start, and it gives frames back to
  * the kernel (umlmem/frames.c), which a registration forbids (below). Its
- * frames go through plain READ/WRITE, whose per-request pinning of one
- * page measured within the noise of READ_FIXED on the paging figures of
- * `umlmem bench` (README, "Memory"). The store argument remains for a
+ * frames go through plain READ/WRITE, which pin the one page of each
+ * request for its length; README ("Memory") has the paging figures of
+ * `umlmem bench` before and after. The store argument remains for a
  * caller that owns a fixed set of buffers (the bench's baseline, tests).
  *
  * Preconditions. A store given stays mapped, with the same pages, from init

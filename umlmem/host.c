@@ -198,8 +198,8 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	}
 	/* The store is not registered with the engine (no io_uring fixed
 	   buffers): a registration pins every page of the budget at once and
-	   forbids giving frames back, while plain reads and writes of a frame
-	   cost the same (README, "Memory"). */
+	   forbids giving frames back; plain reads and writes pin a frame for
+	   the length of its I/O only (README, "Memory", has the cost). */
 	rc = io_engine_create(cfg->io, h->swap, NULL, 0, &h->io, h->io_why, sizeof(h->io_why));
 	if (rc) {
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
