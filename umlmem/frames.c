@@ -32,12 +32,12 @@
  * destroy go to the warm part. When it grows past the hysteresis band
  * (trim_due) the oldest warm frames beyond trim_lo are punched out of the
  * memfd, all at once and sorted (so that frames freed in any order still
- * make long runs, one punch each), by frames_trim(): at the end of the public call that freed
- * them or from the background threads, never on the fault path and never
- * with host->lock held during the punch (it unmaps the frames from every
- * mapping of the store, which waits for the other CPUs). While a batch is
- * punched its frames are on no list (ntrim counts them) and nobody can
- * take them. A workload in steady state does not churn: at the budget the
+ * make long runs, one punch each), by frames_trim(): at the end of the
+ * public call that freed them or from the background threads, never on the
+ * fault path and never with host->lock held during the punch (it unmaps
+ * the frames from every mapping of the store, which waits for the other
+ * CPUs). While a batch is punched its frames are on no list (ntrim counts
+ * them) and nobody can take them. A workload in steady state does not churn: at the budget the
  * warm frames are the ones the reclaim thread keeps free on purpose (up to
  * its high watermark) and are kept; below it only a few MiB are kept warm.
  *
@@ -66,6 +66,15 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 /* Warm frames kept when the host is below its budget: trimmed down to
    trim_lo once there are more than trim_hi (see trim_due). */
@@ -118,7 +127,9 @@ int frames_init(struct umlmem_host *h)
 		return seterr(-ENOMEM, "cannot reserve address space for the frame table of "
 			      "%llu frames", (unsigned long long)h->nframes);
 	h->nfree = h->nframes;
-	h->self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	/* valgrind does not know pidfd_open or process_madvise: without them
+	   punches only cost more */
+	h->self_pidfd = RUNNING_ON_VALGRIND ? -1 : (int)syscall(SYS_pidfd_open, getpid(), 0);
 	h->trim_lo = h->nframes / 16 < TRIM_KEEP ? h->nframes / 16 : TRIM_KEEP;
 	h->trim_hi = 4 * h->trim_lo < 16 ? 16 : 4 * h->trim_lo;
 	return 0;
