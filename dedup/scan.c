@@ -23,14 +23,18 @@
  * A shared frame is never written in place (a write copies it first), so its
  * key stays true while it is shared. A page is looked up there first: most
  * duplicates in a fleet of guests are duplicates of something already
- * shared.
+ * shared. The index is kept up to date one frame at a time: a frame enters
+ * when it becomes shared and leaves (dedup_frame_unshared) when its last
+ * sharer but one goes, so no pass ever rebuilds it.
  *
  * The unstable index holds this pass's private candidates. A page not found
  * in the stable index is looked up there; a match makes the candidate's
  * frame shared (it moves to the stable index) and frees the page's own
  * frame; no match makes the page a candidate. The unstable index is emptied
  * at each new pass: its entries are only as good as the pages they name,
- * which may have been written, evicted or freed since.
+ * which may have been written, evicted or freed since. Entries carry their
+ * pass, so emptying it is a counter increment, not a sweep: the work of a
+ * pass is the pages it visits, whatever the budget or the index size.
  *
  * Why nothing wrong can merge. Keys are xxh3 with a per-host random seed
  * (and the merge domain mixed in), so a guest cannot craft collisions. But no
@@ -48,11 +52,35 @@
  * never from a guest with UMLMEM_GUEST_NOMERGE, and with UMLMEM_DEDUP_ZERO_ONLY
  * only pages of zeros merge at all.
  *
- * Locking: everything under host->lock. The scanner drops and retakes it
- * every SCAN_HOLD pages so that faults and other guests are not held up by
- * a long scan; the cursor is fixed up by guest_destroy under the lock.
+ * Locking and faults first. Everything is under host->lock, and the
+ * scanner is background work (internal.h, "Faults first"): it visits one
+ * page at a time and calls host_yield() before each, so a fault that wants
+ * the lock waits for at most one visit (a hash, an index probe, a memcmp:
+ * about a microsecond) however many pages a call or a batch asks for.
+ * Every CPU_STEPS steps it also offers its CPU (sched_yield) to whatever
+ * is runnable there: a faulting thread preempted by the scanner would
+ * otherwise wait out the scanner's time slice, milliseconds, with the lock
+ * free. The page is hashed under the lock: hashing outside it would need the frame
+ * held still (F_BUSY) across the unlocked stretch, which makes a writer of
+ * that page wait on host->cond and wakes every thread waiting there for I/O
+ * at each visit; with one visit per hold, the hold is short enough.
+ * The cursor is fixed up by guest_destroy and set_merge under the lock.
+ *
+ * Passes on a small set. A pass over a few hundred resident pages takes
+ * well under a millisecond, so a merge thread told to scan 100000 pages
+ * with no sleep would begin pass after pass, finding nothing new. The
+ * thread therefore begins a pass only when the last one can have left
+ * something to do (pages written or faulted in since it began, or pages it
+ * had to skip: volatile, pinned, under I/O, native-writable; or merges,
+ * which may enable more), and no sooner than DEDUP_PASS_MIN_MS after the
+ * last began; otherwise it sleeps. That also bounds how often a page can
+ * be judged volatile: it must stay unwritten for two passes, so at least
+ * two such intervals, before it merges. umlmem_dedup_scan() does what it is
+ * asked, pass after pass; its passes cost only the pages they visit.
  */
 #define _GNU_SOURCE
+#include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -60,29 +88,83 @@
 
 #include "internal.h"
 
-#define SCAN_HOLD 64
+/* The merge thread begins a pass no sooner than this after the last. */
+#define DEDUP_PASS_MIN_MS 50
+/* Entries of the page table one step of the walk looks at, at most. */
+#define WALK_STEP PT_LEAF_N
+/* Steps between two offers of the CPU to runnable threads (sched_yield). */
+#define CPU_STEPS 64
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---- indexes ---------------------------------------------------------------- */
 
 static void table_clear(struct dent *t, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
-		t[i] = (struct dent){ 0, DENT_EMPTY };
+		t[i] = (struct dent){ 0, DENT_EMPTY, 0 };
 }
 
-/* Inserts (key, f); false when the table is half full (a pass with more
-   candidates than that merges less, nothing worse). */
-static bool table_put(struct dedup *d, struct dent *t, uint64_t *used, uint64_t key, uint64_t f)
+/* A slot of the unstable index holds an entry of this pass; a slot of the
+   stable index (pass 0 passed) holds an entry. */
+static bool live(const struct dent *e, uint32_t pass)
+{
+	return e->frame != DENT_EMPTY && e->pass == pass;
+}
+
+/* Inserts (key, f) into the table of @pass (0: the stable one); false when
+   the table is half full (a pass with more candidates than that merges
+   less, nothing worse). */
+static bool table_put(struct dedup *d, struct dent *t, uint32_t pass, uint64_t *used,
+		      uint64_t key, uint64_t f)
 {
 	uint64_t i = key & d->mask;
 
 	if (*used >= (d->mask + 1) / 2)
 		return false;
-	while (t[i].frame != DENT_EMPTY)
+	while (live(&t[i], pass))
 		i = (i + 1) & d->mask;
-	t[i] = (struct dent){ key, (uint32_t)f };
+	t[i] = (struct dent){ key, (uint32_t)f, pass };
 	(*used)++;
 	return true;
+}
+
+/* Removes frame @f, filed under @key, from the stable index, if it is
+   there: linear probing's deletion, which moves later entries of the run
+   back so that no lookup stops short. */
+static void stable_del(struct dedup *d, uint64_t key, uint64_t f)
+{
+	struct dent *t = d->stable;
+	uint64_t i = key & d->mask, j;
+
+	while (t[i].frame != f || t[i].key != key) {
+		if (t[i].frame == DENT_EMPTY)
+			return;
+		i = (i + 1) & d->mask;
+	}
+	for (j = i;;) {
+		uint64_t home;
+
+		t[i].frame = DENT_EMPTY;
+		do {
+			j = (j + 1) & d->mask;
+			if (t[j].frame == DENT_EMPTY) {
+				d->nstable--;
+				return;
+			}
+			home = t[j].key & d->mask;
+			/* the entry at j may fill the hole at i when its home is
+			   not cyclically in (i, j] */
+		} while (i <= j ? (i < home && home <= j) : (i < home || home <= j));
+		t[i] = t[j];
+		i = j;
+	}
 }
 
 static uint64_t page_key(struct umlmem_host *h, struct umlmem_guest *g, uint64_t f)
@@ -98,20 +180,22 @@ static bool mergeable(const struct umlmem_guest *g)
 }
 
 /* Both indexes before the first pass, or when they cannot be had: one
-   empty entry, which table_put finds full. */
-static struct dent no_table[1] = { { 0, DENT_EMPTY } };
+   empty entry, which table_put finds full and lookups find empty. */
+static struct dent no_table[1] = { { 0, DENT_EMPTY, 0 } };
 
 /* Sizes both indexes for the frames the host has made (twice as many
    entries, a power of two, at least 1024): they follow the frames in use,
    not the budget, and a host that never scans never has them. Reallocated
-   when that size grew or fell to a quarter; start of a pass, where both
-   are rebuilt anyway. Out of memory, the old ones (or none) serve: a pass
-   then merges less, nothing worse. */
+   when that size grew or fell to a quarter, at the start of a pass (the
+   unstable index is emptied then anyway); the stable one is kept up to
+   date frame by frame, so its entries move to the new table with their
+   keys. Out of memory, the old ones (or none) serve: a pass then merges
+   less, nothing worse. */
 static void tables_fit(struct umlmem_host *h)
 {
 	struct dedup *d = &h->dd;
 	uint64_t n = 1024, have = d->stable == no_table ? 0 : d->mask + 1;
-	struct dent *s, *u;
+	struct dent *s, *u, *old = d->stable;
 
 	while (n < 2 * h->nmade)
 		n <<= 1;
@@ -124,17 +208,42 @@ static void tables_fit(struct umlmem_host *h)
 		free(u);
 		return;
 	}
-	if (have) {
-		free(d->stable);
+	table_clear(s, n);
+	table_clear(u, n);
+	if (have)
 		free(d->unstable);
-	}
 	d->stable = s;
 	d->unstable = u;
 	d->mask = n - 1;
+	d->nstable = 0;
+	d->nunstable = 0;
+	/* the shared frames number at most nmade <= n / 2: they all fit */
+	for (uint64_t i = 0; i < have; i++)
+		if (old[i].frame != DENT_EMPTY &&
+		    !table_put(d, s, 0, &d->nstable, old[i].key, old[i].frame))
+			h->frames[old[i].frame].flags &= ~F_STABLE;
+	if (have)
+		free(old);
 }
 
-/* Rebuilds the stable index from the frames flagged F_STABLE, dropping
-   stale entries; empties the unstable one. Start of every pass. */
+/* Frame @f is shared now: it enters the stable index. F_STABLE says it is
+   in there: when the index is full (it grows at the next pass, tables_fit)
+   the frame stays unflagged, and a later visit adds it. */
+static void stable_add(struct umlmem_host *h, uint64_t f, uint64_t key)
+{
+	if (table_put(&h->dd, h->dd.stable, 0, &h->dd.nstable, key, f))
+		h->frames[f].flags |= F_STABLE;
+	else
+		h->dd.pass_redo++;
+}
+
+static uint64_t changes(struct umlmem_host *h)
+{
+	return h->dd.changes + h->ev.faults;
+}
+
+/* Begins a pass: empties the unstable index (by moving to a new pass
+   number) and notes what the merge thread needs to judge the next one. */
 static void new_pass(struct umlmem_host *h)
 {
 	struct dedup *d = &h->dd;
@@ -143,19 +252,16 @@ static void new_pass(struct umlmem_host *h)
 		d->full_scans++;
 	tables_fit(h);
 	d->pass = d->pass ? d->pass + 1 : 2;
-	d->pass_visits = 0;
-	table_clear(d->unstable, d->mask + 1);
-	d->nunstable = 0;
-	table_clear(d->stable, d->mask + 1);
-	d->nstable = 0;
-	for (uint64_t f = 0; f < h->nmade; f++) {
-		struct frame *fr = &h->frames[f];
-
-		if (frame_gone(h, f))
-			f |= FRAME_CHUNK - 1;
-		else if ((fr->flags & F_STABLE) && fr->refs > 1)
-			table_put(d, d->stable, &d->nstable, page_key(h, fr->g, f), f);
+	if (d->pass == UINT32_MAX) {
+		/* after 4 billion passes: old numbers would come round again */
+		table_clear(d->unstable, d->mask + 1);
+		d->pass = 2;
 	}
+	d->pass_visits = 0;
+	d->nunstable = 0;
+	d->pass_changes = changes(h);
+	d->pass_redo = 0;
+	d->pass_start_ns = now_ns();
 }
 
 /* ---- merging ----------------------------------------------------------------- */
@@ -198,6 +304,7 @@ static bool join(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 	frame_drop_slot(h, f);
 	frame_put(h, f);
 	h->dd.merged++;
+	h->dd.pass_redo++;
 	return true;
 }
 
@@ -206,8 +313,9 @@ static bool try_index(struct umlmem_host *h, struct umlmem_guest *g, uint64_t id
 {
 	struct dedup *d = &h->dd;
 	struct dent *t = stable ? d->stable : d->unstable;
+	uint32_t pass = stable ? 0 : d->pass;
 
-	for (uint64_t i = key & d->mask; t[i].frame != DENT_EMPTY; i = (i + 1) & d->mask) {
+	for (uint64_t i = key & d->mask; live(&t[i], pass); i = (i + 1) & d->mask) {
 		uint64_t c = t[i].frame;
 
 		if (t[i].key != key || !can_join(h, g, f, c, stable))
@@ -215,9 +323,9 @@ static bool try_index(struct umlmem_host *h, struct umlmem_guest *g, uint64_t id
 		if (!join(h, g, idx, e, f, c))
 			return false;
 		if (!stable) {
-			/* the candidate's frame is shared now: it moves */
-			h->frames[c].flags |= F_STABLE;
-			table_put(d, d->stable, &d->nstable, key, c);
+			/* the candidate's frame is shared now: it moves (its
+			   unstable entry fails can_join from now on) */
+			stable_add(h, c, key);
 		}
 		return true;
 	}
@@ -233,15 +341,15 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 	struct frame *fr = &h->frames[f];
 
 	d->scanned++;
-	if (fr->pins || (fr->flags & F_BUSY))
+	if (fr->pins || (fr->flags & F_BUSY)) {
+		d->pass_redo++;
 		return 0;
+	}
 	if (fr->refs > 1) {
 		/* shared already (it came back from swap shared, say): make
 		   sure the stable index knows it */
-		if (!(fr->flags & F_STABLE) && !d->zero_only) {
-			fr->flags |= F_STABLE;
-			table_put(d, d->stable, &d->nstable, page_key(h, g, f), f);
-		}
+		if (!(fr->flags & F_STABLE) && !d->zero_only)
+			stable_add(h, f, page_key(h, g, f));
 		return 0;
 	}
 	if (native_writable(h, f)) {
@@ -249,6 +357,7 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 		   since the last visit is being written */
 		uint32_t sum = (uint32_t)page_key(h, g, f);
 
+		d->pass_redo++;
 		if (sum != fr->nvsum) {
 			fr->nvsum = sum;
 			d->volatile_skips++;
@@ -257,6 +366,7 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 	}
 	if (fr->wpass + 1 >= d->pass) {
 		d->volatile_skips++;
+		d->pass_redo++;
 		return 0;
 	}
 	if (page_is_zero(frame_addr(h, f)) &&
@@ -271,43 +381,57 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 	key = page_key(h, g, f);
 	if (try_index(h, g, idx, e, f, key, true) || try_index(h, g, idx, e, f, key, false))
 		return 1;
-	if (table_put(d, d->unstable, &d->nunstable, key, f))
+	if (table_put(d, d->unstable, d->pass, &d->nunstable, key, f))
 		d->unshared++;
+	else
+		d->pass_redo++;
 	return 0;
 }
 
-/* The next resident page at or after the cursor in guest d->cur, or false
-   at the guest's end. Skips unallocated parts of the page table whole. */
-static bool next_resident(struct dedup *d, uint64_t *idx, pte_t **ep)
+/* One step of the walk of guest d->cur from the cursor: 1 with the next
+   resident page in *idx, *ep; 0 at the guest's end; -1 when WALK_STEP
+   entries (or unallocated parts of the table, skipped whole) were looked
+   at without finding one, so that the caller may yield. */
+static int next_resident(struct dedup *d, uint64_t *idx, pte_t **ep)
 {
 	struct umlmem_guest *g = d->cur;
 	const unsigned top_shift = PT_LEAF_BITS + PT_DIR_BITS;
 	uint64_t a = d->cur_idx;
+	unsigned work = 0;
 
 	while (a < g->npages) {
 		pte_t **dir = g->top[a >> top_shift];
 		pte_t *leaf;
 		uint64_t end;
 
+		if (work >= WALK_STEP) {
+			d->cur_idx = a;
+			return -1;
+		}
 		if (!dir) {
 			a = ((a >> top_shift) + 1) << top_shift;
+			work++;
 			continue;
 		}
 		leaf = dir[(a >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
 		end = ((a >> PT_LEAF_BITS) + 1) << PT_LEAF_BITS;
 		if (end > g->npages)
 			end = g->npages;
-		for (; leaf && a < end; a++)
+		if (!leaf) {
+			a = end;
+			work++;
+			continue;
+		}
+		for (; a < end; a++, work++)
 			if (PTE_TYPE(leaf[a & (PT_LEAF_N - 1)]) == PTE_FRAME) {
 				*idx = a;
 				*ep = &leaf[a & (PT_LEAF_N - 1)];
 				d->cur_idx = a + 1;
-				return true;
+				return 1;
 			}
-		a = end;
 	}
 	d->cur_idx = a;
-	return false;
+	return 0;
 }
 
 static struct umlmem_guest *next_guest(struct umlmem_guest *g)
@@ -317,45 +441,72 @@ static struct umlmem_guest *next_guest(struct umlmem_guest *g)
 	return g;
 }
 
-void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, uint64_t *merged)
+/* Between two passes: whether to begin the next one now. The merge thread
+   skips a pass that cannot merge anything (nothing changed, nothing left
+   over), counting it as done, and waits out DEDUP_PASS_MIN_MS. */
+static bool pass_begin(struct umlmem_host *h, bool background)
 {
 	struct dedup *d = &h->dd;
-	uint64_t done = 0, held = 0, empty_passes = 0;
+
+	if (d->pass && background) {
+		if (now_ns() - d->pass_start_ns < DEDUP_PASS_MIN_MS * 1000000ull)
+			return false;
+		if (!d->pass_redo && changes(h) == d->pass_changes) {
+			/* the same pages, unchanged: the same outcome, none */
+			d->idle_passes++;
+			d->full_scans++;
+			d->pass_start_ns = now_ns();
+			return false;
+		}
+	}
+	new_pass(h);
+	return true;
+}
+
+void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, bool background, uint64_t *merged)
+{
+	struct dedup *d = &h->dd;
+	uint64_t done = 0, steps = 0;
+	int r;
 
 	*merged = 0;
-	if (!d->pass)
-		new_pass(h);
 	while (done < pages) {
 		uint64_t idx;
 		pte_t *e;
 
+		/* faults first: a step of scanning at a time */
+		host_yield(h);
+		if (++steps % CPU_STEPS == 0) {
+			/* and the CPU: a thread that is runnable on this one,
+			   about to fault, need not wait for the end of this
+			   thread's time slice */
+			pthread_mutex_unlock(&h->lock);
+			sched_yield();
+			pthread_mutex_lock(&h->lock);
+		}
 		if (!d->cur) {
+			if (!pass_begin(h, background))
+				break;
 			d->cur = next_guest(h->guests);
 			d->cur_idx = 0;
 			if (!d->cur)
 				break;          /* nothing mergeable at all */
 		}
-		if (!next_resident(d, &idx, &e)) {
+		r = next_resident(d, &idx, &e);
+		if (r < 0)
+			continue;
+		if (!r) {
 			d->cur = next_guest(d->cur->next);
 			d->cur_idx = 0;
-			if (!d->cur) {
-				/* round every guest: a new pass; two in a row
-				   that found nothing to visit end the call */
-				if (!d->pass_visits && ++empty_passes >= 2)
-					break;
-				new_pass(h);
-			}
+			/* round every guest: the pass ends; one that found
+			   nothing to visit ends the call */
+			if (!d->cur && !d->pass_visits)
+				break;
 			continue;
 		}
 		d->pass_visits++;
 		*merged += visit(h, d->cur, idx, e);
 		done++;
-		if (++held == SCAN_HOLD) {
-			/* let faults and other guests in */
-			held = 0;
-			pthread_mutex_unlock(&h->lock);
-			pthread_mutex_lock(&h->lock);
-		}
 	}
 }
 
@@ -369,9 +520,56 @@ void dedup_forget_guest(struct umlmem_host *h, struct umlmem_guest *g)
 
 void dedup_frame_unshared(struct umlmem_host *h, uint64_t f)
 {
-	/* private again: writable in place, so it leaves the stable index
-	   (lazily: its entry fails can_join from now on) */
-	h->frames[f].flags &= ~F_STABLE;
+	struct frame *fr = &h->frames[f];
+
+	/* private again: writable in place, so it leaves the stable index.
+	   Its content is what it was when it entered (a shared frame is
+	   never written), so its key is too. */
+	if (fr->flags & F_STABLE) {
+		stable_del(&h->dd, page_key(h, fr->g, f), f);
+		fr->flags &= ~F_STABLE;
+	}
+}
+
+int dedup_check(struct umlmem_host *h, char *err, size_t errlen)
+{
+	struct dedup *d = &h->dd;
+	uint64_t n = d->mask + 1, used = 0, ucur = 0;
+	uint8_t *seen = calloc(h->nframes, 1);
+	int rc = 0;
+
+	if (!seen)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < n && !rc; i++) {
+		const struct dent *e = &d->stable[i];
+		const struct frame *fr;
+
+		ucur += live(&d->unstable[i], d->pass);
+		if (e->frame == DENT_EMPTY)
+			continue;
+		used++;
+		fr = e->frame < h->nframes ? &h->frames[e->frame] : NULL;
+		if (!fr || !(fr->flags & F_STABLE) || fr->refs < 2 || seen[e->frame]++)
+			rc = -EUCLEAN;
+		else if (page_key(h, fr->g, e->frame) != e->key)
+			rc = -EUCLEAN;
+		/* no empty slot between its home and it: lookups find it */
+		for (uint64_t j = e->key & d->mask; !rc && j != i; j = (j + 1) & d->mask)
+			if (d->stable[j].frame == DENT_EMPTY)
+				rc = -EUCLEAN;
+		if (rc)
+			snprintf(err, errlen, "stable index slot %llu: frame %u (flags 0x%x, refs %u) "
+				 "is stale, twice, under a wrong key or unreachable",
+				 (unsigned long long)i, e->frame, fr ? fr->flags : 0, fr ? fr->refs : 0);
+	}
+	free(seen);
+	if (!rc && (used != d->nstable || ucur != d->nunstable)) {
+		snprintf(err, errlen, "merge indexes: %llu stable / %llu unstable entries, %llu / "
+			 "%llu recorded", (unsigned long long)used, (unsigned long long)ucur,
+			 (unsigned long long)d->nstable, (unsigned long long)d->nunstable);
+		rc = -EUCLEAN;
+	}
+	return rc;
 }
 
 /* ---- background thread -------------------------------------------------------- */
@@ -385,12 +583,19 @@ static void *dedup_main(void *arg)
 	pthread_mutex_lock(&h->lock);
 	while (!d->stop) {
 		struct timespec ts;
+		uint64_t sleep_ns = (uint64_t)d->sleep_us * 1000, t;
 
 		if (!d->paused)
-			dedup_scan_locked(h, d->batch, &merged);
+			dedup_scan_locked(h, d->batch, true, &merged);
 		frames_trim_locked(h);
+		/* between passes: the next begins DEDUP_PASS_MIN_MS after the last */
+		t = now_ns() - d->pass_start_ns;
+		if (!d->cur && d->pass && t < DEDUP_PASS_MIN_MS * 1000000ull &&
+		    DEDUP_PASS_MIN_MS * 1000000ull - t > sleep_ns)
+			sleep_ns = DEDUP_PASS_MIN_MS * 1000000ull - t;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)d->sleep_us * 1000;
+		ts.tv_sec += sleep_ns / 1000000000;
+		ts.tv_nsec += (long)(sleep_ns % 1000000000);
 		ts.tv_sec += ts.tv_nsec / 1000000000;
 		ts.tv_nsec %= 1000000000;
 		if (!d->stop)
@@ -471,12 +676,12 @@ int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
 	if (!h)
 		return seterr(-EINVAL, "umlmem_dedup_scan: host is NULL");
 	pthread_mutex_lock(&h->lock);
-	dedup_scan_locked(h, pages, &m);
+	dedup_scan_locked(h, pages, false, &m);
 	pthread_mutex_unlock(&h->lock);
 	frames_trim(h);
 	if (merged)
 		*merged = m;
-	return 0;
+	return api_done(h, 0);
 }
 
 int umlmem_dedup_pause(umlmem_host *h, int paused)
@@ -489,5 +694,5 @@ int umlmem_dedup_pause(umlmem_host *h, int paused)
 	if (h->dd.on)
 		pthread_cond_signal(&h->dd.cond);
 	pthread_mutex_unlock(&h->lock);
-	return 0;
+	return api_done(h, 0);
 }

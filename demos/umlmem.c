@@ -3,34 +3,22 @@
  * umlmem: the command-line program that shows what the library does.
  *
  * One binary, several subcommands, each an entry of cmd_table[] with its own
- * options; each subcommand lives in its own file (see cmd.h), this one holds
- * the table, help and main. The program uses only the public header, as any
- * other user of the library would.
+ * options; each subcommand lives in a folder of its own (demo/, bench/,
+ * replay/, stress/; see cmd.h), what they share in common/, and this file
+ * holds the table, help and main. The program uses only the public header,
+ * as any other user of the library would; the bench's raw-disk baselines
+ * alone also use the library's test-only umlmem/testing.h.
  *
  * Exit status: 0 success (for demo: every byte verified), 1 failure (a
  * library error or a verification failure), 2 bad usage.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #include "umlmem.h"
 #include "cmd.h"
 #include "cli.h"
-
-#define EXIT_USAGE	2
-
-#define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
-#define MIB		(1024.0 * 1024.0)
 
 /* ------------------------------------------------------------------------ */
 /* Command table                                                            */
@@ -77,23 +65,6 @@ static const struct cmd *find_cmd(const char *name)
 			return &cmd_table[i];
 	return NULL;
 }
-
-/* ------------------------------------------------------------------------ */
-/* Option parsing shared by the subcommands                                 */
-/* ------------------------------------------------------------------------ */
-
-
-
-
-
-
-/* ------------------------------------------------------------------------ */
-/* Small output helpers                                                     */
-/* ------------------------------------------------------------------------ */
-
-
-
-
 
 /* ------------------------------------------------------------------------ */
 /* help, main                                                               */

@@ -23,8 +23,9 @@ int main(void)
 	if ((rc = umlmem_guest_create(host, &gc, &vm)))
 		return fprintf(stderr, "%s: %s\n", umlmem_strerror(rc), umlmem_errmsg()), 1;
 
-	umlmem_write(vm, 0xfff0000000, "hello", 6);
-	umlmem_read(vm, 0xfff0000000, buf, 6);
+	if ((rc = umlmem_write(vm, 0xfff0000000, "hello", 6)) ||
+	    (rc = umlmem_read(vm, 0xfff0000000, buf, 6)))
+		return fprintf(stderr, "%s: %s\n", umlmem_strerror(rc), umlmem_errmsg()), 1;
 	puts(buf);
 
 	umlmem_host_destroy(host);               /* destroys the guest, removes swap */

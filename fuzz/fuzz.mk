@@ -36,7 +36,7 @@ FUZZ_REPLAY  := $(B)/fuzz_replay
 
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-replay
 
-$(FUZZ_DIR)/obj/%.o: %.c $(FUZZ_HDRS)
+$(FUZZ_DIR)/obj/%.o: %.c $(FUZZ_HDRS) | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZCC  $<")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
@@ -69,7 +69,7 @@ fuzz-merge: fuzz-build
 	  fuzz/corpus $(FUZZ_DIR)/corpus-work
 	@echo "fuzz-merge: fuzz/corpus now holds $$(ls fuzz/corpus | wc -l) inputs"
 
-$(FUZZ_REPLAY): fuzz/fuzz_model.c fuzz/replay.c $(B)/libumlmem.a $(FUZZ_HDRS)
+$(FUZZ_REPLAY): fuzz/fuzz_model.c fuzz/replay.c $(B)/libumlmem.a $(FUZZ_HDRS) | deps
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ fuzz/fuzz_model.c fuzz/replay.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS)
 

@@ -36,6 +36,10 @@
  *  aborts the process on bad input. umlmem_strerror() names any code, and
  *  umlmem_errmsg() gives the calling thread a sentence about its last failure
  *  (which argument, which limit) that a person can act on.
+ *  The calls whose result a caller must look at (the create calls,
+ *  umlmem_read(), umlmem_write(), umlmem_pin(), umlmem_discard(),
+ *  umlmem_guest_map(), umlmem_guest_set_merge()) are marked
+ *  UMLMEM_NODISCARD: the compiler warns where a result is dropped.
  *
  * Threads
  *  Every call is thread-safe unless its entry says otherwise; one guest may be
@@ -44,6 +48,81 @@
  *
  * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
  * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ *
+ * Caveats: what the library does to the process
+ *  - Threads. A host created with #UMLMEM_BACKGROUND runs two threads until
+ *    it is destroyed: the reclaim thread and the merge thread, not bound to
+ *    any CPU. While any guest of a host is mapped (umlmem_guest_map()), the
+ *    host runs fault handler threads named "umlmem-fault": one per online
+ *    CPU, at most 8 (UMLMEM_NATIVE_THREADS changes the count), bound to
+ *    the CPUs in turn when there are at least as many threads as online
+ *    CPUs and not bound otherwise (so not on machines of more than 8 CPUs);
+ *    they stop when the last guest of the host is unmapped. Native
+ *    mode also starts a short-lived thread while it resets views. With the
+ *    io_uring engine the kernel may add its own I/O worker threads
+ *    (iou-wrk) to the process. Signals meant for one thread should be
+ *    blocked in these: they inherit the signal mask of the thread that
+ *    created the host or mapped the guest.
+ *  - Signals. The first umlmem_guest_map() of the process installs a
+ *    SIGSEGV handler (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) that stays
+ *    installed for the life of the process. It retries a store that faulted
+ *    on a page of a view while that page was being mapped in, and passes
+ *    every other SIGSEGV to the handler that was installed before it (or,
+ *    when there was none, restores the default action so that the fault
+ *    kills as usual). A program that installs its own SIGSEGV handler after
+ *    that must chain to the one it replaces. A native fault that cannot be
+ *    served (swap reads that keep failing, a budget that stays all pinned)
+ *    gets a SIGBUS sent to the faulting thread, and a line on stderr.
+ *  - fork(). The child gets no threads of the library, and may find its
+ *    locks held: it must not use any host or guest of the parent (exec, or
+ *    create its own). The frame store is shared memory, so pointers from
+ *    umlmem_pin() reach the parent's guest pages from the child as well.
+ *    Views are not inherited: their placeholders are MADV_DONTFORK, and the
+ *    same first umlmem_guest_map() registers a pthread_atfork() child
+ *    handler that unmaps every view in the child; a child that touches one
+ *    gets SIGSEGV.
+ *  - Environment. The library reads TMPDIR (where swap files go when
+ *    swap_dir is NULL; else /var/tmp) and UMLMEM_NATIVE_THREADS (the number
+ *    of fault handler threads, 1 to 8). Nothing else.
+ *  - vm.max_map_count. Each page a view maps may cost the process a memory
+ *    mapping; umlmem_guest_map() reads /proc/sys/vm/max_map_count and
+ *    /proc/self/maps, keeps what it uses within the limit, and refuses
+ *    (-ENOMEM, with the value to set) when the limit leaves fewer than two
+ *    mappings per frame of the budget. Other code of the process that maps
+ *    a lot after that may find the limit reached.
+ *  - File descriptors and memory. A host holds a memfd of its budget's size
+ *    (the frame store, mapped shared), its swap files, the I/O engine's
+ *    rings or contexts and, in native mode, a userfaultfd, all close-on-exec.
+ *    The io_uring engine registers the frame store with the kernel, which
+ *    pins it (counted against RLIMIT_MEMLOCK without CAP_IPC_LOCK); when it
+ *    cannot, it runs without registration.
+ *  - No call is async-signal-safe: none may be made from a signal handler.
+ *
+ * Versions and binary compatibility
+ *  umlmem_version() says which library a program runs with; the
+ *  UMLMEM_VERSION_* macros say which header it was built with. A program
+ *  built against this header runs with this release of the library or any
+ *  later one of the same major version (the soname, libumlmem.so.MAJOR).
+ *
+ *  Fields are added at the end of the structs that cross the API
+ *  (struct umlmem_host_config, umlmem_guest_config, umlmem_stats,
+ *  umlmem_host_info), so every call that takes one also takes its size:
+ *  umlmem_host_create() and the other calls by their documented names are
+ *  inline functions here that pass sizeof(*cfg) to the entry points named
+ *  *_sized (or, for umlmem_host_info(), take the size themselves). So the
+ *  library always knows how large the caller's struct is, and never reads
+ *  or writes beyond it:
+ *   - a smaller struct (a program built against an older header): the
+ *     config fields it lacks take their defaults, the counters it lacks are
+ *     not written;
+ *   - a larger struct (a program built against a newer header): a config
+ *     is accepted when every byte this library does not know is zero (the
+ *     default of every field added later means "as before"), and refused
+ *     with -EINVAL and a message naming those bytes otherwise; the counters
+ *     this library does not know are set to zero.
+ *  The library also exports the documented names themselves (version
+ *  UMLMEM_0.1), for programs built against the 0.1 header, where they were
+ *  plain calls: they take the struct to be of its 0.1 size.
  */
 #ifndef UMLMEM_H
 #define UMLMEM_H
@@ -55,9 +134,36 @@
 extern "C" {
 #endif
 
+/* The version of this header, the one source of the library's version:
+   the Makefile reads these three lines for the shared object's name
+   (libumlmem.so.MAJOR), its file name and umlmem.pc. */
 #define UMLMEM_VERSION_MAJOR 0
-#define UMLMEM_VERSION_MINOR 1
+#define UMLMEM_VERSION_MINOR 2
 #define UMLMEM_VERSION_PATCH 0
+
+/* UMLMEM_API marks what the shared library exports; the library is built
+   with -fvisibility=hidden, so everything else in it stays internal and a
+   program's own symbols of the same names never replace it. */
+#ifndef UMLMEM_API
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define UMLMEM_API __attribute__((visibility("default")))
+#else
+#define UMLMEM_API
+#endif
+#endif
+
+/* UMLMEM_NODISCARD marks the calls whose result a caller must look at:
+   ignoring it means using memory that was not read, data that was not
+   written, or an object that was not made. The compiler warns on a call
+   that drops it (with GCC, also through a cast to void). */
+#if defined(__has_attribute)
+#if __has_attribute(warn_unused_result)
+#define UMLMEM_NODISCARD __attribute__((warn_unused_result))
+#endif
+#endif
+#ifndef UMLMEM_NODISCARD
+#define UMLMEM_NODISCARD
+#endif
 
 /** The page size: the unit of residency, swap and sharing. */
 #define UMLMEM_PAGE_SIZE 4096u
@@ -93,6 +199,14 @@ enum umlmem_io_engine {
  *  untouched memory again), never pages with content: no sharing between
  *  guests, so none of the side channels of page sharing (see README). */
 #define UMLMEM_DEDUP_ZERO_ONLY 0x4u
+
+/** Compressed tier between the frames and swap (umlmem_host_config.compress). */
+enum umlmem_compress {
+	UMLMEM_COMPRESS_AUTO = 0,  /**< the default: the best measured choice (see README) */
+	UMLMEM_COMPRESS_OFF,       /**< frames and swap only */
+	UMLMEM_COMPRESS_LZ4,       /**< pages compressed with lz4 on their way down */
+	UMLMEM_COMPRESS_ZSTD,      /**< pages compressed with zstd (level 1) */
+};
 
 /**
  * Host configuration. Always fill it with umlmem_host_config_init() first and
@@ -134,10 +248,40 @@ struct umlmem_host_config {
 	 *  pages_to_scan and sleep_millisecs. */
 	unsigned dedup_pages;
 	unsigned dedup_sleep_us;
+	/** The compressed pool: evicted pages are compressed into frames of
+	 *  the budget (frames_used counts them) before any goes to swap; a
+	 *  page of one repeated 8-byte word takes no pool space, a page that
+	 *  does not compress to 3/4 of its size goes straight to swap, and
+	 *  the pool's oldest pages are written to swap when it is full. */
+	enum umlmem_compress compress;
+	/** The most of the budget the pool may hold, in bytes; 0: adaptive
+	 *  (see README). Rounded down to pages; at most the budget. */
+	uint64_t compress_pool_bytes;
+	/** Swap on a network block device: not supported by this version
+	 *  (NULL only; anything else is -EOPNOTSUPP). */
+	const char *swap_uri;
 };
 
+/**
+ * Fills the @p size bytes at @p cfg with the defaults of a host configuration
+ * (the fields this library does not know with zeros).
+ * @return 0, or -EINVAL (@p cfg NULL, or @p size below the 0.1 struct's).
+ */
+UMLMEM_API int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size);
+
+/** Creates a host from the @p size bytes at @p cfg (see umlmem_host_create()
+ *  and "Versions and binary compatibility" above). */
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_host_create_sized(const struct umlmem_host_config *cfg, size_t size,
+			     umlmem_host **host);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
-void umlmem_host_config_init(struct umlmem_host_config *cfg);
+static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
+{
+	(void)umlmem_host_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a host.
@@ -150,17 +294,25 @@ void umlmem_host_config_init(struct umlmem_host_config *cfg);
  *  - -ENOENT, -ENOTDIR, -EACCES, -EROFS, ...: swap_dir missing, not a
  *    directory or not writable (umlmem_errmsg() names it);
  *  - -ENOTSUP: the requested I/O engine is not available here;
- *  - -ENOMEM: the frame store or the tables could not be allocated.
+ *  - -ENOMEM: the frame store or the tables could not be allocated;
+ *  - -EINVAL: the program sets a field this library does not know (it was
+ *    built against a newer umlmem.h than the library's).
  */
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline UMLMEM_NODISCARD
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host)
+{
+	return umlmem_host_create_sized(cfg, sizeof(*cfg), host);
+}
+#endif
 
 /** Destroys a host: destroys its remaining guests, closes (and so removes)
  *  its swap files, releases the frame store. NULL is ignored. */
-void umlmem_host_destroy(umlmem_host *host);
+UMLMEM_API void umlmem_host_destroy(umlmem_host *host);
 
 /** The engine the host really uses (AUTO resolved), and in @p why (may be
  *  NULL) a sentence on why AUTO fell back where it did; "" otherwise. */
-enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
+UMLMEM_API enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
 
 /** Guest flag: never merge this guest's pages with others. */
 #define UMLMEM_GUEST_NOMERGE 0x1u
@@ -179,18 +331,38 @@ struct umlmem_guest_config {
 	const char *name;
 };
 
+/** umlmem_host_config_init_sized() for a guest configuration. */
+UMLMEM_API int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size);
+
+/** Creates a guest from the @p size bytes at @p cfg (see umlmem_guest_create()). */
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_create_sized(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			      size_t size, umlmem_guest **guest);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
-void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+static inline void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+{
+	(void)umlmem_guest_config_init_sized(cfg, sizeof(*cfg));
+}
+#endif
 
 /**
  * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
  * allocated in chunks on first write, so a 1 TiB guest that touched 1 MiB
  * costs a few tens of KiB of metadata.
  * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
- *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
+ *  #UMLMEM_MAX_GUEST_BYTES, unknown flags, a field this library does not
+ *  know set), -ENOMEM.
  */
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline UMLMEM_NODISCARD
 int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
-			umlmem_guest **guest);
+			umlmem_guest **guest)
+{
+	return umlmem_guest_create_sized(host, cfg, sizeof(*cfg), guest);
+}
+#endif
 
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
@@ -233,7 +405,7 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
  *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
  *    on shmem (Linux 6.4 or later has them).
  */
-int umlmem_guest_map(umlmem_guest *g, void **base);
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_map(umlmem_guest *g, void **base);
 
 /**
  * Takes the native mapping of umlmem_guest_map() away: the range is
@@ -244,11 +416,11 @@ int umlmem_guest_map(umlmem_guest *g, void **base);
  * the call.
  * @return 0, or -EINVAL (NULL, or the guest is not mapped).
  */
-int umlmem_guest_unmap(umlmem_guest *g);
+UMLMEM_API int umlmem_guest_unmap(umlmem_guest *g);
 
 /** Destroys a guest: frees its frames, swap slots and page table. Pointers
  *  from umlmem_pin() on it become invalid. NULL is ignored. */
-void umlmem_guest_destroy(umlmem_guest *guest);
+UMLMEM_API void umlmem_guest_destroy(umlmem_guest *guest);
 
 /**
  * Copies @p len bytes at guest address @p gpa into @p buf. Never-written
@@ -265,6 +437,7 @@ void umlmem_guest_destroy(umlmem_guest *guest);
  *  On an error after the first page, the bytes of earlier pages are already
  *  in @p buf; guest memory is unchanged either way.
  */
+UMLMEM_API UMLMEM_NODISCARD
 int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
 
 /**
@@ -272,6 +445,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
  * @return 0, or the errors of umlmem_read(). On an error the pages before
  *  the failing one are written, the failing page and those after it are not.
  */
+UMLMEM_API UMLMEM_NODISCARD
 int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
 
 /** Pin for reading. */
@@ -292,16 +466,16 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
  *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
  *  pins), and the fault errors of umlmem_read().
  */
+UMLMEM_API UMLMEM_NODISCARD
 int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
 
 /**
  * Drops one pin of the page at @p gpa.
  * @return 0, or -EINVAL (@p g NULL, @p gpa not page-aligned, or the page is
- *  not pinned), -EFAULT (@p gpa outside the guest).
- * (shared/API.md declares this call void; it returns int so that an unpin
- * without a pin is reported. Callers that ignore the result still compile.)
+ *  not pinned), -EFAULT (@p gpa outside the guest). The result only reports
+ *  a caller's bug (an unpin without its pin): ignoring it is allowed.
  */
-int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
+UMLMEM_API int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
 
 /**
  * Makes [gpa, gpa + len) read as zeros and frees the frames and swap slots
@@ -310,6 +484,7 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
  * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
  *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
  */
+UMLMEM_API UMLMEM_NODISCARD
 int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
 
 /**
@@ -323,7 +498,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
  *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
  *  failed; the pages stay resident and are counted in io_errors).
  */
-int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
+UMLMEM_API int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
 
 /**
  * Scans the next @p pages resident pages of mergeable guests (the scan goes
@@ -336,11 +511,11 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
  * @param merged  receives the number of pages merged (may be NULL).
  * @return 0, or -EINVAL (NULL host).
  */
-int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+UMLMEM_API int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
 
 /** Pauses (@p paused != 0) or resumes the background merge thread.
  *  umlmem_dedup_scan() still works while paused. @return 0 or -EINVAL. */
-int umlmem_dedup_pause(umlmem_host *h, int paused);
+UMLMEM_API int umlmem_dedup_pause(umlmem_host *h, int paused);
 
 /**
  * Switches merging of guest @p g on or off at run time (like KSM's
@@ -351,7 +526,7 @@ int umlmem_dedup_pause(umlmem_host *h, int paused);
  *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
  *  stay unmerged, merging stays off, and the call may be repeated.
  */
-int umlmem_guest_set_merge(umlmem_guest *g, int enable);
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_set_merge(umlmem_guest *g, int enable);
 
 /** Counters, for a host (sums over its guests) or for one guest. */
 struct umlmem_stats {
@@ -371,23 +546,40 @@ struct umlmem_stats {
 	uint64_t checksum_errors; /**< swap reads whose content did not match what was written */
 };
 
+/** Fills the @p size bytes at @p s with the host's counters (see
+ *  umlmem_host_stats()); bytes beyond the counters this library has are
+ *  zeroed. @return 0, or -EINVAL (NULL argument). */
+UMLMEM_API int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *s, size_t size);
+
+/** umlmem_host_stats_sized() for one guest (see umlmem_guest_stats()). */
+UMLMEM_API int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *s, size_t size);
+
+#ifndef UMLMEM_BUILDING_COMPAT
 /**
  * Host-wide counters. resident_pages + swapped_pages + zero_pages ==
  * ram_pages whenever no call is in flight.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+static inline int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+{
+	return umlmem_host_stats_sized(h, s, sizeof(*s));
+}
 
 /** One guest's counters: ram, resident, swapped, zero pages, faults, swap
  *  ins and outs, cow breaks are the guest's own; frames_used,
  *  shared_frames, swap_disk_bytes and the error counts are 0.
  *  @return 0, or -EINVAL (NULL argument). */
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+static inline int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+{
+	return umlmem_guest_stats_sized(g, s, sizeof(*s));
+}
+#endif
 
 /**
  * More about a host than struct umlmem_stats: the pager and the swap set.
  * Fields may be added at the end; umlmem_host_info() fills only as many
- * bytes as the caller's struct has, so old callers keep working.
+ * bytes as the caller's struct has, so old callers keep working, and zeroes
+ * those beyond the fields this library has.
  */
 struct umlmem_host_info {
 	uint64_t frames_total;    /**< the budget, in frames */
@@ -425,6 +617,18 @@ struct umlmem_host_info {
 				       sharing, referenced-bit sampling) */
 	uint64_t native_flushes;  /**< whole mappings reset to stay within vm.max_map_count */
 	uint64_t native_map_limit;/**< mappings umlmem allows itself in this process */
+	/* the compressed pool (umlmem_host_config.compress); all 0 when off */
+	uint64_t pool_pages;      /**< guest pages (stored once, however shared) whose
+				       content is in the pool, same-filled ones included */
+	uint64_t pool_bytes;      /**< compressed bytes of those pages */
+	uint64_t pool_frames;     /**< frames of the budget the pool holds (in frames_used);
+				       pool_pages / pool_frames is its compression ratio */
+	uint64_t pool_same_filled;/**< of pool_pages, pages of one repeated 8-byte word:
+				       no pool space */
+	uint64_t pool_hits;       /**< pages read back from the pool (no disk I/O) */
+	uint64_t pool_writebacks; /**< pages the full pool moved on to swap */
+	uint64_t pool_rejects;    /**< pages sent straight to swap: compressed too
+				       poorly, or no pool room */
 	/* memory really used (README, "Memory"): the budget is a limit */
 	uint64_t store_bytes;     /**< bytes the frame store holds now: frames in use and
 				       warm free frames; frames given back hold none */
@@ -438,20 +642,48 @@ struct umlmem_host_info {
 };
 
 /**
- * Fills @p info (at most @p size bytes of it: pass sizeof(*info)).
+ * Fills @p info (@p size bytes of it: pass sizeof(*info)).
  * frames_used of umlmem_host_stats() == frames_total - frames_free ==
  * resident frames + frames_cached + frames_busy.
  * @return 0, or -EINVAL (NULL argument).
  */
-int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+UMLMEM_API int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+
+/**
+ * The version of the library this program runs with (which may be newer
+ * than the header it was built with, UMLMEM_VERSION_*): the numbers in
+ * *@p major, *@p minor, *@p patch (each may be NULL), and as a string,
+ * "MAJOR.MINOR.PATCH", static, never NULL.
+ */
+UMLMEM_API const char *umlmem_version(int *major, int *minor, int *patch);
 
 /** A short English name for a return code (0 or a negative errno); never NULL. */
-const char *umlmem_strerror(int err);
+UMLMEM_API const char *umlmem_strerror(int err);
 
 /** The calling thread's message about its last failed umlmem call: which
- *  argument or limit, and what to change. "" when there was none. The text
- *  stays valid until the thread's next umlmem call. */
-const char *umlmem_errmsg(void);
+ *  argument or limit, and what to change. "" when there was none, and after
+ *  a call that succeeded (whatever failed and was recovered inside it). The
+ *  text stays valid until the thread's next umlmem call. */
+UMLMEM_API const char *umlmem_errmsg(void);
+
+/*
+ * The entry points of the 0.1 release, for programs built against its
+ * header, where the calls above that pass sizeof(*cfg) were plain calls:
+ * each takes the struct to be of its 0.1 size. Only the library, which
+ * defines them (umlmem/abi.c), sees these declarations; a program sees the
+ * inline functions instead, which pass the size of its struct.
+ */
+#ifdef UMLMEM_BUILDING_COMPAT
+UMLMEM_API void umlmem_host_config_init(struct umlmem_host_config *cfg);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+UMLMEM_API void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			umlmem_guest **guest);
+UMLMEM_API int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+UMLMEM_API int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+#endif
 
 #ifdef __cplusplus
 }

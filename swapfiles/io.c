@@ -28,6 +28,8 @@
 
 #include "swap.h"
 
+int (*io_wait_hook)(void);
+
 static void io_why(char *why, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -40,6 +40,7 @@
 #include "swap.h"
 
 #define AIO_DEPTH	256u			/* requests in the kernel per context */
+#define AIO_WAIT_TRIES	100u			/* failed waits, a nap apart, before a context is destroyed */
 #define AIO_WAIT_SOME	(AIO_DEPTH / 4)		/* completions to wait for while more can be queued */
 
 /*
@@ -98,7 +99,8 @@ static int aio_ctx_new(struct aio_ctx **out)
 
 static void aio_ctx_free(struct aio_ctx *c)
 {
-	io_destroy(c->ctx);
+	if (c->ctx)		/* 0: destroyed by aio_pass() */
+		io_destroy(c->ctx);
 	free(c);
 }
 
@@ -184,12 +186,13 @@ static void aio_nap(void)
  * One pass over the batch on context @c: pass 0 submits every request,
  * pass 1 the rest of those that came back short. At most AIO_DEPTH requests
  * are in the kernel at once; a larger batch is fed in as completions free
- * iocbs. Returns 0, or the negative errno of a context that stopped working.
+ * iocbs. Returns 0, or the negative errno of a context that stopped working;
+ * in either case only once no request of the batch is in the kernel.
  */
 static int aio_pass(const struct aio_pool *p, struct aio_ctx *c, struct io_req *r, unsigned n,
 		    int pass)
 {
-	unsigned nxt = 0, npend = 0, inflight = 0, k;
+	unsigned nxt = 0, npend = 0, inflight = 0, failed_waits = 0, k;
 	int fatal = 0;
 
 	for (;;) {
@@ -270,14 +273,29 @@ static int aio_pass(const struct aio_pool *p, struct aio_ctx *c, struct io_req *
 			min = AIO_WAIT_SOME;
 		if (!fatal && npend && min > 1)
 			min = 1;		/* io_submit was refused: make room soon */
-		ret = io_getevents(c->ctx, min, (long)AIO_DEPTH, c->ev, NULL);
+		ret = io_wait_hook ? io_wait_hook() : 0;
+		if (!ret)
+			ret = io_getevents(c->ctx, min, (long)AIO_DEPTH, c->ev, NULL);
 		if (ret < 0) {
 			if (ret == -EINTR)
 				continue;
 			if (!fatal)
 				fatal = ret;
-			break;		/* the context cannot be waited on */
+			/* Nothing more goes in, but the kernel may still write
+			   the buffers of what is in flight, frames the caller
+			   reuses once told the requests failed: wait again, and
+			   if the context cannot be waited on, destroy it, which
+			   returns only once every request has completed. */
+			if (++failed_waits < AIO_WAIT_TRIES) {
+				aio_nap();
+				continue;
+			}
+			io_destroy(c->ctx);
+			c->ctx = 0;
+			inflight = 0;
+			break;
 		}
+		failed_waits = 0;
 		for (k = 0; k < (unsigned)ret; k++) {
 			struct iocb *cb = c->ev[k].obj;
 			uintptr_t i = (uintptr_t)c->ev[k].data;

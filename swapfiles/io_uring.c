@@ -423,12 +423,25 @@ static void uring_nap(void)
 	nanosleep(&ts, NULL);
 }
 
+/* Submits what is queued (@submit) and waits for @want completions, or
+   fails as io_wait_hook says. */
+static int uring_wait(struct io_uring *ring, unsigned want, bool submit)
+{
+	struct io_uring_cqe *cqe;
+	int rc = io_wait_hook ? io_wait_hook() : 0;
+
+	if (rc < 0)
+		return rc;
+	return submit ? io_uring_submit_and_wait(ring, want) : io_uring_wait_cqe_nr(ring, &cqe, want);
+}
+
 /*
  * One pass over the batch on ring @rg: pass 0 submits every request, pass 1
  * the rest of those that came back short. At most URING_DEPTH requests are
  * in the kernel at once (so the CQ, twice as deep, never overflows); when
  * the batch is larger the ring is refilled as completions come in. Returns
- * 0, or the negative errno of a ring that stopped working.
+ * 0, or the negative errno of a ring that stopped working; in either case
+ * only once no request of the batch is in the kernel.
  */
 static int uring_pass(const struct uring_pool *p, struct uring_ring *rg, struct io_req *r,
 		      unsigned n, int pass)
@@ -467,18 +480,23 @@ static int uring_pass(const struct uring_pool *p, struct uring_ring *rg, struct 
 			break;
 
 		if (fatal) {
-			/* nothing more goes in; still collect what is in flight,
-			   whose buffers the kernel may yet write */
+			/* Nothing more goes in, but what is in flight is waited
+			   for to the last request: the kernel may yet write its
+			   buffer, a frame the caller reuses once it is told the
+			   request failed. A wait that fails is retried after a
+			   nap; completions are posted all the same (their task
+			   work runs on the way out of any system call, the nap's
+			   too) and reaped below. */
 			if (!inflight)
 				break;
-			ret = io_uring_wait_cqe_nr(ring, &cqe, inflight);
+			ret = uring_wait(ring, inflight, false);
 			if (ret < 0 && ret != -EINTR)
-				break;
+				uring_nap();
 		} else {
 			want = queued + inflight;
 			if (nxt < n && want > URING_WAIT_SOME)
 				want = URING_WAIT_SOME;	/* refill before the ring drains */
-			ret = io_uring_submit_and_wait(ring, want);
+			ret = uring_wait(ring, want, true);
 			if (ret >= 0) {
 				if ((unsigned)ret > queued)
 					ret = (int)queued;

@@ -25,9 +25,8 @@
  * clusters reusable. Only at the cap, when the space is needed now, does
  * swap_alloc() punch in place.
  *
- * The swap cache. Each slot can name the frame that holds a clean copy of
- * it (swap_cache_set/get), so that a page faulted back in by one sharer, or
- * read ahead, is found by the next fault on the same slot without I/O.
+ * Which frame holds a clean copy of a slot is the core's business (the
+ * swap cache of umlmem/tier.c, keyed by tier and handle), not the slot's.
  *
  * Metadata is an array of pointers to per-cluster records grown by
  * doubling, one record per cluster ever created: an unlimited swap set that
@@ -41,7 +40,10 @@
  * The lock. One mutex, swap.lock, guards all slot and cluster state. It is a
  * leaf: it is taken with any umlmem lock held and nothing is called out
  * under it. The engines never take it; they only read the file descriptors,
- * which are fixed from swap_open() to swap_close().
+ * which are fixed from swap_open() to swap_close(). One wait happens under
+ * it: an allocation at the cap whose only free space is being punched by
+ * swap_punch_pending() sleeps on swap.punched until that is done; the
+ * puncher holds no lock of the caller's, so this cannot deadlock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -75,9 +77,10 @@ struct sw_cluster {
 	uint64_t next;				/* empty list link */
 	uint32_t live;				/* slots with refs > 0 */
 	uint8_t state;				/* enum sw_state */
+	uint64_t hidden;			/* bit i: slot i is held for a tier
+						   above, not readahead material */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
-	uint32_t cache[SWAP_CLUSTER_PAGES];	/* frame + 1 holding a clean copy; 0: none */
 };
 
 struct swap {
@@ -96,6 +99,8 @@ struct swap {
 	uint64_t nempty;
 	uint64_t punch;		/* head of the punch list or SW_NIL */
 	uint64_t npunch;	/* on the punch list, or being punched */
+	uint64_t punching;	/* taken off the punch list, being punched */
+	pthread_cond_t punched;	/* broadcast when punching falls; with lock */
 	uint64_t scan;		/* where the at-cap scan resumes */
 	uint64_t used;		/* slots with refs > 0 */
 	int fs_full;		/* atomic: see swap_note_fs_full() */
@@ -295,6 +300,11 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 	sw->direct = direct;
 
 	rc = pthread_mutex_init(&sw->lock, NULL);
+	if (!rc) {
+		rc = pthread_cond_init(&sw->punched, NULL);
+		if (rc)
+			pthread_mutex_destroy(&sw->lock);
+	}
 	if (rc) {
 		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
 		sw_free(sw);
@@ -308,6 +318,7 @@ void swap_close(struct swap *sw)
 {
 	if (!sw)
 		return;
+	pthread_cond_destroy(&sw->punched);
 	pthread_mutex_destroy(&sw->lock);
 	sw_free(sw);
 }
@@ -394,7 +405,6 @@ static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
 
 	cl->refs[i] = 1;
 	cl->csum[i] = 0;
-	cl->cache[i] = 0;
 	cl->live++;
 	sw->used++;
 	*out = c * SWAP_CLUSTER_PAGES + i;
@@ -436,8 +446,14 @@ static int sw_next_current(struct swap *sw)
 	struct sw_cluster *cl;
 	uint64_t c;
 
-	if (!sw->nempty && sw->ncl >= sw->max_cl)
+	if (!sw->nempty && sw->ncl >= sw->max_cl) {
 		sw_punch_now(sw);
+		/* clusters another thread is punching are empty in a moment:
+		   the set is not full (swap_punch_pending() takes no other lock,
+		   so waiting here, under the caller's, cannot deadlock) */
+		while (!sw->nempty && sw->punching)
+			pthread_cond_wait(&sw->punched, &sw->lock);
+	}
 	if (sw->nempty) {
 		c = sw->empty;
 		cl = sw->cl[c];
@@ -589,42 +605,50 @@ static void sw_punch_now(struct swap *sw)
 	}
 }
 
+void (*swap_punch_hook)(struct swap *sw);
+
+/*
+ * The clusters are taken off the punch list in batches, by number: once
+ * the lock is dropped, swap_alloc() may grow (realloc) sw->cl, so neither
+ * the list links nor the array are read without it. A taken cluster stays
+ * CL_PUNCH (nothing allocates from it) and counts in sw->punching, for
+ * which an allocation at the cap waits (sw_next_current()).
+ */
+#define SW_PUNCH_BATCH 64
+
 void swap_punch_pending(struct swap *sw)
 {
-	uint64_t list, c, next;
+	uint64_t batch[SW_PUNCH_BATCH];
+	unsigned i, n;
 
 	if (!sw)
 		return;
 	pthread_mutex_lock(&sw->lock);
-	list = sw->punch;
-	sw->punch = SW_NIL;   /* npunch still counts them until they are empty */
-	pthread_mutex_unlock(&sw->lock);
-	for (c = list; c != SW_NIL; c = sw->cl[c]->next)
-		sw_punch(sw, c);
-	pthread_mutex_lock(&sw->lock);
-	for (c = list; c != SW_NIL; c = next) {
-		next = sw->cl[c]->next;
-		sw->npunch--;
-		sw_to_empty(sw, c);
+	for (;;) {
+		for (n = 0; n < SW_PUNCH_BATCH && sw->punch != SW_NIL; n++) {
+			batch[n] = sw->punch;
+			sw->punch = sw->cl[batch[n]]->next;
+		}
+		if (!n)
+			break;
+		sw->punching += n;   /* npunch still counts them until they are empty */
+		pthread_mutex_unlock(&sw->lock);
+		if (swap_punch_hook)
+			swap_punch_hook(sw);
+		for (i = 0; i < n; i++)
+			sw_punch(sw, batch[i]);
+		pthread_mutex_lock(&sw->lock);
+		for (i = 0; i < n; i++) {
+			sw->npunch--;
+			sw_to_empty(sw, batch[i]);
+		}
+		sw->punching -= n;
+		pthread_cond_broadcast(&sw->punched);
 	}
 	pthread_mutex_unlock(&sw->lock);
 }
 
-uint32_t swap_cache_get(struct swap *sw, uint64_t slot)
-{
-	struct sw_cluster *cl;
-	uint32_t r = 0;
-	unsigned i;
-
-	pthread_mutex_lock(&sw->lock);
-	cl = sw_lookup(sw, slot, &i);
-	if (cl && cl->refs[i])
-		r = cl->cache[i];
-	pthread_mutex_unlock(&sw->lock);
-	return r;
-}
-
-unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
+unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out)
 {
 	struct sw_cluster *cl;
 	unsigned i, got = 0;
@@ -634,14 +658,14 @@ unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out
 		cl = sw_lookup(sw, s, &i);
 		if (!cl)
 			break;
-		if (cl->refs[i] && !cl->cache[i])
+		if (cl->refs[i] && !(cl->hidden >> i & 1))
 			out[got++] = s;
 	}
 	pthread_mutex_unlock(&sw->lock);
 	return got;
 }
 
-void swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1)
+void swap_hide(struct swap *sw, uint64_t slot)
 {
 	struct sw_cluster *cl;
 	unsigned i;
@@ -649,9 +673,9 @@ void swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1)
 	pthread_mutex_lock(&sw->lock);
 	cl = sw_lookup(sw, slot, &i);
 	if (!cl || !cl->refs[i])
-		sw_misuse(sw, "swap_cache_set of a free slot", slot, frame1, 0);
+		sw_misuse(sw, "swap_hide of a free slot", slot, 0, 0);
 	else
-		cl->cache[i] = frame1;
+		cl->hidden |= UINT64_C(1) << i;
 	pthread_mutex_unlock(&sw->lock);
 }
 
@@ -693,7 +717,7 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		cl->refs[i] -= n;
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
-			cl->cache[i] = 0;
+			cl->hidden &= ~(UINT64_C(1) << i);
 			cl->live--;
 			sw->used--;
 			if (!cl->live)
@@ -805,11 +829,6 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 			if (i >= pages && cl->refs[i]) {
 				sw_msg(err, errlen, "cluster %llu: unusable page %u has %u references",
 				       (unsigned long long)c, i, cl->refs[i]);
-				goto out;
-			}
-			if (!cl->refs[i] && cl->cache[i]) {
-				sw_msg(err, errlen, "cluster %llu: free page %u names a cached frame",
-				       (unsigned long long)c, i);
 				goto out;
 			}
 			if (!cl->refs[i] && cl->csum[i]) {

@@ -77,19 +77,20 @@ uint32_t swap_refs(struct swap *sw, uint64_t slot);
 void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
 uint64_t swap_csum(struct swap *sw, uint64_t slot);
 
-/* The swap cache: the frame + 1 that holds a clean copy of live slot
-   @slot, or 0. The caller serializes changes (umlmem: under host->lock);
-   freeing the slot clears it. */
-uint32_t swap_cache_get(struct swap *sw, uint64_t slot);
-void     swap_cache_set(struct swap *sw, uint64_t slot, uint32_t frame1);
-
-/* Up to @n live slots in [from, from + n) that no frame caches, into @out
-   (readahead candidates). Returns how many. */
-unsigned swap_uncached(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
+/* Up to @n live slots in [from, from + n), ascending, into @out (what
+   readahead may read next), hidden ones left out. Returns how many. */
+unsigned swap_live(struct swap *sw, uint64_t from, unsigned n, uint64_t *out);
+/* Slot @slot holds a page for a tier above (the compressed pool's
+   write-back), named by no page table entry: swap_live() leaves it out
+   until it is freed. */
+void swap_hide(struct swap *sw, uint64_t slot);
 
 /* Punches the clusters emptied since the last call. Call it holding no
    lock of the caller's: fallocate may wait on the filesystem. */
 void     swap_punch_pending(struct swap *sw);
+/* Test hook: called by swap_punch_pending() with no lock held, after it
+   took clusters off the punch list and before it punches them. */
+extern void (*swap_punch_hook)(struct swap *sw);
 
 /* Where slot @slot lives. */
 void     swap_where(const struct swap *sw, uint64_t slot, unsigned *file, uint64_t *off);
@@ -206,6 +207,11 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n);
 
 void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,
 	       uint64_t count);
+
+/* Test hook: called before each wait for completions of the io_uring and
+   libaio engines; a negative errno makes that wait fail with it unmade, as
+   on a ring or context that cannot be waited on. NULL: no hook. */
+extern int (*io_wait_hook)(void);
 
 extern const struct io_ops io_sync_ops;
 extern const struct io_ops io_uring_ops, io_aio_ops;

@@ -1273,3 +1273,50 @@ Test(dedup, background)
 	verify_all();
 	finish();
 }
+
+/* Turning merging off copies a guest's shared pages back out with a walk
+   of its allocated page table, not of its nominal size: a 128 TiB guest
+   that wrote three pages far apart costs its top array (128 Ki pointers)
+   and three leaves, where a walk by index visits 2^26 leaves' worth of
+   entries. Twenty toggles must take well under a second; the pages that
+   were shared come back private with their bytes. */
+Test(dedup, set_merge_sparse_huge)
+{
+	const uint64_t at[3] = { 0, 77 * TU_GiB, UMLMEM_MAX_GUEST_BYTES - PG };
+	uint8_t page[PG], buf[PG];
+	struct umlmem_stats s;
+	umlmem_guest *g;
+	struct timespec t0, t1;
+	uint64_t m;
+	double secs;
+
+	H = tu_host(dir, 64 * PG, 0);
+	g = tu_guest(H, UMLMEM_MAX_GUEST_BYTES);
+	tu_fill(page, PG, 4242);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(umlmem_write(g, at[i], page, PG), 0, "%s", umlmem_errmsg());
+	cr_assert_eq(umlmem_dedup_scan(H, 6, &m), 0);
+	cr_assert_eq(umlmem_host_stats(H, &s), 0);
+	cr_assert_eq(s.sharing_pages, 2, "three equal pages: %llu sharing, want 2",
+		     (unsigned long long)s.sharing_pages);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(umlmem_guest_set_merge(g, 0), 0, "%s", umlmem_errmsg());
+		cr_assert_eq(umlmem_guest_set_merge(g, 1), 0, "%s", umlmem_errmsg());
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_expect_lt(secs, 1.0, "20 set_merge toggles of a sparse 128 TiB guest: %.2f s", secs);
+
+	cr_assert_eq(umlmem_host_stats(H, &s), 0);
+	cr_expect_eq(s.sharing_pages, 0, "%llu pages still shared after set_merge(0)",
+		     (unsigned long long)s.sharing_pages);
+	cr_expect_eq(s.resident_pages, 3);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(umlmem_read(g, at[i], buf, PG), 0);
+		cr_expect(memcmp(buf, page, PG) == 0, "page at 0x%llx differs",
+			  (unsigned long long)at[i]);
+	}
+	tu_check(H);
+}

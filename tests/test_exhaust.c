@@ -398,7 +398,7 @@ Test(exhaust, swap_cap_full)
 	for (uint64_t i = 0; i < 32; i++) {
 		if (pte_type(0, i) == PTE_FRAME && resident_idx == UINT64_MAX)
 			resident_idx = i;
-		if (pte_type(0, i) == PTE_SLOT && swapped_idx == UINT64_MAX)
+		if (pte_type(0, i) == PTE_STORED && swapped_idx == UINT64_MAX)
 			swapped_idx = i;
 	}
 	cr_assert(resident_idx != UINT64_MAX && swapped_idx != UINT64_MAX);
@@ -1035,7 +1035,7 @@ Test(exhaust, filesystem_full)
 	/* the pages in swap go: their cluster is punched and the space is
 	   the filesystem's again */
 	for (uint64_t i = 0; i < n; i++)
-		if (pte_type(0, i) == PTE_SLOT) {
+		if (pte_type(0, i) == PTE_STORED) {
 			cr_assert_eq(umlmem_discard(X.g[0].g, i * PG, PG), 0);
 			memset(X.g[0].mem + i * PG, 0, PG);
 		}
@@ -1073,7 +1073,7 @@ Test(exhaust, filesystem_full_partial_free)
 	cr_assert_eq(rc, -ENOSPC, "filling a %" PRIu64 "-page filesystem: %s (%s)", fs_pages,
 		     umlmem_strerror(rc), umlmem_errmsg());
 	for (uint64_t i = 0; i < n; i += 2)
-		if (pte_type(0, i) == PTE_SLOT) {
+		if (pte_type(0, i) == PTE_STORED) {
 			cr_assert_eq(umlmem_discard(X.g[0].g, i * PG, PG), 0);
 			memset(X.g[0].mem + i * PG, 0, PG);
 			freed++;

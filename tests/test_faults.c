@@ -891,9 +891,11 @@ static uint64_t slot_of(umlmem_guest *g, uint64_t idx)
 	pte_t *e = pte_find(g, idx);
 	pte_t v = e ? LOAD(e) : PTE_ZERO;
 
-	cr_assert_eq(PTE_TYPE(v), PTE_SLOT, "page %" PRIu64 " is not in swap (entry type %u)", idx,
+	cr_assert_eq(PTE_TYPE(v), PTE_STORED, "page %" PRIu64 " is not in swap (entry type %u)", idx,
 		     PTE_TYPE(v));
-	return PTE_VAL(v);
+	cr_assert_eq(tkey_tier(PTE_VAL(v)), TIER_SWAP, "page %" PRIu64 " is not in the swap tier",
+		     idx);
+	return tkey_handle(PTE_VAL(v));
 }
 
 /* Reads or writes the raw 4 KiB of slot @slot through the library's own

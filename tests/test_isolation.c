@@ -436,7 +436,7 @@ Test(isolation, cow_after_merge)
 	evict_all(budget);
 	cr_assert_eq(hstats().resident_pages, 0);
 	for (uint64_t i = 8; i < N; i++) {
-		cr_assert_eq(PTE_TYPE(pte_of(a, i)), PTE_SLOT);
+		cr_assert_eq(PTE_TYPE(pte_of(a, i)), PTE_STORED);
 		cr_assert_eq(pte_of(a, i), pte_of(b, i), "page %" PRIu64 " not in one shared slot", i);
 	}
 	/* A writes a byte to a page only in swap; B reads it from the slot */
@@ -485,7 +485,8 @@ static uint64_t slot_of(umlmem_guest *g, uint64_t idx)
 {
 	pte_t v = pte_of(g, idx);
 
-	return PTE_TYPE(v) == PTE_SLOT ? PTE_VAL(v) : SLOT_NONE;
+	return PTE_TYPE(v) == PTE_STORED && tkey_tier(PTE_VAL(v)) == TIER_SWAP ?
+	       tkey_handle(PTE_VAL(v)) : SLOT_NONE;
 }
 
 /*

@@ -39,6 +39,8 @@ struct model_params {
 	enum umlmem_io_engine io;  /* AUTO: io_uring where it works */
 	unsigned flags;            /* host flags */
 	bool dedup;                /* merge scans among the operations */
+	enum umlmem_compress compress;  /* AUTO: the library's default */
+	uint64_t pool_pages;       /* compress_pool_bytes in pages; 0: adaptive */
 };
 
 struct mguest {
@@ -152,6 +154,8 @@ static umlmem_host *make_host(const struct model_params *p)
 	cfg.reclaim_batch = p->reclaim_batch;
 	cfg.io = p->io;
 	cfg.flags = p->flags;
+	cfg.compress = p->compress;
+	cfg.compress_pool_bytes = p->pool_pages * PG;
 	rc = umlmem_host_create(&cfg, &h);
 	if (rc == -ENOTSUP && p->io != UMLMEM_IO_AUTO)
 		cr_skip_test("engine %d not available here: %s", (int)p->io, umlmem_errmsg());
@@ -177,13 +181,23 @@ static size_t page_len(const struct mguest *m, uint64_t idx)
 	return end <= m->size ? PG : (size_t)(m->size - idx * PG);
 }
 
-/* Content for a write: random, all zeros, or one repeated byte, so that
-   zero pages written back to swap and pages that compress well appear. */
+/* Content for a write: random, all zeros, one repeated byte, or (one time
+   in five) a random 64-byte run repeated with a few bytes changed, so that
+   zero pages written back to swap, pages of one repeated word and pages
+   that compress well (or only just) all appear. */
 static void fill_content(uint8_t *b, size_t len)
 {
 	unsigned kind = (unsigned)below(10);
 
-	if (kind < 6)
+	if (kind < 2) {
+		unsigned step = 16 + (unsigned)below(240);
+
+		tu_fill(b, len < 64 ? len : 64, rnd());
+		for (size_t i = 64; i < len; i++)
+			b[i] = b[i - 64];
+		for (size_t i = 0; i < len; i += step)
+			b[i] = (uint8_t)rnd();
+	} else if (kind < 6)
 		tu_fill(b, len, rnd());
 	else if (kind < 8)
 		memset(b, 0, len);
@@ -211,6 +225,7 @@ static void check_stats(void)
 	struct umlmem_stats hs, gs;
 	uint64_t sum_res = 0, sum_swp = 0, sum_zero = 0, sum_ram = 0;
 	struct swap_info si;
+	struct umlmem_host_info hi;
 
 	for (int i = 0; i < NGUESTS; i++) {
 		struct mguest *m = &M.mg[i];
@@ -262,11 +277,14 @@ static void check_stats(void)
 	MCHK(hs.io_errors == 0 && hs.checksum_errors == 0,
 	     "io_errors %" PRIu64 " checksum_errors %" PRIu64 " with no fault injected",
 	     hs.io_errors, hs.checksum_errors);
-	/* Without sharing every swapped page holds a slot of its own (clean
-	   resident pages may hold more), and the cap holds. */
+	/* Without sharing every swapped page holds a slot or a pool entry of
+	   its own (clean resident pages may hold more), and the cap holds. */
 	swap_info(host_swap(M.h), &si);
-	MCHK(M.p->dedup || (M.p->flags & UMLMEM_BACKGROUND) || si.slots_used >= hs.swapped_pages,
-	     "slots_used %" PRIu64 " below swapped_pages %" PRIu64, si.slots_used, hs.swapped_pages);
+	MCHK(umlmem_host_info(M.h, &hi, sizeof(hi)) == 0, "umlmem_host_info");
+	MCHK(M.p->dedup || (M.p->flags & UMLMEM_BACKGROUND) ||
+	     si.slots_used + hi.pool_pages >= hs.swapped_pages,
+	     "slots_used %" PRIu64 " + pool_pages %" PRIu64 " below swapped_pages %" PRIu64,
+	     si.slots_used, hi.pool_pages, hs.swapped_pages);
 	if (M.p->swap_cap_pages)
 		MCHK(si.slots_used <= M.p->swap_cap_pages, "slots_used %" PRIu64 " above the cap %" PRIu64,
 		     si.slots_used, M.p->swap_cap_pages);
@@ -839,6 +857,27 @@ MODEL_RANDOM(engine_aio, UMLMEM_IO_AIO, 0)
 MODEL_RANDOM(engine_sync, UMLMEM_IO_SYNC, 0)
 MODEL_RANDOM(background, UMLMEM_IO_AUTO, UMLMEM_BACKGROUND)
 MODEL_RANDOM(no_readahead, UMLMEM_IO_AUTO, UMLMEM_NO_READAHEAD)
+
+/* With the compressed pool between the frames and swap, explicitly on
+   (lz4, zstd), explicitly off, and with a pool of 8 frames that is full
+   all the time, so its oldest pages are written back to swap over and
+   over while sharers, discards and pins go on. */
+#define MODEL_POOL(tname, algo, pool, hflags, dd)                              \
+	Test(model, tname)                                                     \
+	{                                                                      \
+		static const struct model_params p = {                         \
+			.name = #tname, .budget_pages = 64, .reclaim_batch = 16, \
+			.swap_files = 1, .guest_bytes = MODEL_GUESTS,          \
+			.steps = 15000, .compress = algo, .pool_pages = pool,   \
+			.flags = hflags, .dedup = dd,                           \
+		};                                                             \
+		run_model(&p);                                                 \
+	}
+MODEL_POOL(pool_lz4, UMLMEM_COMPRESS_LZ4, 0, 0, false)
+MODEL_POOL(pool_zstd, UMLMEM_COMPRESS_ZSTD, 0, 0, false)
+MODEL_POOL(pool_off, UMLMEM_COMPRESS_OFF, 0, 0, false)
+MODEL_POOL(pool_small, UMLMEM_COMPRESS_LZ4, 8, 0, true)
+MODEL_POOL(pool_background, UMLMEM_COMPRESS_LZ4, 0, UMLMEM_BACKGROUND, true)
 
 /* The same with the slots spread over three files, and the default batch. */
 Test(model, three_swap_files)

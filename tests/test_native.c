@@ -1786,3 +1786,211 @@ Test(native, odirect_pinned)
 	verify_all();
 	tu_check(H);
 }
+
+/* ---- 9. the review's races ------------------------------------------------------- */
+
+/* native_stop() of the last unmap is held, between dropping host->lock and
+   stopping anything, while another thread maps guest 1. */
+static pthread_t Stop_mapper;
+static int Stop_map_rc;
+
+static void *stop_map_thread(void *arg)
+{
+	(void)arg;
+	Stop_map_rc = map_guest(1);
+	return NULL;
+}
+
+static void stop_hook(struct umlmem_host *h)
+{
+	(void)h;
+	native_stop_hook = NULL;
+	cr_assert_eq(pthread_create(&Stop_mapper, NULL, stop_map_thread, NULL), 0);
+	/* long enough for the map to be made, if it is made before the stop */
+	usleep(100 * 1000);
+}
+
+/*
+ * A guest mapped while the last unmap stops the handlers: its view must
+ * be served (stores through it are the guest's bytes), not registered on
+ * the userfaultfd being closed, where it would turn into plain memory.
+ */
+Test(native, map_while_stopping)
+{
+	const uint64_t GS = 1 * TU_MiB;
+
+	NATIVE_ONLY();
+	H = mk_host(1 * TU_MiB, 0);
+	mk_guest(0, GS);
+	mk_guest(1, GS);
+	MAP(0);
+	native_stop_hook = stop_hook;
+	cr_assert_eq(umlmem_guest_unmap(T[0].g), 0, "%s", umlmem_errmsg());
+	T[0].base = NULL;
+	pthread_join(Stop_mapper, NULL);
+	native_stop_hook = NULL;
+	cr_assert_eq(Stop_map_rc, 0, "umlmem_guest_map during the stop: %d: %s", Stop_map_rc,
+		     Maperr);
+	cr_assert_eq(hinfo().native_guests, 1);
+	tu_fill(T[1].base, GS, 0x570f);
+	tu_fill(T[1].mem, GS, 0x570f);
+	verify_all();
+	cr_assert_gt(hinfo().native_faults, 0, "stores to the view were not seen");
+	tu_check(H);
+}
+
+/* The program's own SIGSEGV handler, installed before any map. */
+static sigjmp_buf Segvjmp;
+static volatile sig_atomic_t Segvs, Segv_masked;
+static void *volatile Segv_addr;
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+	sigset_t cur;
+
+	(void)sig;
+	(void)uc;
+	Segvs++;
+	Segv_addr = si->si_addr;
+	pthread_sigmask(SIG_SETMASK, NULL, &cur);
+	Segv_masked = sigismember(&cur, SIGUSR2);
+	siglongjmp(Segvjmp, 1);
+}
+
+/*
+ * A program that write-protects part of its view and stores there gets
+ * the SIGSEGV the kernel would give it, to its own handler, delivered as
+ * that handler asked (sa_mask, SA_RESETHAND): native mode must not
+ * swallow it (the store would fault for ever) nor change how it is
+ * delivered.
+ */
+Test(native, own_sigsegv_handler, .timeout = 20)
+{
+	const uint64_t GS = 1 * TU_MiB;
+	struct sigaction sa, cur;
+
+	NATIVE_ONLY();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_segv;
+	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGUSR2);
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+
+	H = mk_host(1 * TU_MiB, 0);
+	mk_guest(0, GS);
+	MAP(0);
+	T[0].base[3 * PG + 5] = 0x33;
+	T[0].mem[3 * PG + 5] = 0x33;
+	cr_assert_eq(mprotect(T[0].base + 3 * PG, PG, PROT_READ), 0, "%s", strerror(errno));
+	Segvs = 0;
+	if (!sigsetjmp(Segvjmp, 1))
+		T[0].base[3 * PG + 6] = 0x44;
+	cr_assert_eq(Segvs, 1, "a store to a page the program made read-only: %d SIGSEGV",
+		     (int)Segvs);
+	cr_assert_eq(Segv_addr, T[0].base + 3 * PG + 6, "si_addr %p", Segv_addr);
+	cr_assert(Segv_masked, "the handler ran without its sa_mask");
+	cr_assert_eq(sigaction(SIGSEGV, NULL, &cur), 0);
+	cr_assert(cur.sa_handler == SIG_DFL,
+		  "SA_RESETHAND did not reset the handler");
+	/* the page itself is fine, and writable again once the program says so */
+	cr_assert_eq(mprotect(T[0].base + 3 * PG, PG, PROT_READ | PROT_WRITE), 0);
+	T[0].base[3 * PG + 6] = 0x44;
+	T[0].mem[3 * PG + 6] = 0x44;
+	verify_all();
+	tu_check(H);
+}
+
+/* ---- failures of the steps that need a resource ------------------------------------ */
+
+static unsigned Steps_seen, Steps_failed;
+
+/* Every fifth step fails, with what that step fails with for want of a
+   resource. */
+static int fail_some_steps(enum native_step step)
+{
+	if (++Steps_seen % 5)
+		return 0;
+	Steps_failed++;
+	return step == NV_STEP_THREAD ? -EAGAIN : -ENOMEM;
+}
+
+/*
+ * Views are reset (flushed) often, on a small mapping limit, and some of
+ * those resets fail half way: a thread cannot be made, a placeholder or a
+ * move cannot be. The faults are retried until the steps succeed; what
+ * must hold throughout is that no view keeps an entry umlmem no longer
+ * knows about: the pager evicts and reuses frames all the while, and a
+ * store through a forgotten entry would land in another page. The model
+ * of the guest's bytes says whether one did.
+ */
+Test(native, flush_fails)
+{
+	const uint64_t GS = 16 * TU_MiB, NP = GS / PG;
+	struct umlmem_host_info in;
+
+	NATIVE_ONLY();
+	Rng = 0xf1a5;
+	H = mk_host(64 * PG, 0);
+	mk_guest(0, GS);
+	native_map_limit_override = 600;
+	MAP(0);
+	Steps_seen = Steps_failed = 0;
+	native_fail_hook = fail_some_steps;
+	for (int k = 0; k < 20000; k++) {
+		uint64_t idx = below(NP / 4), o = below(PG - 8), a = idx * PG + o;
+
+		if (below(3)) {
+			uint64_t v = tu_splitmix64(&Rng);
+
+			memcpy(T[0].base + a, &v, 8);
+			memcpy(T[0].mem + a, &v, 8);
+		} else {
+			cr_assert(!memcmp(T[0].base + a, T[0].mem + a, 8),
+				  "g0 bytes at 0x%" PRIx64 " differ (op %d)", a, k);
+		}
+	}
+	native_fail_hook = NULL;
+	in = hinfo();
+	cr_log_info("flush_fails: %" PRIu64 " flushes, %u steps, %u failed", in.native_flushes,
+		    Steps_seen, Steps_failed);
+	cr_assert_gt(in.native_flushes, 2);
+	cr_assert_gt(Steps_failed, 0, "no step failed");
+	verify_all();
+	native_map_limit_override = 0;
+	tu_check(H);
+}
+
+/*
+ * A swap-in that fails a few times and then succeeds, under a native
+ * load: the handler retries it, the load gets the page's byte, and the
+ * error counters count the access once, not once per attempt.
+ */
+Test(native, read_retry_counts_once)
+{
+	const uint64_t GS = 1 * TU_MiB;
+	struct umlmem_stats before, after;
+	uint64_t ev = 0;
+	volatile uint8_t x;
+
+	NATIVE_ONLY();
+	H = mk_host(64 * PG, 0);
+	mk_guest(0, GS);
+	tu_fill(T[0].mem, 4 * PG, 0x7e7);
+	push(0, 0, 4 * PG);
+	MAP(0);
+	cr_assert_eq(umlmem_reclaim(H, 64, &ev), 0, "%s", umlmem_errmsg());
+	cr_assert_eq(gstats(0).swapped_pages, 4, "the pages did not go to swap");
+	before = hstats();
+	io_inject(host_engine(H), IO_READ, 1, IO_FAULT_EIO, 5);
+	x = T[0].base[2 * PG + 17];
+	io_inject(host_engine(H), IO_READ, 1, IO_FAULT_NONE, 0);
+	after = hstats();
+	cr_assert_eq(x, T[0].mem[2 * PG + 17]);
+	cr_assert_eq(after.io_errors - before.io_errors, 1,
+		     "one access whose read failed 5 times counted %" PRIu64 " I/O errors",
+		     after.io_errors - before.io_errors);
+	cr_assert_eq(after.checksum_errors, before.checksum_errors);
+	verify_all();
+	tu_check(H);
+}

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -981,5 +982,112 @@ Test(swap, misuse_is_refused_and_reported)
 	cr_assert_eq(info.slots_used, 1);
 	cr_assert_eq(swap_check(sw, err, sizeof(err)), -EUCLEAN);
 	cr_assert_not_null(strstr(err, "free slot"), "%s", err);
+	swap_close(sw);
+}
+
+/* ---- punching while others allocate --------------------------------------- */
+
+/* swap_punch_pending() stops, after it took the clusters off the punch
+   list, until the test lets it go. */
+static struct {
+	sem_t taken, go;
+} punch_gate;
+
+static void punch_gate_hook(struct swap *sw)
+{
+	(void)sw;
+	sem_post(&punch_gate.taken);
+	sem_wait(&punch_gate.go);
+}
+
+static void *punch_thread(void *arg)
+{
+	swap_punch_pending(arg);
+	return NULL;
+}
+
+struct alloc_arg {
+	struct swap *sw;
+	unsigned got;
+	uint64_t slot;
+};
+
+static void *alloc_thread(void *arg)
+{
+	struct alloc_arg *a = arg;
+
+	a->got = swap_alloc(a->sw, 1, &a->slot);
+	return NULL;
+}
+
+/*
+ * At the cap, with the only free cluster being punched by another thread:
+ * the space comes back in a moment, so an allocation waits for it rather
+ * than reporting the set full.
+ */
+Test(swap, alloc_at_cap_waits_for_punch_in_progress)
+{
+	struct swap *sw = sw_open(1, 2 * SWAP_CLUSTER_BYTES);
+	uint64_t s[2 * SWAP_CLUSTER_PAGES];
+	struct alloc_arg a = { .sw = sw };
+	pthread_t pt, at;
+	char err[256];
+	unsigned i;
+
+	cr_assert_eq(swap_alloc(sw, 2 * SWAP_CLUSTER_PAGES, s), 2 * SWAP_CLUSTER_PAGES);
+	for (i = 0; i < SWAP_CLUSTER_PAGES; i++)
+		swap_unref(sw, s[i], 1);
+	sem_init(&punch_gate.taken, 0, 0);
+	sem_init(&punch_gate.go, 0, 0);
+	swap_punch_hook = punch_gate_hook;
+	cr_assert_eq(pthread_create(&pt, NULL, punch_thread, sw), 0);
+	sem_wait(&punch_gate.taken);
+	cr_assert_eq(pthread_create(&at, NULL, alloc_thread, &a), 0);
+	usleep(50 * 1000);
+	sem_post(&punch_gate.go);
+	pthread_join(pt, NULL);
+	pthread_join(at, NULL);
+	swap_punch_hook = NULL;
+	cr_assert_eq(a.got, 1, "an allocation during a punch found the set full");
+	cr_assert_lt(a.slot, SWAP_CLUSTER_PAGES, "slot %llu is not in the punched cluster",
+		     (unsigned long long)a.slot);
+	cr_assert_eq(swap_check(sw, err, sizeof(err)), 0, "%s", err);
+	swap_close(sw);
+}
+
+/*
+ * Clusters are created (and the cluster array grown) while another thread
+ * punches: it must punch exactly the clusters it took, whatever happened to
+ * the array meanwhile. The model: which slots are live, and their content
+ * on disk; a punched live cluster reads back as zeros.
+ */
+static void grow_hook(struct swap *sw)
+{
+	uint64_t s[20 * SWAP_CLUSTER_PAGES];
+
+	/* 20 new clusters: the array of 16 pointers grows at least once */
+	cr_assert_eq(swap_alloc(sw, 20 * SWAP_CLUSTER_PAGES, s), 20 * SWAP_CLUSTER_PAGES);
+}
+
+Test(swap, punch_while_clusters_grow)
+{
+	struct swap *sw = sw_open(1, 0);
+	uint64_t s[16 * SWAP_CLUSTER_PAGES];
+	struct swap_info info;
+	char err[256];
+	unsigned i;
+
+	cr_assert_eq(swap_alloc(sw, 16 * SWAP_CLUSTER_PAGES, s), 16 * SWAP_CLUSTER_PAGES);
+	/* clusters 0 and 1 go on the punch list */
+	for (i = 0; i < 2 * SWAP_CLUSTER_PAGES; i++)
+		swap_unref(sw, s[i], 1);
+	swap_punch_hook = grow_hook;
+	swap_punch_pending(sw);
+	swap_punch_hook = NULL;
+	swap_info(sw, &info);
+	cr_assert_eq(info.clusters, 36);
+	cr_assert_eq(info.punches, 2);
+	cr_assert_eq(info.slots_used, 34 * SWAP_CLUSTER_PAGES);
+	cr_assert_eq(swap_check(sw, err, sizeof(err)), 0, "%s", err);
 	swap_close(sw);
 }

@@ -175,7 +175,9 @@ static inline uint64_t tu_cached(umlmem_host *h)
 	struct umlmem_host_info i;
 
 	cr_assert_eq(umlmem_host_info(h, &i, sizeof(i)), 0);
-	return i.frames_cached;
+	/* frames no guest page maps: pages read ahead, and the compressed
+	   pool's frames */
+	return i.frames_cached + i.pool_frames;
 }
 
 static inline uint64_t tu_vmrss(void) { return tu_status_bytes("VmRSS"); }

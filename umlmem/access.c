@@ -7,21 +7,22 @@
  * that is resident needs nothing from the pager but its referenced byte.
  * Everything else works one page at a time under host->lock: look up the
  * entry, fault the page in if the access needs a frame, copy, release the
- * lock. The lock is dropped while a page is read from swap (the entry is
- * PTE_BUSY; others who want that page wait for this read rather than
+ * lock. The lock is dropped while a page is loaded from its tier (the entry
+ * is PTE_BUSY; others who want that page wait for this read rather than
  * issuing their own) and while the pager writes a batch out.
  *
  * What needs a frame:
  *  - a write: always (a ZERO page gets a cleared frame, unless the write
- *    covers the whole page; a SLOT page is read in, unless the write covers
- *    the whole page, when its swap copy is simply dropped);
+ *    covers the whole page; a STORED page is read in, unless the write
+ *    covers the whole page, when its stored copy is simply dropped);
  *  - a pin: always, read or write (the caller gets a pointer);
- *  - a read: only of a SLOT page; a ZERO page reads as zeros with no frame.
- *    When no frame can be had (all pinned, swap full and nothing clean to
- *    drop, write-out failing) a read of a SLOT page still succeeds through a
- *    page on the stack: a full swap never makes data unreadable.
+ *  - a read: only of a STORED page; a ZERO page reads as zeros with no
+ *    frame. When no frame can be had (all pinned, swap full and nothing
+ *    clean to drop, write-out failing) a read of a STORED page still
+ *    succeeds through a page on the stack: a full swap never makes data
+ *    unreadable.
  *
- * A write or a write pin drops the page's clean swap copy (frame->slot):
+ * A write or a write pin drops the page's clean stored copy (frame->slot):
  * from then on the frame is the only copy and the pager must write it out.
  */
 #define _GNU_SOURCE
@@ -146,42 +147,45 @@ static void map_new(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t f)
 	g->host->ev.faults++;
 }
 
-/* A cached copy of slot @s that no page maps, of a slot that no entry
-   names any more (its page was discarded or written whole), is garbage:
-   free both. */
-static void cache_drop_orphan(struct umlmem_host *h, uint64_t s)
+/* A cached copy of key @k that no page maps, of a key that no entry names
+   any more (its page was discarded or written whole), is garbage: free
+   both. */
+static void cache_drop_orphan(struct umlmem_host *h, uint64_t k)
 {
-	uint32_t f1 = swap_cache_get(h->swap, s);
+	uint32_t f1 = tcache_get(h, k);
 	struct frame *fr;
 
 	if (!f1)
 		return;
 	fr = &h->frames[f1 - 1];
-	if (fr->refs || (fr->flags & F_BUSY) || swap_refs(h->swap, s) != 1)
+	if (fr->refs || (fr->flags & F_BUSY) || tier_refs(h, k) != 1)
 		return;
-	swap_cache_set(h->swap, s, 0);
-	fr->slot = SLOT_NONE;
+	tcache_set(h, k, 0);
+	fr->slot = TKEY_NONE;
 	h->cached--;
-	swap_unref(h->swap, s, 1);
+	tier_unref(h, k, 1);
 	frame_put(h, f1 - 1);
 }
 
-/* Picks the slots to read ahead of a swap-in of slot @s and gives each a
-   free frame, cached and F_BUSY, holding a reference on its slot; evicts
-   first (the lock may drop: the caller's page is PTE_BUSY and its frame
-   F_BUSY, so nothing of the caller's moves) when too few frames are free.
-   Returns how many; their frames and slots are in @ra. */
-static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t s, struct ra_page *ra)
+/* Picks the handles to read ahead of a load of key @k (the live ones that
+   follow it in its tier and that no frame caches) and gives each a free
+   frame, cached and F_BUSY, holding a reference on its key; evicts first
+   (the lock may drop: the caller's page is PTE_BUSY and its frame F_BUSY,
+   so nothing of the caller's moves) when too few frames are free. Returns
+   how many; their frames and keys are in @ra. */
+static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t k, struct ra_page *ra)
 {
 	struct umlmem_host *h = g->host;
-	uint64_t slots[RA_MAX];
+	struct tier *t = tier_of(h, k);
+	uint64_t hd = tkey_handle(k), last = g->ra_last, live[RA_MAX];
 	unsigned win, n, got = 0;
 
-	if (s > g->ra_last && s - g->ra_last <= RA_GAP)
+	if (last != TKEY_NONE && tkey_tier(last) == t->id && hd > tkey_handle(last) &&
+	    hd - tkey_handle(last) <= RA_GAP)
 		g->ra_run++;
 	else
 		g->ra_run = 0;
-	g->ra_last = s;
+	g->ra_last = k;
 	if (!g->ra_run || (h->cfg.flags & UMLMEM_NO_READAHEAD))
 		return 0;
 	win = g->ra_run > 4 ? RA_MAX : RA_MIN << (g->ra_run - 1);
@@ -196,19 +200,21 @@ static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t s, struct ra_
 	}
 	if (win > h->nfree)
 		win = (unsigned)h->nfree;
-	n = win ? swap_uncached(h->swap, s + 1, win, slots) : 0;
+	n = win && hd < TIER_HANDLE_MAX ? t->ops->live(t, hd + 1, win, live) : 0;
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t f;
+		uint64_t f, rk = tkey(t->id, live[i]);
 
+		if (tcache_get(h, rk))
+			continue;
 		if (frame_take(h, &f))
 			break;
 		h->frames[f].flags = F_BUSY;
 		h->busy_frames++;
-		swap_ref(h->swap, slots[i], 1);
-		frame_set_slot(h, f, slots[i]);
+		tier_ref(h, rk, 1);
+		frame_set_slot(h, f, rk);
 		h->cached++;
 		ra[got].f = f;
-		ra[got].slot = slots[i];
+		ra[got].key = rk;
 		got++;
 	}
 	return got;
@@ -227,73 +233,78 @@ static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 		h->ev.swap_ins++;
 		/* unused so far: the first turn of the hand may take it */
 		STORE(&h->fref[ra->f], 0);
-		cache_drop_orphan(h, ra->slot);
+		cache_drop_orphan(h, ra->key);
 		return;
 	}
-	fr->slot = SLOT_NONE;
-	swap_cache_set(h->swap, ra->slot, 0);
-	swap_unref(h->swap, ra->slot, 1);
+	fr->slot = TKEY_NONE;
+	tcache_set(h, ra->key, 0);
+	tier_unref(h, ra->key, 1);
 	h->cached--;
 	frame_put(h, ra->f);
 }
 
-/* Reads slot @s into the free frame @f for page @idx, with host->lock
+/* Reads key @k into the free frame @f for page @idx, with host->lock
    dropped, together with the pages read ahead of it; the entry is PTE_BUSY
-   meanwhile, so the page's slot reference stays put and everyone else who
-   wants the page waits for this read. */
-static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, uint64_t f)
+   meanwhile, so the page's reference on the key stays put and everyone
+   else who wants the page waits for this read. */
+static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k, uint64_t f)
 {
 	struct umlmem_host *h = g->host;
 	struct frame *fr = &h->frames[f];
 	struct ra_page ra[RA_MAX + 1];
+	uint64_t keys[RA_MAX + 1];
+	void *bufs[RA_MAX + 1];
 	int res[RA_MAX + 1];
 	unsigned nra;
-	bool bad;
 	int rc;
 
 	fr->flags = F_BUSY;
 	h->busy_frames++;
 	pte_set(g, e, PTE_BUSY);
-	/* Named in the swap cache from now on, busy: a sharer of the slot
-	   that faults meanwhile waits for this read instead of making a
-	   second copy. */
-	swap_cache_set(h->swap, s, (uint32_t)f + 1);
-	ra[0] = (struct ra_page){ f, s };
-	nra = readahead_prepare(g, s, ra + 1);
-	pthread_mutex_unlock(&h->lock);
-	pager_read_slots(h, ra, 1 + nra, res, &bad);
-	pthread_mutex_lock(&h->lock);
+	/* Named in the swap cache from now on, busy: a sharer of the key that
+	   faults meanwhile waits for this read instead of making a second
+	   copy. */
+	tcache_set(h, k, (uint32_t)f + 1);
+	ra[0] = (struct ra_page){ f, k };
+	nra = readahead_prepare(g, k, ra + 1);
+	for (unsigned i = 0; i <= nra; i++) {
+		keys[i] = ra[i].key;
+		bufs[i] = frame_addr(h, ra[i].f);
+	}
+	host_unlock(h);
+	tier_load(h, keys, bufs, 1 + nra, res);
+	host_lock(h);
 	rc = res[0];
 	for (unsigned i = 1; i <= nra; i++)
 		readahead_finish(h, &ra[i], res[i]);
 	fr->flags &= ~F_BUSY;
 	h->busy_frames--;
 	pthread_cond_broadcast(&h->cond);
-	rc = pager_count_read(h, g, rc, bad);
+	rc = pager_count_read(h, g, rc);
 	if (rc) {
-		swap_cache_set(h->swap, s, 0);
-		pte_set(g, e, PTE_MK(PTE_SLOT, s));
+		tcache_set(h, k, 0);
+		pte_set(g, e, PTE_MK(PTE_STORED, k));
 		frame_put(h, f);
 		return rc;
 	}
-	if (!mergeable(g) && swap_refs(h->swap, s) > 1) {
-		/* other pages share this slot, and this guest shares nothing:
-		   its copy is its own, and the slot stays for the others */
-		swap_cache_set(h->swap, s, 0);
-		swap_unref(h->swap, s, 1);
+	if (!mergeable(g) && tier_refs(h, k) > 1) {
+		/* other pages share this key, and this guest shares nothing:
+		   its copy is its own, and the key stays for the others */
+		tcache_set(h, k, 0);
+		tier_unref(h, k, 1);
 	} else {
-		/* The entry's reference on the slot becomes the frame's: the
+		/* The entry's reference on the key becomes the frame's: the
 		   page is clean until written. */
-		frame_set_slot(h, f, s);
+		frame_set_slot(h, f, k);
 	}
 	g->swapped--;
 	map_new(g, idx, e, f);
 	return 0;
 }
 
-/* Page @idx, whose entry names slot @s, finds the slot's content already in
+/* Page @idx, whose entry names key @k, finds the key's content already in
    frame @f (read ahead, or faulted in by another sharer): map it, no I/O. */
-static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s, uint64_t f)
+static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k, uint64_t f)
 {
 	struct umlmem_host *h = g->host;
 	struct frame *fr = &h->frames[f];
@@ -304,7 +315,7 @@ static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s
 		/* a page read ahead: it continues the run that read it */
 		h->cached--;
 		h->ra_hits++;
-		g->ra_last = s;
+		g->ra_last = k;
 	}
 	rc = rmap_add(h, f, g, idx);
 	if (rc)
@@ -314,7 +325,7 @@ static int map_cached(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t s
 	g->ev.faults++;
 	h->ev.faults++;
 	/* the frame keeps its own reference; the entry's goes */
-	swap_unref(h->swap, s, 1);
+	tier_unref(h, k, 1);
 	g->swapped--;
 	g->ev.swap_ins++;
 	return 0;
@@ -388,9 +399,9 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			g->zero--;
 			map_new(g, idx, e, f);
 			break;
-		default: /* PTE_SLOT */
+		default: /* PTE_STORED */
 			s = PTE_VAL(*e);
-			c = swap_cache_get(h->swap, s);
+			c = tcache_get(h, s);
 			if (c--) {
 				if (h->frames[c].flags & F_BUSY) {
 					host_wait(h);
@@ -419,7 +430,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 					return rc;
 				}
 				memcpy(frame_addr(h, f), frame_addr(h, c), PAGE_SIZE);
-				swap_unref(h->swap, s, 1);
+				tier_unref(h, s, 1);
 				g->swapped--;
 				g->ev.swap_ins++;
 				map_new(g, idx, e, f);
@@ -434,7 +445,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			}
 			if (for_write && whole) {
 				/* every byte is about to be overwritten: no read */
-				swap_unref(h->swap, s, 1);
+				tier_unref(h, s, 1);
 				g->swapped--;
 				map_new(g, idx, e, f);
 			} else {
@@ -463,6 +474,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 		if (for_write) {
 			frame_drop_slot(h, f);
 			h->frames[f].wpass = h->dd.pass;
+			h->dd.changes++;
 		}
 		*out = f;
 		return 0;
@@ -491,8 +503,8 @@ void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e)
 		}
 		g->resident--;
 		break;
-	case PTE_SLOT:
-		swap_unref(h->swap, PTE_VAL(*e), 1);
+	case PTE_STORED:
+		tier_unref(h, PTE_VAL(*e), 1);
 		cache_drop_orphan(h, PTE_VAL(*e));
 		g->swapped--;
 		break;
@@ -513,7 +525,7 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to)
 
 		pte_set(g, pte_find(g, idx), to);
 		g->resident--;
-		if (PTE_TYPE(to) == PTE_SLOT)
+		if (PTE_TYPE(to) == PTE_STORED)
 			g->swapped++;
 		else
 			g->zero++;
@@ -524,21 +536,21 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to)
 
 /* ---- copy access ----------------------------------------------------------- */
 
-/* A read of a page in swap when no frame can be had: through a page on the
-   stack, holding a reference so the slot cannot be reused meanwhile. */
-static int read_through(struct umlmem_guest *g, uint64_t s, uint32_t off, void *dst, size_t n)
+/* A read of a stored page when no frame can be had: through a page on the
+   stack, holding a reference so the handle cannot be reused meanwhile. */
+static int read_through(struct umlmem_guest *g, uint64_t k, uint32_t off, void *dst, size_t n)
 {
 	_Alignas(4096) uint8_t page[PAGE_SIZE];
 	struct umlmem_host *h = g->host;
-	bool bad;
+	void *buf = page;
 	int rc;
 
-	swap_ref(h->swap, s, 1);
-	pthread_mutex_unlock(&h->lock);
-	rc = pager_read_slot(h, s, page, &bad);
-	pthread_mutex_lock(&h->lock);
-	swap_unref(h->swap, s, 1);
-	rc = pager_count_read(h, g, rc, bad);
+	tier_ref(h, k, 1);
+	host_unlock(h);
+	tier_load(h, &k, &buf, 1, &rc);
+	host_lock(h);
+	tier_unref(h, k, 1);
+	rc = pager_count_read(h, g, rc);
 	if (!rc)
 		memcpy(dst, page + off, n);
 	return rc;
@@ -568,7 +580,7 @@ static int read_locked(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8
 			break;
 		default:
 			rc = fault(g, idx, false, false, false, &f, &nofr);
-			if (rc && nofr && PTE_TYPE(*e) == PTE_SLOT)
+			if (rc && nofr && PTE_TYPE(*e) == PTE_STORED)
 				return read_through(g, PTE_VAL(*e), off, dst, n);
 			if (rc)
 				return rc;
@@ -632,11 +644,11 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 			_Alignas(64) uint8_t bounce[PAGE_SIZE];
 			bool b = native_bounce();
 
-			pthread_mutex_lock(&h->lock);
+			host_lock(h);
 			rc = read_locked(g, idx, off, b ? bounce : dst, n);
-			pthread_mutex_unlock(&h->lock);
+			host_unlock(h);
 			if (rc)
-				return rc;
+				return api_done(h, rc);
 			if (b)
 				memcpy(dst, bounce, n);
 		}
@@ -644,7 +656,7 @@ int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len)
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
@@ -672,18 +684,18 @@ int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len)
 			memcpy(bounce, src, n);
 			from = bounce;
 		}
-		pthread_mutex_lock(&h->lock);
+		host_lock(h);
 		rc = page_fault(g, idx, true, n == PAGE_SIZE, &f);
 		if (!rc)
 			memcpy((uint8_t *)frame_addr(h, f) + off, from, n);
-		pthread_mutex_unlock(&h->lock);
+		host_unlock(h);
 		if (rc)
-			return rc;
+			return api_done(h, rc);
 		src += n;
 		gpa += n;
 		len -= n;
 	}
-	return 0;
+	return api_done(h, 0);
 }
 
 /* ---- pins ------------------------------------------------------------------ */
@@ -707,7 +719,7 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		return seterr(-EINVAL, "umlmem_pin: access 0x%x is not UMLMEM_READ, "
 			      "UMLMEM_WRITE or both", access);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = fault(g, gpa >> PAGE_SHIFT, access & UMLMEM_WRITE, false, true, &f, &nofr);
 	if (!rc && h->frames[f].pins >= MAX_PINS)
 		rc = seterr(-EOVERFLOW, "umlmem_pin: page 0x%llx already holds %u pins",
@@ -716,8 +728,8 @@ int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page)
 		h->frames[f].pins++;
 		*page = frame_addr(h, f);
 	}
-	pthread_mutex_unlock(&h->lock);
-	return rc;
+	host_unlock(h);
+	return api_done(h, rc);
 }
 
 int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
@@ -731,15 +743,15 @@ int umlmem_unpin(umlmem_guest *g, uint64_t gpa)
 	if (rc)
 		return rc;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	e = pte_find(g, gpa >> PAGE_SHIFT);
 	if (e && PTE_TYPE(*e) == PTE_FRAME && h->frames[PTE_VAL(*e)].pins)
 		h->frames[PTE_VAL(*e)].pins--;
 	else
 		rc = seterr(-EINVAL, "umlmem_unpin: page 0x%llx of guest '%s' is not pinned",
 			    (unsigned long long)gpa, g->name);
-	pthread_mutex_unlock(&h->lock);
-	return rc;
+	host_unlock(h);
+	return api_done(h, rc);
 }
 
 /* ---- discard --------------------------------------------------------------- */
@@ -839,15 +851,15 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 			      "the guest's end)", (unsigned long long)gpa,
 			      (unsigned long long)len, PAGE_SIZE);
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	rc = range_zap(g, gpa >> PAGE_SHIFT, (gpa + len + PAGE_SIZE - 1) >> PAGE_SHIFT, false);
 	if (rc)
 		seterr(rc, "umlmem_discard: a page in [0x%llx, +%llu) is pinned; "
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
-	pthread_mutex_unlock(&h->lock);
-	swap_punch_pending(h->swap);
+	host_unlock(h);
+	tier_maintain(h);
 	frames_trim(h);
-	return rc;
+	return api_done(h, rc);
 }
 
 /* ---- merging on and off ---------------------------------------------------- */
@@ -871,23 +883,21 @@ int umlmem_guest_set_merge(umlmem_guest *g, int enable)
 	if (!g)
 		return seterr(-EINVAL, "umlmem_guest_set_merge: guest is NULL");
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	if (enable) {
+		if (g->flags & UMLMEM_GUEST_NOMERGE)
+			h->dd.changes++;     /* its pages are new to the scanner */
 		g->flags &= ~UMLMEM_GUEST_NOMERGE;
 	} else {
 		g->flags |= UMLMEM_GUEST_NOMERGE;
 		dedup_forget_guest(h, g);
-		/* a fault may drop the lock: walk again until nothing is left */
-		for (uint64_t a = 0; a < g->npages && !rc; a++) {
-			pte_t *e = pte_find(g, a);
-
-			if (!e) {
-				a |= PT_LEAF_N - 1;
-				continue;
-			}
-			rc = unmerge_one(g, a, e);
-		}
+		/* Only the allocated parts of the page table: a sparse guest of
+		   128 TiB costs its top array and its leaves, not 2^35 entries.
+		   A fault may drop the lock: the tree only grows (entry
+		   pointers stay good), and no scanner merges this guest's
+		   pages from now on. */
+		rc = range_walk(g, 0, g->npages, unmerge_one);
 	}
-	pthread_mutex_unlock(&h->lock);
-	return rc;
+	host_unlock(h);
+	return api_done(h, rc);
 }

@@ -2,8 +2,9 @@
 /*
  * check.c: host_check(), which recomputes every count and reference the
  * library keeps incrementally and compares: page-state counts per guest,
- * frame reference counts and reverse maps, the free list, and the slot
- * reference counts (page table entries plus clean frames). Tests call it
+ * frame reference counts and reverse maps, the free list, the swap cache,
+ * and every tier's reference counts (page table entries plus clean frames)
+ * and its own records. Tests call it
  * along their random runs; with UMLMEM_DEBUG it can guard every call.
  */
 #define _GNU_SOURCE
@@ -17,9 +18,10 @@
 struct ctx {
 	struct umlmem_host *h;
 	uint32_t *frefs;          /* mappings seen per frame */
-	uint64_t *slots;          /* every slot reference seen */
+	uint64_t *slots;          /* every store key reference seen */
 	uint64_t nslots, capslots;
 	uint64_t resident, swapped;
+	bool nomem;
 	char *err;
 	size_t errlen;
 };
@@ -49,6 +51,14 @@ static int add_slot(struct ctx *c, uint64_t s)
 	return 0;
 }
 
+static void add_held(void *arg, uint64_t key)
+{
+	struct ctx *c = arg;
+
+	if (add_slot(c, key))
+		c->nomem = true;
+}
+
 static bool maps(const struct frame *fr, struct umlmem_guest *g, uint64_t idx)
 {
 	if (fr->g == g && fr->idx == idx)
@@ -75,7 +85,7 @@ static int check_nv(struct ctx *c, uint64_t f, struct umlmem_guest *g, uint32_t 
 		why = "writable but not present";
 	else if ((nv & NV_LIVE) && !(fr->flags & F_NV))
 		why = "present, but the frame is not marked F_NV";
-	else if ((nv & NV_RW) && (fr->refs > 1 || fr->slot != SLOT_NONE))
+	else if ((nv & NV_RW) && (fr->refs > 1 || fr->slot != TKEY_NONE))
 		why = "writable, but shared or with a clean copy in swap";
 	if (!why)
 		return 0;
@@ -102,7 +112,10 @@ static int visit(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
 		c->frefs[v]++;
 		c->resident++;
 		return 0;
-	case PTE_SLOT:
+	case PTE_STORED:
+		if (!tier_of(c->h, v))
+			return fail(c, "guest '%s' page %llu: stored in tier %u, which the host "
+				    "does not have", g->name, (unsigned long long)idx, tkey_tier(v));
 		c->swapped++;
 		return add_slot(c, v);
 	default:
@@ -122,6 +135,7 @@ static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
 	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
+	uint64_t copies = 0, pooled = 0;
 	uint8_t *isfree;
 	int rc;
 
@@ -187,26 +201,36 @@ static int check_locked(struct ctx *c)
 			continue;
 		}
 
+		if (fr->flags & F_POOL) {
+			pooled++;
+			if (fr->refs || c->frefs[f] || fr->slot != TKEY_NONE || isfree[f] || fr->pins)
+				rc = fail(c, "frame %llu lent to a tier is also mapped, cached, "
+					  "pinned or free", (unsigned long long)f);
+			continue;
+		}
 		if (fr->refs != c->frefs[f])
 			rc = fail(c, "frame %llu: refs %u, but %u entries map it",
 				  (unsigned long long)f, fr->refs, c->frefs[f]);
-		else if ((!fr->refs && fr->slot == SLOT_NONE) != !!isfree[f])
+		else if ((!fr->refs && fr->slot == TKEY_NONE) != !!isfree[f])
 			rc = fail(c, "frame %llu: refs %u, slot %s, but %son the free list",
 				  (unsigned long long)f, fr->refs,
-				  fr->slot == SLOT_NONE ? "none" : "set", isfree[f] ? "" : "not ");
+				  fr->slot == TKEY_NONE ? "none" : "set", isfree[f] ? "" : "not ");
 		else if (!fr->refs && fr->pins)
 			rc = fail(c, "unmapped frame %llu holds a pin", (unsigned long long)f);
-		else if (fr->slot != SLOT_NONE &&
-			 swap_cache_get(h->swap, fr->slot) != (uint32_t)f + 1)
-			rc = fail(c, "frame %llu holds slot %llu, but the swap cache names frame %u",
+		else if (fr->slot != TKEY_NONE && !tier_of(h, fr->slot))
+			rc = fail(c, "frame %llu holds a copy in tier %u, which the host does not "
+				  "have", (unsigned long long)f, tkey_tier(fr->slot));
+		else if (fr->slot != TKEY_NONE && tcache_get(h, fr->slot) != (uint32_t)f + 1)
+			rc = fail(c, "frame %llu holds key %llu, but the swap cache names frame %u",
 				  (unsigned long long)f, (unsigned long long)fr->slot,
-				  swap_cache_get(h->swap, fr->slot));
+				  tcache_get(h, fr->slot));
 		else if (fr->flags & F_BUSY)
 			rc = fail(c, "frame %llu still marked busy", (unsigned long long)f);
-		else if (fr->slot != SLOT_NONE)
+		else if (fr->slot != TKEY_NONE)
 			rc = add_slot(c, fr->slot);
+		copies += fr->slot != TKEY_NONE;
 		freecount += isfree[f];
-		cached += !fr->refs && fr->slot != SLOT_NONE;
+		cached += !fr->refs && fr->slot != TKEY_NONE;
 		shared += fr->refs > 1;
 		active += !!(fr->flags & F_ACTIVE);
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
@@ -223,6 +247,9 @@ static int check_locked(struct ctx *c)
 	free(isfree);
 	if (rc)
 		return rc;
+	rc = dedup_check(h, c->err, c->errlen);
+	if (rc)
+		return rc;
 	if (shared != h->shared_frames || sharing != h->sharing_pages)
 		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
 			    (unsigned long long)shared, (unsigned long long)sharing,
@@ -233,8 +260,26 @@ static int check_locked(struct ctx *c)
 	if (cached != h->cached)
 		return fail(c, "%llu cached frames counted, %llu recorded",
 			    (unsigned long long)cached, (unsigned long long)h->cached);
+	/* every cache entry is some frame's copy: one for one */
+	if (copies != tcache_count(h))
+		return fail(c, "swap cache: %llu entries, but %llu frames hold a copy",
+			    (unsigned long long)tcache_count(h), (unsigned long long)copies);
 
-	/* every slot's reference count is the number of its references seen */
+	/* references tiers hold on keys of the tiers below them */
+	for (unsigned t = 0; t < TIER_MAX; t++)
+		if (h->tier[t] && h->tier[t]->ops->held)
+			h->tier[t]->ops->held(h->tier[t], add_held, c);
+	if (c->nomem)
+		return fail(c, "out of memory while checking");
+	{
+		struct tier_info ti;
+
+		tier_info_all(h, &ti);
+		if (ti.frames != pooled)
+			return fail(c, "%llu frames lent to tiers, %llu marked F_POOL",
+				    (unsigned long long)ti.frames, (unsigned long long)pooled);
+	}
+	/* every key's reference count is the number of its references seen */
 	if (c->nslots)
 		qsort(c->slots, c->nslots, sizeof(*c->slots), cmp_u64);
 	for (uint64_t i = 0, j; i < c->nslots; i = j) {
@@ -242,24 +287,34 @@ static int check_locked(struct ctx *c)
 
 		for (j = i; j < c->nslots && c->slots[j] == c->slots[i]; j++)
 			;
-		refs = swap_refs(h->swap, c->slots[i]);
+		refs = tier_refs(h, c->slots[i]);
 		if (refs != j - i)
-			return fail(c, "slot %llu: refs %u, but %llu references exist",
-				    (unsigned long long)c->slots[i], refs,
-				    (unsigned long long)(j - i));
+			return fail(c, "tier %u handle %llu: refs %u, but %llu references exist",
+				    tkey_tier(c->slots[i]), (unsigned long long)tkey_handle(c->slots[i]),
+				    refs, (unsigned long long)(j - i));
 	}
-	{
-		struct swap_info si;
+	/* every tier holds exactly the handles referenced (no leak), and its
+	   own records agree */
+	for (unsigned t = 0; t < TIER_MAX; t++) {
+		struct tier *tr = h->tier[t];
+		struct tier_info ti;
 		uint64_t distinct = 0;
 
-		swap_info(h->swap, &si);
+		if (!tr)
+			continue;
+		tr->ops->info(tr, &ti);
 		for (uint64_t i = 0; i < c->nslots; i++)
-			distinct += !i || c->slots[i] != c->slots[i - 1];
-		if (si.slots_used != distinct)
-			return fail(c, "swap: %llu slots in use, %llu referenced (a leak)",
-				    (unsigned long long)si.slots_used, (unsigned long long)distinct);
+			distinct += tkey_tier(c->slots[i]) == t &&
+				    (!i || c->slots[i] != c->slots[i - 1]);
+		if (ti.handles != distinct)
+			return fail(c, "tier %s: %llu handles in use, %llu referenced (a leak)",
+				    tr->ops->name, (unsigned long long)ti.handles,
+				    (unsigned long long)distinct);
+		rc = tr->ops->check(tr, c->err, c->errlen);
+		if (rc)
+			return rc;
 	}
-	return swap_check(h->swap, c->err, c->errlen);
+	return 0;
 }
 
 int host_check(struct umlmem_host *h, char *err, size_t errlen)

@@ -185,7 +185,7 @@ static void chunk_take(struct umlmem_host *h, uint64_t c)
 		struct frame *fr = &h->frames[c << FRAME_CHUNK_SHIFT];
 
 		for (unsigned i = 0; i < FRAME_CHUNK; i++)
-			fr[i] = (struct frame){ .slot = SLOT_NONE, .flags = F_FRESH };
+			fr[i] = (struct frame){ .slot = TKEY_NONE, .flags = F_FRESH };
 		h->chunk[c] &= ~CHUNK_GONE;
 		h->chunks_gone--;
 	}
@@ -252,7 +252,7 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 		}
 	} else {
 		f = h->nmade++;
-		h->frames[f].slot = SLOT_NONE;
+		h->frames[f].slot = TKEY_NONE;
 		h->frames[f].flags = F_FRESH;
 	}
 	h->nfree--;
@@ -265,15 +265,34 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 	return 0;
 }
 
-void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s)
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t k)
 {
-	h->frames[f].slot = s;
-	swap_cache_set(h->swap, s, (uint32_t)f + 1);
+	h->frames[f].slot = k;
+	tcache_set(h, k, (uint32_t)f + 1);
 }
 
 void host_wait(struct umlmem_host *h)
 {
 	pthread_cond_wait(&h->cond, &h->lock);
+}
+
+bool host_yield(struct umlmem_host *h)
+{
+	uint32_t waiting = __atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED);
+	uint64_t want = h->lock_entries + waiting;
+
+	if (!waiting)
+		return false;
+	/* Every thread counted now gets in before this one goes on: each
+	   entry is broadcast by host_lock() under the lock, so no wake-up is
+	   lost; a waiter that is not counted yet is served at the next step. */
+	h->yielders++;
+	while (__atomic_load_n(&h->lock_waiters, __ATOMIC_RELAXED) &&
+	       (int64_t)(h->lock_entries - want) < 0)
+		pthread_cond_wait(&h->yield_cond, &h->lock);
+	h->yielders--;
+	h->yields++;
+	return true;
 }
 
 void frame_put(struct umlmem_host *h, uint64_t f)
@@ -288,7 +307,7 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 	fr->refs = 0;
 	fr->pins = 0;
 	fr->flags = 0;
-	fr->slot = SLOT_NONE;
+	fr->slot = TKEY_NONE;
 	h->free[h->nstack++] = (uint32_t)f;
 	h->nfree++;
 	if (!LOAD(&h->trim_due) && trim_due(h))
@@ -299,10 +318,10 @@ void frame_drop_slot(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
 
-	if (fr->slot != SLOT_NONE) {
-		swap_cache_set(h->swap, fr->slot, 0);
-		swap_unref(h->swap, fr->slot, 1);
-		fr->slot = SLOT_NONE;
+	if (fr->slot != TKEY_NONE) {
+		tcache_set(h, fr->slot, 0);
+		tier_unref(h, fr->slot, 1);
+		fr->slot = TKEY_NONE;
 	}
 }
 
@@ -397,9 +416,9 @@ void frames_trim_locked(struct umlmem_host *h)
 		h->nstack -= n;
 		h->nfree -= n;
 		h->ntrim = n;
-		pthread_mutex_unlock(&h->lock);
+		host_unlock(h);
 		ok = punch(h, b, n);
-		pthread_mutex_lock(&h->lock);
+		host_lock(h);
 		/* Back between the cold frames and the warm ones (frame_take
 		   may have used up some of either meanwhile), the lowest
 		   numbered on top so that it is reused first. */
@@ -437,7 +456,7 @@ void frames_trim(struct umlmem_host *h)
 {
 	if (!LOAD(&h->trim_due))
 		return;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	frames_trim_locked(h);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 }

@@ -26,24 +26,39 @@
 
 #define TOP_SHIFT (PT_LEAF_BITS + PT_DIR_BITS)
 
-void umlmem_guest_config_init(struct umlmem_guest_config *cfg)
+int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size)
 {
-	if (cfg)
-		memset(cfg, 0, sizeof(*cfg));
+	struct umlmem_guest_config d = { 0 };
+
+	clearerr_tls();
+	if (!cfg)
+		return seterr(-EINVAL, "umlmem_guest_config_init: cfg is NULL");
+	if (size < ABI_GUEST_CONFIG_SIZE_0_1)
+		return seterr(-EINVAL, "struct umlmem_guest_config: size %zu is below %u, the size "
+			      "of its first release: pass sizeof(struct umlmem_guest_config)",
+			      size, ABI_GUEST_CONFIG_SIZE_0_1);
+	abi_copy_out(cfg, size, &d, sizeof(d));
+	return 0;
 }
 
 #define GUEST_FLAGS UMLMEM_GUEST_NOMERGE
 
-int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
-			umlmem_guest **out)
+int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *ucfg,
+			      size_t size, umlmem_guest **out)
 {
+	struct umlmem_guest_config c = { 0 };
+	const struct umlmem_guest_config *cfg = &c;
 	struct umlmem_guest *g;
+	int rc;
 
 	clearerr_tls();
-	if (!h || !cfg || !out)
+	if (!h || !ucfg || !out)
 		return seterr(-EINVAL, "umlmem_guest_create: %s is NULL",
-			      !h ? "host" : !cfg ? "cfg" : "guest");
+			      !h ? "host" : !ucfg ? "cfg" : "guest");
 	*out = NULL;
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_GUEST_CONFIG_SIZE_0_1, "umlmem_guest_config");
+	if (rc)
+		return rc;
 	if (!cfg->ram_bytes || cfg->ram_bytes > UMLMEM_MAX_GUEST_BYTES)
 		return seterr(-EINVAL, "ram_bytes %llu is out of range: a guest holds 1 byte "
 			      "to %llu bytes (128 TiB)", (unsigned long long)cfg->ram_bytes,
@@ -70,16 +85,16 @@ int umlmem_guest_create(umlmem_host *h, const struct umlmem_guest_config *cfg,
 	g->meta_bytes = sizeof(*g) + g->ntop * sizeof(*g->top);
 	g->zero = g->npages;
 
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	g->next = h->guests;
 	if (h->guests)
 		h->guests->prev = g;
 	h->guests = g;
 	h->nguests++;
 	h->ram_pages += g->npages;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	*out = g;
-	return 0;
+	return api_done(h, 0);
 }
 
 void umlmem_guest_destroy(umlmem_guest *g)
@@ -90,7 +105,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	if (!g)
 		return;
 	h = g->host;
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	/* the view goes first, so that the zaps below need no system calls */
 	last_view = native_unmap_locked(g);
 	/* a handler may be in the middle of a fault on it (a second message
@@ -108,10 +123,12 @@ void umlmem_guest_destroy(umlmem_guest *g)
 		g->next->prev = g->prev;
 	h->nguests--;
 	h->ram_pages -= g->npages;
-	pthread_mutex_unlock(&h->lock);
+	/* frames the pool no longer needs go back to the free list */
+	tier_balance(h);
+	host_unlock(h);
 	if (last_view)
 		native_stop(h);
-	swap_punch_pending(h->swap);
+	tier_maintain(h);
 	frames_trim(h);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {
@@ -123,6 +140,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	}
 	free(g->top);
 	free(g);
+	api_done(h, 0);
 }
 
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)

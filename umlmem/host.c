@@ -3,8 +3,9 @@
  * host.c: the host object (one physical memory budget), its configuration,
  * its statistics and the error reporting every call shares.
  *
- * A host owns the frame store (frames.c), the swap set and its I/O engine
- * (swapfiles/), the pager (pager.c) and the list of its guests (guest.c).
+ * A host owns the frame store (frames.c), the tiers below it (tier.c: the
+ * swap set and its I/O engine, swapfiles/), the pager (pager.c) and the
+ * list of its guests (guest.c).
  * host->lock, declared in internal.h, guards all of them but the engine,
  * which is thread-safe by itself.
  *
@@ -48,6 +49,25 @@ const char *umlmem_errmsg(void)
 	return errbuf;
 }
 
+int api_done(struct umlmem_host *h, int rc)
+{
+	if (!rc)
+		clearerr_tls();
+#if UMLMEM_DEBUG
+	if (h) {
+		char err[512];
+
+		if (host_check(h, err, sizeof(err))) {
+			fprintf(stderr, "umlmem: invariant violated after a call: %s\n", err);
+			abort();
+		}
+	}
+#else
+	(void)h;
+#endif
+	return rc;
+}
+
 /* The codes the library returns, in its own words; anything else falls
    back to the C library's description. */
 static const struct {
@@ -84,17 +104,42 @@ const char *umlmem_strerror(int err)
 	return s ? s : "unknown error";
 }
 
-void umlmem_host_config_init(struct umlmem_host_config *cfg)
+static void host_config_defaults(struct umlmem_host_config *cfg)
 {
-	if (!cfg)
-		return;
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->swap_files = 1;
 	cfg->io = UMLMEM_IO_AUTO;
 }
 
+int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size)
+{
+	struct umlmem_host_config d;
+
+	clearerr_tls();
+	if (!cfg)
+		return seterr(-EINVAL, "umlmem_host_config_init: cfg is NULL");
+	if (size < ABI_HOST_CONFIG_SIZE_0_1)
+		return seterr(-EINVAL, "struct umlmem_host_config: size %zu is below %u, the size "
+			      "of its first release: pass sizeof(struct umlmem_host_config)",
+			      size, ABI_HOST_CONFIG_SIZE_0_1);
+	host_config_defaults(&d);
+	abi_copy_out(cfg, size, &d, sizeof(d));
+	return 0;
+}
+
 #define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
 #define MAX_RECLAIM_BATCH 4096u
+#ifndef UMLMEM_COMPRESS_AUTO_ON
+#define UMLMEM_COMPRESS_AUTO_ON 0
+#endif
+
+/* Whether the host gets a compressed pool: AUTO is what measured best on
+   this project's benchmark (README, "The memory hierarchy"). */
+static bool compress_on(const struct umlmem_host_config *c)
+{
+	return c->compress == UMLMEM_COMPRESS_LZ4 || c->compress == UMLMEM_COMPRESS_ZSTD ||
+	       (c->compress == UMLMEM_COMPRESS_AUTO && UMLMEM_COMPRESS_AUTO_ON);
+}
 
 static int check_config(const struct umlmem_host_config *c)
 {
@@ -133,23 +178,42 @@ static int check_config(const struct umlmem_host_config *c)
 			      "%llu frames", (unsigned long long)c->reclaim_low,
 			      (unsigned long long)c->reclaim_high,
 			      (unsigned long long)(c->resident_bytes / PAGE_SIZE));
+	if ((unsigned)c->compress > UMLMEM_COMPRESS_ZSTD)
+		return seterr(-EINVAL, "compress %d is not one of UMLMEM_COMPRESS_AUTO, _OFF, _LZ4, "
+			      "_ZSTD", (int)c->compress);
+	if (c->compress_pool_bytes > c->resident_bytes)
+		return seterr(-EINVAL, "compress_pool_bytes %llu exceeds the budget (resident_bytes "
+			      "%llu): the pool is part of the budget",
+			      (unsigned long long)c->compress_pool_bytes,
+			      (unsigned long long)c->resident_bytes);
+	if (c->swap_uri)
+		return seterr(-EOPNOTSUPP, "swap_uri '%s': swap on a network block device is not "
+			      "supported by this version; leave swap_uri NULL to swap to files in "
+			      "swap_dir", c->swap_uri);
 	if (c->reclaim_batch > MAX_RECLAIM_BATCH)
 		return seterr(-EINVAL, "reclaim_batch %u is above the limit of %u",
 			      c->reclaim_batch, MAX_RECLAIM_BATCH);
 	return 0;
 }
 
-int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
+int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
+			     umlmem_host **out)
 {
+	struct umlmem_host_config c;
+	const struct umlmem_host_config *cfg = &c;
 	struct umlmem_host *h;
 	const char *dir;
 	char err[512];
 	int rc;
 
 	clearerr_tls();
-	if (!cfg || !out)
-		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", cfg ? "host" : "cfg");
+	if (!ucfg || !out)
+		return seterr(-EINVAL, "umlmem_host_create: %s is NULL", ucfg ? "host" : "cfg");
 	*out = NULL;
+	host_config_defaults(&c);
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_HOST_CONFIG_SIZE_0_1, "umlmem_host_config");
+	if (rc)
+		return rc;
 	rc = check_config(cfg);
 	if (rc)
 		return rc;
@@ -184,8 +248,17 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	}
 	strcpy(h->swap_dir, dir);
 	h->cfg.swap_dir = h->swap_dir;
-	pthread_mutex_init(&h->lock, NULL);
+	{
+		/* adaptive: holds are short, a spin is cheaper than a sleep */
+		pthread_mutexattr_t ma;
+
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&h->lock, &ma);
+		pthread_mutexattr_destroy(&ma);
+	}
 	pthread_cond_init(&h->cond, NULL);
+	pthread_cond_init(&h->yield_cond, NULL);
 
 	rc = frames_init(h);
 	if (rc)
@@ -205,6 +278,18 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
 	}
+	rc = tcache_init(h);
+	if (!rc)
+		rc = tier_swap_create(h, &h->tier[TIER_SWAP]);
+	if (rc)
+		goto fail;
+	h->tier_out = h->tier[TIER_SWAP];
+	if (compress_on(cfg)) {
+		rc = zpool_create(h, h->tier[TIER_SWAP], &h->tier[TIER_POOL]);
+		if (rc)
+			goto fail;
+		h->tier_out = h->tier[TIER_POOL];
+	}
 	rc = dedup_init(h);
 	if (!rc)
 		rc = pager_start(h);
@@ -213,7 +298,7 @@ int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **out)
 	if (rc)
 		goto fail;
 	*out = h;
-	return 0;
+	return api_done(h, 0);
 fail:
 	umlmem_host_destroy(h);
 	return rc;
@@ -229,6 +314,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	native_stop(h);
+	tiers_fini(h);
 	if (h->io)
 		io_engine_destroy(h->io);
 	if (h->swap)
@@ -236,6 +322,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	dedup_fini(h);
 	frames_fini(h);
 	pthread_cond_destroy(&h->cond);
+	pthread_cond_destroy(&h->yield_cond);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -259,15 +346,15 @@ static void add_events(struct umlmem_stats *s, const struct counters *c)
 #undef X
 }
 
-int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
+int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
 	struct swap_info si;
 
 	clearerr_tls();
-	if (!h || !s)
+	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_stats: %s is NULL", h ? "stats" : "host");
-	memset(s, 0, sizeof(*s));
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next) {
 		s->resident_pages += g->resident;
 		s->swapped_pages += g->swapped;
@@ -278,10 +365,11 @@ int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s)
 	s->shared_frames = h->shared_frames;
 	s->sharing_pages = h->sharing_pages;
 	add_events(s, &h->ev);
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	/* st_blocks is read outside host->lock: fstat may wait on the disk */
 	swap_info(h->swap, &si);
 	s->swap_disk_bytes = si.disk_bytes;
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }
 
@@ -294,7 +382,7 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	clearerr_tls();
 	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_info: %s is NULL", h ? "info" : "host");
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);
 	i.frames_total = h->nframes;
 	i.frames_free = h->nfree + h->ntrim;
 	i.frames_cached = h->cached;
@@ -333,7 +421,7 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.meta_bytes = sizeof(*h) + frames_meta_bytes(h) + dedup_table_bytes(h);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next)
 		i.meta_bytes += g->meta_bytes;
-	pthread_mutex_unlock(&h->lock);
+	host_unlock(h);
 	/* the store's blocks: the memory its frames really hold */
 	if (fstat(h->store_fd, &st) == 0)
 		i.store_bytes = (uint64_t)st.st_blocks * 512;
@@ -341,17 +429,20 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.swap_slots_used = si.slots_used;
 	i.swap_slots_cap = si.slots_cap;
 	i.swap_punches = si.punches;
-	memcpy(out, &i, size < sizeof(i) ? size : sizeof(i));
+	if (h->tier[TIER_POOL])
+		zpool_info(h->tier[TIER_POOL], &i);
+	abi_copy_out(out, size, &i, sizeof(i));
 	return 0;
 }
 
-int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
+int umlmem_guest_stats_sized(umlmem_guest *g, struct umlmem_stats *out, size_t size)
 {
+	struct umlmem_stats st = { 0 }, *s = &st;
+
 	clearerr_tls();
-	if (!g || !s)
+	if (!g || !out)
 		return seterr(-EINVAL, "umlmem_guest_stats: %s is NULL", g ? "stats" : "guest");
-	memset(s, 0, sizeof(*s));
-	pthread_mutex_lock(&g->host->lock);
+	host_lock(g->host);
 	s->ram_pages = g->npages;
 	s->resident_pages = g->resident;
 	s->swapped_pages = g->swapped;
@@ -359,6 +450,7 @@ int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s)
 	add_events(s, &g->ev);
 	s->io_errors = 0;
 	s->checksum_errors = 0;
-	pthread_mutex_unlock(&g->host->lock);
+	host_unlock(g->host);
+	abi_copy_out(out, size, s, sizeof(*s));
 	return 0;
 }

@@ -6,12 +6,14 @@
  *
  * Locking. Each lock is documented where it is declared; in order:
  *   host->lock   one mutex per host: page tables, frame table, free list,
- *                pager state, counters. Never held across swap I/O: a page
- *                being read in is PTE_BUSY and a frame being written out is
+ *                pager state, the swap cache (tier.c), counters. Never held
+ *                across tier I/O: a page being read in is PTE_BUSY and a
+ *                frame being written out is
  *                F_BUSY while the lock is dropped, and whoever needs such a
  *                page waits on host->cond.
- *   swap->lock   leaf lock inside the swap set (swapfiles/swap.h); taken
- *                under host->lock by the swap_* calls, or alone.
+ *   tier locks   leaf locks inside each tier (tier.h), e.g. swap->lock in
+ *                the swap set (swapfiles/swap.h); taken under host->lock by
+ *                the tier calls, or alone.
  *   engine locks internal to the I/O engines; taken with no umlmem lock held.
  *   mmap_lock    the kernel's, of this process: taken by the mmap, madvise
  *                and userfaultfd calls of native.c, which make them under
@@ -20,6 +22,30 @@
  *                needs it): the copy calls bounce user buffers that may lie
  *                in one (see native_bounce()).
  *   err (TLS)    the per-thread error message needs no lock.
+ *
+ * Faults first. Two kinds of threads take host->lock: foreground ones,
+ * serving a guest's access (the copy and pin calls, native faults), which
+ * someone is waiting for, and background work that nobody waits for: the
+ * merge scanner (its thread, or a umlmem_dedup_scan() call) and the reclaim
+ * thread. Background work runs in steps of one page (the scanner) or one
+ * batch (reclaim), and between steps calls host_yield(): when a foreground
+ * thread is blocked in host_lock() (host->lock_waiters), it lets every
+ * thread that was waiting take the lock first (host->lock_entries counts
+ * them in) and only then goes on. A mutex alone cannot do this: glibc's is
+ * not fair, and a thread that unlocks and locks again takes the lock back
+ * before a sleeping waiter has even been woken (tens of microseconds when
+ * it slept on the other CPU). So a fault waits for at most one step of
+ * background work, whatever the scanner's settings. The mutex is adaptive
+ * (it spins a little before sleeping): most holds are a few microseconds,
+ * shorter than a sleep and a wake-up.
+ *
+ * Why one lock. Every fault needs the frame table, the free list and the
+ * pager, whatever the guest: a lock per guest alone would only move the
+ * contention to those. A split that pays needs them all apart (guest page
+ * tables, per-CPU free frames, the pager's hand, striped frame locks); see
+ * README, "Threads and the host lock", for how far one lock goes and that
+ * split. Reads of resident pages, the hottest path, take no lock at all
+ * (below).
  *
  * Lock-free reads. umlmem_read() of a resident page takes no lock: it loads
  * the entry, copies from the frame and checks the guest's sequence count
@@ -40,6 +66,7 @@
 #include "umlmem.h"
 #include "swap.h"
 #include "dedup.h"
+#include "tier.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE  UMLMEM_PAGE_SIZE
@@ -59,15 +86,17 @@
 /* ---- page table entries ------------------------------------------------
  * One 64-bit entry per guest page; the low two bits say what it is and the
  * rest is the payload:
- *   PTE_ZERO   0                no frame, no slot: reads as zeros
+ *   PTE_ZERO   0                no frame, no stored copy: reads as zeros
  *   PTE_FRAME  frame << 2 | 1   content in frame (private or shared)
- *   PTE_SLOT   slot << 2 | 2    content only in swap slot
- *   PTE_BUSY   3                being read in from swap; waiters sleep on host->cond
+ *   PTE_STORED key << 2 | 2     content only in a tier below the frames: the
+ *                               store key (tier, handle) of tier.h
+ *   PTE_BUSY   3                being read in from a tier; waiters sleep on host->cond
+ * (tier.c draws the states and their transitions.)
  * A zero-filled leaf is all PTE_ZERO, so lazily allocated chunks need no
  * initialisation beyond calloc.
  */
 typedef uint64_t pte_t;
-enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_SLOT = 2, PTE_BUSY = 3 };
+enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
 #define PTE_TYPE(e)      ((unsigned)((e) & 3))
 #define PTE_VAL(e)       ((e) >> 2)
 #define PTE_MK(type, v)  (((uint64_t)(v) << 2) | (type))
@@ -85,14 +114,15 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_SLOT = 2, PTE_BUSY = 3 };
  * Frame n is bytes [n * 4096, (n + 1) * 4096) of the frame store.
  *
  * Invariants (checked by host_check):
- *  - refs == 0 and slot == NONE <=> the frame is on the free list (or being
- *    read into, F_BUSY); refs == 0 and slot != NONE: a cached copy that no
- *    page maps yet (read ahead), evictable at no cost;
+ *  - refs == 0 and slot == TKEY_NONE <=> the frame is on the free list (or
+ *    being read into, F_BUSY); refs == 0 and slot != TKEY_NONE: a cached
+ *    copy that no page maps yet (read ahead), evictable at no cost;
  *  - refs == number of page table entries PTE_FRAME(n); the first mapper is
  *    (g, idx), further ones (shared frames) are in more[0 .. refs - 2];
- *  - slot != SLOT_NONE: that slot holds exactly the frame's content, this
- *    frame holds one reference on it (the page is clean), and the swap
- *    cache names this frame for that slot;
+ *  - slot != TKEY_NONE: the store key (tier, handle) whose content is
+ *    exactly the frame's; this frame holds one reference on it (the page
+ *    is clean), and the swap cache (tier.c) names this frame for that key
+ *    and names no frame for any other key;
  *  - pins > 0: the pager and the dedup scanner leave the frame alone;
  *  - F_BUSY with refs > 0: being written out; its content must not change
  *    (writers, pinners, discard wait), readers may still copy from it.
@@ -108,6 +138,9 @@ enum {
 	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
+	F_POOL  = 0x20,  /* lent to a tier that keeps its data in frames (the
+			    compressed pool, zpool.c): no mapper, no copy, not
+			    free; only that tier touches its bytes */
 };
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
@@ -121,16 +154,20 @@ enum {
 	NV_RW     = 0x4, /* ... and writable */
 };
 
-/* Readahead: a swap-in that continues a run of faults on ascending slots
-   (each within RA_GAP of the last) also reads the next slots, RA_MIN at the
-   start of a run, doubling per fault up to RA_MAX, into frames that stay
-   unmapped in the swap cache until their page is faulted. */
+/* host->nv_state: see struct umlmem_host. */
+enum { NV_OFF = 0, NV_ON, NV_STOPPING };
+
+/* Readahead: a load that continues a run of faults on ascending handles of
+   one tier (each within RA_GAP of the last) also reads the next live
+   handles, RA_MIN at the start of a run, doubling per fault up to RA_MAX,
+   into frames that stay unmapped in the swap cache until their page is
+   faulted. */
 #define RA_GAP 8
 #define RA_MIN 8
 #define RA_MAX 64
 
 struct ra_page {
-	uint64_t f, slot;
+	uint64_t f, key;        /* frame, store key read into it */
 };
 
 struct rmap {
@@ -140,7 +177,7 @@ struct rmap {
 };
 
 struct frame {
-	uint64_t slot;          /* clean copy in swap, or SLOT_NONE */
+	uint64_t slot;          /* store key of a clean copy below, or TKEY_NONE */
 	struct umlmem_guest *g; /* first mapper */
 	uint64_t idx;           /* its page index */
 	struct rmap *more;      /* further mappers of a shared frame (refs - 1) */
@@ -191,7 +228,7 @@ struct umlmem_guest {
 	   lock; destroy waits for none (host->cond), under host->lock */
 	uint32_t nv_serving;
 	/* readahead state, under host->lock */
-	uint64_t ra_last;      /* slot of the last swap-in */
+	uint64_t ra_last;      /* store key of the last load */
 	unsigned ra_run;       /* faults in the current ascending run */
 };
 
@@ -203,6 +240,16 @@ struct umlmem_host {
 	/* Broadcast (under lock) when an I/O completes: PTE_BUSY entries and
 	   F_BUSY frames have changed state. */
 	pthread_cond_t cond;
+	/* Faults first (see "Faults first" above). lock_waiters: threads
+	   blocked in host_lock(), atomic, changed without the lock. The rest
+	   under lock: lock_entries counts acquisitions through host_lock();
+	   yielders are background threads in host_yield(), sleeping on
+	   yield_cond, which host_lock() broadcasts while there are any. */
+	uint32_t lock_waiters;
+	uint32_t yielders;
+	uint64_t lock_entries;
+	pthread_cond_t yield_cond;
+	uint64_t yields;              /* host_yield() calls that let someone in */
 
 	struct umlmem_host_config cfg;
 	char swap_dir[4096];
@@ -255,8 +302,15 @@ struct umlmem_host {
 	pthread_cond_t kcond;         /* wakes the reclaim thread; with lock */
 	uint64_t kwakeups;
 
-	struct swap *swap;            /* own lock, leaf */
+	struct swap *swap;            /* own lock, leaf; the swap tier's */
 	struct io_engine *io;         /* thread-safe; fixed after create */
+	/* the tiers below the frames by id (tier.h), fixed after create; the
+	   pager writes out to tier_out */
+	struct tier *tier[TIER_MAX];
+	struct tier *tier_out;
+	/* the swap cache: store key -> frame + 1 (tier.c), under lock */
+	struct tc_ent *tc;
+	uint64_t tc_mask, tc_n;
 	char io_why[256];
 
 	struct umlmem_guest *guests;  /* list head */
@@ -265,6 +319,11 @@ struct umlmem_host {
 	struct counters ev;           /* host-wide, including destroyed guests */
 
 	/* native mode (native.c), under lock unless marked */
+	/* NV_OFF: no handler, uffd -1; NV_ON: handlers serve uffd; NV_STOPPING:
+	   the thread that set it (native_stop()) joins the handlers and closes
+	   uffd and nv_stopfd with the lock dropped, and alone touches them;
+	   umlmem_guest_map() waits on cond until NV_OFF. */
+	unsigned nv_state;
 	int uffd;                     /* -1 until the first guest is mapped */
 	int nv_stopfd;                /* eventfd that stops the handler threads */
 	unsigned nv_nthreads;
@@ -275,6 +334,26 @@ struct umlmem_host {
 	uint64_t nv_cpu_sampled, nv_cpu_local;
 
 };
+
+/* Takes host->lock for a foreground thread (one serving an access): a
+   thread that finds it held is counted in lock_waiters while it waits, so
+   that background work steps aside (host_yield). */
+static inline void host_lock(struct umlmem_host *h)
+{
+	if (pthread_mutex_trylock(&h->lock)) {
+		__atomic_add_fetch(&h->lock_waiters, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&h->lock);
+		__atomic_sub_fetch(&h->lock_waiters, 1, __ATOMIC_RELAXED);
+	}
+	h->lock_entries++;
+	if (h->yielders)
+		pthread_cond_broadcast(&h->yield_cond);
+}
+
+static inline void host_unlock(struct umlmem_host *h)
+{
+	pthread_mutex_unlock(&h->lock);
+}
 
 static inline void seq_begin(struct umlmem_guest *g)
 {
@@ -311,11 +390,18 @@ void native_quiesce(struct umlmem_host *h, uint64_t f);
    it are not seen. Caller holds host->lock. */
 bool native_writable(struct umlmem_host *h, uint64_t f);
 /* Unmaps g's native view, if any. Caller holds host->lock; returns true
-   when it was the host's last mapped guest (then call native_stop() once
-   the lock is dropped). */
+   when it was the host's last mapped guest: the host is then NV_STOPPING,
+   and the caller must call native_stop() once the lock is dropped. */
 bool native_unmap_locked(struct umlmem_guest *g);
-/* Stops the handler threads once no guest is mapped. No lock held. */
+/* Stops the handler threads when the host is NV_STOPPING (only the caller
+   that made it so calls it), else does nothing. No lock held. */
 void native_stop(struct umlmem_host *h);
+/* Test hook: each step of native.c that can fail for want of a resource
+   asks it first; a negative errno makes the step fail with it. */
+enum native_step { NV_STEP_THREAD, NV_STEP_PLACEHOLDER, NV_STEP_MREMAP };
+extern int (*native_fail_hook)(enum native_step step);
+/* Test hook: called by native_stop() before it stops anything. */
+extern void (*native_stop_hook)(struct umlmem_host *h);
 /* True when a user buffer of a copy call must be bounced through a page of
    the caller's stack before host->lock is taken: some guest of the process
    is mapped, and the buffer might lie in its view. */
@@ -349,10 +435,36 @@ static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 /* Record the calling thread's message for umlmem_errmsg(); returns err. */
 int  seterr(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void clearerr_tls(void);
+/* Ends every public call that may change @h (NULL: none left): a success
+   (@rc 0) empties the thread's message, so umlmem_errmsg() is "" after a
+   success and describes the failure after a failure, whatever failed and
+   was recovered inside the call; with UMLMEM_DEBUG, every invariant of @h
+   is checked (host_check) and a violation aborts with its message.
+   Returns @rc. Caller holds no lock. */
+int  api_done(struct umlmem_host *h, int rc);
 static inline void *frame_addr(const struct umlmem_host *h, uint64_t f)
 {
 	return h->store + (f << PAGE_SHIFT);
 }
+
+/* ---- abi.c -------------------------------------------------------------- */
+/* The sizes of the structs of the 0.1 header, up to the end of their last
+   field (tail padding left out: a later field may take its place): the
+   smallest config a caller may pass, and what the 0.1 entry points take a
+   struct to be. */
+#define ABI_HOST_CONFIG_SIZE_0_1  68u
+#define ABI_GUEST_CONFIG_SIZE_0_1 24u
+#define ABI_STATS_SIZE_0_1        112u
+/* Copies the caller's struct @what (@usize bytes at @u) into the library's
+   (@ksize bytes at @k, holding the defaults): the fields the caller lacks
+   keep them. Returns 0, or -EINVAL with a message when @usize is below
+   @min, or when the caller's struct is larger and a byte beyond @ksize is
+   not zero. Never reads beyond @usize bytes of @u. */
+int  abi_copy_in(void *k, size_t ksize, const void *u, size_t usize, size_t min,
+		 const char *what);
+/* Copies the library's struct (@ksize bytes at @k) out to the caller's
+   (@usize bytes at @u): as much as both have, then zeros beyond @ksize. */
+void abi_copy_out(void *u, size_t usize, const void *k, size_t ksize);
 
 /* ---- frames.c ----------------------------------------------------------- */
 int  frames_init(struct umlmem_host *h);
@@ -365,13 +477,19 @@ void frames_fini(struct umlmem_host *h);
 int  frame_get(struct umlmem_host *h, bool zero, uint64_t *f);
 /* Sleeps on host->cond until an I/O completes. Caller holds host->lock. */
 void host_wait(struct umlmem_host *h);
+/* Background work between two steps: if foreground threads are waiting for
+   host->lock, sleeps (lock dropped) until each of them has had it. Caller
+   holds host->lock and nothing of its own that those threads could need
+   (no PTE_BUSY entry, no F_BUSY frame). Returns true when it let someone in. */
+bool host_yield(struct umlmem_host *h);
 /* Takes a free frame, never reclaiming: -ENOMEM when none is free. */
 int  frame_take(struct umlmem_host *h, uint64_t *f);
-/* Frame @f now holds a clean copy of slot @s, and holds a reference on it. */
-void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t s);
+/* Frame @f now holds a clean copy of store key @k, and holds a reference
+   on it; the swap cache names @f for @k. */
+void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t k);
 /* Returns an unmapped frame (refs already 0, slot released) to the free list. */
 void frame_put(struct umlmem_host *h, uint64_t f);
-/* Drops the clean swap copy of frame @f (the page is about to change). */
+/* Drops the clean stored copy of frame @f (the page is about to change). */
 void frame_drop_slot(struct umlmem_host *h, uint64_t f);
 /* Gives the oldest warm free frames back to the kernel while trim_due()
    says so, a batch at a time. Caller holds host->lock, which is dropped
@@ -399,7 +517,8 @@ int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t 
    @for_write breaks sharing and drops the clean swap copy. Caller holds
    host->lock; it may be dropped and retaken while waiting for I/O. */
 int  page_fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole, uint64_t *f);
-/* Puts page @idx back to ZERO, freeing its frame or slot. Caller holds host->lock. */
+/* Puts page @idx back to ZERO, freeing its frame or stored copy. Caller
+   holds host->lock. */
 void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e);
 /* Adds mapper (g, idx) to frame @f: the first in the frame itself, any
    further one (a shared frame) in fr->more; keeps the sharing counts.
@@ -411,7 +530,7 @@ void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_
    -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
    host->lock. */
 int  range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force);
-/* Points every mapper of frame @f at @to (a PTE_SLOT entry, whose slot
+/* Points every mapper of frame @f at @to (a PTE_STORED entry, whose key
    already holds one reference per mapper, or PTE_ZERO) and frees the frame.
    Caller holds host->lock. */
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
@@ -422,17 +541,10 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
    frames freed, *pages (may be NULL) the guest pages that left memory
    (fewer when cached copies were dropped, more when a shared frame was). */
 int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t *pages);
-/* Reads slot @slot into @buf and verifies its checksum, with no umlmem lock
-   held (the caller keeps the slot referenced). Returns 0, or -EIO with
-   *csum_bad telling a checksum mismatch from a failed read. */
-int  pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad);
-/* The same for @n pages (slot into frame) in one batch; res[i] is 0 or a
-   negative errno for each, and *csum_bad tells about page 0. */
-void pager_read_slots(struct umlmem_host *h, const struct ra_page *p, unsigned n, int *res,
-		      bool *csum_bad);
-/* Counts the outcome of a pager_read_slot() on @g and the host and words
-   the error. Caller holds host->lock. */
-int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad);
+/* Counts the outcome @rc of a tier load for page of @g on @g and the host
+   and words the error: -EBADMSG (content not proven) is a checksum error,
+   any other failure an I/O error; both return -EIO. Caller holds host->lock. */
+int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc);
 /* Starts and stops the background reclaim thread. */
 bool page_is_zero(const uint8_t *p);
 int  pager_start(struct umlmem_host *h);

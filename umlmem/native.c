@@ -17,9 +17,10 @@
  * The handler serves a fault with page_fault(), the same call the copy
  * path uses (zero fill, swap-in, copy on write), and then makes the view
  * of page idx point at its frame: mmap of the frame over the page and
- * UFFDIO_REGISTER when the view pointed elsewhere (NV_MAPPED clear), then
- * UFFDIO_CONTINUE, which installs the page table entry and wakes the
- * faulting thread. A frame that is shared, has a clean copy in swap, or is
+ * UFFDIO_REGISTER when the view pointed elsewhere (NV_MAPPED clear; see
+ * view_map() for how no access slips in between), then UFFDIO_CONTINUE,
+ * which installs the page table entry and wakes the faulting thread. A
+ * frame that is shared, has a clean copy in swap, or is
  * being written out is installed write-protected; the store then faults
  * with UFFD_PAGEFAULT_FLAG_WP, and page_fault(for_write) breaks the sharing
  * or drops the clean copy before the protection is lifted. So a native
@@ -85,10 +86,14 @@
  * zaps the entries first and compares again (native_quiesce).
  *
  * Errors. A fault that cannot be served (a swap read that keeps failing, a
- * budget that stays pinned) cannot return an error to a load instruction.
- * The handler retries for a while, then sends SIGBUS to the faulting
- * thread, as the kernel does when a swap device fails; the page's data
- * stays where it was.
+ * budget that stays pinned, a mapping or a thread that cannot be had)
+ * cannot return an error to a load instruction. The handler retries for a
+ * while, then sends SIGBUS to the faulting thread, as the kernel does when
+ * a swap device fails; the page's data stays where it was. A failed access
+ * counts once in io_errors or checksum_errors, however often it was tried.
+ * Signals are the program's: umlmem installs no handler, so a SIGSEGV in a
+ * view (the program write-protected part of it) reaches the program as
+ * the kernel delivers it.
  *
  * Fork. A child would inherit the views without their registration, so
  * that its accesses would reach stale frames unseen: placeholders are
@@ -337,27 +342,45 @@ static void *remap_reader_main(void *arg)
 
 static void wake(struct umlmem_host *h, uint64_t addr);
 
-/* Makes each of the @n ranges at[i] of len[i] bytes one placeholder,
-   atomically (see above). Caller holds host->lock. */
-static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t *len,
-		       unsigned n)
+int (*native_fail_hook)(enum native_step step);
+
+/* -errno for a step the test hook makes fail, else 0. */
+static int fail_step(enum native_step step)
+{
+	return native_fail_hook ? native_fail_hook(step) : 0;
+}
+
+/* Moves each of the @n mappings from[i] of len[i] bytes, registered with
+   the host's userfaultfd, over to[i], atomically (see above). res[i] says
+   how each went: 0, or a negative errno, and then to[i] is as it was and
+   from[i] is unmapped. Returns the first error, or 0. Caller holds
+   host->lock. */
+static int views_move(struct umlmem_host *h, void *const *from, uint8_t *const *to,
+		      const uint64_t *len, unsigned n, int *res)
 {
 	struct remap_reader rr = { .h = h };
 	pthread_t t;
 	int rc = 0, err;
 
-	err = pthread_create(&t, NULL, remap_reader_main, &rr);
-	if (err)
-		return -err;
-	for (unsigned i = 0; i < n; i++) {
-		void *p;
-		int r = placeholder(h, len[i], &p);
-
-		if (!r && mremap(p, len[i], len[i], MREMAP_MAYMOVE | MREMAP_FIXED, at[i]) ==
-			  MAP_FAILED) {
-			r = -errno;
-			munmap(p, len[i]);
+	err = fail_step(NV_STEP_THREAD);
+	if (!err)
+		err = -pthread_create(&t, NULL, remap_reader_main, &rr);
+	if (err) {
+		for (unsigned i = 0; i < n; i++) {
+			munmap(from[i], len[i]);
+			res[i] = err;
 		}
+		return err;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int r = fail_step(NV_STEP_MREMAP);
+
+		if (!r && mremap(from[i], len[i], len[i], MREMAP_MAYMOVE | MREMAP_FIXED, to[i]) ==
+			  MAP_FAILED)
+			r = -errno;
+		if (r)
+			munmap(from[i], len[i]);
+		res[i] = r;
 		if (r && !rc)
 			rc = r;
 	}
@@ -369,59 +392,61 @@ static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t
 	/* a fault whose message was lost to a failed realloc: wake them all */
 	if (rr.lost)
 		for (unsigned i = 0; i < n; i++) {
-			struct uffdio_range r = { .start = (uintptr_t)at[i], .len = len[i] };
+			struct uffdio_range r = { .start = (uintptr_t)to[i], .len = len[i] };
 
 			ioctl(h->uffd, UFFDIO_WAKE, &r);
 		}
 	return rc;
 }
 
-/* ---- stores racing with a page being mapped -------------------------------- */
+#define NV_BATCH 64   /* views reset with one reader thread */
 
 /*
- * view_map() maps a frame that must be write-protected into a view
- * read-only, registers it, zaps any entry the kernel installed meanwhile (a
- * load in between reads the right frame, but its entry would not be
- * write-protected), and only then makes it writable. (A frame that may be
- * written is mapped writable at once: an access in between does what it
- * may do anyway.) A store in between is a SIGSEGV on an address in a view:
- * this handler returns, and the store runs again, by then through the
- * registered mapping. The signal may be delivered after the mapping is
- * complete, so the test is "inside a live view", not "inside a window".
- * Any other SIGSEGV goes to the handler that was there before.
+ * Makes each of the @n (at most NV_BATCH) ranges at[i] of len[i] bytes one
+ * placeholder, atomically. All that can fail for want of a resource (the
+ * placeholders, the reader thread) is done before any view changes. Should
+ * it fail, or a move fail, the ranges left as they were are zapped whole:
+ * they are registered views (missing and minor faults), so every access
+ * to them faults from then on, and the handler sees them as new. Returns 0
+ * when every range is a new placeholder; otherwise the first error, and
+ * some ranges keep their mappings (the caller cannot give them back to
+ * the process-wide count). Caller holds host->lock.
  */
+static int views_reset(struct umlmem_host *h, uint8_t *const *at, const uint64_t *len,
+		       unsigned n)
+{
+	void *p[NV_BATCH];
+	int res[NV_BATCH], rc = 0;
+	unsigned made;
+
+	for (made = 0; made < n; made++) {
+		rc = fail_step(NV_STEP_PLACEHOLDER);
+		if (!rc)
+			rc = placeholder(h, len[made], &p[made]);
+		if (rc)
+			break;
+	}
+	if (rc) {
+		for (unsigned i = 0; i < made; i++)
+			munmap(p[i], len[i]);
+		for (unsigned i = 0; i < n; i++)
+			res[i] = rc;
+	} else {
+		rc = views_move(h, p, at, len, n, res);
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (res[i])
+			madvise(at[i], len[i], MADV_DONTNEED);
+	return rc;
+}
+
+/* ---- the views of the process ------------------------------------------- */
+
+/* Every view of every host, for the fork handler. */
 #define NV_VIEWS 1024
 static struct { uintptr_t base, len; } nv_views[NV_VIEWS];   /* atomic fields */
 static pthread_mutex_t nv_views_lock = PTHREAD_MUTEX_INITIALIZER;   /* writers only */
-static struct sigaction nv_old_segv;
-static pthread_once_t nv_segv_once = PTHREAD_ONCE_INIT;
-
-static bool in_view(uintptr_t a)
-{
-	for (unsigned i = 0; i < NV_VIEWS; i++) {
-		uintptr_t b = __atomic_load_n(&nv_views[i].base, __ATOMIC_ACQUIRE);
-
-		if (b && a - b < __atomic_load_n(&nv_views[i].len, __ATOMIC_RELAXED))
-			return true;
-	}
-	return false;
-}
-
-static void nv_segv(int sig, siginfo_t *si, void *uc)
-{
-	if (si->si_code == SEGV_ACCERR && in_view((uintptr_t)si->si_addr)) {
-		sched_yield();
-		return;   /* the store runs again */
-	}
-	if (nv_old_segv.sa_flags & SA_SIGINFO) {
-		nv_old_segv.sa_sigaction(sig, si, uc);
-	} else if (nv_old_segv.sa_handler != SIG_DFL && nv_old_segv.sa_handler != SIG_IGN) {
-		nv_old_segv.sa_handler(sig);
-	} else {
-		/* no handler before: the fault happens again and kills */
-		signal(SIGSEGV, SIG_DFL);
-	}
-}
+static pthread_once_t nv_fork_once = PTHREAD_ONCE_INIT;
 
 /* In the child of a fork(): the views came along without their
    registration, so an access would reach stale frames unseen. Take them
@@ -435,15 +460,9 @@ static void nv_atfork_child(void)
 		}
 }
 
-static void nv_segv_install(void)
+static void nv_fork_install(void)
 {
 	pthread_atfork(NULL, NULL, nv_atfork_child);
-	struct sigaction sa = { 0 };
-
-	sa.sa_sigaction = nv_segv;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &nv_old_segv);
 }
 
 /* Enters or removes view [base, base + len); -ENOMEM when NV_VIEWS are in use. */
@@ -476,9 +495,13 @@ static void views_del(void *base)
    mapped guest). */
 static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 {
-	for (uint64_t f = 0; f < h->nframes; f++) {
+	for (uint64_t f = 0; f < h->nmade; f++) {
 		struct frame *fr = &h->frames[f];
 
+		if (frame_gone(h, f)) {
+			f |= FRAME_CHUNK - 1;   /* a chunk of free frames */
+			continue;
+		}
 		if (!(fr->refs && (fr->nv || fr->refs > 1)))
 			continue;
 		if (!g || fr->g == g)
@@ -491,12 +514,18 @@ static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 	}
 }
 
-/* Resets every view of the host to a placeholder; its mappings are given
-   back to the process-wide count. Caller holds host->lock. */
+/*
+ * Resets every view of the host to a placeholder; its mappings are given
+ * back to the process-wide count. Afterwards no view has a present entry
+ * (every access faults), so every mapper's NV_* state is forgotten, also
+ * when a reset failed (see views_reset()); but then the views that kept
+ * their mappings keep them counted, and the error is returned. Caller
+ * holds host->lock.
+ */
 static int flush(struct umlmem_host *h)
 {
-	uint8_t *at[64];
-	uint64_t len[64];
+	uint8_t *at[NV_BATCH];
+	uint64_t len[NV_BATCH];
 	unsigned n = 0;
 	int rc = 0, r;
 
@@ -505,7 +534,7 @@ static int flush(struct umlmem_host *h)
 			continue;
 		at[n] = g->nv_base;
 		len[n++] = g->npages << PAGE_SHIFT;
-		if (n == 64) {
+		if (n == NV_BATCH) {
 			r = views_reset(h, at, len, n);
 			rc = rc ? rc : r;
 			n = 0;
@@ -516,74 +545,110 @@ static int flush(struct umlmem_host *h)
 		rc = rc ? rc : r;
 	}
 	forget_views(h, NULL);
-	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
-	h->nv_vmas = 0;
+	if (!rc) {
+		__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
+		h->nv_vmas = 0;
+	}
 	h->nv_flushes++;
 	return rc;
 }
 
-/* mmap of one frame over one page of a view, read-only unless @writable, by
-   the raw system call: ThreadSanitizer's mmap interceptor takes a mapping
-   for a write to every byte of it, and would report every later access by
-   the faulting thread, which the kernel orders after it, as a race. */
-static void *view_mmap(void *a, int fd, uint64_t off, bool writable)
+/* mmap of one page of the frame store at @a (NULL: anywhere), readable and
+   writable, by the raw system call: ThreadSanitizer's mmap interceptor
+   takes a mapping for a write to every byte of it, and would report every
+   later access by the faulting thread, which the kernel orders after it,
+   as a race. */
+static void *frame_mmap(void *a, int fd, uint64_t off)
 {
-	long r = syscall(SYS_mmap, a, PAGE_SIZE, writable ? PROT_READ | PROT_WRITE : PROT_READ,
-			 MAP_SHARED | MAP_FIXED, fd, off);
+	long r = syscall(SYS_mmap, a, PAGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | (a ? MAP_FIXED : 0), fd, off);
 
 	/* glibc's syscall() returns -1 and sets errno on failure */
 	return r == -1 ? MAP_FAILED : (void *)r;
 }
 
-/* Points page idx of g's view at frame @f, registered for every fault kind. */
+static int register_page(struct umlmem_host *h, void *a)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)a, .len = PAGE_SIZE },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
+			UFFDIO_REGISTER_MODE_WP,
+	};
+
+	return ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+/*
+ * Pointing a page of a view at a frame. mmap(MAP_FIXED) and UFFDIO_REGISTER
+ * are two calls, and between them the page is a plain mapping of the
+ * frame that any thread, and the kernel on its behalf, reaches unseen.
+ * For a frame that may be written (private, dirty, not under I/O) that is
+ * harmless: such an access reaches the right frame and is allowed, as it
+ * will be after, so the frame is mapped in place, writable, and then
+ * registered. Any other frame must not take a store unseen, so its page
+ * is built and registered elsewhere and moved in with mremap, as
+ * views_reset() does: an access sees the old page (a placeholder, or a
+ * zapped view: it faults) or the new one, registered with no entry (it
+ * faults; install() then maps it write-protected). (Making the page
+ * read-only until registered instead would turn a kernel store in between,
+ * read(2) into the page or KVM's get_user_pages for write, into EFAULT,
+ * which nothing retries.)
+ */
 static int view_map(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f,
 		    bool writable)
 {
-	struct uffdio_register reg;
 	uint8_t *a = page_addr(g, idx);
-	uint64_t limit = LOAD(&nv_limit);
+	uint64_t limit = LOAD(&nv_limit), one = PAGE_SIZE;
+	void *p = NULL;
 	int rc = 0;
 
 	for (int tries = 0;; tries++) {
-		/* A frame that may be written (private, dirty, not under I/O)
-		   can be: an access before the registration reaches the right
-		   frame and is allowed, as it will be after. Any other frame
-		   stays read-only until registered: see nv_segv(). */
 		if (__atomic_add_fetch(&nv_used, 2, __ATOMIC_RELAXED) > limit ||
-		    view_mmap(a, h->store_fd, f << PAGE_SHIFT, writable) == MAP_FAILED) {
-			int err = errno;
+		    (p = frame_mmap(writable ? a : NULL, h->store_fd, f << PAGE_SHIFT)) ==
+			    MAP_FAILED) {
+			int err = p == MAP_FAILED ? errno : ENOMEM;
 
 			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
-			if (tries || !h->nv_vmas) {
-				rc = seterr(-ENOMEM, "native mode: no memory mapping left for "
-					    "guest '%s' (vm.max_map_count %llu): %s", g->name,
-					    (unsigned long long)max_map_count(), strerror(err));
-				goto out;
-			}
-			flush(h);
+			if (tries || !h->nv_vmas)
+				return seterr(-ENOMEM, "native mode: no memory mapping left for "
+					      "guest '%s' (vm.max_map_count %llu): %s", g->name,
+					      (unsigned long long)max_map_count(), strerror(err));
+			rc = flush(h);
+			if (rc)
+				return seterr(rc, "native mode: resetting the views of the host, to "
+					      "give back mappings for guest '%s', failed: %s", g->name,
+					      strerror(-rc));
 			continue;
 		}
 		break;
 	}
+	rc = register_page(h, p);
+	if (writable) {
+		/* a view of a frame that is not registered lets accesses
+		   through unseen: put a placeholder back, or failing that
+		   let no access through */
+		if (rc && views_reset(h, &a, &one, 1))
+			mprotect(a, PAGE_SIZE, PROT_NONE);
+	} else if (rc) {
+		munmap(p, PAGE_SIZE);
+		__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
+		return seterr(rc, "native mode: registering one page with userfaultfd failed: %s",
+			      strerror(-rc));
+	} else {
+		int res;
+
+		rc = views_move(h, &p, &a, &one, 1, &res);
+		if (rc) {
+			__atomic_fetch_sub(&nv_used, 2, __ATOMIC_RELAXED);
+			return seterr(rc, "native mode: moving a page into the view of guest '%s' "
+				      "failed: %s", g->name, strerror(-rc));
+		}
+	}
 	h->nv_vmas += 2;
 	h->nv_maps++;
-	reg.range.start = (uintptr_t)a;
-	reg.range.len = PAGE_SIZE;
-	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
-		   UFFDIO_REGISTER_MODE_WP;
-	if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ||
-	    (!writable && (madvise(a, PAGE_SIZE, MADV_DONTNEED) < 0 ||
-			   mprotect(a, PAGE_SIZE, PROT_READ | PROT_WRITE) < 0))) {
-		uint64_t one = PAGE_SIZE;
-
-		rc = -errno;
-		/* a view of a frame that is not registered lets accesses
-		   through unseen: put a placeholder back */
-		views_reset(h, &a, &one, 1);
+	if (rc)
 		rc = seterr(rc, "native mode: registering one page with userfaultfd failed: %s",
 			    strerror(-rc));
-	}
-out:
 	return rc;
 }
 
@@ -680,6 +745,32 @@ static void serve_done(struct umlmem_host *h, struct umlmem_guest *g)
 		pthread_cond_broadcast(&h->cond);
 }
 
+/* Makes page idx of g's view show frame @f, the page's frame, and wakes
+   the faulting thread. Caller holds host->lock. */
+static int map_page(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f,
+		    bool write)
+{
+	struct frame *fr = &h->frames[f];
+	/* see the design comment: what may be installed writable */
+	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
+	int rc;
+
+	frame_touch(h, f);
+	if (!(mapper_get(h, f, g, idx) & NV_MAPPED)) {
+		rc = view_map(h, g, idx, f, writable);
+		if (rc)
+			return rc;
+		/* a failed flush in view_map() forgot every view: say this
+		   one is mapped only once the entry is installed */
+	}
+	rc = install(h, g, idx, f, writable);
+	if (rc)
+		return seterr(rc, "native mode: installing page 0x%llx of guest '%s' failed: %s",
+			      (unsigned long long)idx, g->name, strerror(-rc));
+	mapper_set(h, f, g, idx, NV_MAPPED | NV_LIVE | (writable ? NV_RW : 0));
+	return 0;
+}
+
 static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 {
 	uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(PAGE_SIZE - 1);
@@ -688,13 +779,11 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
 	struct umlmem_guest *g;
 	uint8_t *base;
-	struct frame *fr;
 	uint64_t idx, f;
-	uint32_t nv;
 	int rc = 0, waited = 0;
-	bool sample;
+	bool sample, counted = false;
 
-	pthread_mutex_lock(&h->lock);
+	host_lock(h);   /* a fault: background work steps aside */
 	g = view_of(h, addr);
 	if (!g) {
 		/* unmapped meanwhile: let the thread retry and find out */
@@ -708,12 +797,26 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	   its view may not */
 	g->nv_serving++;
 	for (;;) {
+		uint64_t io = h->ev.io_errors, cs = h->ev.checksum_errors;
+
 		rc = page_fault(g, idx, write, false, &f);
 		if (g->nv_base != base)
 			goto gone;
-		if (!rc || waited >= NV_RETRY_MS || (rc != -ENOMEM && rc != -ENOSPC && rc != -EIO))
+		if (!rc)
+			rc = map_page(h, g, idx, f, write);
+		/* The access counts once in the error counters, however often
+		   it is retried: what a retry's failed read added (one) is
+		   taken back, for every failure but the first. */
+		if (rc == -EIO && (h->ev.io_errors > io || h->ev.checksum_errors > cs)) {
+			if (counted)
+				(*(h->ev.io_errors > io ? &h->ev.io_errors : &h->ev.checksum_errors))--;
+			counted = true;
+		}
+		if (!rc || waited >= NV_RETRY_MS || (rc != -ENOMEM && rc != -ENOSPC && rc != -EIO &&
+						     rc != -EAGAIN))
 			break;
-		/* pins may be dropped, swap freed, a flaky read succeed */
+		/* pins may be dropped, swap freed, a flaky read succeed, a
+		   mapping or a thread become available */
 		pthread_mutex_unlock(&h->lock);
 		usleep(1000);
 		waited++;
@@ -724,24 +827,6 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	serve_done(h, g);
 	if (rc)
 		goto fail;
-	fr = &h->frames[f];
-	frame_touch(h, f);
-	/* see the design comment: what may be installed writable */
-	bool writable = write || (fr->refs == 1 && fr->slot == SLOT_NONE && !(fr->flags & F_BUSY));
-	nv = mapper_get(h, f, g, idx);
-	if (!(nv & NV_MAPPED)) {
-		rc = view_map(h, g, idx, f, writable);
-		if (rc)
-			goto fail;
-		nv = NV_MAPPED;
-	}
-	rc = install(h, g, idx, f, writable);
-	if (rc) {
-		seterr(rc, "native mode: installing page 0x%llx of guest '%s' failed: %s",
-		       (unsigned long long)idx, g->name, strerror(-rc));
-		goto fail;
-	}
-	mapper_set(h, f, g, idx, NV_MAPPED | NV_LIVE | (writable ? NV_RW : 0));
 	sample = ++h->nv_faults % NV_SAMPLE == 0 && tid;
 	pthread_mutex_unlock(&h->lock);
 	if (sample) {
@@ -760,7 +845,6 @@ gone:
 	wake(h, addr);
 	return;
 fail:
-	h->ev.io_errors += rc == -EIO;
 	pthread_mutex_unlock(&h->lock);
 	fprintf(stderr, "umlmem: native fault at %p (thread %d) cannot be served: %s; "
 		"sending SIGBUS\n", (void *)(uintptr_t)addr, (int)tid, umlmem_errmsg());
@@ -849,20 +933,46 @@ static unsigned handler_count(void)
 	return n > 8 ? 8 : (unsigned)n;
 }
 
+/* Stops the handler threads and closes the userfaultfd. Caller holds
+   host->lock only when no view exists (no handler then waits for it), or
+   is the thread that made the host NV_STOPPING. */
+static void handlers_teardown(struct umlmem_host *h)
+{
+	uint64_t one = 1;
+
+	if (h->nv_stopfd >= 0) {
+		/* cannot fail on an eventfd below its maximum */
+		if (write(h->nv_stopfd, &one, sizeof(one)) == sizeof(one))
+			for (unsigned i = 0; i < h->nv_nthreads; i++)
+				pthread_join(h->nv_threads[i], NULL);
+		close(h->nv_stopfd);
+	}
+	h->nv_nthreads = 0;
+	h->nv_stopfd = -1;
+	if (h->uffd >= 0)
+		close(h->uffd);
+	h->uffd = -1;
+}
+
 static int start_handlers(struct umlmem_host *h)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned n = handler_count();
 
 	h->nv_stopfd = eventfd(0, EFD_CLOEXEC);
-	if (h->nv_stopfd < 0)
-		return seterr(-errno, "umlmem_guest_map: eventfd: %s", strerror(errno));
+	if (h->nv_stopfd < 0) {
+		int err = errno;
+
+		handlers_teardown(h);
+		return seterr(-err, "umlmem_guest_map: eventfd: %s", strerror(err));
+	}
 	for (h->nv_nthreads = 0; h->nv_nthreads < n; h->nv_nthreads++) {
 		pthread_t *t = &h->nv_threads[h->nv_nthreads];
 		int rc = pthread_create(t, NULL, handler_main, h);
 
 		if (rc) {
-			native_stop(h);
+			/* no view yet: no handler needs the lock to stop */
+			handlers_teardown(h);
 			return seterr(-rc, "umlmem_guest_map: cannot start a fault handler "
 				      "thread: %s", strerror(rc));
 		}
@@ -878,22 +988,31 @@ static int start_handlers(struct umlmem_host *h)
 	return 0;
 }
 
+void (*native_stop_hook)(struct umlmem_host *h);
+
+/*
+ * Stopping happens with host->lock dropped (a handler in the middle of a
+ * fault needs it to finish), so it is a state: the caller that took the
+ * host to NV_STOPPING under the lock is the only one to get here with it,
+ * so the handlers are joined and the descriptors closed exactly once, and
+ * a umlmem_guest_map() meanwhile waits until NV_OFF and then starts
+ * afresh, instead of registering its view on a userfaultfd being closed.
+ */
 void native_stop(struct umlmem_host *h)
 {
-	uint64_t one = 1;
-
-	if (h->nv_stopfd < 0)
+	pthread_mutex_lock(&h->lock);
+	if (h->nv_state != NV_STOPPING) {
+		pthread_mutex_unlock(&h->lock);
 		return;
-	if (write(h->nv_stopfd, &one, sizeof(one)) < 0)
-		return;   /* cannot happen on an eventfd below its maximum */
-	for (unsigned i = 0; i < h->nv_nthreads; i++)
-		pthread_join(h->nv_threads[i], NULL);
-	h->nv_nthreads = 0;
-	close(h->nv_stopfd);
-	h->nv_stopfd = -1;
-	if (h->uffd >= 0)
-		close(h->uffd);
-	h->uffd = -1;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (native_stop_hook)
+		native_stop_hook(h);
+	handlers_teardown(h);
+	pthread_mutex_lock(&h->lock);
+	h->nv_state = NV_OFF;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
 }
 
 /* The process-wide limit, computed once. Returns what is left of it. */
@@ -929,6 +1048,8 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 		return seterr(-EINVAL, "umlmem_guest_map: %s is NULL", g ? "base" : "guest");
 	h = g->host;
 	pthread_mutex_lock(&h->lock);
+	while (h->nv_state == NV_STOPPING)
+		pthread_cond_wait(&h->cond, &h->lock);
 	if (g->nv_base) {
 		rc = seterr(-EBUSY, "umlmem_guest_map: guest '%s' is mapped already, at %p",
 			    g->name, (void *)g->nv_base);
@@ -952,14 +1073,15 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 			    (unsigned long long)want);
 		goto out;
 	}
-	pthread_once(&nv_segv_once, nv_segv_install);
-	if (h->uffd < 0) {
+	pthread_once(&nv_fork_once, nv_fork_install);
+	if (h->nv_state == NV_OFF) {
 		rc = uffd_open(h);
 		if (rc)
 			goto out;
 		rc = start_handlers(h);
 		if (rc)
 			goto out;
+		h->nv_state = NV_ON;
 	}
 	rc = placeholder(h, g->npages << PAGE_SHIFT, &p);
 	if (!rc && views_add(p, g->npages << PAGE_SHIFT)) {
@@ -980,13 +1102,14 @@ int umlmem_guest_map(umlmem_guest *g, void **base)
 	*base = p;
 out:
 	/* a host whose first map failed keeps no handler */
-	if (rc && !h->nv_guests && h->uffd >= 0) {
+	if (rc && !h->nv_guests && h->nv_state == NV_ON) {
+		h->nv_state = NV_STOPPING;
 		pthread_mutex_unlock(&h->lock);
 		native_stop(h);
-		return rc;
+		return api_done(h, rc);
 	}
 	pthread_mutex_unlock(&h->lock);
-	return rc;
+	return api_done(h, rc);
 }
 
 bool native_unmap_locked(struct umlmem_guest *g)
@@ -1005,6 +1128,7 @@ bool native_unmap_locked(struct umlmem_guest *g)
 	/* the last view went: its mappings went with it */
 	__atomic_fetch_sub(&nv_used, h->nv_vmas, __ATOMIC_RELAXED);
 	h->nv_vmas = 0;
+	h->nv_state = NV_STOPPING;
 	return true;
 }
 
@@ -1026,5 +1150,5 @@ int umlmem_guest_unmap(umlmem_guest *g)
 	pthread_mutex_unlock(&h->lock);
 	if (last)
 		native_stop(h);
-	return 0;
+	return api_done(h, 0);
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * pager.c: keeps the host within its budget by moving pages out to swap.
+ * pager.c: keeps the host within its budget by moving pages out to the
+ * tier below the frames (host->tier_out: the swap files; see tier.c).
  *
  * Replacement is a CLOCK over two sets, active and inactive, in the way of
  * Linux's two LRU lists. Every access sets the frame's referenced byte
@@ -17,30 +18,33 @@
  * The cost is still one byte per frame and no list on the access path.
  *
  * Eviction works in batches of cfg.reclaim_batch frames:
- *  - a clean frame (frame->slot valid: the swap copy equals the frame) is
- *    dropped without I/O, its mappers pointed back at the slot;
+ *  - a clean frame (frame->slot valid: the stored copy equals the frame) is
+ *    dropped without I/O, its mappers pointed back at its store key;
  *  - a frame of zeros is dropped to PTE_ZERO without I/O, so a page that
  *    was cleared by its guest costs neither a frame nor a slot;
- *  - the rest are written together into slots that swap_alloc() hands out
- *    contiguously, so the batch is one sequential write. Each slot records
- *    the xxh3-64 checksum of what was written; every read checks it.
+ *  - the rest are stored together, in guest address order, by one call to
+ *    the tier (for the swap files: slots handed out contiguously, so the
+ *    batch is one sequential write). The tier records each page's checksum
+ *    and checks it on every load.
  * While a batch is written, host->lock is dropped. Its frames are F_BUSY:
  * the hand skips them, readers may still copy from them, and writers,
  * pinners and discard wait on host->cond until the write completes. So no
  * fault on another page ever waits behind a write-out, and every other
  * guest keeps running.
  * A failed write leaves its frame resident and mapped (nothing is lost),
- * frees the slot and counts an io_error. Pinned frames are never chosen.
+ * and counts an io_error. Pinned frames are never chosen.
  *
  * With UMLMEM_BACKGROUND a reclaim thread keeps the free frames between
  * the low and the high watermark, so that faults find a free frame and
- * rarely reclaim (and wait for a write) themselves. The faulting thread
- * wakes it only when the free count crosses the low mark: a wake-up costs
- * tens of microseconds, once per (high - low) frames.
+ * rarely reclaim (and wait for a write) themselves. It evicts a batch at a
+ * time and lets waiting faults in between (host_yield, internal.h). The
+ * faulting thread wakes it only when the free count crosses the low mark:
+ * a wake-up costs tens of microseconds, once per (high - low) frames.
  *
- * Caller holds host->lock for every function here but pager_read_slot().
+ * Caller holds host->lock for every function here.
  */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,7 +52,8 @@
 #include "internal.h"
 
 struct victim {
-	uint64_t f, slot, csum;
+	uint64_t f;
+	uint64_t key;   /* where its content was stored */
 };
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
@@ -73,7 +78,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 			continue;
 		/* free frames have neither mappers nor a slot; a frame with
 		   only a slot is a cached copy read ahead, and fair game */
-		if ((!fr->refs && fr->slot == SLOT_NONE) || fr->pins || (fr->flags & F_BUSY))
+		if ((!fr->refs && fr->slot == TKEY_NONE) || fr->pins || (fr->flags & F_BUSY))
 			continue;
 		ref = LOAD(&h->fref[f]);
 		if (ref)
@@ -129,33 +134,35 @@ static int by_address(const void *a, const void *b, void *arg)
 }
 
 /* Evicts the @n victims in @v; returns how many left memory. Drops
-   host->lock while writing. */
-static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
-			    struct io_req *req, uint64_t *slots, uint64_t *pages, int *err)
+   host->lock while storing. @bufs, @handles and @res have room for @n. */
+static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
+			    uint64_t *handles, int *res, uint64_t *pages, int *err)
 {
-	unsigned done = 0, ndirty = 0, got;
+	unsigned done = 0, ndirty = 0, failed = 0, left;
+	struct tier *t;
+	char msg[256];
 
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t f = v[i].f;
 		struct frame *fr = &h->frames[f];
 
-		if (fr->slot != SLOT_NONE) {
-			uint64_t s = fr->slot;
+		if (fr->slot != TKEY_NONE) {
+			uint64_t k = fr->slot;
 
-			/* the frame's reference on the slot becomes the first
+			/* the frame's reference on the key becomes the first
 			   mapper's; every further mapper needs its own; a copy
 			   no page maps just gives its reference back */
-			swap_cache_set(h->swap, s, 0);
+			tcache_set(h, k, 0);
 			if (!fr->refs) {
-				swap_unref(h->swap, s, 1);
+				tier_unref(h, k, 1);
 				h->cached--;
 			} else if (fr->refs > 1) {
-				swap_ref(h->swap, s, fr->refs - 1);
+				tier_ref(h, k, fr->refs - 1);
 			}
-			fr->slot = SLOT_NONE;
+			fr->slot = TKEY_NONE;
 			h->busy_frames--;
 			*pages += fr->refs;
-			frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
+			frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
 			h->busy_frames--;
@@ -169,67 +176,69 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	if (!ndirty)
 		return done;
 
-	/* Slots follow guest addresses: a guest that later reads its memory
-	   in order finds it in ascending slots, which readahead recognises. */
+	/* Stored in guest address order: a guest that later reads its memory
+	   in order finds it in ascending handles, which readahead recognises. */
 	qsort_r(v, ndirty, sizeof(*v), by_address, h);
-	got = swap_alloc(h->swap, ndirty, slots);
-	if (got < ndirty) {
-		*err = seterr(-ENOSPC, "swap is full (swap_bytes %llu): %u dirty pages could not "
-			      "be written out; discard guest memory or raise swap_bytes",
-			      (unsigned long long)h->cfg.swap_bytes, ndirty - got);
-		for (unsigned i = got; i < ndirty; i++)
-			unbusy(h, v[i].f);
-	}
-	for (unsigned i = 0; i < got; i++) {
-		unsigned file;
-
-		v[i].slot = slots[i];
-		swap_where(h->swap, slots[i], &file, &req[i].off);
-		req[i].file = (uint16_t)file;
-		req[i].buf = frame_addr(h, v[i].f);
-		req[i].len = PAGE_SIZE;
-		req[i].op = IO_WRITE;
-		req[i].res = 0;
-	}
+	tier_balance(h);
 
 	pthread_mutex_unlock(&h->lock);
-	/* F_BUSY keeps the content still: checksum and write need no lock */
-	for (unsigned i = 0; i < got; i++)
-		v[i].csum = swap_page_csum(req[i].buf);
-	io_run(h->io, req, got);
-	swap_punch_pending(h->swap);
-	pthread_mutex_lock(&h->lock);
+	/* F_BUSY keeps the content still: the stores need no lock. Each tier
+	   down the chain takes what the one above refused for want of room
+	   (or, the pool, of compressibility); v[i].key says where it went. */
+	for (unsigned i = 0; i < ndirty; i++) {
+		v[i].key = TKEY_NONE;
+		res[i] = -ENOSPC;
+	}
+	msg[0] = '\0';
+	left = ndirty;
+	for (t = h->tier_out; t && left; t = t->below) {
+		unsigned m = 0;
+		char tmsg[256];
 
-	for (unsigned i = 0; i < got; i++) {
-		uint64_t f = v[i].f, s = v[i].slot;
+		for (unsigned i = 0; i < ndirty; i++)
+			if (res[i] == -ENOSPC)
+				bufs[m++] = frame_addr(h, v[i].f);
+		failed += t->ops->store(t, bufs, m, handles, res + ndirty, 0, tmsg, sizeof(tmsg));
+		m = 0;
+		left = 0;
+		for (unsigned i = 0; i < ndirty; i++) {
+			if (res[i] != -ENOSPC)
+				continue;
+			res[i] = res[ndirty + m];
+			if (!res[i])
+				v[i].key = tkey(t->id, handles[m]);
+			else
+				left += res[i] == -ENOSPC;
+			m++;
+		}
+		if (tmsg[0] && (!t->below || !left))
+			snprintf(msg, sizeof(msg), "%s", tmsg);
+	}
+	tier_maintain(h);
+	host_lock(h);
+
+	h->ev.io_errors += failed;
+	for (unsigned i = 0; i < ndirty; i++) {
+		uint64_t f = v[i].f, k = v[i].key;
 		struct frame *fr = &h->frames[f];
 
-		if (req[i].res) {
-			swap_unref(h->swap, s, 1);
+		if (res[i]) {
 			unbusy(h, f);
-			h->ev.io_errors++;
-			/* a filesystem out of space is a full swap to the caller */
-			if (req[i].res == -ENOSPC)
-				swap_note_fs_full(h->swap);
-			if (req[i].res == -ENOSPC)
-				*err = seterr(-ENOSPC, "the filesystem of swap_dir '%s' is full; "
-					      "the page stays in memory", h->swap_dir);
-			else
-				*err = seterr(-EIO, "writing a page to swap in '%s' failed (%s); "
-					      "the page stays in memory", h->swap_dir,
-					      umlmem_strerror(req[i].res));
+			if (!*err)
+				*err = seterr(res[i] == -ENOSPC ? -ENOSPC : -EIO, "%s", msg);
 			continue;
 		}
-		swap_set_csum(h->swap, s, v[i].csum);
 		if (fr->refs > 1)
-			swap_ref(h->swap, s, fr->refs - 1);
+			tier_ref(h, k, fr->refs - 1);
 		fr->g->ev.swap_outs++;
 		h->ev.swap_outs++;
 		h->busy_frames--;
 		*pages += fr->refs;
-		frame_unmap_all(h, f, PTE_MK(PTE_SLOT, s));
+		frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
 		done++;
 	}
+	/* the frames just freed can hold the next batch compressed */
+	tier_balance(h);
 	pthread_cond_broadcast(&h->cond);
 	return done;
 }
@@ -240,15 +249,17 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 	unsigned batch = h->cfg.reclaim_batch;
 	uint64_t total = 0, scanned = 0;
 	struct victim *v;
-	struct io_req *req;
-	uint64_t *slots;
+	void **bufs;
+	uint64_t *handles;
+	int *res;
 	int err = 0;
 
 	*out = 0;
 	v = malloc(batch * sizeof(*v));
-	req = malloc(batch * sizeof(*req));
-	slots = malloc(batch * sizeof(*slots));
-	if (!v || !req || !slots) {
+	bufs = malloc(batch * sizeof(*bufs));
+	handles = malloc(batch * sizeof(*handles));
+	res = malloc(2 * batch * sizeof(*res));
+	if (!v || !bufs || !handles || !res) {
 		err = seterr(-ENOMEM, "cannot allocate a reclaim batch of %u", batch);
 		goto out;
 	}
@@ -264,7 +275,7 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 					     "raise resident_bytes", (unsigned long long)h->nframes);
 			break;
 		}
-		done = evict_batch(h, v, n, req, slots, &npages, &err);
+		done = evict_batch(h, v, n, bufs, handles, res, &npages, &err);
 		total += done;
 		scanned += n;
 		/* A batch of only dirty pages with swap full (or failing) frees
@@ -275,66 +286,23 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 	}
 out:
 	free(v);
-	free(req);
-	free(slots);
+	free(bufs);
+	free(handles);
+	free(res);
 	*out = total;
 	if (pages)
 		*pages = npages;
 	return err;
 }
 
-static int read_batch(struct umlmem_host *h, const uint64_t *slot, void *const *buf, unsigned n,
-		      int *res, bool *csum_bad)
-{
-	struct io_req req[1 + RA_MAX];
-	unsigned file;
-
-	for (unsigned i = 0; i < n; i++) {
-		req[i] = (struct io_req){ .buf = buf[i], .len = PAGE_SIZE, .op = IO_READ };
-		swap_where(h->swap, slot[i], &file, &req[i].off);
-		req[i].file = (uint16_t)file;
-	}
-	io_run(h->io, req, n);
-	*csum_bad = false;
-	for (unsigned i = 0; i < n; i++) {
-		res[i] = req[i].res;
-		if (!res[i] && swap_page_csum(buf[i]) != swap_csum(h->swap, slot[i])) {
-			res[i] = -EIO;
-			if (!i)
-				*csum_bad = true;
-		}
-	}
-	return res[0];
-}
-
-int pager_read_slot(struct umlmem_host *h, uint64_t slot, void *buf, bool *csum_bad)
-{
-	int res;
-
-	return read_batch(h, &slot, &buf, 1, &res, csum_bad);
-}
-
-void pager_read_slots(struct umlmem_host *h, const struct ra_page *p, unsigned n, int *res,
-		      bool *csum_bad)
-{
-	uint64_t slot[1 + RA_MAX];
-	void *buf[1 + RA_MAX];
-
-	for (unsigned i = 0; i < n; i++) {
-		slot[i] = p[i].slot;
-		buf[i] = frame_addr(h, p[i].f);
-	}
-	read_batch(h, slot, buf, n, res, csum_bad);
-}
-
-int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc, bool csum_bad)
+int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc)
 {
 	if (!rc) {
 		g->ev.swap_ins++;
 		h->ev.swap_ins++;
 		return 0;
 	}
-	if (csum_bad) {
+	if (rc == -EBADMSG) {
 		h->ev.checksum_errors++;
 		return seterr(-EIO, "a guest '%s' page read from swap does not match its "
 			      "checksum: the swap file was changed or the disk returned bad data",
@@ -353,10 +321,13 @@ static void *kthread_main(void *arg)
 
 	pthread_mutex_lock(&h->lock);
 	while (!h->kthread_stop) {
-		uint64_t done = 0;
+		uint64_t done = 0, want = h->high - h->nfree;
 
 		if (h->nfree < h->high) {
-			pager_evict(h, h->high - h->nfree, &done, NULL);
+			/* a batch at a time, faults first in between */
+			pager_evict(h, want < h->cfg.reclaim_batch ? want : h->cfg.reclaim_batch,
+				    &done, NULL);
+			host_yield(h);
 			if (done)
 				continue;
 		}
@@ -459,5 +430,5 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 	}
 	if (evicted)
 		*evicted = npages;
-	return rc;
+	return api_done(h, rc);
 }

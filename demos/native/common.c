@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * common.c: what the native-mode demos share beyond demos/cli.c (see
+ * common.c: what the native-mode demos share beyond demos/common/cli.c (see
  * common.h).
  */
 #include <string.h>

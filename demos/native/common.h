@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * common.h: what the native-mode demos (kvm.c, unicorn.c) share beyond
- * demos/cli.h. common.c uses cli.c's parsers, so a program that links
- * common.c links demos/cli.c too.
+ * demos/common/cli.h. common.c uses cli.c's parsers, so a program that
+ * links common.c links demos/common/cli.c too.
  */
 #ifndef UMLMEM_NATIVE_COMMON_H
 #define UMLMEM_NATIVE_COMMON_H

@@ -11,15 +11,15 @@
 # default from native/guest.bin beside itself ($(B)/native/guest.bin, made by
 # native.mk), or from --guest-bin PATH. It is a prerequisite all the same,
 # so that the program is never built without an image to run. work.c is
-# compiled a second time, for the host: the expected results. demos/cli.c
+# compiled a second time, for the host: the expected results. demos/common/cli.c
 # gives the small helpers the umlmem command uses too (sizes, times, JSON
 # strings), common.c what the two native demos share beyond that.
 
 $(B)/umlmem-kvm: demos/native/kvm.c demos/native/common.c demos/native/common.h \
-		 demos/cli.c demos/cli.h demos/native/guest/work.c demos/native/guest/work.h \
-		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin
+		 demos/common/cli.c demos/common/cli.h demos/native/guest/work.c demos/native/guest/work.h \
+		 include/umlmem.h $(B)/libumlmem.a $(B)/native/guest.bin | deps
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS) -Idemos -o $@ demos/native/kvm.c demos/native/common.c demos/cli.c \
+	$(Q)$(CC) $(CFLAGS) -Idemos -Idemos/common -o $@ demos/native/kvm.c demos/native/common.c demos/common/cli.c \
 	  demos/native/guest/work.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS)
 
 # A small run: 4 guests of 256 MiB, 8 MiB of array each, on a budget of

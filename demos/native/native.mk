@@ -27,7 +27,7 @@ NATIVE_GUEST_DEPS := $(NATIVE_GUEST_SRC) demos/native/guest/work.h demos/native/
 
 native-guest: $(B)/native/guest.bin
 
-$(B)/native/guest.elf: $(NATIVE_GUEST_DEPS)
+$(B)/native/guest.elf: $(NATIVE_GUEST_DEPS) | deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(NATIVE_GUEST_CFLAGS) -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
@@ -46,16 +46,16 @@ $(B)/native/guest-syms.h: $(B)/native/guest.elf
 
 # The image goes into the program (.incbin of GUEST_BIN), so it runs from
 # anywhere. work.c is compiled a second time, for the host: the expected
-# results. demos/cli.c and common.c: helpers shared with the umlmem command
+# results. demos/common/cli.c and common.c: helpers shared with the umlmem command
 # and with the KVM demo (kvm.mk).
-UNICORN_CFLAGS = $(CFLAGS) -Iinclude -Idemos -Idemos/native/guest -I$(B)/native \
+UNICORN_CFLAGS = $(CFLAGS) -Iinclude -Idemos -Idemos/common -Idemos/native/guest -I$(B)/native \
 	-DGUEST_BIN='"$(B)/native/guest.bin"' $(UNICORN_EXTRA_CFLAGS)
 
 $(B)/umlmem-unicorn: demos/native/unicorn.c demos/native/common.c demos/native/common.h \
-		     demos/cli.c demos/cli.h demos/native/guest/work.c demos/native/guest/work.h \
-		     $(B)/native/guest.bin $(B)/native/guest-syms.h $(B)/libumlmem.a include/umlmem.h
+		     demos/common/cli.c demos/common/cli.h demos/native/guest/work.c demos/native/guest/work.h \
+		     $(B)/native/guest.bin $(B)/native/guest-syms.h $(B)/libumlmem.a include/umlmem.h | deps
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(UNICORN_CFLAGS) -o $@ demos/native/unicorn.c demos/native/common.c demos/cli.c \
+	$(Q)$(CC) $(UNICORN_CFLAGS) -o $@ demos/native/unicorn.c demos/native/common.c demos/common/cli.c \
 	  demos/native/guest/work.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS) -lunicorn
 
 # A small run: 4 guests of 64 MiB, 4 MiB of array each, on a budget of

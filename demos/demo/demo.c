@@ -87,237 +87,23 @@
 #include "cmd.h"
 #define CLI_CMD "demo"
 #include "cli.h"
+#include "rng.h"
 
-#define EXIT_USAGE	2
 
-#define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
-#define KIB		1024ull
-#define MIB		(1024ull * KIB)
-#define GIB		(1024ull * MIB)
+#include "demo.h"
 
-/* The 2009 proof of concept: 52 guests of 1 GiB on a 16 GiB host. */
-#define SEED_GUESTS	52u
-#define SEED_GUEST	(1ull * GIB)
-#define SEED_HOST	(16ull * GIB)
-#define SEED_OVERCOMMIT	3.25
-
-#define MAX_GUESTS	4096u
-#define MAX_FILE	(8 * MIB)	/* larger files are not in the image */
-#define LOW_BYTES	(1 * MIB)	/* left alone, as firmware memory would be */
-#define HEAP_MAX	(64 * MIB)
-#define HEAP_MIN	(16 * PAGE)
-#define CONF_MAX	6000u		/* text of a guest's configuration: two pages */
-#define CHUNK		(1 * MIB)	/* verify reads this much at a time */
-#define SLICE_OPS	50u		/* work ops a guest runs before the next one's turn */
-#define WRITE_PCT	10u
-#define HEAP_READ_PCT	30u		/* of reads; the rest read file pages */
-#define HEAP_WRITE_PCT	85u		/* of writes; the rest write file pages */
-#define SCAN_BATCH	16384u
-#define MERGE_PASSES	3u
-#define SAMPLE_MS	100
-#define TTY_REDRAW_S	0.2
-#define LINE_EVERY_S	2.0
-#define MAX_REPORTS	10
-
-#define GOLDEN		0x9e3779b97f4a7c15ull
-
-enum phase { PH_START, PH_BOOT, PH_WORK, PH_VERIFY, PH_DONE, NPHASES };
-static const char *const phase_name[NPHASES] = { "start", "boot", "work", "verify", "done" };
+const char *const phase_name[NPHASES] = { "start", "boot", "work", "verify", "done" };
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-
-/* The splitmix64 finaliser: a bijection, so distinct inputs never collide. */
-static inline uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline uint64_t rng_next(uint64_t *s)
-{
-	*s += GOLDEN;
-	return mix64(*s);
-}
-
-static inline uint64_t rng_below(uint64_t *s, uint64_t n)
-{
-	return n ? rng_next(s) % n : 0;
-}
-
-static void rng_fill(uint64_t *s, unsigned char *p, size_t len)
-{
-	uint64_t w;
-	size_t i;
-
-	for (i = 0; i + 8 <= len; i += 8) {
-		w = rng_next(s);
-		memcpy(p + i, &w, 8);
-	}
-	if (i < len) {
-		w = rng_next(s);
-		memcpy(p + i, &w, len - i);
-	}
-}
-
-static uint64_t page_hash(const void *p)
-{
-	return XXH3_64bits(p, PAGE);
-}
-
-static uint64_t round_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
-
-
-
 /* The process's peak resident set (VmHWM), in bytes; 0 if unknown. It
    includes the frame store, which is shared memory mapped by the process. */
 static uint64_t peak_rss(void)
 {
-	char line[256];
-	unsigned long long kb = 0;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return (uint64_t)kb * 1024;
+	return proc_value("/proc/self/status", "VmHWM: %" SCNu64 " kB") * 1024;
 }
-
-/* ------------------------------------------------------------------------ */
-/* Options                                                                  */
-/* ------------------------------------------------------------------------ */
-
-
-
-
-
-
-/* ------------------------------------------------------------------------ */
-/* State                                                                    */
-/* ------------------------------------------------------------------------ */
-
-struct osfile {
-	char *path;
-	uint64_t size;		/* bytes of the file */
-	uint64_t off;		/* page-aligned offset in the image */
-	bool binary;		/* an executable ELF file */
-};
-
-/* The OS image as the page cache of every guest holds it. */
-struct image {
-	struct osfile *files;
-	size_t nfiles, cap;
-	unsigned char *bytes;	/* files at their offsets, zeros between */
-	uint64_t len;		/* bytes used: page-rounded sum of the files */
-	uint64_t limit;		/* bytes allocated: --os-bytes */
-	uint64_t content;	/* sum of the file sizes */
-	uint64_t *sum;		/* xxh3 of every page of bytes[0, len) */
-	uint64_t skipped;	/* files passed over: links, empty, too big, unreadable */
-};
-
-/* One guest and what the demo expects of it. */
-struct vm {
-	umlmem_guest *g;
-	uint64_t *want;		/* expected xxh3 of each page of the window */
-	uint64_t rng;		/* its own stream: the work it does */
-	uint64_t pc_cur;	/* locality: the page it works near, in each region */
-	uint64_t heap_cur;
-	uint64_t ops;		/* work ops done */
-};
-
-struct sample {
-	double t;
-	uint64_t resident, frames_used, frames_free, frames_cached, sharing, swapped;
-};
-
-struct mark {
-	double t;
-	enum phase ph;
-};
-
-struct demo {
-	/* options */
-	unsigned guests;
-	uint64_t guest_bytes;
-	uint64_t budget_bytes;
-	uint64_t os_bytes;
-	const char *os_dirs;
-	uint64_t per_guest_bytes;
-	uint64_t work_ops;
-	const char *swap_dir;
-	uint64_t seed;
-	bool dedup;
-	bool json;
-	bool quiet;
-	const char *plot;
-
-	/* the image and each guest's own files */
-	struct image im;
-	size_t bin[2];		/* replaced binaries: indexes into im.files */
-	unsigned nbin;
-	uint64_t bin_bytes;
-	uint64_t conf_off;	/* the configuration file, in the page cache */
-	uint64_t conf_len;
-
-	/* guest layout */
-	uint64_t pc_base, pc_pages;	/* page cache: the image, then the configuration */
-	uint64_t heap_base, heap_pages;
-	uint64_t win_first, win_pages;	/* pages with an expectation; others are zeros */
-	uint64_t zero_sum;
-
-	umlmem_host *host;
-	struct vm *vm;
-	unsigned created;
-	unsigned char *buf;	/* CHUNK + 2 pages; also a binary's new build */
-	unsigned char *buf2;
-	size_t buflen;
-	enum umlmem_io_engine engine;
-	char engine_why[256];
-
-	/* shared with the sampler thread; under mu unless atomic */
-	pthread_t sampler;
-	pthread_mutex_t mu;	/* also keeps stderr lines whole */
-	pthread_cond_t cv;
-	bool sampler_on, stop;
-	_Atomic int phase;
-	_Atomic unsigned done;		/* guests booted or verified */
-	_Atomic uint64_t units;		/* bytes written, ops run, bytes verified */
-	struct sample *samples;
-	size_t nsamples, capsamples;
-	struct mark marks[NPHASES];
-	unsigned nmarks;
-	uint64_t peak_frames;
-	bool tty, drawn;
-	double t0, last_line, rate_t;
-	uint64_t rate_units;
-	double rate;
-
-	/* results */
-	struct umlmem_stats st;
-	struct umlmem_host_info info;
-	bool have_stats;
-	uint64_t written_bytes;
-	uint64_t checked_bytes;		/* verify phase: bytes read back and checked */
-	uint64_t work_checked;		/* work phase: pages checked on the way */
-	uint64_t mismatches;		/* page checks that failed */
-	unsigned guests_verified;
-	unsigned reports;
-	double phase_s[NPHASES];
-	double wall_s;
-	uint64_t rss_peak;
-	bool plot_ok;
-	char error[1024];
-};
 
 /* ------------------------------------------------------------------------ */
 /* Output shared with the sampler thread                                    */
@@ -325,7 +111,7 @@ struct demo {
 
 /* A line on stderr that does not tear the status line: the status line is
    wiped first and redrawn by the sampler at its next tick. */
-static void __attribute__((format(printf, 2, 3))) say(struct demo *d, const char *fmt, ...)
+void demo_say(struct demo *d, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -361,287 +147,10 @@ lib_fail(struct demo *d, int rc, const char *fmt, ...)
 		snprintf(line, sizeof(line), "%s: %s: %s", what, umlmem_strerror(rc), msg);
 	else
 		snprintf(line, sizeof(line), "%s: %s", what, umlmem_strerror(rc));
-	say(d, "%s", line);
+	demo_say(d, "%s", line);
 	/* the first failure is the one that explains the run */
 	if (!d->error[0])
 		memcpy(d->error, line, sizeof(line));
-}
-
-/* ------------------------------------------------------------------------ */
-/* The OS image                                                             */
-/* ------------------------------------------------------------------------ */
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Reads a whole file into @dst; a file that shrank since it was listed
-   keeps zeros for the missing bytes (it is read once, so every guest still
-   loads the same bytes). */
-static bool read_file(const char *path, unsigned char *dst, uint64_t size)
-{
-	uint64_t got = 0;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-
-	if (fd < 0)
-		return false;
-	while (got < size) {
-		n = read(fd, dst + got, size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			close(fd);
-			return false;
-		}
-		if (n == 0)
-			break;
-		got += (uint64_t)n;
-	}
-	close(fd);
-	memset(dst + got, 0, size - got);
-	return true;
-}
-
-static bool image_add(struct image *im, const char *path, uint64_t size, bool exec)
-{
-	struct osfile *f;
-
-	if (im->nfiles == im->cap) {
-		size_t cap = im->cap ? im->cap * 2 : 1024;
-
-		f = realloc(im->files, cap * sizeof(*f));
-		if (!f)
-			return false;
-		im->files = f;
-		im->cap = cap;
-	}
-	f = &im->files[im->nfiles];
-	f->path = strdup(path);
-	if (!f->path)
-		return false;
-	f->size = size;
-	f->off = im->len;
-	f->binary = exec && size >= 4 && !memcmp(im->bytes + im->len, "\177ELF", 4);
-	im->nfiles++;
-	im->len += round_up(size, PAGE);
-	im->content += size;
-	return true;
-}
-
-/*
- * Walks @dir depth first, names in strcmp order, and takes regular files
- * into the image while they fit below @mark (see the design comment).
- * Returns -1 when out of memory, 1 when the mark is reached, else 0.
- */
-static int os_walk(struct image *im, const char *dir, uint64_t mark)
-{
-	char path[PATH_MAX], **names = NULL, **nn;
-	size_t n = 0, cap = 0, i;
-	struct dirent *de;
-	struct stat sb;
-	int rc = 0;
-	DIR *dp = opendir(dir);
-
-	/* an unreadable directory is simply not part of the image */
-	if (!dp)
-		return 0;
-	while ((de = readdir(dp))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			nn = realloc(names, cap * sizeof(*names));
-			if (!nn) {
-				rc = -1;
-				break;
-			}
-			names = nn;
-		}
-		if (!(names[n] = strdup(de->d_name))) {
-			rc = -1;
-			break;
-		}
-		n++;
-	}
-	closedir(dp);
-	if (!rc)
-		qsort(names, n, sizeof(*names), name_cmp);
-
-	for (i = 0; i < n && !rc; i++) {
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
-			continue;
-		if (lstat(path, &sb)) {
-			im->skipped++;
-			continue;
-		}
-		if (S_ISDIR(sb.st_mode)) {
-			rc = os_walk(im, path, mark);
-			continue;
-		}
-		if (!S_ISREG(sb.st_mode) || sb.st_size <= 0 || (uint64_t)sb.st_size > MAX_FILE) {
-			im->skipped++;
-			continue;
-		}
-		if (im->len + round_up((uint64_t)sb.st_size, PAGE) > mark) {
-			rc = 1;
-			break;
-		}
-		if (!read_file(path, im->bytes + im->len, (uint64_t)sb.st_size)) {
-			im->skipped++;
-			continue;
-		}
-		if (!image_add(im, path, (uint64_t)sb.st_size, sb.st_mode & 0111))
-			rc = -1;
-	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	return rc;
-}
-
-/* Builds the image from the directories of --os-dirs (colon-separated). */
-static int os_select(struct demo *d)
-{
-	struct image *im = &d->im;
-	char *dirs, *dir, *save = NULL;
-	unsigned ndirs = 0, k = 0;
-	const char *p;
-	uint64_t i;
-	int rc = 0;
-
-	im->limit = d->os_bytes / PAGE * PAGE;
-	if (im->limit) {
-		/* zeros where files end short of a page: calloc, not malloc */
-		im->bytes = calloc(1, im->limit);
-		if (!im->bytes)
-			return -1;
-	}
-	for (p = d->os_dirs; *p; p++)
-		ndirs += *p == ':';
-	ndirs++;
-	dirs = strdup(d->os_dirs);
-	if (!dirs)
-		return -1;
-	for (dir = strtok_r(dirs, ":", &save); dir && rc >= 0; dir = strtok_r(NULL, ":", &save)) {
-		k++;
-		if (im->limit)
-			rc = os_walk(im, dir, im->limit / ndirs * k +
-				     (k == ndirs ? im->limit % ndirs : 0));
-	}
-	free(dirs);
-	if (rc < 0)
-		return -1;
-	im->sum = malloc((im->len / PAGE + 1) * sizeof(*im->sum));
-	if (!im->sum)
-		return -1;
-	for (i = 0; i < im->len / PAGE; i++)
-		im->sum[i] = page_hash(im->bytes + i * PAGE);
-	return 0;
-}
-
-static void os_free(struct image *im)
-{
-	size_t i;
-
-	for (i = 0; i < im->nfiles; i++)
-		free(im->files[i].path);
-	free(im->files);
-	free(im->bytes);
-	free(im->sum);
-}
-
-/* The executable of the image whose footprint is nearest @target bytes,
-   other than @not (any file when the image has no executable); (size_t)-1
-   when there is none. */
-static size_t os_nearest(const struct image *im, uint64_t target, size_t not)
-{
-	uint64_t best = UINT64_MAX, fp, dist;
-	size_t i, pick = (size_t)-1;
-	bool any = true;
-
-	for (i = 0; i < im->nfiles; i++)
-		if (im->files[i].binary && i != not)
-			any = false;
-	for (i = 0; i < im->nfiles; i++) {
-		if (i == not || (!any && !im->files[i].binary))
-			continue;
-		fp = round_up(im->files[i].size, PAGE);
-		dist = fp > target ? fp - target : target - fp;
-		if (dist < best) {
-			best = dist;
-			pick = i;
-		}
-	}
-	return pick;
-}
-
-/* The file of the image that holds page-cache offset @off, or NULL. */
-static const struct osfile *os_file_at(const struct image *im, uint64_t off)
-{
-	size_t lo = 0, hi = im->nfiles, mid;
-
-	while (lo < hi) {
-		mid = (lo + hi) / 2;
-		if (im->files[mid].off + round_up(im->files[mid].size, PAGE) <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < im->nfiles && im->files[lo].off <= off)
-		return &im->files[lo];
-	return NULL;
-}
-
-/*
- * Picks what each guest makes its own: a configuration file of up to
- * CONF_MAX bytes, and with the rest of --per-guest-bytes one or two
- * executables of the image, the ones nearest half of it in size each.
- */
-static void own_files_select(struct demo *d)
-{
-	uint64_t rest, fp;
-
-	d->conf_len = d->per_guest_bytes < CONF_MAX ? d->per_guest_bytes : CONF_MAX;
-	d->conf_off = d->im.len;
-	rest = d->per_guest_bytes - d->conf_len;
-	d->nbin = 0;
-	d->bin_bytes = 0;
-	if (rest < PAGE || !d->im.nfiles)
-		return;
-	d->bin[0] = os_nearest(&d->im, rest / 2, (size_t)-1);
-	fp = round_up(d->im.files[d->bin[0]].size, PAGE);
-	d->bin_bytes = d->im.files[d->bin[0]].size;
-	d->nbin = 1;
-	if (fp + PAGE > rest || d->im.nfiles < 2)
-		return;
-	d->bin[1] = os_nearest(&d->im, rest - fp, d->bin[0]);
-	d->bin_bytes += d->im.files[d->bin[1]].size;
-	d->nbin = 2;
-}
-
-/* Lays out a guest's RAM; false (after saying why) when it does not fit. */
-static bool layout(struct demo *d)
-{
-	uint64_t pc_end;
-
-	d->pc_base = LOW_BYTES;
-	d->pc_pages = (d->im.len + round_up(d->conf_len, PAGE)) / PAGE;
-	pc_end = d->pc_base + d->pc_pages * PAGE;
-	d->heap_base = round_up(pc_end, MIB) + MIB;
-	if (d->guest_bytes < d->heap_base + HEAP_MIN) {
-		usage_error("--guest-size: the guests need at least %" PRIu64 " bytes for a %"
-			    PRIu64 "-byte OS image, their own files and a heap",
-			    d->heap_base + HEAP_MIN, d->im.len);
-		return false;
-	}
-	d->heap_pages = (d->guest_bytes - d->heap_base) / PAGE;
-	if (d->heap_pages > HEAP_MAX / PAGE)
-		d->heap_pages = HEAP_MAX / PAGE;
-	d->win_first = d->pc_base / PAGE;
-	d->win_pages = (d->heap_base - d->pc_base) / PAGE + d->heap_pages;
-	return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -802,7 +311,7 @@ static void phase_begin(struct demo *d, enum phase ph)
 	if (d->sampler_on)
 		sample_now(d, false);
 	if (!d->quiet && !d->tty && ph != PH_DONE)
-		say(d, "%s phase at %.1f s", phase_name[ph], t);
+		demo_say(d, "%s phase at %.1f s", phase_name[ph], t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -864,11 +373,11 @@ static bool check_page(struct demo *d, unsigned gi, uint64_t page, const unsigne
 		for (i = 0; i < PAGE; i++)
 			nz += p[i] != 0;
 		where(d, page * PAGE, loc, sizeof(loc));
-		say(d, "%s: guest %u, gpa 0x%" PRIx64 " (%s): xxh3 %016" PRIx64 ", expected %016"
+		demo_say(d, "%s: guest %u, gpa 0x%" PRIx64 " (%s): xxh3 %016" PRIx64 ", expected %016"
 		    PRIx64 "%s; %zu of 4096 bytes non-zero", when, gi + 1, page * PAGE, loc,
 		    got, want, want == d->zero_sum ? " (zeros)" : "", nz);
 	} else if (d->reports == MAX_REPORTS + 1) {
-		say(d, "further mismatches are counted, not shown");
+		demo_say(d, "further mismatches are counted, not shown");
 	}
 	return false;
 }
@@ -910,13 +419,13 @@ static int create_all(struct demo *d)
 
 		v->want = malloc(d->win_pages * sizeof(*v->want));
 		if (!v->want) {
-			say(d, "out of memory for the expected page hashes");
+			demo_say(d, "out of memory for the expected page hashes");
 			snprintf(d->error, sizeof(d->error), "out of memory");
 			return -ENOMEM;
 		}
 		for (i = 0; i < d->win_pages; i++)
 			v->want[i] = d->zero_sum;
-		v->rng = mix64(d->seed ^ mix64(gi + GOLDEN));
+		v->rng = mix64(d->seed ^ mix64(gi + RNG_GOLDEN));
 		umlmem_guest_config_init(&gc);
 		gc.ram_bytes = d->guest_bytes;
 		snprintf(name, sizeof(name), "guest%02u", gi + 1);
@@ -1137,7 +646,7 @@ static int work_op(struct demo *d, unsigned gi)
 		}
 		if (memcmp(d->buf2, d->buf + gpa % PAGE, len)) {
 			d->mismatches++;
-			say(d, "guest %u: %zu bytes read at 0x%" PRIx64 " differ from the same bytes "
+			demo_say(d, "guest %u: %zu bytes read at 0x%" PRIx64 " differ from the same bytes "
 			    "read as whole pages", gi + 1, len, gpa);
 		}
 		return 0;
@@ -1204,7 +713,7 @@ static bool budget_held(const struct demo *d)
 	       (!d->have_stats || d->st.frames_used <= d->budget_bytes / PAGE);
 }
 
-static bool verified(const struct demo *d)
+bool demo_verified(const struct demo *d)
 {
 	return !d->error[0] && d->guests_verified == d->guests &&
 	       d->checked_bytes == (uint64_t)d->guests * d->guest_bytes && d->mismatches == 0;
@@ -1218,185 +727,17 @@ static void check_counters(struct demo *d)
 	uint64_t ram = (uint64_t)d->guests * (d->guest_bytes / PAGE);
 
 	if (s->ram_pages != ram)
-		say(d, "warning: ram_pages is %" PRIu64 ", expected %" PRIu64, s->ram_pages, ram);
+		demo_say(d, "warning: ram_pages is %" PRIu64 ", expected %" PRIu64, s->ram_pages, ram);
 	if (s->resident_pages + s->swapped_pages + s->zero_pages != s->ram_pages)
-		say(d, "warning: resident %" PRIu64 " + swapped %" PRIu64 " + zero %" PRIu64
+		demo_say(d, "warning: resident %" PRIu64 " + swapped %" PRIu64 " + zero %" PRIu64
 		    " != ram_pages %" PRIu64, s->resident_pages, s->swapped_pages,
 		    s->zero_pages, s->ram_pages);
 	if (!budget_held(d))
-		say(d, "BUDGET EXCEEDED: %" PRIu64 " frames in use at the peak, the budget is %"
+		demo_say(d, "BUDGET EXCEEDED: %" PRIu64 " frames in use at the peak, the budget is %"
 		    PRIu64, d->peak_frames, d->budget_bytes / PAGE);
 	if (s->io_errors || s->checksum_errors)
-		say(d, "warning: %" PRIu64 " swap I/O errors, %" PRIu64 " checksum errors",
+		demo_say(d, "warning: %" PRIu64 " swap I/O errors, %" PRIu64 " checksum errors",
 		    s->io_errors, s->checksum_errors);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Plot                                                                     */
-/* ------------------------------------------------------------------------ */
-
-/* A round step (1, 2 or 5 times a power of ten) giving about @want ticks. */
-static double nice_step(double range, int want)
-{
-	double raw = range / want, mag, f;
-
-	if (raw <= 0)
-		return 1;
-	mag = pow(10, floor(log10(raw)));
-	f = raw / mag;
-	return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
-}
-
-struct series {
-	const char *label;
-	const char *color;
-	const char *dash;
-	size_t field;		/* offsetof into struct sample */
-};
-
-static uint64_t sample_field(const struct sample *s, size_t field)
-{
-	uint64_t v;
-
-	memcpy(&v, (const char *)s + field, sizeof(v));
-	return v;
-}
-
-static bool write_plot(struct demo *d)
-{
-	static const struct series ser[] = {
-		{ "resident guest pages", "#1f77b4", NULL, offsetof(struct sample, resident) },
-		{ "saved by sharing", "#2ca02c", NULL, offsetof(struct sample, sharing) },
-		{ "swapped", "#d62728", NULL, offsetof(struct sample, swapped) },
-		{ "frames in use", "#ff7f0e", NULL, offsetof(struct sample, frames_used) },
-		{ "free frames", "#7f7f7f", "6,3", offsetof(struct sample, frames_free) },
-		{ "read ahead, untouched", "#9467bd", "2,2", offsetof(struct sample, frames_cached) },
-	};
-	const double W = 1000, H = 560, L = 80, R = 210, T = 70, B = 60;
-	const double pw = W - L - R, ph = H - T - B;
-	double tmax = 1, ymax = (double)d->budget_bytes, unit, step, v, x, y;
-	const char *uname;
-	char b1[16], b2[16], b3[16];
-	size_t i, k;
-	FILE *f;
-
-	for (i = 0; i < d->nsamples; i++) {
-		if (d->samples[i].t > tmax)
-			tmax = d->samples[i].t;
-		for (k = 0; k < sizeof(ser) / sizeof(ser[0]); k++) {
-			v = (double)sample_field(&d->samples[i], ser[k].field) * PAGE;
-			if (v > ymax)
-				ymax = v;
-		}
-	}
-	unit = ymax >= 2.0 * GIB ? (double)GIB : (double)MIB;
-	uname = ymax >= 2.0 * GIB ? "GiB" : "MiB";
-	step = nice_step(ymax / unit, 6);
-	ymax = ceil(ymax / unit / step) * step * unit;
-
-	f = fopen(d->plot, "w");
-	if (!f) {
-		say(d, "--plot %s: %s", d->plot, strerror(errno));
-		return false;
-	}
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-		"viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n",
-		W, H, W, H);
-	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-	fprintf(f, "<text x=\"%.0f\" y=\"28\" font-size=\"18\" font-weight=\"bold\">"
-		"umlmem demo: %u guests \xc3\x97 %s on a %s budget, merging %s</text>\n",
-		L, d->guests, fmt_bytes(b1, sizeof(b1), d->guest_bytes),
-		fmt_bytes(b2, sizeof(b2), d->budget_bytes), d->dedup ? "on" : "off");
-	fprintf(f, "<text x=\"%.0f\" y=\"50\" font-size=\"13\" fill=\"#444\">"
-		"%s OS image per guest, %s nominal in all (the 2009 KSM run: 52 \xc3\x97 1 GiB on 16 GiB); "
-		"%s</text>\n", L, fmt_bytes(b1, sizeof(b1), d->im.len),
-		fmt_bytes(b3, sizeof(b3), (uint64_t)d->guests * d->guest_bytes),
-		verified(d) ? "every byte verified" : "NOT verified");
-
-	/* grid and axes */
-	for (v = 0; v <= ymax / unit + step / 2; v += step) {
-		y = T + ph - v * unit / ymax * ph;
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>\n",
-			L, y, L + pw, y);
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">%g</text>\n",
-			L - 6, y + 4, v);
-	}
-	step = nice_step(tmax, 10);
-	for (v = 0; v <= tmax + 1e-9; v += step) {
-		x = L + v / tmax * pw;
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
-			x, T + ph, x, T + ph + 5);
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">%g</text>\n",
-			x, T + ph + 19, v);
-	}
-	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
-		L, T + ph, L + pw, T + ph);
-	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\"/>\n",
-		L, T, L, T + ph);
-	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\">time (s)</text>\n",
-		L + pw / 2, H - 14);
-	fprintf(f, "<text x=\"20\" y=\"%.1f\" font-size=\"13\" text-anchor=\"middle\" "
-		"transform=\"rotate(-90 20 %.1f)\">%s</text>\n", T + ph / 2, T + ph / 2, uname);
-
-	/* phase markers; a label that would run into the previous one goes a
-	   line lower */
-	for (i = 0, k = 0, v = -1e9; i < d->nmarks; i++) {
-		if (d->marks[i].ph == PH_DONE)
-			continue;
-		x = L + d->marks[i].t / tmax * pw;
-		k = x - v < 60 ? k + 1 : 0;
-		v = x;
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\" "
-			"stroke-dasharray=\"2,4\"/>\n", x, T, x, T + ph);
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" fill=\"#333\">%s</text>\n",
-			x + 4, T + 14 + 14.0 * (double)k, phase_name[d->marks[i].ph]);
-	}
-
-	/* the budget, then the series */
-	y = T + ph - (double)d->budget_bytes / ymax * ph;
-	fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" "
-		"stroke-width=\"1.5\" stroke-dasharray=\"8,4\"/>\n", L, y, L + pw, y);
-	for (k = 0; k < sizeof(ser) / sizeof(ser[0]); k++) {
-		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s%s%s points=\"",
-			ser[k].color, ser[k].dash ? " stroke-dasharray=\"" : "",
-			ser[k].dash ? ser[k].dash : "", ser[k].dash ? "\"" : "");
-		for (i = 0; i < d->nsamples; i++) {
-			x = L + d->samples[i].t / tmax * pw;
-			y = T + ph - (double)sample_field(&d->samples[i], ser[k].field) * PAGE / ymax * ph;
-			fprintf(f, "%.1f,%.1f ", x, y);
-		}
-		fprintf(f, "\"/>\n");
-	}
-
-	/* legend */
-	x = L + pw + 16;
-	for (k = 0; k <= sizeof(ser) / sizeof(ser[0]); k++) {
-		const char *label = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].label : "budget";
-		const char *color = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].color : "black";
-		const char *dash = k < sizeof(ser) / sizeof(ser[0]) ? ser[k].dash : "8,4";
-
-		y = T + 10 + 24.0 * (double)k;
-		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-			"stroke-width=\"2\"%s%s%s/>\n", x, y, x + 26, y, color,
-			dash ? " stroke-dasharray=\"" : "", dash ? dash : "", dash ? "\"" : "");
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\">%s</text>\n",
-			x + 32, y + 4, label);
-	}
-	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
-		"budget %s</text>\n", x, T + 10 + 24.0 * 7 + 4,
-		fmt_bytes(b1, sizeof(b1), d->budget_bytes));
-	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
-		"peak frames in use %s</text>\n", x, T + 10 + 24.0 * 7 + 20,
-		fmt_bytes(b1, sizeof(b1), d->peak_frames * PAGE));
-	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">"
-		"sampled every %d ms</text>\n", x, T + 10 + 24.0 * 7 + 36, SAMPLE_MS);
-	fprintf(f, "</svg>\n");
-	if (fclose(f)) {
-		say(d, "--plot %s: %s", d->plot, strerror(errno));
-		return false;
-	}
-	return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1439,7 +780,7 @@ static void print_json(const struct demo *d)
 		s->checksum_errors, d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
 	fprintf(f, ", \"checked_bytes\": %" PRIu64 ", \"work_checked_pages\": %" PRIu64
 		", \"mismatches\": %" PRIu64 ", \"verified\": %s",
-		d->checked_bytes, d->work_checked, d->mismatches, verified(d) ? "true" : "false");
+		d->checked_bytes, d->work_checked, d->mismatches, demo_verified(d) ? "true" : "false");
 	fprintf(f, ", \"create_s\": %.3f, \"boot_s\": %.3f, \"work_s\": %.3f, \"verify_s\": %.3f, \"wall_s\": %.3f"
 		", \"peak_rss_bytes\": %" PRIu64 ", \"engine\": ",
 		d->phase_s[PH_START], d->phase_s[PH_BOOT], d->phase_s[PH_WORK],
@@ -1499,6 +840,14 @@ static void print_text(const struct demo *d)
 	fprintf(f, "  %-28s %" PRIu64 " / %" PRIu64 "\n", "swap-ins / swap-outs",
 		s->swap_ins, s->swap_outs);
 	fprintf(f, "  %-28s %" PRIu64 "\n", "COW breaks", s->cow_breaks);
+	if (d->info.pool_frames || d->info.pool_pages)
+		fprintf(f, "  %-28s %" PRIu64 " pages in %s (%.2f pages a frame), %" PRIu64
+			" same-filled, %" PRIu64 " hits, %" PRIu64 " written back, %" PRIu64
+			" rejected\n", "compressed pool", d->info.pool_pages,
+			fmt_bytes(b1, sizeof(b1), d->info.pool_frames * PAGE),
+			d->info.pool_frames ? (double)d->info.pool_pages / d->info.pool_frames : 0.0,
+			d->info.pool_same_filled, d->info.pool_hits, d->info.pool_writebacks,
+			d->info.pool_rejects);
 	fprintf(f, "  %-28s %" PRIu64 " (%" PRIu64 " zero pages freed), %" PRIu64 " full passes\n",
 		"pages merged", d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
 	fprintf(f, "  %-28s create %.1f s, boot %.1f s, work %.1f s, verify %.1f s\n", "phases",
@@ -1510,12 +859,12 @@ static void print_text(const struct demo *d)
 		"checked", fmt_bytes(b1, sizeof(b1), d->checked_bytes),
 		fmt_bytes(b2, sizeof(b2), nominal), d->work_checked);
 	fprintf(f, "  %-28s %" PRIu64 "\n", "mismatches", d->mismatches);
-	if (verified(d) && budget_held(d))
+	if (demo_verified(d) && budget_held(d))
 		fprintf(f, "  %-28s VERIFIED: every byte of %s%u guest%s matched; the budget held\n",
 			"verdict", d->guests > 1 ? "all " : "", d->guests, d->guests > 1 ? "s" : "");
 	else if (d->error[0])
 		fprintf(f, "  %-28s NOT VERIFIED: stopped by an error: %s\n", "verdict", d->error);
-	else if (!verified(d))
+	else if (!demo_verified(d))
 		fprintf(f, "  %-28s NOT VERIFIED: %" PRIu64 " page checks failed\n", "verdict",
 			d->mismatches);
 	else
@@ -1569,141 +918,107 @@ static void demo_usage(FILE *f)
 		"of 1024.\n", PROG);
 }
 
-static bool opt_size(const char *name, const char *arg, uint64_t min, uint64_t max,
-		     uint64_t *out)
+enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
+       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET };
+
+static const struct cli_opt demo_opts[] = {
+	{ "--guests", true, O_GUESTS },
+	{ "--guest-size", true, O_SIZE },
+	{ "--budget", true, O_BUDGET },
+	{ "--os-bytes", true, O_OSBYTES },
+	{ "--os-dirs", true, O_OSDIRS },
+	{ "--per-guest-bytes", true, O_PERGUEST },
+	{ "--work-ops", true, O_OPS },
+	{ "--swap-dir", true, O_SWAPDIR },
+	{ "--seed", true, O_SEED },
+	{ "--no-dedup", false, O_NODEDUP },
+	{ "--plot", true, O_PLOT },
+	{ "--json", false, O_JSON },
+	{ "--quiet", false, O_QUIET },
+	{ NULL, false, 0 },
+};
+
+static int demo_opt(void *ctx, int id, const char *arg)
 {
+	struct demo *d = ctx;
 	uint64_t v;
 
-	if (!parse_size(arg, &v) || v < min || v > max) {
-		usage_error("%s '%s': expected a size from %" PRIu64 " to %" PRIu64
-			    " bytes (bytes, or with K, M, G, T)", name, arg, min, max);
-		return false;
+	switch (id) {
+	case O_GUESTS:
+		if (!opt_u64("--guests", arg, 1, MAX_GUESTS, &v))
+			return EXIT_USAGE;
+		d->guests = (unsigned)v;
+		break;
+	case O_SIZE:
+		if (!opt_size("--guest-size", arg, PAGE, 1ull << 40, &d->guest_bytes))
+			return EXIT_USAGE;
+		if (d->guest_bytes % PAGE) {
+			usage_error("--guest-size '%s': not a whole number of 4 KiB pages", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_BUDGET:
+		if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &d->budget_bytes))
+			return EXIT_USAGE;
+		/* the library rounds down; report what it really uses */
+		d->budget_bytes = d->budget_bytes / PAGE * PAGE;
+		break;
+	case O_OSBYTES:
+		if (!opt_size("--os-bytes", arg, 0, 64 * GIB, &d->os_bytes))
+			return EXIT_USAGE;
+		break;
+	case O_OSDIRS:
+		if (!*arg || !strcmp(arg, ":")) {
+			usage_error("--os-dirs: no directory given");
+			return EXIT_USAGE;
+		}
+		d->os_dirs = arg;
+		break;
+	case O_PERGUEST:
+		if (!opt_size("--per-guest-bytes", arg, 0, 1 * GIB, &d->per_guest_bytes))
+			return EXIT_USAGE;
+		break;
+	case O_OPS:
+		if (!parse_u64(arg, &d->work_ops) || d->work_ops > (1ull << 32)) {
+			usage_error("--work-ops '%s': expected a whole number up to 2^32", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_SWAPDIR:
+		if (!opt_dir("--swap-dir", arg))
+			return EXIT_USAGE;
+		d->swap_dir = arg;
+		break;
+	case O_SEED:
+		if (!parse_u64(arg, &d->seed)) {
+			usage_error("--seed '%s': expected a whole number (decimal or 0x hex)", arg);
+			return EXIT_USAGE;
+		}
+		break;
+	case O_NODEDUP:
+		d->dedup = false;
+		break;
+	case O_PLOT:
+		if (!*arg) {
+			usage_error("--plot: empty file name");
+			return EXIT_USAGE;
+		}
+		d->plot = arg;
+		break;
+	case O_JSON:
+		d->json = true;
+		break;
+	case O_QUIET:
+		d->quiet = true;
+		break;
 	}
-	*out = v;
-	return true;
+	return 0;
 }
 
 /* Returns 0 to run, -1 after --help, EXIT_USAGE after a mistake. */
 static int demo_parse(struct demo *d, int argc, char **argv)
 {
-	enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
-	       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_HELP };
-	static const struct cli_opt opts[] = {
-		{ "--guests", true, O_GUESTS },
-		{ "--guest-size", true, O_SIZE },
-		{ "--budget", true, O_BUDGET },
-		{ "--os-bytes", true, O_OSBYTES },
-		{ "--os-dirs", true, O_OSDIRS },
-		{ "--per-guest-bytes", true, O_PERGUEST },
-		{ "--work-ops", true, O_OPS },
-		{ "--swap-dir", true, O_SWAPDIR },
-		{ "--seed", true, O_SEED },
-		{ "--no-dedup", false, O_NODEDUP },
-		{ "--plot", true, O_PLOT },
-		{ "--json", false, O_JSON },
-		{ "--quiet", false, O_QUIET },
-		{ "--help", false, O_HELP },
-		{ "-h", false, O_HELP },
-		{ NULL, false, 0 },
-	};
-	const char *arg;
-	struct stat sb;
-	uint64_t v;
-	int i = 1, id;
-
-	while ((id = cli_next(argc, argv, &i, opts, &arg)) != OPT_END) {
-		switch (id) {
-		case OPT_ERR:
-			return EXIT_USAGE;
-		case OPT_POSITIONAL:
-			usage_error("unexpected argument '%s'", arg);
-			return EXIT_USAGE;
-		case O_HELP:
-			demo_usage(stdout);
-			return -1;
-		case O_GUESTS:
-			if (!parse_u64(arg, &v) || v < 1 || v > MAX_GUESTS) {
-				usage_error("--guests '%s': expected a whole number from 1 to %u",
-					    arg, MAX_GUESTS);
-				return EXIT_USAGE;
-			}
-			d->guests = (unsigned)v;
-			break;
-		case O_SIZE:
-			if (!opt_size("--guest-size", arg, PAGE, 1ull << 40, &d->guest_bytes))
-				return EXIT_USAGE;
-			if (d->guest_bytes % PAGE) {
-				usage_error("--guest-size '%s': not a whole number of 4 KiB pages", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_BUDGET:
-			if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &d->budget_bytes))
-				return EXIT_USAGE;
-			/* the library rounds down; report what it really uses */
-			d->budget_bytes = d->budget_bytes / PAGE * PAGE;
-			break;
-		case O_OSBYTES:
-			if (!opt_size("--os-bytes", arg, 0, 64 * GIB, &d->os_bytes))
-				return EXIT_USAGE;
-			break;
-		case O_OSDIRS:
-			if (!*arg || !strcmp(arg, ":")) {
-				usage_error("--os-dirs: no directory given");
-				return EXIT_USAGE;
-			}
-			d->os_dirs = arg;
-			break;
-		case O_PERGUEST:
-			if (!opt_size("--per-guest-bytes", arg, 0, 1 * GIB, &d->per_guest_bytes))
-				return EXIT_USAGE;
-			break;
-		case O_OPS:
-			if (!parse_u64(arg, &d->work_ops) || d->work_ops > (1ull << 32)) {
-				usage_error("--work-ops '%s': expected a whole number up to 2^32", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_SWAPDIR:
-			if (!*arg) {
-				usage_error("--swap-dir: empty directory name");
-				return EXIT_USAGE;
-			}
-			if (stat(arg, &sb)) {
-				usage_error("--swap-dir '%s': %s", arg, strerror(errno));
-				return EXIT_USAGE;
-			}
-			if (!S_ISDIR(sb.st_mode)) {
-				usage_error("--swap-dir '%s': not a directory", arg);
-				return EXIT_USAGE;
-			}
-			d->swap_dir = arg;
-			break;
-		case O_SEED:
-			if (!parse_u64(arg, &d->seed)) {
-				usage_error("--seed '%s': expected a whole number (decimal or 0x hex)", arg);
-				return EXIT_USAGE;
-			}
-			break;
-		case O_NODEDUP:
-			d->dedup = false;
-			break;
-		case O_PLOT:
-			if (!*arg) {
-				usage_error("--plot: empty file name");
-				return EXIT_USAGE;
-			}
-			d->plot = arg;
-			break;
-		case O_JSON:
-			d->json = true;
-			break;
-		case O_QUIET:
-			d->quiet = true;
-			break;
-		}
-	}
-	return 0;
+	return parse_options(argc, argv, demo_opts, false, demo_opt, d, demo_usage);
 }
 
 static void demo_free(struct demo *d)
@@ -1757,8 +1072,8 @@ int cmd_demo(int argc, char **argv)
 		demo_free(&d);
 		return 1;
 	}
-	own_files_select(&d);
-	if (!layout(&d)) {
+	os_own_files(&d);
+	if (!os_layout(&d)) {
 		demo_free(&d);
 		return EXIT_USAGE;
 	}
@@ -1776,7 +1091,7 @@ int cmd_demo(int argc, char **argv)
 		return 1;
 	}
 	if (!d.quiet)
-		say(&d, "%u guests of %s on a %s budget, merging %s; OS image %s in %zu files "
+		demo_say(&d, "%u guests of %s on a %s budget, merging %s; OS image %s in %zu files "
 		    "read in %.1f s", d.guests, fmt_bytes(b1, sizeof(b1), d.guest_bytes),
 		    fmt_bytes(b2, sizeof(b2), d.budget_bytes), d.dedup ? "on" : "off",
 		    fmt_bytes(b3, sizeof(b3), d.im.len), d.im.nfiles, now_s() - d.t0);
@@ -1819,14 +1134,14 @@ int cmd_demo(int argc, char **argv)
 	d.rss_peak = peak_rss();
 
 	if (d.plot && d.nsamples)
-		d.plot_ok = write_plot(&d);
+		d.plot_ok = plot_write(&d);
 	/* a JSON reader gets its object even when the host could not be made */
 	if (d.json)
 		print_json(&d);
 	else if (d.have_stats)
 		print_text(&d);
 	fflush(stdout);
-	rc = verified(&d) && budget_held(&d) && (!d.plot || d.plot_ok) ? 0 : 1;
+	rc = demo_verified(&d) && budget_held(&d) && (!d.plot || d.plot_ok) ? 0 : 1;
 	demo_free(&d);
 	return rc;
 }

@@ -121,7 +121,6 @@
 #include "cli.h"
 
 #define CMD		"replay"
-#define EXIT_USAGE	2
 
 #define PAGE		((uint64_t)UMLMEM_PAGE_SIZE)
 #define PAGE_SHIFT	12
@@ -264,7 +263,6 @@ static int replay_parse(struct opts *o, int argc, char **argv)
 	};
 	bool have_budget = false, have_fraction = false;
 	const char *arg;
-	struct stat sb;
 	uint64_t v;
 	int i = 1, id;
 
@@ -284,16 +282,8 @@ static int replay_parse(struct opts *o, int argc, char **argv)
 			replay_usage(stdout);
 			return -1;
 		case O_BUDGET:
-			if (!parse_size(arg, &v)) {
-				usage_error("--budget '%s': expected a size (bytes, or with K, M, G, T)",
-					    arg);
+			if (!opt_size("--budget", arg, PAGE, UINT64_MAX, &v))
 				return EXIT_USAGE;
-			}
-			if (v < PAGE) {
-				usage_error("--budget '%s': below one page (%" PRIu64 " bytes)",
-					    arg, PAGE);
-				return EXIT_USAGE;
-			}
 			/* the library rounds down; report what it really uses */
 			o->budget_bytes = v / PAGE * PAGE;
 			have_budget = true;
@@ -338,26 +328,13 @@ static int replay_parse(struct opts *o, int argc, char **argv)
 				o->skip_refs = v;
 			break;
 		case O_SWAPDIR:
-			if (!*arg) {
-				usage_error("--swap-dir: empty directory name");
+			if (!opt_dir("--swap-dir", arg))
 				return EXIT_USAGE;
-			}
-			if (stat(arg, &sb)) {
-				usage_error("--swap-dir '%s': %s", arg, strerror(errno));
-				return EXIT_USAGE;
-			}
-			if (!S_ISDIR(sb.st_mode)) {
-				usage_error("--swap-dir '%s': not a directory", arg);
-				return EXIT_USAGE;
-			}
 			o->swap_dir = arg;
 			break;
 		case O_BATCH:
-			if (!parse_u64(arg, &v) || v < 1 || v > 4096) {
-				usage_error("--reclaim-batch '%s': expected a whole number from 1 to 4096",
-					    arg);
+			if (!opt_u64("--reclaim-batch", arg, 1, 4096, &v))
 				return EXIT_USAGE;
-			}
 			o->reclaim_batch = (unsigned)v;
 			break;
 		case O_NORA:

@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/**
+ * @file umlmem.h
+ * @brief umlmem: guest RAM larger than the host, in user space.
+ *
+ * umlmem gives every guest (an emulator's guest, a UML-style process) a RAM
+ * region that may be far larger than the host can hold. A fixed budget of
+ * physical frames holds the pages in use; the rest live in sparse swap files;
+ * untouched memory costs nothing and reads as zeros.
+ *
+ * Objects
+ *  - A *host* (#umlmem_host) is one physical memory budget. It owns the frame
+ *    store (one memfd of the budget's size), the swap files, the pager and the
+ *    counters. Create it with umlmem_host_create().
+ *  - A *guest* (#umlmem_guest) is one guest's RAM, of any nominal size up to
+ *    #UMLMEM_MAX_GUEST_BYTES, created on a host with umlmem_guest_create().
+ *    Any number of guests may share a host; their nominal sizes may add up to
+ *    far more than the budget.
+ *
+ * Access
+ *  - umlmem_read() and umlmem_write() copy bytes in and out, any length and
+ *    alignment. A page that is not resident is faulted in (from swap, or as a
+ *    fresh zeroed frame on its first write); when the budget is full the pager
+ *    evicts the least recently used pages in a batch first.
+ *  - umlmem_pin() returns a pointer to one page's bytes that stays valid until
+ *    umlmem_unpin(); a pinned page is never evicted or moved.
+ *  - umlmem_discard() turns a range back into zeros and frees what held it.
+ *  - umlmem_guest_map() ("native mode") makes the guest's RAM appear at a
+ *    host address, for emulators that want plain loads and stores on it:
+ *    faults there, also from system calls and KVM, are served through
+ *    userfaultfd by the host's handler threads, with the budget, swap and
+ *    sharing working underneath.
+ *
+ * Errors
+ *  Every call that can fail returns 0 on success or a negative errno. Nothing
+ *  aborts the process on bad input. umlmem_strerror() names any code, and
+ *  umlmem_errmsg() gives the calling thread a sentence about its last failure
+ *  (which argument, which limit) that a person can act on.
+ *
+ * Threads
+ *  Every call is thread-safe unless its entry says otherwise; one guest may be
+ *  used from many threads at once. Destroying a guest or a host while another
+ *  thread still uses it is a bug in the caller.
+ *
+ * Sizes and addresses are bytes (uint64_t); guest physical addresses ("gpa")
+ * start at 0. The page size is #UMLMEM_PAGE_SIZE.
+ */
+#ifndef UMLMEM_H
+#define UMLMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UMLMEM_VERSION_MAJOR 0
+#define UMLMEM_VERSION_MINOR 1
+#define UMLMEM_VERSION_PATCH 0
+
+/** The page size: the unit of residency, swap and sharing. */
+#define UMLMEM_PAGE_SIZE 4096u
+
+/** The largest nominal guest size: 2^47 bytes (128 TiB), the x86-64 user
+ *  address space. Larger sizes are refused with -EINVAL. */
+#define UMLMEM_MAX_GUEST_BYTES (1ull << 47)
+
+/** One physical memory budget (opaque). */
+typedef struct umlmem_host umlmem_host;
+/** One guest's RAM (opaque). */
+typedef struct umlmem_guest umlmem_guest;
+
+/** How swap pages move between frames and swap files. */
+enum umlmem_io_engine {
+	UMLMEM_IO_AUTO = 0, /**< io_uring, else libaio, else sync (the best available) */
+	UMLMEM_IO_URING,    /**< io_uring through liburing */
+	UMLMEM_IO_AIO,      /**< Linux native AIO through libaio, O_DIRECT */
+	UMLMEM_IO_SYNC,     /**< pread/pwrite from the calling thread */
+};
+
+/** Host flag: a reclaim thread keeps free frames between two watermarks
+ *  (see reclaim_low), so that faults rarely wait for a write-out, and a
+ *  merge thread scans for identical pages (see dedup_pages). Without it
+ *  nothing runs unless a call needs it, or umlmem_reclaim() and
+ *  umlmem_dedup_scan() ask for it. */
+#define UMLMEM_BACKGROUND 0x1u
+/** Host flag: never read ahead of a swap-in. By default a fault that
+ *  continues an ascending run of swap-ins also reads the next slots (8 at
+ *  first, up to 64) into frames that are free anyway. */
+#define UMLMEM_NO_READAHEAD 0x2u
+/** Host flag: the merge scanner merges only pages of zeros (which become
+ *  untouched memory again), never pages with content: no sharing between
+ *  guests, so none of the side channels of page sharing (see README). */
+#define UMLMEM_DEDUP_ZERO_ONLY 0x4u
+
+/**
+ * Host configuration. Always fill it with umlmem_host_config_init() first and
+ * then change the fields you care about: fields may be added at the end.
+ */
+struct umlmem_host_config {
+	/** Budget: the most guest RAM resident at once, in bytes. Required
+	 *  (> 0, at least one page). Rounded down to whole pages. It may not
+	 *  exceed the machine's physical memory. */
+	uint64_t resident_bytes;
+	/** Directory for the sparse swap files; NULL: $TMPDIR, else /var/tmp.
+	 *  The files are unlinked from the start (O_TMPFILE, or mkstemp and
+	 *  unlink) and created with mode 0600. */
+	const char *swap_dir;
+	/** Swap capacity in bytes; 0: grows on demand. Rounded down to pages.
+	 *  When full, an access that needs a new frame fails with -ENOSPC and
+	 *  every page stays readable. */
+	uint64_t swap_bytes;
+	/** Files the slots are spread over; 0: 1. At most 64. */
+	unsigned swap_files;
+	/** I/O engine; AUTO picks the best available (see umlmem_host_io_engine()). */
+	enum umlmem_io_engine io;
+	/** UMLMEM_BACKGROUND, ... */
+	unsigned flags;
+	/** Pages the pager evicts in one batch when it needs frames; 0: 64,
+	 *  or 1/32 of the budget where that is less (at least 1). Pages
+	 *  evicted together are written to adjacent swap slots. */
+	unsigned reclaim_batch;
+	/** With UMLMEM_BACKGROUND: the reclaim thread wakes when fewer than
+	 *  reclaim_low frames are free and evicts until reclaim_high are.
+	 *  0: 1/64 of the budget (at least one batch, at most 1/8) and twice
+	 *  that (at most 1/4). */
+	uint64_t reclaim_low, reclaim_high;
+	/** The most pages one shared frame serves; 0: 256. A further
+	 *  duplicate starts a new shared frame. */
+	uint32_t max_sharing;
+	/** With UMLMEM_BACKGROUND: the merge thread scans dedup_pages pages
+	 *  (0: 1000), then pauses dedup_sleep_us microseconds (0: 20000): KSM's
+	 *  pages_to_scan and sleep_millisecs. */
+	unsigned dedup_pages;
+	unsigned dedup_sleep_us;
+};
+
+/** Sets every field of @p cfg to its default (resident_bytes 0: you must set it). */
+void umlmem_host_config_init(struct umlmem_host_config *cfg);
+
+/**
+ * Creates a host.
+ * @param cfg   configuration (see struct umlmem_host_config); not kept.
+ * @param host  receives the new host.
+ * @return 0, or
+ *  - -EINVAL: @p cfg or @p host NULL, resident_bytes below one page or above
+ *    physical memory, swap_bytes below one page (and not 0), swap_files > 64,
+ *    unknown engine or flags;
+ *  - -ENOENT, -ENOTDIR, -EACCES, -EROFS, ...: swap_dir missing, not a
+ *    directory or not writable (umlmem_errmsg() names it);
+ *  - -ENOTSUP: the requested I/O engine is not available here;
+ *  - -ENOMEM: the frame store or the tables could not be allocated.
+ */
+int umlmem_host_create(const struct umlmem_host_config *cfg, umlmem_host **host);
+
+/** Destroys a host: destroys its remaining guests, closes (and so removes)
+ *  its swap files, releases the frame store. NULL is ignored. */
+void umlmem_host_destroy(umlmem_host *host);
+
+/** The engine the host really uses (AUTO resolved), and in @p why (may be
+ *  NULL) a sentence on why AUTO fell back where it did; "" otherwise. */
+enum umlmem_io_engine umlmem_host_io_engine(umlmem_host *host, const char **why);
+
+/** Guest flag: never merge this guest's pages with others. */
+#define UMLMEM_GUEST_NOMERGE 0x1u
+
+/** Guest configuration; fill it with umlmem_guest_config_init() first. */
+struct umlmem_guest_config {
+	/** Nominal RAM in bytes: 1 to #UMLMEM_MAX_GUEST_BYTES; may far exceed
+	 *  the host budget. Need not be a multiple of the page size: accesses
+	 *  are checked against this exact size, the last page is partial. */
+	uint64_t ram_bytes;
+	/** Pages merge only with guests of the same domain (default 0). */
+	uint32_t merge_domain;
+	/** UMLMEM_GUEST_NOMERGE, ... */
+	unsigned flags;
+	/** For stats and messages; may be NULL. Copied (at most 63 bytes kept). */
+	const char *name;
+};
+
+/** Sets every field of @p cfg to its default (ram_bytes 0: you must set it). */
+void umlmem_guest_config_init(struct umlmem_guest_config *cfg);
+
+/**
+ * Creates a guest on @p host. Untouched RAM costs nothing: the page table is
+ * allocated in chunks on first write, so a 1 TiB guest that touched 1 MiB
+ * costs a few tens of KiB of metadata.
+ * @return 0, or -EINVAL (NULL argument, ram_bytes 0 or above
+ *  #UMLMEM_MAX_GUEST_BYTES, unknown flags), -ENOMEM.
+ */
+int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg,
+			umlmem_guest **guest);
+
+/**
+ * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
+ * in this process (the range is whole pages: a ram_bytes that is not a
+ * multiple of the page size is rounded up, the tail reading as zeros), so that plain loads and stores, and system calls that
+ * read or write the range (read(2) into it, write(2) out of it), reach the
+ * guest's pages. A page that is not resident is faulted in on first touch
+ * (as zeros, or from swap) by the host's fault handler threads through
+ * userfaultfd; a store to a page shared by merging gets a private copy
+ * first; the pager may take pages away again, and the next touch brings
+ * them back. The mapping stays coherent with umlmem_read(), umlmem_write()
+ * and umlmem_pin() on the same guest, from any thread.
+ *
+ * Each resident page the mapping points at can cost the process one memory
+ * mapping (VMA); umlmem keeps within vm.max_map_count by unmapping pages
+ * when it must (they fault back in on the next touch).
+ *
+ * A touch that cannot be served (a swap read that keeps failing, a budget
+ * that stays all pinned) raises SIGBUS in the touching thread, as the kernel
+ * does for a failing swap device; the page's data stays where it was.
+ *
+ * Transfers the kernel makes with pages it holds for a device while the
+ * call runs (O_DIRECT, io_uring fixed buffers, vmsplice, RDMA) keep
+ * references umlmem cannot see: pin the range with umlmem_pin() for the
+ * time of such a transfer, or the pager may reuse a frame under it.
+ *
+ * The first map installs a SIGSEGV handler that chains to the one before
+ * it: a store that races with a page being mapped in (a window of a few
+ * microseconds) is retried there. A program that installs its own SIGSEGV
+ * handler later should chain to the one it replaces. Views are not
+ * inherited by fork(): a child that touches one gets SIGSEGV.
+ *
+ * @return 0, or
+ *  - -EINVAL: NULL argument;
+ *  - -EBUSY: the guest is mapped already;
+ *  - -EPERM: userfaultfd refused (run as root, or set
+ *    vm.unprivileged_userfaultfd=1);
+ *  - -ENOMEM: no address range of that size, or vm.max_map_count leaves too
+ *    few mappings (the message says what to raise it to);
+ *  - -EOPNOTSUPP: the kernel lacks userfaultfd minor or write-protect faults
+ *    on shmem (Linux 6.4 or later has them).
+ */
+int umlmem_guest_map(umlmem_guest *g, void **base);
+
+/**
+ * Takes the native mapping of umlmem_guest_map() away: the range is
+ * unmapped and, when no guest of the host is mapped any more, the fault
+ * handler threads stop. The guest's data stays, reachable by the copy
+ * calls and by a later umlmem_guest_map() (at a new address). Destroying a
+ * mapped guest unmaps it. No thread may touch the range during or after
+ * the call.
+ * @return 0, or -EINVAL (NULL, or the guest is not mapped).
+ */
+int umlmem_guest_unmap(umlmem_guest *g);
+
+/** Destroys a guest: frees its frames, swap slots and page table. Pointers
+ *  from umlmem_pin() on it become invalid. NULL is ignored. */
+void umlmem_guest_destroy(umlmem_guest *guest);
+
+/**
+ * Copies @p len bytes at guest address @p gpa into @p buf. Never-written
+ * memory reads as zeros and takes no frame. Pages in swap are read back in.
+ * @return 0, or
+ *  - -EINVAL: @p g NULL, or @p buf NULL with @p len > 0;
+ *  - -EFAULT: any byte of [gpa, gpa + len) lies outside the guest (or the
+ *    sum overflows); nothing is copied;
+ *  - -ENOMEM: a frame was needed and every frame is pinned;
+ *  - -ENOSPC: a frame was needed, every evictable page is dirty and swap is
+ *    full;
+ *  - -EIO: a swap read failed or its checksum did not match; the swap copy
+ *    is kept, so a retry may succeed.
+ *  On an error after the first page, the bytes of earlier pages are already
+ *  in @p buf; guest memory is unchanged either way.
+ */
+int umlmem_read(umlmem_guest *g, uint64_t gpa, void *buf, size_t len);
+
+/**
+ * Copies @p len bytes from @p buf to guest address @p gpa.
+ * @return 0, or the errors of umlmem_read(). On an error the pages before
+ *  the failing one are written, the failing page and those after it are not.
+ */
+int umlmem_write(umlmem_guest *g, uint64_t gpa, const void *buf, size_t len);
+
+/** Pin for reading. */
+#define UMLMEM_READ 0x1u
+/** Pin for writing (breaks sharing, marks the page dirty). */
+#define UMLMEM_WRITE 0x2u
+
+/**
+ * Makes the page at @p gpa resident and returns a pointer to its
+ * #UMLMEM_PAGE_SIZE bytes in @p page, valid until the matching umlmem_unpin().
+ * Pins nest (each needs its own unpin). A pinned page is never evicted,
+ * merged or moved; so a page that shares its frame with other pages gets a
+ * copy of its own first, whatever @p access. With #UMLMEM_WRITE the page is
+ * marked dirty at pin time;
+ * writing through a read-only pin is a bug in the caller.
+ * @return 0, or -EINVAL (@p g or @p page NULL, @p gpa not page-aligned,
+ *  @p access not a non-empty combination of READ and WRITE), -EFAULT
+ *  (@p gpa outside the guest), -EOVERFLOW (the page already holds 2^31
+ *  pins), and the fault errors of umlmem_read().
+ */
+int umlmem_pin(umlmem_guest *g, uint64_t gpa, unsigned access, void **page);
+
+/**
+ * Drops one pin of the page at @p gpa.
+ * @return 0, or -EINVAL (@p g NULL, @p gpa not page-aligned, or the page is
+ *  not pinned), -EFAULT (@p gpa outside the guest).
+ * (shared/API.md declares this call void; it returns int so that an unpin
+ * without a pin is reported. Callers that ignore the result still compile.)
+ */
+int umlmem_unpin(umlmem_guest *g, uint64_t gpa);
+
+/**
+ * Makes [gpa, gpa + len) read as zeros and frees the frames and swap slots
+ * that held it. @p gpa must be page-aligned; @p len a multiple of the page
+ * size, or reaching exactly the end of the guest. len 0 does nothing.
+ * @return 0, or -EINVAL (NULL guest, misaligned), -EFAULT (outside the
+ *  guest), -EBUSY (a page in the range is pinned; nothing was discarded).
+ */
+int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len);
+
+/**
+ * Frees up to @p pages frames now by evicting, least recently used first
+ * (pinned pages are skipped; dirty ones are written to swap in batches;
+ * clean ones with a valid swap copy, and pages read ahead that no guest
+ * touched, are dropped without I/O).
+ * @param evicted  receives the number of guest pages that left memory (may
+ *  be NULL): resident_pages falls by exactly that much.
+ * @return 0 (also when fewer, or none, could be evicted), or -EINVAL (NULL
+ *  host), -ENOSPC (swap full before @p pages were evicted), -EIO (writes
+ *  failed; the pages stay resident and are counted in io_errors).
+ */
+int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted);
+
+/**
+ * Scans the next @p pages resident pages of mergeable guests (the scan goes
+ * round all guests in passes, like KSM's) and merges identical ones: a page
+ * equal to another page of the same merge domain comes to share one frame
+ * with it, read-only, copied again on the first write to it; a page of
+ * zeros gives its frame back. A page written during this pass or the last
+ * one is skipped as volatile. Pinned pages are never merged.
+ * With UMLMEM_BACKGROUND a thread does this by itself (see dedup_pages).
+ * @param merged  receives the number of pages merged (may be NULL).
+ * @return 0, or -EINVAL (NULL host).
+ */
+int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged);
+
+/** Pauses (@p paused != 0) or resumes the background merge thread.
+ *  umlmem_dedup_scan() still works while paused. @return 0 or -EINVAL. */
+int umlmem_dedup_pause(umlmem_host *h, int paused);
+
+/**
+ * Switches merging of guest @p g on or off at run time (like KSM's
+ * MADV_UNMERGEABLE). Switching it off also unmerges: every resident page of
+ * @p g that shares a frame gets a private copy, and pages of @p g in swap
+ * that are shared get one when they come back.
+ * @return 0, or -EINVAL (NULL guest), or the errors of a fault (-ENOMEM,
+ *  -ENOSPC, -EIO) when a copy could not be made; the pages unmerged so far
+ *  stay unmerged, merging stays off, and the call may be repeated.
+ */
+int umlmem_guest_set_merge(umlmem_guest *g, int enable);
+
+/** Counters, for a host (sums over its guests) or for one guest. */
+struct umlmem_stats {
+	uint64_t ram_pages;       /**< nominal pages (sum over guests for the host) */
+	uint64_t resident_pages;  /**< guest pages backed by a frame, private or shared */
+	uint64_t frames_used;     /**< frames in use; never above the budget */
+	uint64_t swapped_pages;   /**< guest pages whose content lives only in swap */
+	uint64_t zero_pages;      /**< pages with no frame and no slot: never written, discarded or zeros */
+	uint64_t shared_frames;   /**< frames mapped by more than one page (KSM: pages_shared) */
+	uint64_t sharing_pages;   /**< pages saved by sharing (KSM: pages_sharing) */
+	uint64_t cow_breaks;      /**< writes that had to copy a shared frame */
+	uint64_t faults;          /**< accesses that needed a frame: first touch, swap-in, copy-on-write */
+	uint64_t swap_ins;        /**< pages read from swap */
+	uint64_t swap_outs;       /**< pages written to swap */
+	uint64_t swap_disk_bytes; /**< bytes the swap files really occupy on disk (st_blocks * 512) */
+	uint64_t io_errors;       /**< failed swap reads or writes */
+	uint64_t checksum_errors; /**< swap reads whose content did not match what was written */
+};
+
+/**
+ * Host-wide counters. resident_pages + swapped_pages + zero_pages ==
+ * ram_pages whenever no call is in flight.
+ * @return 0, or -EINVAL (NULL argument).
+ */
+int umlmem_host_stats(umlmem_host *h, struct umlmem_stats *s);
+
+/** One guest's counters: ram, resident, swapped, zero pages, faults, swap
+ *  ins and outs, cow breaks are the guest's own; frames_used,
+ *  shared_frames, swap_disk_bytes and the error counts are 0.
+ *  @return 0, or -EINVAL (NULL argument). */
+int umlmem_guest_stats(umlmem_guest *g, struct umlmem_stats *s);
+
+/**
+ * More about a host than struct umlmem_stats: the pager and the swap set.
+ * Fields may be added at the end; umlmem_host_info() fills only as many
+ * bytes as the caller's struct has, so old callers keep working.
+ */
+struct umlmem_host_info {
+	uint64_t frames_total;    /**< the budget, in frames */
+	uint64_t frames_free;     /**< frames on the free list */
+	uint64_t frames_cached;   /**< frames holding a page read ahead that no guest has
+				       touched yet: in frames_used, not in resident_pages */
+	uint64_t frames_busy;     /**< frames under swap I/O right now */
+	uint64_t readahead_pages; /**< pages read ahead of a fault */
+	uint64_t readahead_hits;  /**< faults served by a page read ahead, with no I/O */
+	uint64_t reclaim_low;     /**< watermarks of the reclaim thread, in frames */
+	uint64_t reclaim_high;
+	uint64_t reclaim_wakeups; /**< times the reclaim thread was woken */
+	uint64_t swap_slots_used; /**< swap slots holding data */
+	uint64_t swap_slots_cap;  /**< swap capacity in slots; 0: unlimited */
+	uint64_t swap_punches;    /**< swap clusters punched out of their files */
+	uint64_t engine;          /**< the enum umlmem_io_engine in use */
+	/* the merge scanner; the names of KSM's counters where they exist */
+	uint64_t pages_scanned;   /**< resident pages the scanner visited */
+	uint64_t pages_merged;    /**< pages merged: into a shared frame or into zeros */
+	uint64_t zero_merged;     /**< of those, pages of zeros that gave their frame back */
+	uint64_t pages_volatile;  /**< visits skipped: the page was written too recently */
+	uint64_t pages_unshared;  /**< visits that found no equal page (candidates) */
+	uint64_t full_scans;      /**< passes completed round every guest */
+	uint64_t stable_frames;   /**< shared frames in the stable index */
+	uint64_t hash_impl_avx2;  /**< 1 when pages are hashed with AVX2 */
+	uint64_t reclaim_batch;   /**< pages evicted at once (the default resolved) */
+	/* native mode (umlmem_guest_map) */
+	uint64_t native_guests;   /**< guests mapped now */
+	uint64_t native_faults;   /**< faults its handler threads served */
+	uint64_t native_cpu_sampled; /**< faults (1 in 256) whose CPU was looked up */
+	uint64_t native_cpu_local;   /**< of those, served by a handler on the CPU the
+					  faulting thread ran on: no cross-CPU wakeup */
+	uint64_t native_maps;     /**< page mappings made (mmap of a frame) */
+	uint64_t native_zaps;     /**< pages whose mapping was taken away (eviction,
+				       sharing, referenced-bit sampling) */
+	uint64_t native_flushes;  /**< whole mappings reset to stay within vm.max_map_count */
+	uint64_t native_map_limit;/**< mappings umlmem allows itself in this process */
+};
+
+/**
+ * Fills @p info (at most @p size bytes of it: pass sizeof(*info)).
+ * frames_used of umlmem_host_stats() == frames_total - frames_free ==
+ * resident frames + frames_cached + frames_busy.
+ * @return 0, or -EINVAL (NULL argument).
+ */
+int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *info, size_t size);
+
+/** A short English name for a return code (0 or a negative errno); never NULL. */
+const char *umlmem_strerror(int err);
+
+/** The calling thread's message about its last failed umlmem call: which
+ *  argument or limit, and what to change. "" when there was none. The text
+ *  stays valid until the thread's next umlmem call. */
+const char *umlmem_errmsg(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UMLMEM_H */

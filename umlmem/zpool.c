@@ -1,0 +1,830 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * zpool.c: the compressed pool, a tier between the frames and swap.
+ *
+ * Why. Guest memory compresses (lz4 stores a page of binaries or guest RAM
+ * in about half its size) and a decompression costs microseconds where a
+ * disk read costs 50-90. A page the pager evicts is therefore compressed
+ * into memory first; only what the pool cannot hold goes to disk. The
+ * pool's memory is frames of the budget, so the budget still bounds all
+ * that the host holds: frames_used counts them, and the pool competes with
+ * guest pages for the same frames.
+ *
+ * Layout: a log. The pool holds a chain of frames (the log, oldest at the
+ * tail, the one being filled at the head). Each page stored is appended at
+ * the head as an 8-byte header (handle, length) and its compressed bytes;
+ * a header never straddles two frames, the bytes may (then they continue at
+ * the start of the next frame of the log, which is always the one appended
+ * right after). A frame counts the live objects that touch it and goes
+ * back to the pool's spare frames when none does, wherever it is in the
+ * log. The tail holds the pages stored longest ago: when the pool needs
+ * room it writes its tail's live pages to the tier below in one batch
+ * (write-back), which frees the tail frames; so the pool's own replacement
+ * is FIFO by store time, and a page the frames reclaim again (it was loaded
+ * and stayed clean) keeps its old place. Objects are never moved, so there
+ * is no compaction to pay for; the cost is the dead space of frames that
+ * still have a live object, bounded by write-back reaching them.
+ *
+ * What goes in. A page made of one repeated 8-byte word (zeros are dropped
+ * before, by the pager) is kept as that word in its entry: no pool space.
+ * Others are compressed with lz4 (or zstd level 1 when asked); a page that
+ * does not come below ZP_MAX_LEN bytes is refused (-ENOSPC) and the pager
+ * stores it in the tier below directly, as it does when the pool has no
+ * room. Every page's xxh3 checksum is kept in its entry and checked after
+ * decompression: a page that does not come back to it is -EBADMSG, a
+ * checksum error, never wrong bytes.
+ *
+ * Entries. A handle is an index into the entry table. An entry holds the
+ * reference count (a shared frame is stored once; every sharer's page
+ * table entry holds a reference), the checksum, and where the content is:
+ * an object in the log, a fill word, or, after write-back, a handle of the
+ * tier below on which the entry holds one reference. Page table entries
+ * keep naming the pool handle after write-back, so nothing in the core
+ * changes when a page moves down; its next load reads from below.
+ *
+ * Frames. The pool takes frames only under host->lock, through
+ * balance(), which the pager calls before it stores a batch: it keeps a few
+ * spare frames lent (ZP_SPARE), within the pool's cap, and gives back what
+ * is spare beyond that. store() runs without host->lock and uses only
+ * spare frames; when there are none, it writes back the tail first.
+ *
+ * The split between frames and pool (the cap, when compress_pool_bytes is
+ * 0) adapts: balance() compares, over the last window of loads, the pages
+ * that came from the pool (hits) and those that had to come from disk. A
+ * disk read costs about ZP_DISK_COST pool hits; while disk reads cost more
+ * than the hits, a bigger pool turns more of them into hits and the cap
+ * grows; when hits dominate, the guests' working set is bouncing between
+ * frames and pool and the cap shrinks, giving frames back to the guests.
+ *
+ * Locking. z->lock (leaf below host->lock; above the lower tier's leaf
+ * locks, which it may call with it held) guards everything in struct
+ * zpool. Loads copy an object out under it and decompress after;
+ * write-back drops it during the write, its entries marked ZF_WB.
+ */
+#define _GNU_SOURCE
+#include <lz4.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "internal.h"
+
+#define ZP_MAX_LEN   3072u   /* compressed above this: refused, sent below */
+#define ZP_HDR       8u      /* per object: handle, length */
+#define ZP_SPARE     16u     /* most frames kept lent for the next stores */
+#define ZP_WB_BATCH  64u     /* pages written back at once */
+#define ZP_NIL       UINT32_MAX
+#define ZP_WINDOW    1024u   /* loads per adaptation step */
+#define ZP_DISK_COST 16u     /* a disk read costs about this many pool hits */
+
+enum { ZE_FREE = 0, ZE_LZ4, ZE_ZSTD, ZE_FILL, ZE_BELOW };
+enum { ZF_WB = 0x1 };   /* being written back: the object stays until done */
+
+struct zp_ent {
+	uint32_t refs;
+	uint8_t kind;           /* ZE_* */
+	uint8_t flags;          /* ZF_* */
+	uint16_t len;           /* compressed bytes of an object */
+	uint64_t csum;          /* xxh3 of the page */
+	union {
+		struct {
+			uint32_t f;     /* frame where the bytes start */
+			uint32_t off;   /* offset of the bytes in it */
+		} o;
+		uint64_t fill;          /* ZE_FILL: the repeated word */
+		uint64_t below;         /* ZE_BELOW: handle in the tier below */
+		uint64_t next_free;     /* ZE_FREE: free list */
+	} u;
+};
+
+struct zp_hdr {
+	uint32_t handle;
+	uint32_t len;
+};
+
+struct zpool {
+	struct tier t;
+	struct umlmem_host *h;          /* fixed */
+	int algo;                       /* ZE_LZ4 or ZE_ZSTD, fixed */
+	uint64_t cap_fixed;             /* frames from compress_pool_bytes; 0: adaptive */
+
+	/* Leaf lock (see above): everything from here on. */
+	pthread_mutex_t lock;
+	struct zp_ent *ent;
+	uint64_t nent, capent, free_ent;
+	/* per frame of the store, meaningful while the pool holds it */
+	uint32_t *live;                 /* live objects touching it */
+	uint32_t *next, *prev;          /* log order, tail to head */
+	uint32_t *first;                /* offset of its first header */
+	uint32_t head, tail, head_off;
+	uint32_t *spare;
+	uint64_t nspare, nlog;
+	uint64_t cap;                   /* frames the pool may hold (log + spare) */
+	uint64_t spare_want;            /* spare frames balance() keeps: half a batch */
+	/* counters */
+	uint64_t pages, bytes, same, hits, writebacks, rejects, handles;
+	uint64_t win_hits, win_disk;    /* the adaptation window */
+	uint64_t inject_alloc_fail;
+};
+
+static struct zpool *zp(struct tier *t)
+{
+	return (struct zpool *)t;
+}
+
+static uint8_t *zaddr(struct zpool *z, uint32_t f)
+{
+	return frame_addr(z->h, f);
+}
+
+/* ---- entries -------------------------------------------------------------- */
+
+static int ent_alloc(struct zpool *z, uint64_t *out)
+{
+	uint64_t i;
+
+	if (z->free_ent != UINT64_MAX) {
+		i = z->free_ent;
+		z->free_ent = z->ent[i].u.next_free;
+	} else {
+		if (z->nent == z->capent) {
+			uint64_t n = z->capent ? 2 * z->capent : 1024;
+			struct zp_ent *e;
+
+			if (n > TIER_HANDLE_MAX)
+				return -ENOMEM;
+			e = realloc(z->ent, n * sizeof(*e));
+			if (!e)
+				return -ENOMEM;
+			z->ent = e;
+			z->capent = n;
+		}
+		i = z->nent++;
+	}
+	memset(&z->ent[i], 0, sizeof(z->ent[i]));
+	z->ent[i].refs = 1;
+	z->handles++;
+	*out = i;
+	return 0;
+}
+
+static void ent_free(struct zpool *z, uint64_t i)
+{
+	z->ent[i].kind = ZE_FREE;
+	z->ent[i].refs = 0;
+	z->ent[i].u.next_free = z->free_ent;
+	z->free_ent = i;
+	z->handles--;
+}
+
+/* ---- the log -------------------------------------------------------------- */
+
+/* Appends frame @f (a spare one) at the head. */
+static uint32_t log_push(struct zpool *z)
+{
+	uint32_t f = z->spare[--z->nspare];
+
+	z->live[f] = 0;
+	z->first[f] = 0;
+	z->next[f] = ZP_NIL;
+	z->prev[f] = z->head;
+	if (z->head != ZP_NIL)
+		z->next[z->head] = f;
+	else
+		z->tail = f;
+	z->head = f;
+	z->head_off = 0;
+	z->nlog++;
+	return f;
+}
+
+/* Frame @f holds no live object: it leaves the log for the spares (the
+   head stays: it is being filled). */
+static void log_release(struct zpool *z, uint32_t f)
+{
+	if (f == z->head)
+		return;
+	if (z->prev[f] != ZP_NIL)
+		z->next[z->prev[f]] = z->next[f];
+	else
+		z->tail = z->next[f];
+	z->prev[z->next[f]] = z->prev[f];   /* f is not the head: next exists */
+	z->nlog--;
+	z->spare[z->nspare++] = f;
+}
+
+/* Reserves room for an object of @len bytes at the head and writes its
+   header; -ENOSPC when that needs more frames than are spare. */
+static int obj_alloc(struct zpool *z, uint64_t handle, uint32_t len, uint32_t *pf,
+		     uint32_t *poff)
+{
+	uint32_t need = 0, off = z->head_off, f;
+	struct zp_hdr hdr = { (uint32_t)handle, len };
+
+	if (z->inject_alloc_fail) {
+		z->inject_alloc_fail--;
+		return -ENOSPC;
+	}
+	if (z->head == ZP_NIL || off + ZP_HDR > PAGE_SIZE) {
+		need++;
+		off = 0;
+	}
+	if (off + ZP_HDR + len > PAGE_SIZE)
+		need++;
+	if (need > z->nspare)
+		return -ENOSPC;
+	f = z->head;
+	if (f == ZP_NIL || z->head_off + ZP_HDR > PAGE_SIZE) {
+		uint32_t old = f;
+
+		f = log_push(z);
+		/* the old head may have lost all its objects while filled */
+		if (old != ZP_NIL && !z->live[old])
+			log_release(z, old);
+	}
+	memcpy(zaddr(z, f) + off, &hdr, ZP_HDR);
+	off += ZP_HDR;
+	z->live[f]++;
+	*pf = f;
+	*poff = off;
+	if (off + len > PAGE_SIZE) {
+		uint32_t nf = log_push(z);
+
+		z->live[nf]++;
+		z->first[nf] = off + len - PAGE_SIZE;
+		z->head_off = z->first[nf];
+	} else {
+		z->head_off = off + len;
+	}
+	return 0;
+}
+
+/* Copies @len bytes between @buf and the object at (@f, @off). */
+static void obj_copy(struct zpool *z, uint32_t f, uint32_t off, uint8_t *buf, uint32_t len,
+		     bool out)
+{
+	uint32_t a = PAGE_SIZE - off < len ? PAGE_SIZE - off : len;
+
+	if (out)
+		memcpy(buf, zaddr(z, f) + off, a);
+	else
+		memcpy(zaddr(z, f) + off, buf, a);
+	if (a < len) {
+		if (out)
+			memcpy(buf + a, zaddr(z, z->next[f]), len - a);
+		else
+			memcpy(zaddr(z, z->next[f]), buf + a, len - a);
+	}
+}
+
+static void obj_free(struct zpool *z, struct zp_ent *e)
+{
+	uint32_t f = e->u.o.f, nf = z->next[f];
+	bool spans = e->u.o.off + e->len > PAGE_SIZE;
+
+	z->bytes -= e->len;
+	z->pages--;
+	if (spans && !--z->live[nf])
+		log_release(z, nf);
+	if (!--z->live[f])
+		log_release(z, f);
+}
+
+/* ---- compression ---------------------------------------------------------- */
+
+static bool same_filled(const void *page, uint64_t *word)
+{
+	const uint64_t *w = page;
+
+	for (unsigned i = 1; i < PAGE_SIZE / 8; i++)
+		if (w[i] != w[0])
+			return false;
+	*word = w[0];
+	return true;
+}
+
+static uint32_t compress_page(int algo, const void *page, uint8_t *dst)
+{
+	if (algo == ZE_ZSTD) {
+		size_t n = ZSTD_compress(dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+
+		return ZSTD_isError(n) ? 0 : (uint32_t)n;
+	}
+	return (uint32_t)LZ4_compress_default(page, (char *)dst, PAGE_SIZE, ZP_MAX_LEN);
+}
+
+/* Decompresses and verifies: 0 or -EBADMSG. */
+static int decompress_page(int algo, const uint8_t *src, uint32_t len, void *page,
+			   uint64_t csum)
+{
+	bool ok;
+
+	if (algo == ZE_ZSTD) {
+		size_t n = ZSTD_decompress(page, PAGE_SIZE, src, len);
+
+		ok = !ZSTD_isError(n) && n == PAGE_SIZE;
+	} else {
+		ok = LZ4_decompress_safe((const char *)src, page, (int)len, PAGE_SIZE) ==
+		     PAGE_SIZE;
+	}
+	return ok && swap_page_csum(page) == csum ? 0 : -EBADMSG;
+}
+
+/* ---- write-back ----------------------------------------------------------- */
+
+/* Writes up to ZP_WB_BATCH of the oldest live objects to the tier below.
+   Takes and drops z->lock. Returns how many left the pool. */
+static unsigned writeback(struct zpool *z)
+{
+	struct tier *below = z->t.below;
+	uint64_t hd[ZP_WB_BATCH], out[ZP_WB_BATCH];
+	void *pages[ZP_WB_BATCH];
+	int res[ZP_WB_BATCH];
+	uint8_t *buf, *cbuf;
+	unsigned n = 0, nw = 0, done = 0;
+	char msg[256];
+
+	if (!below)
+		return 0;
+	buf = aligned_alloc(PAGE_SIZE, (size_t)ZP_WB_BATCH * PAGE_SIZE);
+	cbuf = malloc(ZP_MAX_LEN);
+	if (!buf || !cbuf) {
+		free(buf);
+		free(cbuf);
+		return 0;
+	}
+	pthread_mutex_lock(&z->lock);
+	/* the oldest frames first; the head too, when that is all there is */
+	for (uint32_t f = z->tail; f != ZP_NIL && n < ZP_WB_BATCH; f = z->next[f]) {
+		uint32_t off = z->first[f];
+
+		while (n < ZP_WB_BATCH && off + ZP_HDR <= PAGE_SIZE &&
+		       (f != z->head || off < z->head_off)) {
+			struct zp_hdr hdr;
+			struct zp_ent *e;
+
+			memcpy(&hdr, zaddr(z, f) + off, ZP_HDR);
+			/* past the last object: bytes of the frame's former use */
+			if (hdr.len > ZP_MAX_LEN)
+				break;
+			off += ZP_HDR;
+			e = hdr.handle < z->nent ? &z->ent[hdr.handle] : NULL;
+			if (e && (e->kind == ZE_LZ4 || e->kind == ZE_ZSTD) && e->u.o.f == f &&
+			    e->u.o.off == off && !(e->flags & ZF_WB)) {
+				obj_copy(z, f, off, cbuf, e->len, true);
+				pages[n] = buf + (size_t)n * PAGE_SIZE;
+				/* a corrupt object stays: its load reports it */
+				if (!decompress_page(e->kind, cbuf, e->len, pages[n], e->csum)) {
+					e->flags |= ZF_WB;
+					hd[n++] = hdr.handle;
+				}
+			}
+			off += hdr.len;
+		}
+	}
+	pthread_mutex_unlock(&z->lock);
+	if (n)
+		below->ops->store(below, pages, n, out, res, TIER_STORE_BELOW, msg, sizeof(msg));
+	pthread_mutex_lock(&z->lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct zp_ent *e = &z->ent[hd[i]];
+
+		e->flags &= ~ZF_WB;
+		if (!e->refs) {
+			/* freed meanwhile: its release was left to us */
+			obj_free(z, e);
+			if (!res[i])
+				below->ops->unref(below, out[i], 1);
+			ent_free(z, hd[i]);
+			continue;
+		}
+		if (res[i])
+			continue;
+		obj_free(z, e);
+		e->kind = ZE_BELOW;
+		e->u.below = out[i];
+		nw++;
+		done++;
+	}
+	z->writebacks += nw;
+	pthread_mutex_unlock(&z->lock);
+	free(buf);
+	free(cbuf);
+	return done;
+}
+
+/* ---- the tier operations -------------------------------------------------- */
+
+static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
+			 int *res, unsigned flags, char *msg, size_t msglen)
+{
+	struct zpool *z = zp(t);
+	uint8_t *cbuf = malloc(ZP_MAX_LEN);
+
+	(void)msglen, (void)flags;
+	msg[0] = '\0';
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t word = 0, hd, csum;
+		uint32_t len = 0, f, off;
+		int rc;
+
+		res[i] = -ENOSPC;
+		if (!cbuf)
+			continue;
+		if (!same_filled(pages[i], &word)) {
+			len = compress_page(z->algo, pages[i], cbuf);
+			if (!len) {
+				pthread_mutex_lock(&z->lock);
+				z->rejects++;
+				pthread_mutex_unlock(&z->lock);
+				continue;
+			}
+		}
+		csum = swap_page_csum(pages[i]);
+		pthread_mutex_lock(&z->lock);
+		rc = ent_alloc(z, &hd);
+		if (rc) {
+			z->rejects++;
+			pthread_mutex_unlock(&z->lock);
+			continue;
+		}
+		if (!len) {
+			z->ent[hd].kind = ZE_FILL;
+			z->ent[hd].u.fill = word;
+			z->same++;
+			z->pages++;
+		} else {
+			rc = obj_alloc(z, hd, len, &f, &off);
+			if (rc && z->nlog) {
+				/* full: the oldest pages make room */
+				pthread_mutex_unlock(&z->lock);
+				writeback(z);
+				pthread_mutex_lock(&z->lock);
+				rc = obj_alloc(z, hd, len, &f, &off);
+			}
+			if (rc) {
+				ent_free(z, hd);
+				z->rejects++;
+				pthread_mutex_unlock(&z->lock);
+				continue;
+			}
+			z->ent[hd].kind = (uint8_t)z->algo;
+			z->ent[hd].len = (uint16_t)len;
+			z->ent[hd].u.o.f = f;
+			z->ent[hd].u.o.off = off;
+			obj_copy(z, f, off, cbuf, len, false);
+			z->bytes += len;
+			z->pages++;
+		}
+		z->ent[hd].csum = csum;
+		pthread_mutex_unlock(&z->lock);
+		handles[i] = hd;
+		res[i] = 0;
+	}
+	free(cbuf);
+	/* refusals are not I/O errors: the pager tries the tier below */
+	return 0;
+}
+
+static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, unsigned n,
+		    int *res)
+{
+	struct zpool *z = zp(t);
+	uint8_t cbuf[ZP_MAX_LEN];
+
+	for (unsigned i = 0; i < n; i++) {
+		struct zp_ent *e;
+		uint64_t csum, below;
+		uint32_t len;
+		int kind;
+
+		pthread_mutex_lock(&z->lock);
+		e = &z->ent[handles[i]];
+		kind = e->kind;
+		csum = e->csum;
+		len = e->len;
+		below = e->u.below;
+		if (kind == ZE_FILL) {
+			uint64_t *w = bufs[i];
+
+			for (unsigned j = 0; j < PAGE_SIZE / 8; j++)
+				w[j] = e->u.fill;
+		} else if (kind == ZE_LZ4 || kind == ZE_ZSTD) {
+			obj_copy(z, e->u.o.f, e->u.o.off, cbuf, len, true);
+		}
+		if (kind == ZE_BELOW) {
+			z->win_disk++;
+		} else {
+			z->hits++;
+			z->win_hits++;
+		}
+		pthread_mutex_unlock(&z->lock);
+		if (kind == ZE_BELOW)
+			t->below->ops->load(t->below, &below, &bufs[i], 1, &res[i]);
+		else if (kind == ZE_FILL)
+			res[i] = 0;
+		else
+			res[i] = decompress_page(kind, cbuf, len, bufs[i], csum);
+	}
+}
+
+static void zp_ref(struct tier *t, uint64_t handle, unsigned n)
+{
+	struct zpool *z = zp(t);
+
+	pthread_mutex_lock(&z->lock);
+	z->ent[handle].refs += n;
+	pthread_mutex_unlock(&z->lock);
+}
+
+static void zp_unref(struct tier *t, uint64_t handle, unsigned n)
+{
+	struct zpool *z = zp(t);
+	struct zp_ent *e;
+
+	pthread_mutex_lock(&z->lock);
+	e = &z->ent[handle];
+	e->refs -= n;
+	if (!e->refs) {
+		switch (e->kind) {
+		case ZE_FILL:
+			z->same--;
+			z->pages--;
+			ent_free(z, handle);
+			break;
+		case ZE_BELOW:
+			t->below->ops->unref(t->below, e->u.below, 1);
+			ent_free(z, handle);
+			break;
+		default:
+			/* under write-back, its end frees it */
+			if (!(e->flags & ZF_WB)) {
+				obj_free(z, e);
+				ent_free(z, handle);
+			}
+		}
+	}
+	pthread_mutex_unlock(&z->lock);
+}
+
+static uint32_t zp_refs(struct tier *t, uint64_t handle)
+{
+	struct zpool *z = zp(t);
+	uint32_t r;
+
+	pthread_mutex_lock(&z->lock);
+	r = handle < z->nent ? z->ent[handle].refs : 0;
+	pthread_mutex_unlock(&z->lock);
+	return r;
+}
+
+/* No readahead from the pool: a load costs a decompression, not a seek. */
+static unsigned zp_live(struct tier *t, uint64_t from, unsigned n, uint64_t *out)
+{
+	(void)t, (void)from, (void)n, (void)out;
+	return 0;
+}
+
+static void zp_balance(struct tier *t)
+{
+	struct zpool *z = zp(t);
+	struct umlmem_host *h = z->h;
+	uint64_t lo = h->nframes / 16, hi = h->nframes / 8 * 7, step = h->nframes / 32;
+
+	pthread_mutex_lock(&z->lock);
+	if (!z->cap_fixed && z->win_hits + z->win_disk >= ZP_WINDOW) {
+		if (z->win_disk * ZP_DISK_COST > z->win_hits)
+			z->cap = z->cap + step < hi ? z->cap + step : hi;
+		else
+			z->cap = z->cap > lo + step ? z->cap - step : lo;
+		z->win_hits = z->win_disk = 0;
+	}
+	/* a head that lost all its objects goes too (the next store starts
+	   a new one); an empty pool of a host without guests keeps no spare
+	   frames */
+	if (z->head != ZP_NIL && !z->live[z->head]) {
+		uint32_t f = z->head;
+
+		z->head = z->prev[f];
+		if (z->head != ZP_NIL)
+			z->next[z->head] = ZP_NIL;
+		else
+			z->tail = ZP_NIL;
+		z->head_off = PAGE_SIZE;
+		z->nlog--;
+		z->spare[z->nspare++] = f;
+	}
+	if (!z->nlog && !z->handles && !h->nguests) {
+		while (z->nspare)
+			frame_put(h, z->spare[--z->nspare]);
+		pthread_mutex_unlock(&z->lock);
+		return;
+	}
+	while (z->nspare < z->spare_want && z->nlog + z->nspare < z->cap && h->nfree > 1) {
+		uint64_t f;
+
+		frame_take(h, &f);
+		h->frames[f].flags = F_POOL;
+		z->spare[z->nspare++] = (uint32_t)f;
+	}
+	while (z->nspare && (z->nspare > 2 * z->spare_want || z->nlog + z->nspare > z->cap)) {
+		uint32_t f = z->spare[--z->nspare];
+
+		frame_put(h, f);
+	}
+	pthread_mutex_unlock(&z->lock);
+}
+
+static void zp_held(struct tier *t, void (*fn)(void *arg, uint64_t key), void *arg)
+{
+	struct zpool *z = zp(t);
+
+	pthread_mutex_lock(&z->lock);
+	for (uint64_t i = 0; i < z->nent; i++)
+		if (z->ent[i].kind == ZE_BELOW)
+			fn(arg, tkey(t->below->id, z->ent[i].u.below));
+	pthread_mutex_unlock(&z->lock);
+}
+
+static int zp_check(struct tier *t, char *err, size_t errlen)
+{
+	struct zpool *z = zp(t);
+	struct umlmem_host *h = z->h;
+	uint32_t *live = calloc(h->nframes, sizeof(*live));
+	uint64_t handles = 0, pages = 0, bytes = 0, same = 0, nlog = 0;
+	int rc = -EUCLEAN;
+
+	if (!live)
+		return -ENOMEM;
+	pthread_mutex_lock(&z->lock);
+	for (uint64_t i = 0; i < z->nent; i++) {
+		const struct zp_ent *e = &z->ent[i];
+
+		if (e->kind == ZE_FREE)
+			continue;
+		handles++;
+		if (!e->refs || (e->flags & ZF_WB)) {
+			snprintf(err, errlen, "pool entry %llu: refs %u, flags 0x%x outside a "
+				 "write-back", (unsigned long long)i, e->refs, e->flags);
+			goto out;
+		}
+		if (e->kind == ZE_FILL) {
+			same++;
+			pages++;
+		} else if (e->kind != ZE_BELOW) {
+			pages++;
+			bytes += e->len;
+			live[e->u.o.f]++;
+			if (e->u.o.off + e->len > PAGE_SIZE)
+				live[z->next[e->u.o.f]]++;
+		}
+	}
+	for (uint32_t f = z->tail, p = ZP_NIL; f != ZP_NIL; p = f, f = z->next[f]) {
+		if (z->prev[f] != p || !(h->frames[f].flags & F_POOL) || z->live[f] != live[f] ||
+		    (!live[f] && f != z->head) || ++nlog > z->nlog) {
+			snprintf(err, errlen, "pool frame %u: live %u counted %u, links or flags "
+				 "wrong", f, z->live[f], live[f]);
+			goto out;
+		}
+	}
+	if (nlog != z->nlog || handles != z->handles || pages != z->pages || bytes != z->bytes ||
+	    same != z->same) {
+		snprintf(err, errlen, "pool: %llu log frames, %llu handles, %llu pages, %llu bytes, "
+			 "%llu same-filled counted; %llu, %llu, %llu, %llu, %llu recorded",
+			 (unsigned long long)nlog, (unsigned long long)handles,
+			 (unsigned long long)pages, (unsigned long long)bytes,
+			 (unsigned long long)same, (unsigned long long)z->nlog,
+			 (unsigned long long)z->handles, (unsigned long long)z->pages,
+			 (unsigned long long)z->bytes, (unsigned long long)z->same);
+		goto out;
+	}
+	for (uint64_t i = 0; i < z->nspare; i++)
+		if (!(h->frames[z->spare[i]].flags & F_POOL)) {
+			snprintf(err, errlen, "pool spare frame %u not marked F_POOL", z->spare[i]);
+			goto out;
+		}
+	rc = 0;
+out:
+	pthread_mutex_unlock(&z->lock);
+	free(live);
+	return rc;
+}
+
+static void zp_info(struct tier *t, struct tier_info *out)
+{
+	struct zpool *z = zp(t);
+
+	pthread_mutex_lock(&z->lock);
+	memset(out, 0, sizeof(*out));
+	out->handles = z->handles;
+	out->frames = z->nlog + z->nspare;
+	out->bytes = out->frames * PAGE_SIZE;
+	pthread_mutex_unlock(&z->lock);
+}
+
+void zpool_info(struct tier *t, struct umlmem_host_info *i)
+{
+	struct zpool *z = zp(t);
+
+	pthread_mutex_lock(&z->lock);
+	i->pool_pages = z->pages;
+	i->pool_bytes = z->bytes;
+	i->pool_frames = z->nlog + z->nspare;
+	i->pool_same_filled = z->same;
+	i->pool_hits = z->hits;
+	i->pool_writebacks = z->writebacks;
+	i->pool_rejects = z->rejects;
+	pthread_mutex_unlock(&z->lock);
+}
+
+void zpool_inject_alloc_fail(struct tier *t, uint64_t n)
+{
+	struct zpool *z = zp(t);
+
+	pthread_mutex_lock(&z->lock);
+	z->inject_alloc_fail = n;
+	pthread_mutex_unlock(&z->lock);
+}
+
+bool zpool_corrupt(struct tier *t, uint64_t handle)
+{
+	struct zpool *z = zp(t);
+	struct zp_ent *e;
+	bool ok = false;
+
+	pthread_mutex_lock(&z->lock);
+	e = handle < z->nent ? &z->ent[handle] : NULL;
+	if (e && (e->kind == ZE_LZ4 || e->kind == ZE_ZSTD)) {
+		zaddr(z, e->u.o.f)[e->u.o.off + (e->len > 1 && e->u.o.off + 1 < PAGE_SIZE)] ^= 0x5a;
+		ok = true;
+	}
+	pthread_mutex_unlock(&z->lock);
+	return ok;
+}
+
+static void zp_fini(struct tier *t)
+{
+	struct zpool *z = zp(t);
+
+	/* the frames go with the frame store */
+	pthread_mutex_destroy(&z->lock);
+	free(z->ent);
+	free(z->live);
+	free(z->next);
+	free(z->prev);
+	free(z->first);
+	free(z->spare);
+	free(z);
+}
+
+static const struct tier_ops zpool_ops = {
+	.name = "pool",
+	.store = zp_store,
+	.load = zp_load,
+	.ref = zp_ref,
+	.unref = zp_unref,
+	.refs = zp_refs,
+	.live = zp_live,
+	.check = zp_check,
+	.info = zp_info,
+	.fini = zp_fini,
+	.balance = zp_balance,
+	.held = zp_held,
+};
+
+int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
+{
+	struct zpool *z = calloc(1, sizeof(*z));
+	uint64_t n = h->nframes;
+
+	if (!z)
+		return seterr(-ENOMEM, "cannot allocate the compressed pool");
+	z->t.ops = &zpool_ops;
+	z->t.id = TIER_POOL;
+	z->t.priv = z;
+	z->t.below = below;
+	z->h = h;
+	z->algo = h->cfg.compress == UMLMEM_COMPRESS_ZSTD ? ZE_ZSTD : ZE_LZ4;
+	z->cap_fixed = h->cfg.compress_pool_bytes / PAGE_SIZE;
+	z->cap = z->cap_fixed ? z->cap_fixed : n / 4;
+	z->spare_want = h->cfg.reclaim_batch / 2 + 1;
+	if (z->spare_want > ZP_SPARE)
+		z->spare_want = ZP_SPARE;
+	z->free_ent = UINT64_MAX;
+	z->head = z->tail = ZP_NIL;
+	pthread_mutex_init(&z->lock, NULL);
+	z->live = calloc(n, sizeof(*z->live));
+	z->next = calloc(n, sizeof(*z->next));
+	z->prev = calloc(n, sizeof(*z->prev));
+	z->first = calloc(n, sizeof(*z->first));
+	z->spare = calloc(n, sizeof(*z->spare));
+	if (!z->live || !z->next || !z->prev || !z->first || !z->spare) {
+		zp_fini(&z->t);
+		return seterr(-ENOMEM, "cannot allocate the compressed pool's tables for %llu "
+			      "frames", (unsigned long long)n);
+	}
+	*out = &z->t;
+	return 0;
+}
