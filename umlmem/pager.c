@@ -421,8 +421,11 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 		return seterr(-EINVAL, "umlmem_reclaim: host is NULL");
 	pthread_mutex_lock(&h->lock);
 	rc = pager_evict(h, pages, &done, &npages);
+	/* The frames freed stay warm: the caller is paging, and will likely
+	   fault pages into them soon. They are given back later, with the
+	   hysteresis of trim_due, by the background threads or by the next
+	   discard or destroy, not in this call's time. */
 	pthread_mutex_unlock(&h->lock);
-	frames_trim(h);
 	if (rc == -ENOMEM) {
 		/* nothing (more) evictable is not a failure of reclaim */
 		rc = 0;
