@@ -193,11 +193,13 @@ debug-test: deps
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c
+TSAN_TESTS += tests/test_memory.c
 TSAN_TESTS += tests/test_interference.c
 # the threaded subjects: every threads test, and the native tests where
 # threads share views (the others run single-threaded code, slowly, here)
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
-	       --filter='native/coherence' --filter='native/cleanup'
+	       --filter='native/coherence' --filter='native/cleanup' \
+	       --filter='memory/background*'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \

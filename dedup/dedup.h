@@ -80,6 +80,8 @@ void dedup_scan_locked(struct umlmem_host *h, uint64_t pages, bool background,
 int  dedup_check(struct umlmem_host *h, char *err, size_t errlen);
 /* Guest @g is going away: move the cursor off it. */
 void dedup_forget_guest(struct umlmem_host *h, struct umlmem_guest *g);
+/* Bytes of the two indexes (0 before the first pass). */
+uint64_t dedup_table_bytes(const struct umlmem_host *h);
 /* Frame @f just became shared (refs 2) or stopped being shared (refs 1). */
 void dedup_frame_unshared(struct umlmem_host *h, uint64_t f);
 

@@ -179,11 +179,61 @@ static bool mergeable(const struct umlmem_guest *g)
 	return !(g->flags & UMLMEM_GUEST_NOMERGE);
 }
 
-/* Frame @f is shared now: it enters the stable index. */
+/* Both indexes before the first pass, or when they cannot be had: one
+   empty entry, which table_put finds full and lookups find empty. */
+static struct dent no_table[1] = { { 0, DENT_EMPTY, 0 } };
+
+/* Sizes both indexes for the frames the host has made (twice as many
+   entries, a power of two, at least 1024): they follow the frames in use,
+   not the budget, and a host that never scans never has them. Reallocated
+   when that size grew or fell to a quarter, at the start of a pass (the
+   unstable index is emptied then anyway); the stable one is kept up to
+   date frame by frame, so its entries move to the new table with their
+   keys. Out of memory, the old ones (or none) serve: a pass then merges
+   less, nothing worse. */
+static void tables_fit(struct umlmem_host *h)
+{
+	struct dedup *d = &h->dd;
+	uint64_t n = 1024, have = d->stable == no_table ? 0 : d->mask + 1;
+	struct dent *s, *u, *old = d->stable;
+
+	while (n < 2 * h->nmade)
+		n <<= 1;
+	if (n <= have && n * 4 > have)
+		return;
+	s = malloc(n * sizeof(*s));
+	u = malloc(n * sizeof(*u));
+	if (!s || !u) {
+		free(s);
+		free(u);
+		return;
+	}
+	table_clear(s, n);
+	table_clear(u, n);
+	if (have)
+		free(d->unstable);
+	d->stable = s;
+	d->unstable = u;
+	d->mask = n - 1;
+	d->nstable = 0;
+	d->nunstable = 0;
+	/* the shared frames number at most nmade <= n / 2: they all fit */
+	for (uint64_t i = 0; i < have; i++)
+		if (old[i].frame != DENT_EMPTY &&
+		    !table_put(d, s, 0, &d->nstable, old[i].key, old[i].frame))
+			h->frames[old[i].frame].flags &= ~F_STABLE;
+	if (have)
+		free(old);
+}
+
+/* Frame @f is shared now: it enters the stable index. F_STABLE says it is
+   in there: when the index is full (it grows at the next pass, tables_fit)
+   the frame stays unflagged, and a later visit adds it. */
 static void stable_add(struct umlmem_host *h, uint64_t f, uint64_t key)
 {
-	h->frames[f].flags |= F_STABLE;
-	if (!table_put(&h->dd, h->dd.stable, 0, &h->dd.nstable, key, f))
+	if (table_put(&h->dd, h->dd.stable, 0, &h->dd.nstable, key, f))
+		h->frames[f].flags |= F_STABLE;
+	else
 		h->dd.pass_redo++;
 }
 
@@ -200,6 +250,7 @@ static void new_pass(struct umlmem_host *h)
 
 	if (d->pass)
 		d->full_scans++;
+	tables_fit(h);
 	d->pass = d->pass ? d->pass + 1 : 2;
 	if (d->pass == UINT32_MAX) {
 		/* after 4 billion passes: old numbers would come round again */
@@ -536,6 +587,7 @@ static void *dedup_main(void *arg)
 
 		if (!d->paused)
 			dedup_scan_locked(h, d->batch, true, &merged);
+		frames_trim_locked(h);
 		/* between passes: the next begins DEDUP_PASS_MIN_MS after the last */
 		t = now_ns() - d->pass_start_ns;
 		if (!d->cur && d->pass && t < DEDUP_PASS_MIN_MS * 1000000ull &&
@@ -552,18 +604,10 @@ static void *dedup_main(void *arg)
 int dedup_init(struct umlmem_host *h)
 {
 	struct dedup *d = &h->dd;
-	uint64_t n = 1024;
 
-	while (n < 2 * h->nframes)
-		n <<= 1;
-	d->mask = n - 1;
-	d->stable = malloc(n * sizeof(*d->stable));
-	d->unstable = malloc(n * sizeof(*d->unstable));
-	if (!d->stable || !d->unstable)
-		return seterr(-ENOMEM, "cannot allocate the merge indexes (%llu entries)",
-			      (unsigned long long)n);
-	table_clear(d->stable, n);
-	table_clear(d->unstable, n);
+	/* the indexes come with the first pass (tables_fit) */
+	d->stable = d->unstable = no_table;
+	d->mask = 0;
 	if (getrandom(&d->seed, sizeof(d->seed), 0) != sizeof(d->seed))
 		d->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uintptr_t)h;
 	d->max_sharing = h->cfg.max_sharing ? h->cfg.max_sharing : 256;
@@ -575,8 +619,15 @@ int dedup_init(struct umlmem_host *h)
 
 void dedup_fini(struct umlmem_host *h)
 {
-	free(h->dd.stable);
-	free(h->dd.unstable);
+	if (h->dd.stable != no_table) {
+		free(h->dd.stable);
+		free(h->dd.unstable);
+	}
+}
+
+uint64_t dedup_table_bytes(const struct umlmem_host *h)
+{
+	return h->dd.stable == no_table ? 0 : 2 * (h->dd.mask + 1) * sizeof(struct dent);
 }
 
 int dedup_start(struct umlmem_host *h)
@@ -623,6 +674,7 @@ int umlmem_dedup_scan(umlmem_host *h, uint64_t pages, uint64_t *merged)
 	pthread_mutex_lock(&h->lock);
 	dedup_scan_locked(h, pages, false, &m);
 	pthread_mutex_unlock(&h->lock);
+	frames_trim(h);
 	if (merged)
 		*merged = m;
 	return api_done(h, 0);

@@ -6,12 +6,13 @@
 # process serving guests far larger than its RAM really stays within the
 # budget: the kernel, not the library's own counters, does the accounting.
 #
-#   demos/small-ram.sh [--limit-slack MiB] [--] [demo|stress] [ARGS...]
+#   demos/small-ram.sh [--limit-slack MiB] [--] [demo|stress|fits] [ARGS...]
 #
 #   --limit-slack MiB  the allowance on top of the budget (default 64)
-#   demo, stress       run only this one (default: both, demo first)
-#   ARGS               passed to the run(s); --budget SIZE among them sets
-#                      the budget the limit is computed from
+#   demo, stress, fits run only this one (default: all three, in this order)
+#   ARGS               passed to demo and stress; --budget SIZE among them
+#                      sets the budget the limit is computed from. fits
+#                      takes only --swap-dir from them
 #   UMLMEM=PATH        the umlmem program (default: build/umlmem next to this
 #                      script's directory)
 #
@@ -50,6 +51,14 @@
 # run stays within any limit this shell is under (at the v1 root if that
 # is not possible).
 #
+# The third run, fits, turns this round: the budget is far above the limit
+# (4 GiB, or half the machine's RAM where that is less) and the guests only
+# touch what fits under it (stress with 4 guests of 32 MiB: the limit is
+# their 128 MiB plus the slack). The budget is a limit on the frames the
+# host may hold, not memory it takes: the run passes only if creating the
+# host and serving the guests costs what they touch, not what the budget
+# allows.
+#
 # Exit status: 0 every run verified, 0 mismatches, no OOM kill; 1 anything
 # else; 2 bad usage; 77 no memory cgroup can be made here (not root, no
 # memory controller): nothing was run.
@@ -64,6 +73,9 @@ DEFAULT_BUDGET=64M
 # budget and of the image takes about twenty seconds.
 DEMO_ARGS=(--os-bytes 8M)
 STRESS_ARGS=(--seconds 20)
+FITS_GUESTS=4
+FITS_GUEST_MIB=32
+FITS_ARGS=(--guests "$FITS_GUESTS" --guest-size "${FITS_GUEST_MIB}M" --seconds 10)
 
 usage() {
 	sed -n '9,16p' "$0" | sed 's/^# \{0,1\}//'
@@ -119,19 +131,19 @@ while [ $# -gt 0 ]; do
 done
 if [ $# -gt 0 ]; then
 	case "$1" in
-	demo|stress)
+	demo|stress|fits)
 		runs=("$1")
 		shift
 		;;
 	-*)
 		;;
 	*)
-		die_usage "unknown run '$1' (demo or stress)"
+		die_usage "unknown run '$1' (demo, stress or fits)"
 		;;
 	esac
 fi
 args=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(demo stress)
+[ ${#runs[@]} -gt 0 ] || runs=(demo stress fits)
 
 # SIZE as the umlmem commands read it: bytes, or K, M, G, T (KiB ...), B.
 size_bytes() {
@@ -185,6 +197,14 @@ fi
 budget=$((budget / 4096 * 4096))
 [ "$budget" -gt 0 ] || die_usage "--budget '$budget_arg': below one page"
 limit=$((budget + SLACK_MIB * 1024 * 1024))
+base_limit=$limit
+
+# fits: 4 GiB, or half of this machine's RAM where that is less; the limit
+# is what its guests can touch, plus the same slack
+fits_budget=$((4 << 30))
+phys=$(awk '$1 == "MemTotal:" { print $2 * 1024 }' /proc/meminfo 2>/dev/null)
+[ -n "$phys" ] && [ $((phys / 2)) -lt "$fits_budget" ] && fits_budget=$((phys / 2 / 4096 * 4096))
+fits_limit=$((FITS_GUESTS * FITS_GUEST_MIB * 1024 * 1024 + SLACK_MIB * 1024 * 1024))
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UMLMEM=${UMLMEM:-$here/build/umlmem}
@@ -326,10 +346,16 @@ fi
 rows=()
 status=0
 for run in "${runs[@]}"; do
+	limit=$base_limit
 	if [ "$run" = demo ]; then
 		cmd=("$UMLMEM" demo "${DEMO_ARGS[@]}" "${budget_opt[@]}" "${args[@]}" --json)
-	else
+	elif [ "$run" = stress ]; then
 		cmd=("$UMLMEM" stress "${STRESS_ARGS[@]}" "${budget_opt[@]}" "${args[@]}" --json)
+	else
+		limit=$fits_limit
+		cmd=("$UMLMEM" stress "${FITS_ARGS[@]}" --budget "$fits_budget" --swap-dir "$swapdir" --json)
+		echo
+		echo "$PROG: fits: budget $(mib "$fits_budget"), limit $(mib "$limit") = what $FITS_GUESTS guests of $FITS_GUEST_MIB MiB touch + slack: the budget is a limit, not a reservation"
 	fi
 	if ! cg_make "$run"; then
 		cg_remove "$cg"
@@ -381,7 +407,14 @@ for r in "${rows[@]}"; do
 	row "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$k"
 done
 echo
-echo "limit = budget $(mib "$budget") + slack $(mib $((SLACK_MIB * 1024 * 1024))); failcnt ($([ "$CGV" = 2 ] && echo 'memory.events max' || echo 'memory.failcnt + memory.memsw.failcnt')): times a charge met the limit and the kernel had to reclaim first"
+for run in "${runs[@]}"; do
+	if [ "$run" = fits ]; then
+		echo "fits: budget $(mib "$fits_budget") far above its limit $(mib "$fits_limit") = $FITS_GUESTS guests of $FITS_GUEST_MIB MiB + slack"
+	else
+		echo "$run: limit = budget $(mib "$budget") + slack $(mib $((SLACK_MIB * 1024 * 1024)))"
+	fi
+done
+echo "failcnt ($([ "$CGV" = 2 ] && echo 'memory.events max' || echo 'memory.failcnt + memory.memsw.failcnt')): times a charge met the limit and the kernel had to reclaim first"
 if [ "$status" = 0 ]; then
 	echo "$PROG: PASS: every run verified with no mismatch and no OOM kill inside the limit"
 else

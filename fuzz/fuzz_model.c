@@ -476,10 +476,10 @@ static void dump(void)
 	if (!S.dump)
 		return;
 	pthread_mutex_lock(&h->lock);
-	for (uint64_t f = 0; f < h->nframes; f++) {
+	for (uint64_t f = 0; f < h->nmade; f++) {
 		const struct frame *fr = &h->frames[f];
 
-		if (!fr->refs && fr->slot == SLOT_NONE)
+		if (frame_gone(h, f) || (!fr->refs && fr->slot == SLOT_NONE))
 			continue;
 		fprintf(stderr, "    frame %" PRIu64 ": refs %u pins %u slot %" PRId64 " flags 0x%x, mapped by",
 			f, fr->refs, fr->pins, fr->slot == SLOT_NONE ? (int64_t)-1 : (int64_t)fr->slot,

@@ -629,6 +629,16 @@ struct umlmem_host_info {
 	uint64_t pool_writebacks; /**< pages the full pool moved on to swap */
 	uint64_t pool_rejects;    /**< pages sent straight to swap: compressed too
 				       poorly, or no pool room */
+	/* memory really used (README, "Memory"): the budget is a limit */
+	uint64_t store_bytes;     /**< bytes the frame store holds now: frames in use and
+				       warm free frames; frames given back hold none */
+	uint64_t meta_bytes;      /**< bytes of the library's tables for this host: frame
+				       table, free stack, merge indexes, page tables (not
+				       the lists of a shared frame's further sharers) */
+	uint64_t frames_made;     /**< frames ever used: the frame table's extent; the most
+				       frames the host held at once, give or take 4 MiB */
+	uint64_t frames_warm;     /**< free frames still holding memory, reused first */
+	uint64_t frames_returned; /**< free frames given back to the kernel, ever */
 };
 
 /**

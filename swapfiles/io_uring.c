@@ -2,7 +2,7 @@
 /*
  * The io_uring engine (liburing): the default.
  *
- * Direct transfers. Every ring registers the frame store as fixed buffers
+ * Direct transfers. Every ring registers the store it is given as fixed buffers
  * (iovecs of at most 1 GiB, the most one registered buffer may span: buffer
  * k is [store + k GiB, store + (k + 1) GiB)) and the swap files as fixed
  * files. A page-in or page-out of a frame is then one READ_FIXED or
@@ -56,12 +56,19 @@
  * cannot register runs the same way on its own. Registering the swap files
  * (at most 64) costs nothing worth mentioning.
  *
- * Preconditions. The store stays mapped, with the same pages, from init to
- * fini: a registration holds the pages the store had when it was made, so
+ * The host gives no store: a frame store whose budget is a limit cannot
+ * have all its pages pinned from the start, and it gives frames back to
+ * the kernel (umlmem/frames.c), which a registration forbids (below). Its
+ * frames go through plain READ/WRITE, which pin the one page of each
+ * request for its length; README ("Memory") has the paging figures of
+ * `umlmem bench` before and after. The store argument remains for a
+ * caller that owns a fixed set of buffers (the bench's baseline, tests).
+ *
+ * Preconditions. A store given stays mapped, with the same pages, from init
+ * to fini: a registration holds the pages the store had when it was made, so
  * punching a hole in the memfd (fallocate PUNCH_HOLE, MADV_REMOVE) or
  * remapping the store would leave the rings moving data to and from pages
- * the store no longer shows. Frames are recycled, never given back, so the
- * core never does that. The swap set's descriptors are fixed after
+ * the store no longer shows. The swap set's descriptors are fixed after
  * swap_open(). Requests meet struct io_req's preconditions; alignment for
  * O_DIRECT is theirs. No run() is in progress at fini.
  */

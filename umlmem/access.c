@@ -863,6 +863,7 @@ int umlmem_discard(umlmem_guest *g, uint64_t gpa, uint64_t len)
 		       "nothing was discarded", (unsigned long long)gpa, (unsigned long long)len);
 	host_unlock(h);
 	tier_maintain(h);
+	frames_trim(h);
 	return api_done(h, rc);
 }
 

@@ -103,7 +103,7 @@ static int visit(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
 			    (unsigned long long)idx, (unsigned long long)g->npages);
 	switch (PTE_TYPE(*e)) {
 	case PTE_FRAME:
-		if (v >= c->h->nframes)
+		if (v >= c->h->nmade)
 			return fail(c, "guest '%s' page %llu: frame %llu out of range", g->name,
 				    (unsigned long long)idx, (unsigned long long)v);
 		if (!maps(&c->h->frames[v], g, idx))
@@ -159,18 +159,47 @@ static int check_locked(struct ctx *c)
 			    (unsigned long long)h->ram_pages, (unsigned long long)h->nguests,
 			    (unsigned long long)ram, (unsigned long long)nguests);
 
-	isfree = calloc(h->nframes, 1);
+	if (h->nmade > h->nframes || h->npunched > h->nstack || h->ntrim ||
+	    h->nfree != h->nstack + h->nframes - h->nmade)
+		return fail(c, "free frames: %llu counted free, stack of %llu (%llu given back), "
+			    "%llu of %llu frames made, %llu being given back",
+			    (unsigned long long)h->nfree, (unsigned long long)h->nstack,
+			    (unsigned long long)h->npunched, (unsigned long long)h->nmade,
+			    (unsigned long long)h->nframes, (unsigned long long)h->ntrim);
+	isfree = calloc(h->nmade + 1, 1);
 	if (!isfree)
 		return fail(c, "out of memory while checking");
 	rc = 0;
-	for (uint64_t i = 0; i < h->nfree && !rc; i++) {
+	for (uint64_t i = 0; i < h->nstack && !rc; i++) {
 		uint32_t f = h->free[i];
 
-		if (f >= h->nframes || isfree[f]++)
+		if (f >= h->nmade || isfree[f]++)
 			rc = fail(c, "free list: frame %u out of range or listed twice", f);
+		else if (i < h->npunched && !frame_gone(h, f) && h->frames[f].flags != F_FRESH)
+			rc = fail(c, "frame %u was given back but is not marked fresh", f);
+		else if (i < h->npunched)
+			isfree[f]++;    /* 2: cold */
 	}
-	for (uint64_t f = 0; f < h->nframes && !rc; f++) {
+	/* each chunk's count of cold frames; a chunk given back is all cold */
+	for (uint64_t k = 0, f = 0; f < h->nmade && !rc; k++) {
+		unsigned cold = 0;
+
+		for (uint64_t e = f + FRAME_CHUNK; f < e && f < h->nmade; f++)
+			cold += isfree[f] == 2;
+		if ((h->chunk[k] & ~CHUNK_GONE) != cold ||
+		    ((h->chunk[k] & CHUNK_GONE) && cold != FRAME_CHUNK))
+			rc = fail(c, "frame table chunk %llu: %u cold frames, recorded 0x%x",
+				  (unsigned long long)k, cold, h->chunk[k]);
+	}
+	freecount = h->nframes - h->nmade;
+	for (uint64_t f = 0; f < h->nmade && !rc; f++) {
 		const struct frame *fr = &h->frames[f];
+
+		if (frame_gone(h, f)) {
+			freecount += FRAME_CHUNK;
+			f |= FRAME_CHUNK - 1;
+			continue;
+		}
 
 		if (fr->flags & F_POOL) {
 			pooled++;
@@ -201,7 +230,7 @@ static int check_locked(struct ctx *c)
 			rc = add_slot(c, fr->slot);
 		copies += fr->slot != TKEY_NONE;
 		freecount += isfree[f];
-		cached += !fr->refs && fr->slot != SLOT_NONE;
+		cached += !fr->refs && fr->slot != TKEY_NONE;
 		shared += fr->refs > 1;
 		active += !!(fr->flags & F_ACTIVE);
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
@@ -301,7 +330,7 @@ int host_check(struct umlmem_host *h, char *err, size_t errlen)
 	pthread_mutex_lock(&h->lock);
 	/* I/O in flight (the reclaim thread's, another caller's) leaves pages
 	   between states: check once it has landed, before more can start */
-	while (h->busy_frames)
+	while (h->busy_frames || h->ntrim)
 		host_wait(h);
 	rc = check_locked(&c);
 	pthread_mutex_unlock(&h->lock);

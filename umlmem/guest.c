@@ -129,6 +129,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 	if (last_view)
 		native_stop(h);
 	tier_maintain(h);
+	frames_trim(h);
 
 	for (uint64_t i = 0; i < g->ntop; i++) {
 		if (!g->top[i])

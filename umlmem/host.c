@@ -222,6 +222,7 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 	if (!h)
 		return seterr(-ENOMEM, "cannot allocate the host");
 	h->store_fd = -1;
+	h->self_pidfd = -1;
 	h->uffd = -1;
 	h->nv_stopfd = -1;
 	h->cfg = *cfg;
@@ -268,8 +269,11 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 		seterr(rc, "%s", err[0] ? err : "cannot create the swap files");
 		goto fail;
 	}
-	rc = io_engine_create(cfg->io, h->swap, h->store, h->nframes * PAGE_SIZE, &h->io,
-			      h->io_why, sizeof(h->io_why));
+	/* The store is not registered with the engine (no io_uring fixed
+	   buffers): a registration pins every page of the budget at once and
+	   forbids giving frames back; plain reads and writes pin a frame for
+	   the length of its I/O only (README, "Memory", has the cost). */
+	rc = io_engine_create(cfg->io, h->swap, NULL, 0, &h->io, h->io_why, sizeof(h->io_why));
 	if (rc) {
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;
@@ -306,6 +310,7 @@ void umlmem_host_destroy(umlmem_host *h)
 		return;
 	dedup_stop(h);
 	pager_stop(h);
+	h->no_punch = true;     /* the whole store goes at once below */
 	while (h->guests)
 		umlmem_guest_destroy(h->guests);
 	native_stop(h);
@@ -356,7 +361,7 @@ int umlmem_host_stats_sized(umlmem_host *h, struct umlmem_stats *out, size_t siz
 		s->zero_pages += g->zero;
 	}
 	s->ram_pages = h->ram_pages;
-	s->frames_used = h->nframes - h->nfree;
+	s->frames_used = h->nframes - h->nfree - h->ntrim;
 	s->shared_frames = h->shared_frames;
 	s->sharing_pages = h->sharing_pages;
 	add_events(s, &h->ev);
@@ -372,13 +377,14 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 {
 	struct umlmem_host_info i = { 0 };
 	struct swap_info si;
+	struct stat st;
 
 	clearerr_tls();
 	if (!h || !out)
 		return seterr(-EINVAL, "umlmem_host_info: %s is NULL", h ? "info" : "host");
 	host_lock(h);
 	i.frames_total = h->nframes;
-	i.frames_free = h->nfree;
+	i.frames_free = h->nfree + h->ntrim;
 	i.frames_cached = h->cached;
 	i.frames_busy = h->busy_frames;
 	i.readahead_pages = h->ra_pages;
@@ -402,10 +408,23 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.pages_volatile = h->dd.volatile_skips;
 	i.pages_unshared = h->dd.unshared;
 	i.full_scans = h->dd.full_scans;
-	for (uint64_t f = 0; f < h->nframes; f++)
-		i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
+	for (uint64_t f = 0; f < h->nmade; f++) {
+		if (frame_gone(h, f))
+			f |= FRAME_CHUNK - 1;
+		else
+			i.stable_frames += (h->frames[f].flags & F_STABLE) && h->frames[f].refs > 1;
+	}
 	i.hash_impl_avx2 = strstr(page_hash_impl(), "avx2") != NULL;
+	i.frames_made = h->nmade;
+	i.frames_warm = h->nstack - h->npunched;
+	i.frames_returned = h->frames_returned;
+	i.meta_bytes = sizeof(*h) + frames_meta_bytes(h) + dedup_table_bytes(h);
+	for (struct umlmem_guest *g = h->guests; g; g = g->next)
+		i.meta_bytes += g->meta_bytes;
 	host_unlock(h);
+	/* the store's blocks: the memory its frames really hold */
+	if (fstat(h->store_fd, &st) == 0)
+		i.store_bytes = (uint64_t)st.st_blocks * 512;
 	swap_info(h->swap, &si);
 	i.swap_slots_used = si.slots_used;
 	i.swap_slots_cap = si.slots_cap;

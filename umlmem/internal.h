@@ -255,15 +255,36 @@ struct umlmem_host {
 	char swap_dir[4096];
 	uint64_t nframes;
 
-	/* frame store: fixed after create, no lock needed to compute addresses */
+	/* frame store: fixed after create, no lock needed to compute addresses.
+	   The tables are reserved for the whole budget and never move; only
+	   entries of frames [0, nmade) were ever written (frames.c). */
 	int store_fd;
 	uint8_t *store;
 	struct frame *frames;
 	uint8_t *fref;                /* referenced bits, one byte per frame; atomic */
 
-	/* free frames: a stack of frame numbers */
+	/* Free frames (frames.c): the stack free[0 .. nstack), whose bottom
+	   free[0 .. npunched) was given back to the kernel (cold, F_FRESH) and
+	   the rest still holds memory (warm, newest on top), and the frames
+	   never used, [nmade, nframes). nfree = nstack + nframes - nmade;
+	   the ntrim frames being given back are on no list. */
 	uint32_t *free;
 	uint64_t nfree;
+	uint64_t nstack, npunched, nmade;
+	uint64_t ntrim;
+	uint64_t trim_lo, trim_hi;    /* warm frames kept below the budget */
+	uint64_t frames_returned;     /* frames given back, ever */
+	/* Per chunk of FRAME_CHUNK frames: how many are cold, and CHUNK_GONE
+	   once all are and the chunk's frame table entries were given back
+	   too (they read as zeros until a frame of it is taken again). */
+	uint16_t *chunk;
+	uint64_t chunks_gone;
+	bool trim_due;                /* frames_trim has work; atomic (read unlocked) */
+	bool no_punch;                /* the store cannot punch holes: keep all warm */
+	int self_pidfd;               /* for process_madvise; -1: not available */
+#define FRAMES_TRIM_BATCH 1024u
+	uint32_t trim_buf[FRAMES_TRIM_BATCH]; /* the batch being given back,
+						 when a larger one cannot be had */
 
 	/* pager: CLOCK hand over frame numbers */
 	uint64_t hand;
@@ -397,6 +418,19 @@ extern uint64_t native_map_limit_override;
 /* The mappings umlmem allows itself in this process (0 before a map). */
 uint64_t native_map_limit(void);
 
+/* Frame table chunks (frames.c): FRAME_CHUNK entries fill whole pages. */
+#define FRAME_CHUNK_SHIFT 9
+#define FRAME_CHUNK (1u << FRAME_CHUNK_SHIFT)
+#define CHUNK_GONE 0x8000u
+
+/* True when frame @f's table entry was given back with its chunk's: the
+   frame is free and cold, its entry reads as zeros, and a walk of the
+   frame table skips to the next chunk. Caller holds host->lock. */
+static inline bool frame_gone(const struct umlmem_host *h, uint64_t f)
+{
+	return h->chunk[f >> FRAME_CHUNK_SHIFT] & CHUNK_GONE;
+}
+
 static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 {
 	if (!LOAD(&h->fref[f]))
@@ -468,6 +502,15 @@ void frame_set_slot(struct umlmem_host *h, uint64_t f, uint64_t k);
 void frame_put(struct umlmem_host *h, uint64_t f);
 /* Drops the clean stored copy of frame @f (the page is about to change). */
 void frame_drop_slot(struct umlmem_host *h, uint64_t f);
+/* Gives the oldest warm free frames back to the kernel while trim_due()
+   says so, a batch at a time. Caller holds host->lock, which is dropped
+   while a batch is punched; frames_trim() takes it, and returns at once
+   when there is nothing to do. Call them where frames were freed, off the
+   fault path: the end of a public call, the background threads. */
+void frames_trim_locked(struct umlmem_host *h);
+void frames_trim(struct umlmem_host *h);
+/* Bytes of the frame table, referenced bytes and free stack in use. */
+uint64_t frames_meta_bytes(const struct umlmem_host *h);
 
 /* ---- guest.c ------------------------------------------------------------ */
 /* Entry of page @idx; NULL when its leaf was never allocated (the entry is

@@ -499,9 +499,13 @@ static void views_del(void *base)
    mapped guest). */
 static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 {
-	for (uint64_t f = 0; f < h->nframes; f++) {
+	for (uint64_t f = 0; f < h->nmade; f++) {
 		struct frame *fr = &h->frames[f];
 
+		if (frame_gone(h, f)) {
+			f |= FRAME_CHUNK - 1;   /* a chunk of free frames */
+			continue;
+		}
 		if (!(fr->refs && (fr->nv || fr->refs > 1)))
 			continue;
 		if (!g || fr->g == g)

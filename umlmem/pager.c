@@ -204,16 +204,20 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
    clear, demote, take. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
-	uint64_t limit = 4 * h->nframes;
+	uint64_t limit = 4 * h->nmade;   /* frames above were never used */
 	uint64_t share = h->nframes / ACTIVE_DEN * ACTIVE_NUM;
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
-		uint64_t f = h->hand;
+		uint64_t f = h->hand < h->nmade ? h->hand : 0;
 		struct frame *fr = &h->frames[f];
 		bool ref;
 
-		h->hand = f + 1 == h->nframes ? 0 : f + 1;
+		if (frame_gone(h, f))
+			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
+		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
+		if (frame_gone(h, f))
+			continue;
 		/* free frames have neither mappers nor a slot; a frame with
 		   only a slot is a cached copy read ahead, and fair game */
 		if ((!fr->refs && fr->slot == TKEY_NONE) || fr->pins || (fr->flags & F_BUSY))
@@ -233,7 +237,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		if (fr->flags & F_ACTIVE) {
 			/* the active set keeps what was used again; it gives
 			   back what was not, once it is over its share */
-			if (!ref && (h->nactive > share || (step >= 2 * h->nframes && !n))) {
+			if (!ref && (h->nactive > share || (step >= 2 * h->nmade && !n))) {
 				fr->flags &= ~F_ACTIVE;
 				h->nactive--;
 			}
@@ -485,6 +489,7 @@ static void *kthread_main(void *arg)
 			if (done)
 				continue;
 		}
+		frames_trim_locked(h);
 		/* Idle: above the high mark, or nothing could be evicted (all
 		   pinned, swap full). In the latter case retry now and then
 		   rather than at every kick, which would spin. */
@@ -580,6 +585,10 @@ int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
 		return seterr(-EINVAL, "umlmem_reclaim: host is NULL");
 	pthread_mutex_lock(&h->lock);
 	rc = pager_evict(h, pages, &done, &npages);
+	/* The frames freed stay warm: the caller is paging, and will likely
+	   fault pages into them soon. They are given back later, with the
+	   hysteresis of trim_due, by the background threads or by the next
+	   discard or destroy, not in this call's time. */
 	pthread_mutex_unlock(&h->lock);
 	if (rc == -ENOMEM) {
 		/* nothing (more) evictable is not a failure of reclaim */

@@ -74,21 +74,44 @@ static inline uint64_t tc_home(const struct umlmem_host *h, uint64_t k)
 	return (k * UINT64_C(0x9E3779B97F4A7C15)) >> 32 & h->tc_mask;
 }
 
+/* Smallest size of the cache; it grows and shrinks with its entries. */
+#define TC_MIN 1024
+
+/* Rebuilds the cache with @n entries (a power of two); false when there
+   is no memory for it, and the old table stays. */
+static bool tc_resize(struct umlmem_host *h, uint64_t n)
+{
+	struct tc_ent *old = h->tc, *t = malloc(n * sizeof(*t));
+	uint64_t have = h->tc ? h->tc_mask + 1 : 0;
+
+	if (!t)
+		return false;
+	for (uint64_t i = 0; i < n; i++)
+		t[i].k = TKEY_NONE;
+	h->tc = t;
+	h->tc_mask = n - 1;
+	for (uint64_t i = 0; i < have; i++) {
+		uint64_t j;
+
+		if (old[i].k == TKEY_NONE)
+			continue;
+		for (j = tc_home(h, old[i].k); t[j].k != TKEY_NONE; j = (j + 1) & h->tc_mask)
+			;
+		t[j] = old[i];
+	}
+	free(old);
+	return true;
+}
+
 int tcache_init(struct umlmem_host *h)
 {
-	uint64_t n = 16;
-
-	/* at most one entry per frame; a load of 1/2 keeps probes short */
-	while (n < 2 * h->nframes)
-		n <<= 1;
-	h->tc = malloc(n * sizeof(*h->tc));
-	if (!h->tc)
-		return seterr(-ENOMEM, "cannot allocate the swap cache of %llu entries",
-			      (unsigned long long)n);
-	for (uint64_t i = 0; i < n; i++)
-		h->tc[i].k = TKEY_NONE;
-	h->tc_mask = n - 1;
+	/* Sized by the keys frames hold (at most one per frame in use), not
+	   by the budget: from TC_MIN, doubled past a load of 1/2, halved
+	   below 1/8 (tcache_set). */
+	h->tc = NULL;
 	h->tc_n = 0;
+	if (!tc_resize(h, TC_MIN))
+		return seterr(-ENOMEM, "cannot allocate the swap cache of %u entries", TC_MIN);
 	return 0;
 }
 
@@ -120,6 +143,12 @@ void tcache_set(struct umlmem_host *h, uint64_t k, uint32_t frame1)
 
 	if (frame1) {
 		if (h->tc[i].k != k) {
+			/* Past a load of 1/2, twice the size; without the
+			   memory for it the table fills further and probes
+			   get longer. */
+			if (2 * (h->tc_n + 1) > h->tc_mask + 1 &&
+			    tc_resize(h, 2 * (h->tc_mask + 1)))
+				i = tc_find(h, k);
 			h->tc[i].k = k;
 			h->tc_n++;
 		}
@@ -139,7 +168,7 @@ void tcache_set(struct umlmem_host *h, uint64_t k, uint32_t frame1)
 
 			j = (j + 1) & h->tc_mask;
 			if (h->tc[j].k == TKEY_NONE)
-				return;
+				goto shrink;
 			home = tc_home(h, h->tc[j].k);
 			/* stays when home lies cyclically in (i, j] */
 			if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
@@ -149,6 +178,11 @@ void tcache_set(struct umlmem_host *h, uint64_t k, uint32_t frame1)
 		h->tc[i] = h->tc[j];
 		i = j;
 	}
+shrink:
+	/* below a load of 1/8, half the size (the band between is the
+	   hysteresis); without the memory, the larger table serves */
+	if (h->tc_mask + 1 > TC_MIN && 8 * h->tc_n < h->tc_mask + 1)
+		tc_resize(h, (h->tc_mask + 1) / 2);
 }
 
 uint64_t tcache_count(struct umlmem_host *h)
