@@ -217,6 +217,7 @@ tsan: deps
 test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
+	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup --compress lz4
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
 	$(B)/umlmem bench --quick --json --only hit_read_8b,hit_read_4k,pageout_seq \
 	  >$(B)/bench-cli.json 2>/dev/null

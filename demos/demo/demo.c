@@ -774,6 +774,10 @@ static void print_json(const struct demo *d)
 		budget_held(d) ? "true" : "false", s->resident_pages, s->shared_frames,
 		s->sharing_pages, s->sharing_pages * PAGE, s->swapped_pages, s->zero_pages,
 		s->swap_disk_bytes);
+	fprintf(f, ", \"pool_pages\": %" PRIu64 ", \"pool_frames\": %" PRIu64
+		", \"pool_hits\": %" PRIu64 ", \"pool_writebacks\": %" PRIu64
+		", \"pool_rejects\": %" PRIu64, d->info.pool_pages, d->info.pool_frames,
+		d->info.pool_hits, d->info.pool_writebacks, d->info.pool_rejects);
 	fprintf(f, ", \"faults\": %" PRIu64 ", \"swap_ins\": %" PRIu64 ", \"swap_outs\": %" PRIu64
 		", \"cow_breaks\": %" PRIu64 ", \"io_errors\": %" PRIu64 ", \"checksum_errors\": %" PRIu64
 		", \"pages_merged\": %" PRIu64 ", \"zero_merged\": %" PRIu64 ", \"full_scans\": %" PRIu64,
