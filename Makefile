@@ -204,6 +204,9 @@ TSAN_TESTS += tests/test_interference.c
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
 	       --filter='native/coherence' --filter='native/cleanup' \
 	       --filter='memory/background*'
+# encrypted swap: sealing from several threads, write-outs under readers
+TSAN_TESTS += tests/test_crypt.c
+TSAN_FILTER += --filter='crypt/seal_threads' --filter='crypt/threads*'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
