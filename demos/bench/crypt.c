@@ -18,12 +18,15 @@
  *   UMLMEM_SWAP_ENCRYPT; baseline: the same on a host without it, the same
  *   budget, disk, engine, content and read sequence. Both hosts live
  *   through the whole phase, which is cut into slices (8; --quick 4) that
- *   alternate between them, so that a change in the disk's speed or the
- *   machine's load falls on both alike. The goal is a ratio of at least
+ *   alternate between them, each going first in every other round, so
+ *   that a change in the disk's speed or the machine's load falls on both
+ *   alike; they were filled together, a chunk of each in turn, so that
+ *   their swap files lie side by side on the disk. The goal is a ratio of at least
  *   0.95: a disk read costs tens of microseconds, a page's decryption one
  *   or two.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -100,6 +103,32 @@ static void cost_run(struct bench *b, struct result *rs, struct result *ro)
 	}
 }
 
+/* Fills both guests with the content rule, a chunk of each in turn, so
+   that their swap files grow together and neither gets the better part of
+   the disk. */
+static int fill_both(struct result *r, umlmem_guest *a, umlmem_guest *b, uint64_t npages)
+{
+	uint64_t *buf = aligned_alloc(PAGE, FILL_PAGES * PAGE);
+	int rc = 0;
+
+	if (!buf) {
+		res_fail(r, RS_ERROR, "out of memory for the fill buffer");
+		return -ENOMEM;
+	}
+	for (uint64_t p = 0; !rc && p < npages; p += FILL_PAGES) {
+		uint64_t n = npages - p < FILL_PAGES ? npages - p : FILL_PAGES;
+
+		bench_fill_pages(buf, p, n, 0);
+		rc = umlmem_write(a, p * PAGE, buf, n * PAGE);
+		if (!rc)
+			rc = umlmem_write(b, p * PAGE, buf, n * PAGE);
+		if (rc)
+			res_lib_fail(r, rc, "filling the guests");
+	}
+	free(buf);
+	return rc;
+}
+
 static void pagein_run(struct bench *b, struct result *r)
 {
 	uint64_t ws = 4 * b->budget, npages = ws / PAGE;
@@ -118,17 +147,21 @@ static void pagein_run(struct bench *b, struct result *r)
 		       "without encryption, filling them", fmt_bytes(b1, sizeof(b1), ws),
 		       fmt_bytes(b2, sizeof(b2), b->budget));
 	if (bench_host(b, r, b->budget, ws, UMLMEM_SWAP_ENCRYPT, "bench-crypt-sealed", &hs, &gs) ||
-	    bench_fill_guest(r, gs, ws, 0, "crypt fill (sealed)") ||
 	    bench_host(b, r, b->budget, ws, 0, "bench-crypt-plain", &hp, &gp) ||
-	    bench_fill_guest(r, gp, ws, 0, "crypt fill (plain)"))
+	    fill_both(r, gs, gp, npages))
 		goto out;
 	bench_progress("crypt_pagein_random_t1: %.1f s each in alternating slices, after %.1f s "
 		       "warm-up each", b->seconds, b->warm);
 	for (unsigned i = 0; i < rounds; i++) {
-		/* the same read sequence on both sides */
-		if (run_slice(r, ph, hs, gs, NULL, 1, 7 * i + 3, i ? 0 : b->warm, slice, &sealed) ||
-		    run_slice(r, ph, hp, gp, NULL, 1, 7 * i + 3, i ? 0 : b->warm, slice, &plain))
-			goto out;
+		/* the same read sequence on both sides; each goes first in
+		   every other round */
+		for (unsigned k = 0; k < 2; k++) {
+			bool s = (i + k) % 2 == 0;
+
+			if (run_slice(r, ph, s ? hs : hp, s ? gs : gp, NULL, 1, 7 * i + 3,
+				      i ? 0 : b->warm, slice, s ? &sealed : &plain))
+				goto out;
+		}
 	}
 	vs = sealed.secs > 0 ? (double)sealed.swap_ins / sealed.secs : 0;
 	vp = plain.secs > 0 ? (double)plain.swap_ins / plain.secs : 0;
