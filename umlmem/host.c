@@ -127,7 +127,8 @@ int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size)
 	return 0;
 }
 
-#define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY)
+#define HOST_FLAGS (UMLMEM_BACKGROUND | UMLMEM_NO_READAHEAD | UMLMEM_DEDUP_ZERO_ONLY | \
+		    UMLMEM_SWAP_ENCRYPT)
 #define MAX_RECLAIM_BATCH 4096u
 #ifndef UMLMEM_COMPRESS_AUTO_ON
 #define UMLMEM_COMPRESS_AUTO_ON 0

@@ -171,7 +171,9 @@ bool zpool_corrupt(struct tier *t, uint64_t handle);
 
 /* ---- swapfiles/tier_swap.c --------------------------------------------- */
 /* Makes the swap files of @h (host->swap, host->io, opened by host.c) the
-   tier TIER_SWAP of @h. -ENOMEM only. */
+   tier TIER_SWAP of @h, sealed (seal.h) with UMLMEM_SWAP_ENCRYPT in its
+   flags; call it before anything is written to swap. -ENOMEM, or with
+   UMLMEM_SWAP_ENCRYPT -EIO (libsodium cannot start), with the message set. */
 int tier_swap_create(struct umlmem_host *h, struct tier **out);
 
 #endif
