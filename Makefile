@@ -38,7 +38,7 @@ VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$
 SOVER   := $(call umlmem_version_part,MAJOR)
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
+LIBS    := -luring -laio -lxxhash -llz4 -lzstd -lnbd -pthread
 
 ifeq ($(V),1)
 Q :=
@@ -51,6 +51,8 @@ endif
 DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 # the man pages and the Debian packages (make man, deb, test-man, test-deb)
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
+# swap on an NBD export (libnbd), and the server its tests start (nbdkit)
+DEB_PKGS += libnbd-dev nbdkit
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
@@ -130,7 +132,7 @@ test-valgrind: $(B)/test_umlmem
 	@rm -rf $(VG_LOGS) && mkdir -p $(VG_LOGS)
 	UMLMEM_TEST_SCALE=valgrind valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
-	  --trace-children=yes --suppressions=tests/valgrind.supp \
+	  --trace-children=yes --trace-children-skip='*/nbdkit' --suppressions=tests/valgrind.supp \
 	  --log-file=$(VG_LOGS)/%p.log $(B)/test_umlmem -j2 $(TEST_ARGS)
 	@bad=$$(find $(VG_LOGS) -name '*.log' -size +0 | sort); \
 	if [ -n "$$bad" ]; then \
