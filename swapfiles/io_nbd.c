@@ -48,7 +48,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <libnbd.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +217,25 @@ static void conn_drop(struct nbd_conn *c, uint64_t gen)
 }
 
 /*
+ * Whether the server of an idle connection has gone (its socket is hung
+ * up). libnbd notices only when it next reads, which an idle connection
+ * does not do, and libnbd 1.14 reads a command it has just freed when the
+ * connection dies while the command is being issued (valgrind shows it):
+ * so a batch does not issue on a connection that is known to be gone. A
+ * server that dies in the instant between this check and the send is
+ * still handled (libnbd fails the command), only without that care.
+ * Caller holds c->rw for reading.
+ */
+static bool conn_hung_up(struct nbd_conn *c)
+{
+	struct pollfd p = { .fd = nbd_aio_get_fd(c->h), .events = POLLIN | POLLRDHUP };
+
+	if (nbd_aio_in_flight(c->h) > 0 || p.fd < 0)
+		return false;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
+
+/*
  * Makes sure @c has a live handle, connecting when it has none and the
  * last attempt is NBD_RETRY_MS old. Returns 0 with c->rw held for reading
  * and c->h set, or -EIO with no lock held.
@@ -228,7 +249,7 @@ static int conn_get(struct nbd_eng *ne, struct nbd_conn *c)
 		uint64_t gen;
 
 		pthread_rwlock_rdlock(&c->rw);
-		if (c->h && !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h))
+		if (c->h && !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h) && !conn_hung_up(c))
 			return 0;
 		ok = c->h != NULL;
 		gen = c->gen;    /* stable while rw is held */
