@@ -170,6 +170,9 @@ static struct nbd_handle *nbd_open(struct nbd_eng *ne, char *why, size_t whylen,
 		*rc = -ENOTSUP;
 		goto fail;
 	}
+	/* simple replies: a read is a header and the data, two receives,
+	   where a structured reply takes four; swap has no use for holes */
+	nbd_set_request_structured_replies(h, false);
 	if (nbd_aio_connect_uri(h, ne->uri) < 0)
 		goto nbd_fail;
 	while (!nbd_aio_is_ready(h)) {

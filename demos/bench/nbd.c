@@ -10,7 +10,7 @@
  *   checked); the value is swap-ins per second. Baseline: raw libnbd, one
  *   thread doing synchronous 4 KiB nbd_pread()s at random offsets of the
  *   part of the same export that umlmem wrote (queue depth 1), on a
- *   connection of its own. That is what a fault costs at the least: one
+ *   connection of its own that asks for simple replies, as the engine's do. That is what a fault costs at the least: one
  *   round trip to the server. Slices of the timed phase alternate between
  *   the two sides, as in pagein.c.
  *
@@ -298,6 +298,9 @@ static void nbd_run(struct bench *b, struct result **res)
 		w[i].buf = bufs + i * PAGE;
 		w[i].span_pages = span;
 		w[i].h = nbd_create();
+		/* as the engine asks: simple replies, fewer receives per read */
+		if (w[i].h)
+			nbd_set_request_structured_replies(w[i].h, false);
 		if (!w[i].h || nbd_connect_uri(w[i].h, s.uri) < 0) {
 			res_fail(r, RS_ERROR, "raw libnbd connection: %s", nbd_get_error());
 			goto out;
