@@ -202,6 +202,9 @@ TSAN_TESTS += tests/test_interference.c
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
 	       --filter='native/coherence' --filter='native/cleanup' \
 	       --filter='memory/background*'
+# swap on NBD: faults of several threads sharing connections
+TSAN_TESTS += tests/test_nbd.c
+TSAN_FILTER += --filter='nbd/threads'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
