@@ -12,19 +12,18 @@
  * a freed cluster is trimmed (NBD_CMD_TRIM) where a file would be punched.
  *
  * Requests in flight. A batch is issued as one nbd_aio_pread/pwrite per
- * page on one connection, so a batch of evictions or a readahead keeps
- * many commands in flight, and concurrent faults add theirs to the same
- * connection without waiting for each other. One waiting thread at a time
- * drives the connection (nbd_poll), leader/follower style: its poll runs
- * the completion callbacks of every waiter's commands, and when its own
- * batch is done it passes the role on. No thread is woken for a request
- * that the caller's thread can complete itself, which is what a single
- * fault does. Where the server allows multi-conn, there are up to
- * NBD_CONNS connections, and each thread keeps to one of them. Pages
- * adjacent in the export (a batch of evictions, a readahead), which io_run()
- * merges into one IO_VEC request, go as one command through a bounce
- * buffer: libnbd has no vectored I/O, and a copy of 256 KiB costs less
- * than 63 more round trips through the server.
+ * request on one connection, all in flight at once, and concurrent faults
+ * add theirs to the same connection without waiting for each other. One
+ * waiting thread at a time drives the connection (nbd_poll),
+ * leader/follower style: its poll runs the completion callbacks of every
+ * waiter's commands, and when its own batch is done it passes the role on.
+ * No thread is woken for a request that the caller's thread can complete
+ * itself, which is what a single fault does. Where the server allows
+ * multi-conn, there are up to NBD_CONNS connections, and each thread keeps
+ * to one of them. Pages adjacent in the export (a batch of evictions, a
+ * readahead), which io_run() merges into one IO_VEC request, go as one
+ * command through a bounce buffer: libnbd has no vectored I/O, and a copy
+ * of 256 KiB costs less than 63 more round trips through the server.
  *
  * Faults of the server. A server that dies or closes the socket fails its
  * commands in libnbd (their callbacks run with an error); a server that
@@ -76,7 +75,8 @@ struct nbd_op {
 	int32_t *res;        /* the io_req's res */
 	int done;            /* under conn.mu */
 	/* an IO_VEC request: one command through a bounce buffer (libnbd has
-	   no vectored I/O), which a read scatters into @iov when it succeeds */
+	   no vectored I/O), which a read scatters into req->iov when it
+	   succeeds; freed by the issuing thread once the batch is done */
 	void *bounce;
 	const struct io_req *req;
 };
@@ -99,7 +99,8 @@ struct nbd_conn {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;           /* a batch finished or the poller left; with mu */
 	struct nbd_batch *batches;   /* with commands in flight on h; under mu */
-	uint64_t gen;                /* bumped when h is closed; under mu */
+	uint64_t gen;                /* bumped when h is closed; written under rw
+					(write) and mu, so either lock reads it */
 	int polling;                 /* a thread drives h; under mu */
 };
 
