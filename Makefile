@@ -38,7 +38,7 @@ VERSION := $(call umlmem_version_part,MAJOR).$(call umlmem_version_part,MINOR).$
 SOVER   := $(call umlmem_version_part,MAJOR)
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
-LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
+LIBS    := -luring -laio -lxxhash -llz4 -lzstd -lnbd -pthread
 # swap encryption (swapfiles/seal.c)
 LIBS    += -lsodium
 
@@ -55,6 +55,8 @@ DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxha
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 # swap encryption (swapfiles/seal.c)
 DEB_PKGS += libsodium-dev
+# swap on an NBD export (libnbd), and the server its tests start (nbdkit)
+DEB_PKGS += libnbd-dev nbdkit
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
@@ -134,7 +136,7 @@ test-valgrind: $(B)/test_umlmem
 	@rm -rf $(VG_LOGS) && mkdir -p $(VG_LOGS)
 	UMLMEM_TEST_SCALE=valgrind valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
-	  --trace-children=yes --suppressions=tests/valgrind.supp \
+	  --trace-children=yes --trace-children-skip='*/nbdkit' --suppressions=tests/valgrind.supp \
 	  --log-file=$(VG_LOGS)/%p.log $(B)/test_umlmem -j2 $(TEST_ARGS)
 	@bad=$$(find $(VG_LOGS) -name '*.log' -size +0 | sort); \
 	if [ -n "$$bad" ]; then \
@@ -207,6 +209,9 @@ TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/
 # encrypted swap: sealing from several threads, write-outs under readers
 TSAN_TESTS += tests/test_crypt.c
 TSAN_FILTER += --filter='crypt/seal_threads' --filter='crypt/threads*'
+# swap on NBD: faults of several threads sharing connections
+TSAN_TESTS += tests/test_nbd.c
+TSAN_FILTER += --filter='nbd/threads'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \

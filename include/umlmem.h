@@ -183,6 +183,8 @@ enum umlmem_io_engine {
 	UMLMEM_IO_URING,    /**< io_uring through liburing */
 	UMLMEM_IO_AIO,      /**< Linux native AIO through libaio, O_DIRECT */
 	UMLMEM_IO_SYNC,     /**< pread/pwrite from the calling thread */
+	UMLMEM_IO_NBD,      /**< an NBD export through libnbd: what umlmem_host_io_engine()
+			         reports with swap_uri; not a choice for io (-EINVAL) */
 };
 
 /** Host flag: a reclaim thread keeps free frames between two watermarks
@@ -268,8 +270,16 @@ struct umlmem_host_config {
 	/** The most of the budget the pool may hold, in bytes; 0: adaptive
 	 *  (see README). Rounded down to pages; at most the budget. */
 	uint64_t compress_pool_bytes;
-	/** Swap on a network block device: not supported by this version
-	 *  (NULL only; anything else is -EOPNOTSUPP). */
+	/** NULL: swap to files in swap_dir. Else swap on a network block
+	 *  device: an NBD URI in libnbd's forms, "nbd://host:10809/export",
+	 *  "nbd+unix:///export?socket=/run/x.sock" (nbds:// with TLS). The
+	 *  export's size bounds swap_bytes (0: all of it; more: -ENOSPC);
+	 *  swap_files splits it into that many ranges; io is ignored.
+	 *  UMLMEM_SWAP_ENCRYPT is implied. A request the server does not
+	 *  answer within $UMLMEM_NBD_TIMEOUT_MS milliseconds (default 10000)
+	 *  fails with -EIO and the connection is dropped; the pages in memory
+	 *  stay, a page whose write-out failed stays dirty in memory, and a
+	 *  later request connects again. */
 	const char *swap_uri;
 };
 
@@ -308,6 +318,10 @@ static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
  *  - -ENOMEM: the frame store or the tables could not be allocated;
  *  - -EIO: UMLMEM_SWAP_ENCRYPT asked for and libsodium cannot start (no
  *    source of randomness);
+ *  - -ENOSPC: swap_bytes is more than the NBD export of swap_uri holds;
+ *  - -ECONNREFUSED, -ENOENT, -ETIMEDOUT, -EROFS, -EIO, ...: the NBD export
+ *    of swap_uri cannot be reached, did not answer, or is read-only
+ *    (umlmem_errmsg() says which);
  *  - -EINVAL: the program sets a field this library does not know (it was
  *    built against a newer umlmem.h than the library's).
  */

@@ -146,7 +146,59 @@ void io_engine_destroy(struct io_engine *e)
 		e->ops->fini(e);
 	pthread_mutex_destroy(e->fault_lock);
 	free(e->fault_lock);
+	free(e->uri);
 	free(e);
+}
+
+int io_engine_create_uri(const char *uri, struct swap *sw, struct io_engine **out, char *why,
+			 size_t whylen)
+{
+	struct io_engine *e;
+	pthread_mutex_t *lock;
+	int rc;
+
+	io_why(why, whylen, "%s", "");
+	if (!out || !sw || !uri)
+		return -EINVAL;
+	*out = NULL;
+	e = calloc(1, sizeof(*e));
+	lock = malloc(sizeof(*lock));
+	if (e)
+		e->uri = strdup(uri);
+	if (!e || !lock || !e->uri) {
+		if (e)
+			free(e->uri);
+		free(e);
+		free(lock);
+		return -ENOMEM;
+	}
+	rc = pthread_mutex_init(lock, NULL);
+	if (rc) {
+		free(e->uri);
+		free(e);
+		free(lock);
+		return -rc;
+	}
+	e->fault_lock = lock;
+	/* not one of the file engines: umlmem_host_io_engine() says NBD */
+	rc = io_try(e, &io_nbd_ops, UMLMEM_IO_NBD, sw, NULL, 0);
+	io_why(why, whylen, "%s", e->note);
+	if (rc < 0) {
+		e->ops = NULL;
+		io_engine_destroy(e);
+		return rc;
+	}
+	*out = e;
+	return 0;
+}
+
+int io_discard(void *arg, unsigned file, uint64_t off, uint64_t len)
+{
+	struct io_engine *e = arg;
+
+	if (!e || !e->ops->discard)
+		return -EOPNOTSUPP;
+	return e->ops->discard(e, file, off, len);
 }
 
 void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,

@@ -33,6 +33,13 @@
  * The tag is memory's, never the file's: the file alone cannot say which
  * of two copies of a slot is the latest.
  *
+ * A remote set (swap_open_remote) has no files: its "files" are ranges of
+ * one block device that the engine owns (io_nbd.c), and a freed cluster is
+ * handed to the discard hook (swap_set_discard: an NBD trim) instead of
+ * fallocate. At the cap such a cluster is reused at once without a trim:
+ * its space is about to be rewritten, and a trim may wait on the network,
+ * which must not happen under swap.lock.
+ *
  * Which frame holds a clean copy of a slot is the core's business (the
  * swap cache of umlmem/tier.c, keyed by tier and handle), not the slot's.
  *
@@ -134,6 +141,11 @@ struct swap {
 	uint64_t limit;		/* slots really usable: cap_slots or SW_MAX_SLOTS */
 	uint64_t max_cl;	/* clusters needed to hold limit slots */
 	int fd[SWAP_MAX_FILES];
+	int remote;		/* no files: see swap_open_remote() */
+	/* remote sets: gives a freed range back to the device (set once,
+	   before the first allocation, by swap_set_discard()) */
+	int (*discard)(void *arg, unsigned file, uint64_t off, uint64_t len);
+	void *discard_arg;
 };
 
 static void sw_msg(char *buf, size_t len, const char *fmt, ...)
@@ -330,6 +342,80 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 	}
 	*out = sw;
 	return 0;
+}
+
+int swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, char *err,
+		     size_t errlen)
+{
+	struct swap *sw;
+	unsigned i;
+	int rc;
+
+	sw_msg(err, errlen, "%s", "");
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (nfiles < 1 || nfiles > SWAP_MAX_FILES) {
+		sw_msg(err, errlen, "swap_files %u is out of range: use 1 to %u", nfiles, SWAP_MAX_FILES);
+		return -EINVAL;
+	}
+	if (cap_bytes && cap_bytes < SWAP_PAGE) {
+		sw_msg(err, errlen, "swap capacity of %llu bytes is below one page (%u bytes): use 0 or at least one page",
+		       (unsigned long long)cap_bytes, SWAP_PAGE);
+		return -EINVAL;
+	}
+	sw = calloc(1, sizeof(*sw));
+	if (!sw) {
+		sw_msg(err, errlen, "no memory for the swap set");
+		return -ENOMEM;
+	}
+	for (i = 0; i < SWAP_MAX_FILES; i++)
+		sw->fd[i] = -1;
+	sw->remote = 1;
+	sw->nfiles = nfiles;
+	sw->cur = SW_NIL;
+	sw->empty = SW_NIL;
+	sw->punch = SW_NIL;
+	swap_set_cap(sw, cap_bytes);
+	rc = pthread_mutex_init(&sw->lock, NULL);
+	if (!rc) {
+		rc = pthread_cond_init(&sw->punched, NULL);
+		if (rc)
+			pthread_mutex_destroy(&sw->lock);
+	}
+	if (rc) {
+		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
+		sw_free(sw);
+		return -rc;
+	}
+	*out = sw;
+	return 0;
+}
+
+void swap_set_cap(struct swap *sw, uint64_t cap_bytes)
+{
+	sw->cap_slots = cap_bytes / SWAP_PAGE;
+	if (sw->cap_slots > SW_MAX_SLOTS)
+		sw->cap_slots = SW_MAX_SLOTS;
+	sw->limit = sw->cap_slots ? sw->cap_slots : SW_MAX_SLOTS;
+	sw->max_cl = (sw->limit + SWAP_CLUSTER_PAGES - 1) / SWAP_CLUSTER_PAGES;
+}
+
+uint64_t swap_cap(const struct swap *sw)
+{
+	return sw->cap_slots * (uint64_t)SWAP_PAGE;
+}
+
+void swap_set_discard(struct swap *sw, int (*fn)(void *arg, unsigned file, uint64_t off,
+						 uint64_t len), void *arg)
+{
+	sw->discard = fn;
+	sw->discard_arg = arg;
+}
+
+int swap_is_remote(const struct swap *sw)
+{
+	return sw->remote;
 }
 
 void swap_close(struct swap *sw)
@@ -578,6 +664,13 @@ static void sw_punch(struct swap *sw, uint64_t c)
 	off_t off = (off_t)((c / sw->nfiles) * SWAP_CLUSTER_BYTES);
 	int rc;
 
+	if (sw->remote) {
+		rc = sw->discard ? sw->discard(sw->discard_arg, (unsigned)(c % sw->nfiles),
+					       (uint64_t)off, SWAP_CLUSTER_BYTES) : -EOPNOTSUPP;
+		__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, 1,
+				   __ATOMIC_RELAXED);
+		return;
+	}
 	do {
 		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
 			       (off_t)SWAP_CLUSTER_BYTES);
@@ -624,7 +717,8 @@ static void sw_punch_now(struct swap *sw)
 
 		sw->punch = sw->cl[c]->next;
 		sw->npunch--;
-		sw_punch(sw, c);
+		if (!sw->remote)
+			sw_punch(sw, c);
 		sw_to_empty(sw, c);
 	}
 }
@@ -852,12 +946,19 @@ void swap_tag(struct swap *sw, uint64_t slot, struct seal_tag *out)
 	pthread_mutex_unlock(&sw->lock);
 }
 
-static uint64_t sw_disk_bytes(const struct swap *sw)
+static uint64_t sw_disk_bytes(struct swap *sw)
 {
 	uint64_t sum = 0;
 	struct stat st;
 	unsigned i;
 
+	/* a device: the clusters written since their last trim */
+	if (sw->remote) {
+		pthread_mutex_lock(&sw->lock);
+		sum = (sw->ncl - sw->nempty) * SWAP_CLUSTER_BYTES;
+		pthread_mutex_unlock(&sw->lock);
+		return sum;
+	}
 	for (i = 0; i < sw->nfiles; i++)
 		if (fstat(sw->fd[i], &st) == 0)
 			sum += (uint64_t)st.st_blocks * 512;

@@ -49,6 +49,24 @@ struct swap;
 int  swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_bytes,
 	       char *err, size_t errlen);
 void swap_close(struct swap *sw);
+/*
+ * Opens a swap set with no files, for an engine that owns its storage (an
+ * NBD export, io_nbd.c): "file" i is the i-th range of the device, and a
+ * freed cluster goes to the discard hook. Same arguments and errors as
+ * swap_open() without the directory.
+ */
+int  swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, char *err,
+		      size_t errlen);
+int  swap_is_remote(const struct swap *sw);
+/* Sets the capacity (0: unlimited). Only before the first swap_alloc():
+   the engine of a remote set bounds it by the device's size at init. */
+void swap_set_cap(struct swap *sw, uint64_t cap_bytes);
+uint64_t swap_cap(const struct swap *sw);   /* bytes; 0: unlimited */
+/* Remote sets: @fn(@arg, file, off, len) gives the range of an emptied
+   cluster back to the device; called with no lock held but where the
+   caller of swap_punch_pending() holds some. Set before the first use. */
+void swap_set_discard(struct swap *sw, int (*fn)(void *arg, unsigned file, uint64_t off,
+						 uint64_t len), void *arg);
 
 unsigned swap_nfiles(const struct swap *sw);
 int      swap_fd(const struct swap *sw, unsigned file);
@@ -172,6 +190,10 @@ struct io_ops {
 	   merged. Returns 0. Safe to call from several threads at once. */
 	int  (*run)(struct io_engine *e, struct io_req *r, unsigned n);
 	void (*fini)(struct io_engine *e);
+	/* Gives [off, off + len) of file @file back to the storage (an NBD
+	   trim); NULL where files punch holes themselves (swap.c). 0 or a
+	   negative errno; the range then simply keeps its old bytes. */
+	int  (*discard)(struct io_engine *e, unsigned file, uint64_t off, uint64_t len);
 	/* The engine takes IO_VEC requests: io_run() merges pages adjacent in
 	   a file into one request, so a batch of evictions is one large write
 	   and a readahead one large read, not dozens of 4 KiB transfers. */
@@ -201,6 +223,9 @@ struct io_engine {
 	   it succeeds, "" or how the engine runs degraded (io_uring without
 	   fixed buffers). io_engine_create copies it into its @why. */
 	char note[256];
+	/* The export of the NBD engine (io_engine_create_uri), a copy owned
+	   by the engine; NULL for the file engines. */
+	char *uri;
 };
 
 /*
@@ -213,6 +238,18 @@ struct io_engine {
 int  io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 		      size_t store_len, struct io_engine **out, char *why, size_t whylen);
 void io_engine_destroy(struct io_engine *e);
+/*
+ * Creates the NBD engine (io_nbd.c) on the export @uri for the remote swap
+ * set @sw (swap_open_remote): connects, and bounds the set's capacity by
+ * the export's size (-ENOSPC when the capacity asked for does not fit).
+ * On failure @why says what went wrong and what to change.
+ */
+int  io_engine_create_uri(const char *uri, struct swap *sw, struct io_engine **out, char *why,
+			  size_t whylen);
+/* Gives a freed range back through the engine's discard; -EOPNOTSUPP
+   where it has none. The signature of swap_set_discard()'s hook, @arg
+   being the engine. */
+int  io_discard(void *arg, unsigned file, uint64_t off, uint64_t len);
 
 /* Runs a batch through the engine, applying injected faults: an EIO or
    ENOSPC fault fails the request without submitting it, a SHORT fault
@@ -230,5 +267,11 @@ extern int (*io_wait_hook)(void);
 
 extern const struct io_ops io_sync_ops;
 extern const struct io_ops io_uring_ops, io_aio_ops;
+extern const struct io_ops io_nbd_ops;
+
+/* How long an NBD request, or a connection attempt, may wait for the
+   server before it fails with -EIO, in milliseconds: read at each
+   io_engine_create_uri() from $UMLMEM_NBD_TIMEOUT_MS, else IO_NBD_TIMEOUT_MS. */
+#define IO_NBD_TIMEOUT_MS 10000u
 
 #endif

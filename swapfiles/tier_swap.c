@@ -115,7 +115,9 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 				 "the page stays in memory", h->swap_dir);
 		else
 			snprintf(msg, msglen, "writing a page to swap in '%s' failed (%s); "
-				 "the page stays in memory", h->swap_dir, umlmem_strerror(res[i]));
+				 "the page stays in memory",
+				 h->cfg.swap_uri ? h->cfg.swap_uri : h->swap_dir,
+				 umlmem_strerror(res[i]));
 	}
 	free(req);
 	free(csum);

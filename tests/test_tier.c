@@ -394,9 +394,19 @@ Test(tier, config_errors)
 	cr_assert_null(cfg.swap_uri);
 	cfg.resident_bytes = BUDGET;
 	cfg.swap_dir = T.dir;
-	cfg.swap_uri = "nbd://localhost:10809/x";
-	cr_assert_eq(umlmem_host_create(&cfg, &h), -EOPNOTSUPP);
-	cr_assert_not_null(strstr(umlmem_errmsg(), "swap_uri"), "%s", umlmem_errmsg());
+	{
+		/* no server behind the socket: a clear error, no host */
+		char uri[256];
+
+		snprintf(uri, sizeof(uri), "nbd+unix:///x?socket=%s/no-server.sock", T.dir);
+		cfg.swap_uri = uri;
+		cr_assert_lt(umlmem_host_create(&cfg, &h), 0);
+		cr_assert_not_null(strstr(umlmem_errmsg(), "swap_uri"), "%s", umlmem_errmsg());
+		cr_assert_not_null(strstr(umlmem_errmsg(), "no-server.sock"), "%s", umlmem_errmsg());
+		cfg.swap_uri = "";
+		cr_assert_eq(umlmem_host_create(&cfg, &h), -EINVAL);
+		cr_assert_not_null(strstr(umlmem_errmsg(), "swap_uri"), "%s", umlmem_errmsg());
+	}
 	cfg.swap_uri = NULL;
 	cfg.compress = (enum umlmem_compress)7;
 	cr_assert_eq(umlmem_host_create(&cfg, &h), -EINVAL);

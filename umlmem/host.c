@@ -173,7 +173,7 @@ static int check_config(const struct umlmem_host_config *c)
 	if ((unsigned)c->io > UMLMEM_IO_SYNC)
 		return seterr(-EINVAL, "io engine %d is not one of UMLMEM_IO_AUTO, _URING, _AIO, _SYNC",
 			      (int)c->io);
-	if (c->flags & ~HOST_FLAGS)
+	if (c->flags & ~(HOST_FLAGS | (c->swap_uri ? UMLMEM_SWAP_ENCRYPT : 0u)))
 		return seterr(-EINVAL, "unknown host flags 0x%x", c->flags & ~HOST_FLAGS);
 	if (c->reclaim_high && c->reclaim_high < c->reclaim_low)
 		return seterr(-EINVAL, "reclaim_high %llu is below reclaim_low %llu",
@@ -193,13 +193,37 @@ static int check_config(const struct umlmem_host_config *c)
 			      "%llu): the pool is part of the budget",
 			      (unsigned long long)c->compress_pool_bytes,
 			      (unsigned long long)c->resident_bytes);
-	if (c->swap_uri)
-		return seterr(-EOPNOTSUPP, "swap_uri '%s': swap on a network block device is not "
-			      "supported by this version; leave swap_uri NULL to swap to files in "
-			      "swap_dir", c->swap_uri);
+	if (c->swap_uri && !*c->swap_uri)
+		return seterr(-EINVAL, "swap_uri is empty: give an NBD URI (nbd://host:port/export, "
+			      "nbd+unix:///export?socket=PATH) or NULL to swap to files in swap_dir");
 	if (c->reclaim_batch > MAX_RECLAIM_BATCH)
 		return seterr(-EINVAL, "reclaim_batch %u is above the limit of %u",
 			      c->reclaim_batch, MAX_RECLAIM_BATCH);
+	return 0;
+}
+
+/*
+ * Swap on the NBD export cfg->swap_uri: a remote swap set (no files) and
+ * the NBD engine, which bounds the set by the export's size and trims the
+ * clusters the set frees. Every page that leaves the process for the
+ * export is encrypted (UMLMEM_SWAP_ENCRYPT is implied). The URI is kept in
+ * the engine; h->cfg.swap_uri points at that copy.
+ */
+static int host_open_nbd(struct umlmem_host *h, const struct umlmem_host_config *cfg)
+{
+	char err[512];
+	int rc;
+
+	err[0] = '\0';
+	rc = swap_open_remote(&h->swap, h->cfg.swap_files, cfg->swap_bytes, err, sizeof(err));
+	if (rc)
+		return seterr(rc, "%s", err[0] ? err : "cannot create the swap set");
+	rc = io_engine_create_uri(cfg->swap_uri, h->swap, &h->io, h->io_why, sizeof(h->io_why));
+	if (rc)
+		return seterr(rc, "swap_uri: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
+	swap_set_discard(h->swap, io_discard, h->io);
+	h->cfg.swap_uri = h->io->uri;
+	h->cfg.flags |= UMLMEM_SWAP_ENCRYPT;
 	return 0;
 }
 
@@ -271,16 +295,23 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 	if (rc)
 		goto fail;
 	err[0] = '\0';
-	rc = swap_open(&h->swap, h->swap_dir, h->cfg.swap_files, cfg->swap_bytes, err, sizeof(err));
+	if (cfg->swap_uri)
+		rc = host_open_nbd(h, cfg);
+	else
+		rc = swap_open(&h->swap, h->swap_dir, h->cfg.swap_files, cfg->swap_bytes, err,
+			       sizeof(err));
 	if (rc) {
-		seterr(rc, "%s", err[0] ? err : "cannot create the swap files");
+		if (!cfg->swap_uri)
+			seterr(rc, "%s", err[0] ? err : "cannot create the swap files");
 		goto fail;
 	}
 	/* The store is not registered with the engine (no io_uring fixed
 	   buffers): a registration pins every page of the budget at once and
 	   forbids giving frames back; plain reads and writes pin a frame for
 	   the length of its I/O only (README, "Memory", has the cost). */
-	rc = io_engine_create(cfg->io, h->swap, NULL, 0, &h->io, h->io_why, sizeof(h->io_why));
+	if (!h->io)
+		rc = io_engine_create(cfg->io, h->swap, NULL, 0, &h->io, h->io_why,
+				      sizeof(h->io_why));
 	if (rc) {
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;

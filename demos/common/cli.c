@@ -380,6 +380,7 @@ const char *engine_name(enum umlmem_io_engine e)
 	case UMLMEM_IO_URING:	return "io_uring";
 	case UMLMEM_IO_AIO:	return "libaio";
 	case UMLMEM_IO_SYNC:	return "sync";
+	case UMLMEM_IO_NBD:	return "nbd";
 	}
 	return "unknown";
 }
