@@ -38,15 +38,130 @@ static bool mergeable(const struct umlmem_guest *g)
 	return !(g->flags & UMLMEM_GUEST_NOMERGE);
 }
 
+/* ---- the further mappers of shared frames ------------------------------------
+ * Most frames have one mapper, kept in the frame itself; a shared frame's
+ * others are an array found through host->rmore, a hash of the frame
+ * number with linear probing, deletion by backward shift, sized by the
+ * shared frames alone. Everything here is under host->lock. */
+
+#define RMORE_MIN 64u
+
+static inline uint64_t rmore_home(const struct umlmem_host *h, uint64_t f)
+{
+	return (f * UINT64_C(0x9E3779B97F4A7C15)) >> 32 & h->rmore_mask;
+}
+
+/* Slot of frame @f, or of the empty entry where it would go. */
+static uint64_t rmore_find(const struct umlmem_host *h, uint64_t f)
+{
+	uint64_t i = rmore_home(h, f);
+
+	while (h->rmore[i].f && h->rmore[i].f != f + 1)
+		i = (i + 1) & h->rmore_mask;
+	return i;
+}
+
+/* Rebuilds the table with @n entries (a power of two); false when there is
+   no memory for it, and the old table stays. */
+static bool rmore_resize(struct umlmem_host *h, uint64_t n)
+{
+	struct rmap_ent *old = h->rmore, *t = calloc(n, sizeof(*t));
+	uint64_t have = old ? h->rmore_mask + 1 : 0;
+
+	if (!t)
+		return false;
+	h->rmore = t;
+	h->rmore_mask = n - 1;
+	for (uint64_t i = 0; i < have; i++)
+		if (old[i].f)
+			t[rmore_find(h, old[i].f - 1)] = old[i];
+	free(old);
+	return true;
+}
+
+struct rmap *rmap_more(const struct umlmem_host *h, uint64_t f)
+{
+	uint64_t i;
+
+	if (h->frames[f].refs < 2 || !h->rmore)
+		return NULL;
+	i = rmore_find(h, f);
+	return h->rmore[i].f ? h->rmore[i].more : NULL;
+}
+
+/* Frame @f, private until now, has further mappers @more: a new entry.
+   -ENOMEM when the table cannot grow to hold it. */
+static int rmore_insert(struct umlmem_host *h, uint64_t f, struct rmap *more)
+{
+	uint64_t i;
+
+	if ((!h->rmore || 2 * (h->rmore_n + 1) > h->rmore_mask + 1) &&
+	    !rmore_resize(h, h->rmore ? 2 * (h->rmore_mask + 1) : RMORE_MIN) &&
+	    (!h->rmore || h->rmore_n + 1 > h->rmore_mask))
+		return -ENOMEM;
+	i = rmore_find(h, f);
+	h->rmore[i].f = f + 1;
+	h->rmore[i].more = more;
+	h->rmore_n++;
+	return 0;
+}
+
+/* Frame @f has no further mapper any more: frees its array and entry. */
+static void rmore_drop(struct umlmem_host *h, uint64_t f)
+{
+	uint64_t i, j;
+
+	if (!h->rmore)
+		return;
+	i = rmore_find(h, f);
+	if (!h->rmore[i].f)
+		return;
+	free(h->rmore[i].more);
+	h->rmore[i].f = 0;
+	h->rmore_n--;
+	/* backward shift: an entry after the hole moves into it unless its
+	   home lies cyclically in (i, j] */
+	for (j = (i + 1) & h->rmore_mask; h->rmore[j].f; j = (j + 1) & h->rmore_mask) {
+		uint64_t home = rmore_home(h, h->rmore[j].f - 1);
+
+		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+			continue;
+		h->rmore[i] = h->rmore[j];
+		h->rmore[j].f = 0;
+		i = j;
+	}
+	/* below a load of 1/8, half the size (the band is the hysteresis) */
+	if (h->rmore_mask + 1 > RMORE_MIN && 8 * h->rmore_n < h->rmore_mask + 1)
+		rmore_resize(h, (h->rmore_mask + 1) / 2);
+}
+
+void rmap_fini(struct umlmem_host *h)
+{
+	for (uint64_t i = 0; h->rmore && i <= h->rmore_mask; i++)
+		if (h->rmore[i].f)
+			free(h->rmore[i].more);
+	free(h->rmore);
+	h->rmore = NULL;
+	h->rmore_n = 0;
+}
+
+uint64_t rmap_table_bytes(const struct umlmem_host *h)
+{
+	uint64_t b = h->rmore ? (h->rmore_mask + 1) * sizeof(*h->rmore) : 0;
+
+	return b + h->sharing_pages * sizeof(struct rmap);
+}
+
 /* Every page mapping frame @f belongs to a guest that shares. */
 static bool frame_mergeable(struct umlmem_host *h, uint64_t f)
 {
 	const struct frame *fr = &h->frames[f];
+	const struct rmap *more = rmap_more(h, f);
 
 	if (fr->refs && !mergeable(fr->g))
 		return false;
 	for (uint32_t i = 0; i + 1 < fr->refs; i++)
-		if (!mergeable(fr->more[i].g))
+		if (!mergeable(more[i].g))
 			return false;
 	return true;
 }
@@ -63,11 +178,16 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 		fr->refs = 1;
 		return 0;
 	}
-	more = realloc(fr->more, fr->refs * sizeof(*more));
+	more = realloc(rmap_more(h, f), fr->refs * sizeof(*more));
 	if (!more)
 		return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
 	more[fr->refs - 1] = (struct rmap){ g, idx, 0 };
-	fr->more = more;
+	if (fr->refs > 1) {
+		h->rmore[rmore_find(h, f)].more = more;
+	} else if (rmore_insert(h, f, more)) {
+		free(more);
+		return seterr(-ENOMEM, "cannot grow the table of shared frames");
+	}
 	fr->refs++;
 	h->shared_frames += fr->refs == 2;
 	h->sharing_pages++;
@@ -77,6 +197,7 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more = rmap_more(h, f);
 	uint32_t n = fr->refs - 1;   /* entries in more[] */
 
 	if (fr->refs > 1) {
@@ -94,19 +215,22 @@ void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_
 		if (fr->nv & NV_LIVE)
 			native_zap(g, idx);
 		if (n) {
-			fr->g = fr->more[n - 1].g;
-			fr->idx = fr->more[n - 1].idx;
-			fr->nv = fr->more[n - 1].nv;
+			fr->g = more[n - 1].g;
+			fr->idx = more[n - 1].idx;
+			fr->nv = more[n - 1].nv;
 		}
 	} else {
 		for (uint32_t i = 0; i < n; i++)
-			if (fr->more[i].g == g && fr->more[i].idx == idx) {
-				if (fr->more[i].nv & NV_LIVE)
+			if (more[i].g == g && more[i].idx == idx) {
+				if (more[i].nv & NV_LIVE)
 					native_zap(g, idx);
-				fr->more[i] = fr->more[n - 1];
+				more[i] = more[n - 1];
 				break;
 			}
 	}
+	/* the array keeps its size until the frame is private again */
+	if (n == 1)
+		rmore_drop(h, f);
 	fr->refs--;
 }
 

@@ -59,12 +59,15 @@ static void add_held(void *arg, uint64_t key)
 		c->nomem = true;
 }
 
-static bool maps(const struct frame *fr, struct umlmem_guest *g, uint64_t idx)
+static bool maps(const struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
+	const struct frame *fr = &h->frames[f];
+	const struct rmap *more = rmap_more(h, f);
+
 	if (fr->g == g && fr->idx == idx)
 		return true;
 	for (uint32_t i = 0; i + 1 < fr->refs; i++)
-		if (fr->more[i].g == g && fr->more[i].idx == idx)
+		if (more[i].g == g && more[i].idx == idx)
 			return true;
 	return false;
 }
@@ -106,7 +109,7 @@ static int visit(struct umlmem_guest *g, uint64_t idx, pte_t *e, void *arg)
 		if (v >= c->h->nmade)
 			return fail(c, "guest '%s' page %llu: frame %llu out of range", g->name,
 				    (unsigned long long)idx, (unsigned long long)v);
-		if (!maps(&c->h->frames[v], g, idx))
+		if (!maps(c->h, v, g, idx))
 			return fail(c, "guest '%s' page %llu: frame %llu does not map it back",
 				    g->name, (unsigned long long)idx, (unsigned long long)v);
 		c->frefs[v]++;
@@ -240,9 +243,13 @@ static int check_locked(struct ctx *c)
 		if ((fr->flags & F_STABLE) && fr->refs < 2 && !rc)
 			rc = fail(c, "frame %llu: in the stable index with refs %u",
 				  (unsigned long long)f, fr->refs);
+		if ((fr->refs > 1) != !!rmap_more(h, f) && !rc)
+			rc = fail(c, "frame %llu: refs %u, but %s further mappers in the side "
+				  "table", (unsigned long long)f, fr->refs,
+				  fr->refs > 1 ? "no" : "some");
 		for (uint32_t i = 0; i < fr->refs && !rc; i++)
-			rc = check_nv(c, f, i ? fr->more[i - 1].g : fr->g,
-				      i ? fr->more[i - 1].nv : fr->nv);
+			rc = check_nv(c, f, i ? rmap_more(h, f)[i - 1].g : fr->g,
+				      i ? rmap_more(h, f)[i - 1].nv : fr->nv);
 	}
 	free(isfree);
 	if (rc)
@@ -250,6 +257,10 @@ static int check_locked(struct ctx *c)
 	rc = dedup_check(h, c->err, c->errlen);
 	if (rc)
 		return rc;
+	if (h->rmore_n != h->shared_frames)
+		return fail(c, "%llu entries in the table of shared frames' mappers, %llu "
+			    "shared frames", (unsigned long long)h->rmore_n,
+			    (unsigned long long)h->shared_frames);
 	if (shared != h->shared_frames || sharing != h->sharing_pages)
 		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
 			    (unsigned long long)shared, (unsigned long long)sharing,

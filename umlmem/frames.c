@@ -47,7 +47,7 @@
  * as zeros, CHUNK_GONE says so and walks of the table skip the chunk), and
  * the first frame taken from it again writes its free entries back. After
  * a peak the host keeps 5 bytes per frame of the peak (the free stack and
- * the referenced bytes), not the 61 of the full tables.
+ * the referenced bytes), not the 45 of the full tables.
  *
  * A recycled warm frame still holds its previous page's bytes, so a frame
  * handed to a page that must read as zeros is cleared first (F_FRESH marks
@@ -301,8 +301,6 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 
 	if (fr->flags & F_ACTIVE)
 		h->nactive--;
-	free(fr->more);
-	fr->more = NULL;
 	fr->g = NULL;
 	fr->refs = 0;
 	fr->pins = 0;

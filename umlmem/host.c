@@ -358,6 +358,7 @@ void umlmem_host_destroy(umlmem_host *h)
 	if (h->swap)
 		swap_close(h->swap);
 	dedup_fini(h);
+	rmap_fini(h);
 	frames_fini(h);
 	pthread_cond_destroy(&h->cond);
 	pthread_cond_destroy(&h->yield_cond);
@@ -456,7 +457,8 @@ int umlmem_host_info(umlmem_host *h, struct umlmem_host_info *out, size_t size)
 	i.frames_made = h->nmade;
 	i.frames_warm = h->nstack - h->npunched;
 	i.frames_returned = h->frames_returned;
-	i.meta_bytes = sizeof(*h) + frames_meta_bytes(h) + dedup_table_bytes(h);
+	i.meta_bytes = sizeof(*h) + frames_meta_bytes(h) + dedup_table_bytes(h) +
+		       rmap_table_bytes(h);
 	for (struct umlmem_guest *g = h->guests; g; g = g->next)
 		i.meta_bytes += g->meta_bytes;
 	host_unlock(h);

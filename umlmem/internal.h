@@ -118,7 +118,8 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
  *    being read into, F_BUSY); refs == 0 and slot != TKEY_NONE: a cached
  *    copy that no page maps yet (read ahead), evictable at no cost;
  *  - refs == number of page table entries PTE_FRAME(n); the first mapper is
- *    (g, idx), further ones (shared frames) are in more[0 .. refs - 2];
+ *    (g, idx), further ones (shared frames) are in rmap_more(h, n)[0 ..
+ *    refs - 2], which exists exactly when refs > 1;
  *  - slot != TKEY_NONE: the store key (tier, handle) whose content is
  *    exactly the frame's; this frame holds one reference on it (the page
  *    is clean), and the swap cache (tier.c) names this frame for that key
@@ -128,6 +129,13 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
  *    (writers, pinners, discard wait), readers may still copy from it.
  * The referenced bit lives apart, in host->fref[n], because lock-free
  * readers set it.
+ *
+ * Size. The table is metadata of every frame in use, so the entry is kept
+ * to 40 bytes (under 1% of its frame): the page index, the flags and the
+ * first mapper's native state share one word (a page index is below
+ * UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT = 2^35), and the further mappers of
+ * shared frames, which few frames have, live in a side table
+ * (access.c, rmap_more) rather than a pointer in every entry.
  */
 enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
@@ -179,15 +187,23 @@ struct rmap {
 struct frame {
 	uint64_t slot;          /* store key of a clean copy below, or TKEY_NONE */
 	struct umlmem_guest *g; /* first mapper */
-	uint64_t idx;           /* its page index */
-	struct rmap *more;      /* further mappers of a shared frame (refs - 1) */
+	uint64_t idx : 40;      /* its page index */
+	uint64_t flags : 8;     /* F_* */
+	uint64_t nv : 8;        /* NV_* of the first mapper (g, idx) */
 	uint32_t refs;
 	uint32_t pins;
-	uint16_t flags;
-	uint16_t nv;            /* NV_* of the first mapper (g, idx) */
 	uint32_t wpass;         /* merge pass of the last write (dedup volatility) */
 	uint32_t nvsum;         /* its hash at the merge scanner's last visit while
 				   writable in a native view (dedup volatility) */
+};
+_Static_assert(sizeof(struct frame) == 40, "struct frame: 40 bytes, see Size above");
+_Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 40),
+	       "a page index fits frame.idx");
+
+/* One shared frame's further mappers, in the side table (access.c). */
+struct rmap_ent {
+	uint64_t f;             /* frame + 1; 0: empty */
+	struct rmap *more;      /* its mappers but the first, refs - 1 of them */
 };
 
 /* ---- counters ----------------------------------------------------------
@@ -298,6 +314,11 @@ struct umlmem_host {
 	uint64_t refaults;
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
+	/* their further mappers: open addressing on the frame number, size a
+	   power of two (mask + 1, 0 before the first), grown past a load of
+	   1/2 and shrunk below 1/8 (access.c) */
+	struct rmap_ent *rmore;
+	uint64_t rmore_mask, rmore_n;
 	uint64_t sharing_pages;       /* sum of refs - 1 over them */
 	struct dedup dd;              /* the merge scanner (dedup/scan.c) */
 	uint64_t ra_pages, ra_hits;   /* pages read ahead; faults they served */
@@ -537,6 +558,12 @@ void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e);
 int  rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx);
 /* Removes mapper (g, idx) of frame @f. Caller holds host->lock. */
 void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx);
+/* The further mappers of frame @f (refs - 1 of them), NULL when it has
+   none. Caller holds host->lock. */
+struct rmap *rmap_more(const struct umlmem_host *h, uint64_t f);
+/* Frees the side table at host destroy; its bytes for meta_bytes. */
+void rmap_fini(struct umlmem_host *h);
+uint64_t rmap_table_bytes(const struct umlmem_host *h);
 /* Zaps every page of [a, b) once none is under I/O (waiting for it);
    -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
    host->lock. */

@@ -195,12 +195,13 @@ static uint32_t mapper_get(struct umlmem_host *h, uint64_t f, struct umlmem_gues
 			   uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more = rmap_more(h, f);
 
 	if (fr->g == g && fr->idx == idx)
 		return fr->nv;
 	for (uint32_t i = 0; i + 1 < fr->refs; i++)
-		if (fr->more[i].g == g && fr->more[i].idx == idx)
-			return fr->more[i].nv;
+		if (more[i].g == g && more[i].idx == idx)
+			return more[i].nv;
 	return 0;
 }
 
@@ -208,13 +209,14 @@ static void mapper_set(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g
 		       uint64_t idx, uint32_t nv)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more = rmap_more(h, f);
 
 	if (fr->g == g && fr->idx == idx) {
-		fr->nv = (uint16_t)nv;
+		fr->nv = nv;
 	} else {
 		for (uint32_t i = 0; i + 1 < fr->refs; i++)
-			if (fr->more[i].g == g && fr->more[i].idx == idx) {
-				fr->more[i].nv = nv;
+			if (more[i].g == g && more[i].idx == idx) {
+				more[i].nv = nv;
 				break;
 			}
 	}
@@ -233,6 +235,7 @@ void native_zap(struct umlmem_guest *g, uint64_t idx)
 void native_quiesce(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more;
 
 	if (!(fr->flags & F_NV))
 		return;
@@ -240,10 +243,11 @@ void native_quiesce(struct umlmem_host *h, uint64_t f)
 		native_zap(fr->g, fr->idx);
 		fr->nv &= ~(NV_LIVE | NV_RW);
 	}
+	more = rmap_more(h, f);
 	for (uint32_t i = 0; i + 1 < fr->refs; i++)
-		if (fr->more[i].nv & NV_LIVE) {
-			native_zap(fr->more[i].g, fr->more[i].idx);
-			fr->more[i].nv &= ~(NV_LIVE | NV_RW);
+		if (more[i].nv & NV_LIVE) {
+			native_zap(more[i].g, more[i].idx);
+			more[i].nv &= ~(NV_LIVE | NV_RW);
 		}
 	fr->flags &= ~F_NV;
 }
@@ -251,13 +255,15 @@ void native_quiesce(struct umlmem_host *h, uint64_t f)
 bool native_writable(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];
+	struct rmap *more;
 
 	if (!(fr->flags & F_NV))
 		return false;
 	if (fr->refs && (fr->nv & NV_RW))
 		return true;
+	more = rmap_more(h, f);
 	for (uint32_t i = 0; i + 1 < fr->refs; i++)
-		if (fr->more[i].nv & NV_RW)
+		if (more[i].nv & NV_RW)
 			return true;
 	return false;
 }
@@ -501,6 +507,7 @@ static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 {
 	for (uint64_t f = 0; f < h->nmade; f++) {
 		struct frame *fr = &h->frames[f];
+		struct rmap *more;
 
 		if (frame_gone(h, f)) {
 			f |= FRAME_CHUNK - 1;   /* a chunk of free frames */
@@ -510,9 +517,10 @@ static void forget_views(struct umlmem_host *h, struct umlmem_guest *g)
 			continue;
 		if (!g || fr->g == g)
 			fr->nv = 0;
+		more = rmap_more(h, f);
 		for (uint32_t i = 0; i + 1 < fr->refs; i++)
-			if (!g || fr->more[i].g == g)
-				fr->more[i].nv = 0;
+			if (!g || more[i].g == g)
+				more[i].nv = 0;
 		if (!g)
 			fr->flags &= ~F_NV;
 	}
