@@ -237,6 +237,7 @@ static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 		h->ev.swap_ins++;
 		/* unused so far: the first turn of the hand may take it */
 		STORE(&h->fref[ra->f], 0);
+		pager_readahead(h, ra->f);
 		cache_drop_orphan(h, ra->key);
 		return;
 	}

@@ -93,30 +93,35 @@
 
 #include "internal.h"
 
-/* The active set's share of the budget, ACTIVE_NUM / ACTIVE_DEN, and the
-   largest part of it one readahead may take, 1 / RA_SHARE (see above). */
-#define ACTIVE_NUM 3
-#define ACTIVE_DEN 4
-#define RA_SHARE   16
+/* The small FIFO's share of the budget, 1 / SMALL_SHARE; the largest part
+   of it one readahead may take, 1 / RA_SHARE; the most uses of a main
+   frame the hand remembers, FREQ_MAX (see above). */
+#define SMALL_SHARE 10
+#define RA_SHARE    16
+#define FREQ_MAX    3
 
 struct victim {
 	uint64_t f;
 	uint64_t key;   /* where its content was stored */
+	bool ghost;     /* remember it: it leaves unused from the small FIFO */
 };
 
 /* ---- the ghost set ---------------------------------------------------------
- * What the pager remembers of a page it evicted: the value of h->evictions
- * then, so that a fault on it can tell how many evictions ago it left (its
- * refault distance). One 64-bit word per page, in a two-way set-associative
- * table of at least two words per frame, indexed by a hash of (guest, page
- * index): the high 32 bits are a tag of the same hash (never 0, so that 0
- * means empty), the low 32 the stamp. The table is lossy on purpose: a
- * collision drops the older of two ghosts, and a ghost whose page was
- * discarded or whose guest died is never asked for (or, rarely, a new page
- * inherits it: a wrong hint, never wrong data). It lives apart from the
- * page table, so it does not care how a page in swap is named.
+ * What the pager remembers of a page it evicted from the small FIFO: the
+ * value of h->evictions then, so that a fault on it can tell how many
+ * evictions ago it left (its refault distance). One 64-bit word per page,
+ * in a two-way set-associative table of two words per frame the host has
+ * made (h->nmade, not the budget: memory follows use), indexed by a hash of
+ * (guest, page index): the high 32 bits are a tag of the same hash (never
+ * 0, so that 0 means empty), the low 32 the stamp. The table is lossy on
+ * purpose: a collision drops the older of two ghosts, growing it (once per
+ * doubling of the frames made) forgets every ghost, and a ghost whose page
+ * was discarded or whose guest died is never asked for (or, rarely, a new
+ * page inherits it: a wrong hint, never wrong data). It lives apart from
+ * the page table, so it does not care how a page in swap is named.
  */
 #define GHOST_TAG(z)    (((z) | 1ull << 32) & ~(uint64_t)UINT32_MAX)
+#define GHOST_MIN       64
 
 static uint64_t ghost_hash(const struct umlmem_guest *g, uint64_t idx)
 {
@@ -127,7 +132,8 @@ static uint64_t ghost_hash(const struct umlmem_guest *g, uint64_t idx)
 	return z ^ (z >> 31);
 }
 
-/* The two words page (g, idx) may be in, and its tag in *tag. */
+/* The two words page (g, idx) may be in, and its tag in *tag. Caller holds
+   host->lock and has checked h->ghost. */
 static uint64_t *ghost_set(struct umlmem_host *h, const struct umlmem_guest *g, uint64_t idx,
 			   uint64_t *tag)
 {
@@ -137,14 +143,38 @@ static uint64_t *ghost_set(struct umlmem_host *h, const struct umlmem_guest *g, 
 	return &h->ghost[z & h->ghost_mask & ~1ull];
 }
 
+/* Makes the table at least two words per frame made. False when there is
+   none (out of memory: nothing is remembered, which costs only hints).
+   Caller holds host->lock. */
+static bool ghost_fit(struct umlmem_host *h)
+{
+	uint64_t n = h->ghost ? h->ghost_mask + 1 : 0, want = GHOST_MIN;
+	uint64_t *t;
+
+	while (want < 2 * h->nmade)
+		want *= 2;
+	if (n >= want)
+		return true;
+	t = calloc(want, sizeof(*t));
+	if (!t)
+		return h->ghost != NULL;
+	free(h->ghost);
+	h->ghost = t;
+	h->ghost_mask = want - 1;
+	return true;
+}
+
 /* Remembers that page (g, idx) leaves memory now. Caller holds
    host->lock. */
 static void ghost_put(struct umlmem_host *h, const struct umlmem_guest *g, uint64_t idx)
 {
-	uint64_t tag, *w = ghost_set(h, g, idx, &tag);
 	uint32_t now = (uint32_t)h->evictions;
+	uint64_t tag, *w;
 	int i;
 
+	if (!ghost_fit(h))
+		return;
+	w = ghost_set(h, g, idx, &tag);
 	/* its own word, else an empty one, else the older */
 	if ((w[0] & ~(uint64_t)UINT32_MAX) == tag || !w[0])
 		i = 0;
@@ -160,8 +190,11 @@ static void ghost_put(struct umlmem_host *h, const struct umlmem_guest *g, uint6
 static bool ghost_take(struct umlmem_host *h, const struct umlmem_guest *g, uint64_t idx,
 		       uint64_t *dist)
 {
-	uint64_t tag, *w = ghost_set(h, g, idx, &tag);
+	uint64_t tag, *w;
 
+	if (!h->ghost)
+		return false;
+	w = ghost_set(h, g, idx, &tag);
 	for (int i = 0; i < 2; i++)
 		if (w[i] && (w[i] & ~(uint64_t)UINT32_MAX) == tag) {
 			*dist = (uint32_t)((uint32_t)h->evictions - (uint32_t)w[i]);
@@ -169,6 +202,54 @@ static bool ghost_take(struct umlmem_host *h, const struct umlmem_guest *g, uint
 			return true;
 		}
 	return false;
+}
+
+/* ---- the small FIFO --------------------------------------------------------
+ * Frame numbers in the order their pages came in. A frame has at most one
+ * live entry, the one F_SMALL stands for; an entry of a frame that was
+ * freed (frame_put clears its flags) and taken again is stale: when the
+ * frame comes in again it gets a new entry, and the old one, met first,
+ * is judged early (a small error in the order, never a lost frame). The
+ * ring grows by doubling with use, to at most two entries per frame of
+ * the budget; full at that size, it drops its oldest entry's F_SMALL, and
+ * the hand judges that frame as it judges any frame in neither set.
+ */
+static uint64_t small_count(const struct umlmem_host *h)
+{
+	return h->small_tail - h->small_head;
+}
+
+/* Removes and returns the oldest entry. Caller holds host->lock and has
+   checked that the ring is not empty. */
+static uint32_t small_pop(struct umlmem_host *h)
+{
+	return h->small[h->small_head++ & (h->small_cap - 1)];
+}
+
+/* Appends frame @f, and sets its F_SMALL. Caller holds host->lock. */
+static void small_push(struct umlmem_host *h, uint64_t f)
+{
+	if (small_count(h) == h->small_cap) {
+		uint64_t cap = h->small_cap ? 2 * h->small_cap : GHOST_MIN, n = small_count(h);
+		uint32_t *r = cap <= 2 * h->nframes || !h->small_cap ?
+			      malloc(cap * sizeof(*r)) : NULL;
+
+		if (r) {
+			for (uint64_t i = 0; i < n; i++)
+				r[i] = h->small[(h->small_head + i) & (h->small_cap - 1)];
+			free(h->small);
+			h->small = r;
+			h->small_cap = cap;
+			h->small_head = 0;
+			h->small_tail = n;
+		} else if (n) {
+			h->frames[small_pop(h)].flags &= ~F_SMALL;
+		} else {
+			return;   /* no ring at all: the hand judges @f */
+		}
+	}
+	h->small[h->small_tail++ & (h->small_cap - 1)] = (uint32_t)f;
+	h->frames[f].flags |= F_SMALL;
 }
 
 unsigned pager_ra_window(struct umlmem_host *h, unsigned win)
@@ -183,44 +264,116 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	struct frame *fr = &h->frames[f];
 	uint64_t dist;
 
-	/* Would it still be here had the inactive set been twice as large?
-	   Then it was used twice within the span the pager means to
-	   protect: active at once, without a second trip through the
-	   inactive set. */
-	if (!ghost_take(h, g, idx, &dist) || dist >= h->nframes - h->nactive)
-		return;
-	h->refaults++;
-	if (!(fr->flags & F_ACTIVE)) {
-		fr->flags |= F_ACTIVE;
+	if (fr->flags & (F_ACTIVE | F_SMALL))
+		return;   /* a cached copy that already has its place */
+	/* Evicted from the small FIFO fewer evictions ago than the budget
+	   holds: it was used twice within a span the pager can keep, and
+	   comes back into the main set at once, its uses not yet seen. */
+	if (ghost_take(h, g, idx, &dist) && dist < h->nframes) {
+		h->refaults++;
+		fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | F_ACTIVE);
 		h->nactive++;
+		return;
 	}
+	small_push(h, f);
+}
+
+void pager_readahead(struct umlmem_host *h, uint64_t f)
+{
+	if (!(h->frames[f].flags & (F_ACTIVE | F_SMALL)))
+		small_push(h, f);
+}
+
+/* The hand's verdict on main frame @fr, referenced or not since its last
+   visit: true when it is to be evicted (and has left the main set). */
+static bool main_judge(struct umlmem_host *h, struct frame *fr, bool ref)
+{
+	unsigned freq = (fr->flags & F_FREQ) >> F_FREQ_SHIFT;
+
+	if (ref || freq) {
+		freq = ref ? (freq < FREQ_MAX ? freq + 1 : FREQ_MAX) : freq - 1;
+		fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | freq << F_FREQ_SHIFT);
+		return false;
+	}
+	fr->flags &= ~F_ACTIVE;
+	h->nactive--;
+	return true;
+}
+
+/* Whether frame @fr may be judged now: it holds a page (or a copy read
+   ahead, which is fair game), is not pinned and has no I/O in flight. */
+static bool judgeable(const struct frame *fr)
+{
+	return (fr->refs || fr->slot != TKEY_NONE) && !fr->pins && !(fr->flags & F_BUSY);
+}
+
+static void take(struct umlmem_host *h, struct victim *v, uint64_t f, bool ghost)
+{
+	h->frames[f].flags |= F_BUSY;
+	h->busy_frames++;
+	v->f = f;
+	v->ghost = ghost;
 }
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
-   (wrapping round) nor another evictor picks one twice. After two whole
-   turns that found no victim (the first may only have zapped native
-   entries), the active set gives back what it must, whatever its share
-   (a reclaim may ask for everything). Four turns at most: zap, promote or
-   clear, demote, take. */
+   nor another evictor picks one twice. While the small FIFO is over its
+   share (or the main set is empty) the oldest small frame is judged: used
+   since it came in, it moves to the main set; unused, it is taken and
+   remembered in the ghost set. Otherwise the hand judges the main set's
+   frames in frame order (main_judge) and frames in neither set as small
+   ones. A frame present in a native view is zapped first (its uses are
+   unseen) and judged at its next turn. Bounded: FREQ_MAX + 2 turns of the
+   frame table and the ring, which finds every frame that can go. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
-	uint64_t limit = 4 * h->nmade;   /* frames above were never used */
-	uint64_t share = h->nframes / ACTIVE_DEN * ACTIVE_NUM;
+	uint64_t target = h->nframes / SMALL_SHARE ? h->nframes / SMALL_SHARE : 1;
+	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
-		uint64_t f = h->hand < h->nmade ? h->hand : 0;
-		struct frame *fr = &h->frames[f];
+		uint64_t f;
+		struct frame *fr;
 		bool ref;
 
+		if (small_count(h) && (small_count(h) > target || !h->nactive ||
+				       step >= (FREQ_MAX + 1) * h->nmade)) {
+			f = small_pop(h);
+			fr = &h->frames[f];
+			if (!(fr->flags & F_SMALL))
+				continue;   /* stale */
+			if (!judgeable(fr)) {
+				/* pinned or under I/O: it keeps its place */
+				fr->flags &= ~F_SMALL;
+				if ((fr->refs || fr->slot != TKEY_NONE))
+					small_push(h, f);
+				continue;
+			}
+			ref = LOAD(&h->fref[f]);
+			if (ref)
+				STORE(&h->fref[f], 0);
+			if ((fr->flags & F_NV) && !ref) {
+				native_quiesce(h, f);
+				fr->flags &= ~F_SMALL;
+				small_push(h, f);
+				continue;
+			}
+			fr->flags &= ~F_SMALL;
+			if (ref) {
+				/* used again since it came in: not a scan */
+				fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | F_ACTIVE);
+				h->nactive++;
+				continue;
+			}
+			take(h, &v[n++], f, true);
+			continue;
+		}
+
+		f = h->hand < h->nmade ? h->hand : 0;
+		fr = &h->frames[f];
 		if (frame_gone(h, f))
 			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
-		if (frame_gone(h, f))
-			continue;
-		/* free frames have neither mappers nor a slot; a frame with
-		   only a slot is a cached copy read ahead, and fair game */
-		if ((!fr->refs && fr->slot == TKEY_NONE) || fr->pins || (fr->flags & F_BUSY))
+		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & F_SMALL))
 			continue;
 		ref = LOAD(&h->fref[f]);
 		if (ref)
@@ -235,35 +388,31 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 				continue;
 		}
 		if (fr->flags & F_ACTIVE) {
-			/* the active set keeps what was used again; it gives
-			   back what was not, once it is over its share */
-			if (!ref && (h->nactive > share || (step >= 2 * h->nmade && !n))) {
-				fr->flags &= ~F_ACTIVE;
-				h->nactive--;
-			}
+			if (main_judge(h, fr, ref))
+				take(h, &v[n++], f, false);
 			continue;
 		}
+		/* in neither set (read ahead, copied on write, merged, or
+		   dropped from a full ring): judged as a small frame */
 		if (ref) {
-			/* used again since it came in: it is not a scan */
-			fr->flags |= F_ACTIVE;
+			fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | F_ACTIVE);
 			h->nactive++;
 			continue;
 		}
-		fr->flags |= F_BUSY;
-		h->busy_frames++;
-		v[n++].f = f;
+		take(h, &v[n++], f, true);
 	}
 	return n;
 }
 
-/* Frame @f is about to leave memory: the ghost clock ticks, and its page
-   (the first mapper's, for a shared frame) is remembered. */
-static void remember(struct umlmem_host *h, uint64_t f)
+/* Victim @v is about to leave memory: the ghost clock ticks, and its page
+   (the first mapper's, for a shared frame), if it leaves the small FIFO,
+   is remembered. */
+static void remember(struct umlmem_host *h, const struct victim *v)
 {
-	struct frame *fr = &h->frames[f];
+	struct frame *fr = &h->frames[v->f];
 
 	h->evictions++;
-	if (fr->refs)
+	if (fr->refs && v->ghost)
 		ghost_put(h, fr->g, fr->idx);
 }
 
@@ -317,17 +466,17 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			fr->slot = TKEY_NONE;
 			h->busy_frames--;
 			*pages += fr->refs;
-			remember(h, f);
+			remember(h, &v[i]);
 			frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
 			h->busy_frames--;
 			*pages += fr->refs;
-			remember(h, f);
+			remember(h, &v[i]);
 			frame_unmap_all(h, f, PTE_ZERO);
 			done++;
 		} else {
-			v[ndirty++].f = f;
+			v[ndirty++] = v[i];
 		}
 	}
 	if (!ndirty)
@@ -391,7 +540,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		h->ev.swap_outs++;
 		h->busy_frames--;
 		*pages += fr->refs;
-		remember(h, f);
+		remember(h, &v[i]);
 		frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
 		done++;
 	}
@@ -538,14 +687,7 @@ int pager_start(struct umlmem_host *h)
 	}
 	if (h->high < h->low)
 		h->high = h->low;
-	/* the ghost set: two words per frame at least, a power of two */
-	for (n = 64; n < 2 * h->nframes; n *= 2)
-		;
-	h->ghost = calloc(n, sizeof(*h->ghost));
-	if (!h->ghost)
-		return seterr(-ENOMEM, "cannot allocate the pager's ghost set (%llu bytes)",
-			      (unsigned long long)(n * sizeof(*h->ghost)));
-	h->ghost_mask = n - 1;
+	/* the ghost set and the small FIFO grow with use (pick, pager_refault) */
 	if (!(h->cfg.flags & UMLMEM_BACKGROUND))
 		return 0;
 	cond_init_monotonic(&h->kcond);
@@ -571,6 +713,9 @@ void pager_stop(struct umlmem_host *h)
 	/* after the reclaim thread, which remembers what it evicts */
 	free(h->ghost);
 	h->ghost = NULL;
+	free(h->small);
+	h->small = NULL;
+	h->small_cap = h->small_head = h->small_tail = 0;
 }
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
