@@ -97,6 +97,7 @@
    of it one readahead may take, 1 / RA_SHARE; the most uses of a main
    frame the hand remembers, FREQ_MAX (see above). */
 #define SMALL_SHARE 10
+#define SMALL_MIN   2
 #define RA_SHARE    16
 #define FREQ_MAX    3
 
@@ -256,6 +257,8 @@ unsigned pager_ra_window(struct umlmem_host *h, unsigned win)
 {
 	uint64_t most = h->nframes / RA_SHARE;
 
+	if (most > h->nfree)
+		most = h->nfree;
 	return win < most ? win : (unsigned)most;
 }
 
@@ -326,7 +329,8 @@ static void take(struct umlmem_host *h, struct victim *v, uint64_t f, bool ghost
    frame table and the ring, which finds every frame that can go. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
-	uint64_t target = h->nframes / SMALL_SHARE ? h->nframes / SMALL_SHARE : 1;
+	uint64_t target = h->nframes / SMALL_SHARE > SMALL_MIN ? h->nframes / SMALL_SHARE :
+			  h->nframes > SMALL_MIN ? SMALL_MIN : 1;
 	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
 	unsigned n = 0;
 
