@@ -347,6 +347,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	uint64_t target = h->nframes / SMALL_SHARE > SMALL_MIN ? h->nframes / SMALL_SHARE :
 			  h->nframes > SMALL_MIN ? SMALL_MIN : 1;
 	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
+	uint64_t kept = 0;   /* entries this call put back at the ring's end */
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
@@ -354,8 +355,8 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		struct frame *fr;
 		bool ref;
 
-		if (small_count(h) && (small_count(h) > target || !h->nactive ||
-				       step >= (FREQ_MAX + 1) * h->nmade)) {
+		if (small_count(h) > kept && (small_count(h) > target || !h->nactive ||
+					      step >= (FREQ_MAX + 1) * h->nmade)) {
 			f = small_pop(h);
 			fr = &h->frames[f];
 			if (!(fr->flags & F_SMALL))
@@ -363,8 +364,10 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 			if (!judgeable(fr)) {
 				/* pinned or under I/O: it keeps its place */
 				fr->flags &= ~F_SMALL;
-				if ((fr->refs || fr->slot != TKEY_NONE))
+				if (fr->refs || fr->slot != TKEY_NONE) {
 					small_push(h, f);
+					kept++;
+				}
 				continue;
 			}
 			ref = LOAD(&h->fref[f]);
@@ -374,6 +377,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 				native_quiesce(h, f);
 				fr->flags &= ~F_SMALL;
 				small_push(h, f);
+				kept++;
 				continue;
 			}
 			fr->flags &= ~F_SMALL;
