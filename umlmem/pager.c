@@ -351,7 +351,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	uint64_t target = h->nframes / SMALL_SHARE > SMALL_MIN ? h->nframes / SMALL_SHARE :
 			  h->nframes > SMALL_MIN ? SMALL_MIN : 1;
 	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
-	uint64_t kept = 0;   /* entries this call put back at the ring's end */
+	uint64_t kept = 0;   /* pinned or busy entries this call put back */
 	unsigned n = 0;
 
 	for (uint64_t step = 0; n < max && step < limit; step++) {
@@ -378,10 +378,12 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 			if (ref)
 				STORE(&h->fref[f], 0);
 			if ((fr->flags & F_NV) && !ref) {
+				/* judged when it comes round again (F_NV
+				   is clear now, so it does not come back
+				   here) */
 				native_quiesce(h, f);
 				fr->flags &= ~F_SMALL;
 				small_push(h, f);
-				kept++;
 				continue;
 			}
 			fr->flags &= ~F_SMALL;
