@@ -39,6 +39,8 @@ SOVER   := $(call umlmem_version_part,MAJOR)
 
 override CFLAGS += -std=gnu11 -Wall -Wextra -pthread -fPIC -fvisibility=hidden -Iinclude -Iumlmem -Iswapfiles -Idedup
 LIBS    := -luring -laio -lxxhash -llz4 -lzstd -pthread
+# swap encryption (swapfiles/seal.c)
+LIBS    += -lsodium
 
 ifeq ($(V),1)
 Q :=
@@ -51,6 +53,8 @@ endif
 DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 # the man pages and the Debian packages (make man, deb, test-man, test-deb)
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
+# swap encryption (swapfiles/seal.c)
+DEB_PKGS += libsodium-dev
 
 LIB_SRC := $(wildcard umlmem/*.c) $(wildcard swapfiles/*.c) $(wildcard dedup/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
@@ -200,6 +204,9 @@ TSAN_TESTS += tests/test_interference.c
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
 	       --filter='native/coherence' --filter='native/cleanup' \
 	       --filter='memory/background*'
+# encrypted swap: sealing from several threads, write-outs under readers
+TSAN_TESTS += tests/test_crypt.c
+TSAN_FILTER += --filter='crypt/seal_threads' --filter='crypt/threads*'
 tsan: deps
 	$(MAKE) B=$(B)/tsan CFLAGS="$(SAN_FLAGS) -fsanitize=thread" $(B)/tsan/libumlmem.a
 	$(CC) -std=gnu11 -Wall -Wextra -Wno-format-zero-length $(SAN_FLAGS) -fsanitize=thread -pthread -DUMLMEM_CRSHIM \
@@ -217,6 +224,7 @@ tsan: deps
 test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
+	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup --compress lz4
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
 	$(B)/umlmem bench --quick --json --only hit_read_8b,hit_read_4k,pageout_seq \
 	  >$(B)/bench-cli.json 2>/dev/null

@@ -199,6 +199,17 @@ enum umlmem_io_engine {
  *  untouched memory again), never pages with content: no sharing between
  *  guests, so none of the side channels of page sharing (see README). */
 #define UMLMEM_DEDUP_ZERO_ONLY 0x4u
+/** Host flag: every page written to swap is encrypted and authenticated
+ *  (AES-256-GCM where the CPU has AES-NI, else ChaCha20-Poly1305, from
+ *  libsodium) with a random key that lives only in this process's memory,
+ *  a fresh nonce for each write, and the slot and the write bound to it: a
+ *  page changed in the swap file, moved to another slot, or replaced by an
+ *  older copy of its own slot reads as -EIO and counts as a checksum error,
+ *  never as wrong bytes. The swap files are unreadable without the process.
+ *  Costs 24 bytes of memory per swapped page and the cipher's time on each
+ *  swap-out and swap-in (README, "Encrypted swap"). It does not protect the
+ *  process's own memory, its core dumps, nor hide which slots are used. */
+#define UMLMEM_SWAP_ENCRYPT 0x8u
 
 /** Compressed tier between the frames and swap (umlmem_host_config.compress). */
 enum umlmem_compress {
@@ -295,6 +306,8 @@ static inline void umlmem_host_config_init(struct umlmem_host_config *cfg)
  *    directory or not writable (umlmem_errmsg() names it);
  *  - -ENOTSUP: the requested I/O engine is not available here;
  *  - -ENOMEM: the frame store or the tables could not be allocated;
+ *  - -EIO: UMLMEM_SWAP_ENCRYPT asked for and libsodium cannot start (no
+ *    source of randomness);
  *  - -EINVAL: the program sets a field this library does not know (it was
  *    built against a newer umlmem.h than the library's).
  */

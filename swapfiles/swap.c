@@ -25,6 +25,14 @@
  * clusters reusable. Only at the cap, when the space is needed now, does
  * swap_alloc() punch in place.
  *
+ * Sealed sets. With UMLMEM_SWAP_ENCRYPT a slot's bytes are ciphertext and
+ * what proves them is the seal tag of its last write (seal.h: the nonce,
+ * which is that write's generation, and the authenticator), kept here where
+ * the checksum is kept, in an array allocated with the cluster's record
+ * (24 bytes per slot; only sealed sets have it). The checksum is then 0.
+ * The tag is memory's, never the file's: the file alone cannot say which
+ * of two copies of a slot is the latest.
+ *
  * Which frame holds a clean copy of a slot is the core's business (the
  * swap cache of umlmem/tier.c, keyed by tier and handle), not the slot's.
  *
@@ -86,6 +94,10 @@ struct sw_cluster {
 						   no readahead material either */
 	uint32_t refs[SWAP_CLUSTER_PAGES];
 	uint64_t csum[SWAP_CLUSTER_PAGES];	/* 0 while the slot is free */
+	/* In a sealed set (swap.tags) the seal tags of the slots' last
+	   writes, allocated with the record; else NULL. All zeros while the
+	   slot is free or its first write has not completed. */
+	struct seal_tag *tag;
 };
 
 struct swap {
@@ -112,6 +124,7 @@ struct swap {
 	uint64_t punches;
 	uint64_t punch_errors;
 	uint64_t misuse;	/* calls refused as misuse, reported by swap_check */
+	int tags;		/* sealed set: clusters carry tags (swap_keep_tags) */
 	char misuse_msg[160];	/* the first of them */
 
 	/* fixed after swap_open, read without the lock */
@@ -410,6 +423,8 @@ static void sw_take(struct swap *sw, uint64_t c, unsigned i, uint64_t *out)
 
 	cl->refs[i] = 1;
 	cl->csum[i] = 0;
+	if (cl->tag)
+		memset(&cl->tag[i], 0, sizeof(cl->tag[i]));
 	cl->writing |= UINT64_C(1) << i;
 	cl->live++;
 	sw->used++;
@@ -480,9 +495,12 @@ static int sw_next_current(struct swap *sw)
 			sw->cl = p;
 			sw->cl_alloc = na;
 		}
-		cl = calloc(1, sizeof(*cl));
+		cl = calloc(1, sizeof(*cl) + (sw->tags ? SWAP_CLUSTER_PAGES *
+							  sizeof(struct seal_tag) : 0));
 		if (!cl)
 			return -ENOMEM;
+		if (sw->tags)
+			cl->tag = (struct seal_tag *)(cl + 1);
 		c = sw->ncl;
 		sw->cl[sw->ncl++] = cl;
 	}
@@ -723,6 +741,8 @@ void swap_unref(struct swap *sw, uint64_t slot, unsigned n)
 		cl->refs[i] -= n;
 		if (!cl->refs[i]) {
 			cl->csum[i] = 0;
+			if (cl->tag)
+				memset(&cl->tag[i], 0, sizeof(cl->tag[i]));
 			cl->hidden &= ~(UINT64_C(1) << i);
 			cl->writing &= ~(UINT64_C(1) << i);
 			cl->live--;
@@ -786,6 +806,52 @@ uint64_t swap_csum(struct swap *sw, uint64_t slot)
 	return r;
 }
 
+int swap_keep_tags(struct swap *sw)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&sw->lock);
+	if (sw->ncl)
+		rc = -EBUSY;
+	else
+		sw->tags = 1;
+	pthread_mutex_unlock(&sw->lock);
+	return rc;
+}
+
+void swap_set_tag(struct swap *sw, uint64_t slot, const struct seal_tag *tag)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (!cl)
+		sw_misuse(sw, "swap_set_tag of a slot out of range", slot, 0, 0);
+	else if (!cl->refs[i])
+		sw_misuse(sw, "swap_set_tag of a free slot", slot, 0, 0);
+	else if (!cl->tag)
+		sw_misuse(sw, "swap_set_tag in a set without tags", slot, 0, 0);
+	else {
+		cl->tag[i] = *tag;
+		cl->writing &= ~(UINT64_C(1) << i);
+	}
+	pthread_mutex_unlock(&sw->lock);
+}
+
+void swap_tag(struct swap *sw, uint64_t slot, struct seal_tag *out)
+{
+	struct sw_cluster *cl;
+	unsigned i;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&sw->lock);
+	cl = sw_lookup(sw, slot, &i);
+	if (cl && cl->tag)
+		*out = cl->tag[i];
+	pthread_mutex_unlock(&sw->lock);
+}
+
 static uint64_t sw_disk_bytes(const struct swap *sw)
 {
 	uint64_t sum = 0;
@@ -834,6 +900,12 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 		struct sw_cluster *cl = sw->cl[c];
 		unsigned i, pages = sw_pages(sw, c), live = 0;
 
+		if (!cl->tag != !sw->tags) {
+			sw_msg(err, errlen, "cluster %llu: %s seal tags in a set %s them",
+			       (unsigned long long)c, cl->tag ? "has" : "lacks",
+			       sw->tags ? "with" : "without");
+			goto out;
+		}
 		for (i = 0; i < SWAP_CLUSTER_PAGES; i++) {
 			if (i >= pages && cl->refs[i]) {
 				sw_msg(err, errlen, "cluster %llu: unusable page %u has %u references",
@@ -843,6 +915,17 @@ int swap_check(struct swap *sw, char *err, size_t errlen)
 			if (!cl->refs[i] && cl->csum[i]) {
 				sw_msg(err, errlen, "cluster %llu: free page %u keeps a checksum",
 				       (unsigned long long)c, i);
+				goto out;
+			}
+			/* sealed: the tag of the last completed write, no checksum */
+			if (cl->tag && (cl->csum[i] || !cl->tag[i].nonce !=
+					!(cl->refs[i] && !(cl->writing >> i & 1)))) {
+				sw_msg(err, errlen, "cluster %llu: page %u (%s) has seal tag nonce "
+				       "%llu and checksum %llx", (unsigned long long)c, i,
+				       !cl->refs[i] ? "free" : (cl->writing >> i & 1) ?
+				       "write pending" : "written",
+				       (unsigned long long)cl->tag[i].nonce,
+				       (unsigned long long)cl->csum[i]);
 				goto out;
 			}
 			if (c == sw->cur && i >= sw->cursor && cl->refs[i]) {

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "umlmem.h"
+#include "seal.h"
 
 #define SWAP_PAGE          4096u
 #define SWAP_CLUSTER_PAGES 64u
@@ -76,6 +77,19 @@ uint32_t swap_refs(struct swap *sw, uint64_t slot);
 
 void     swap_set_csum(struct swap *sw, uint64_t slot, uint64_t csum);
 uint64_t swap_csum(struct swap *sw, uint64_t slot);
+
+/*
+ * Sealed sets (UMLMEM_SWAP_ENCRYPT): each slot also keeps the seal tag of
+ * its last write (24 bytes: nonce and authenticator, see seal.h) beside its
+ * checksum, which a sealed write leaves 0 (the tag proves the content).
+ * swap_keep_tags() must be called before the first swap_alloc(); it
+ * returns -EBUSY after. swap_set_tag() records the tag of a completed write
+ * and, like swap_set_csum(), ends the slot's "writing" state. swap_tag()
+ * gives the tag, or one of zeros (which opens nothing) for a slot without.
+ */
+int      swap_keep_tags(struct swap *sw);
+void     swap_set_tag(struct swap *sw, uint64_t slot, const struct seal_tag *tag);
+void     swap_tag(struct swap *sw, uint64_t slot, struct seal_tag *out);
 
 /* Up to @n live slots in [from, from + n), ascending, into @out (what
    readahead may read next), hidden ones and those whose first write has

@@ -10,6 +10,16 @@
  * checksum (xxh3-64) is taken before the write and checked after every
  * read: a mismatch is -EBADMSG, never the bytes.
  *
+ * Sealed (UMLMEM_SWAP_ENCRYPT): each page is encrypted and authenticated
+ * (seal.c) under the name tkey(TIER_SWAP, slot) and a fresh nonce, and the
+ * tag goes to the slot's record in place of the checksum, so a page opens
+ * only in the slot and from the write it was sealed for. A store seals
+ * into bounce pages and writes those: the frames stay as they are, since a
+ * frame being written out may be read meanwhile (native views, read pins,
+ * the swap cache) and must never hold ciphertext. A load decrypts in place,
+ * in the frame it read into, which no one sees before the load returns.
+ * A page whose tag does not open is -EBADMSG, as a bad checksum is.
+ *
  * The swap set and the engine are created by host.c (the engine maps the
  * frame store as fixed buffers) and closed by it; the tier only borrows
  * them. Locking: swap.lock (leaf, inside swap.c) and the engine's own; the
@@ -25,6 +35,7 @@
 struct tswap {
 	struct tier t;
 	struct umlmem_host *h;   /* for swap, io, swap_dir, cfg: fixed after create */
+	struct seal *seal;       /* sealed tier, else NULL; thread-safe, fixed after create */
 };
 
 static struct tswap *ts(struct tier *t)
@@ -36,14 +47,23 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 			 int *res, unsigned flags, char *msg, size_t msglen)
 {
 	struct umlmem_host *h = ts(t)->h;
+	struct seal *seal = ts(t)->seal;
 	struct io_req *req = malloc(n * sizeof(*req));
 	uint64_t *csum = malloc(n * sizeof(*csum));
+	struct seal_tag *tag = NULL;
+	uint8_t *bounce = NULL;
 	unsigned got, failed = 0;
 
 	msg[0] = '\0';
-	if (!req || !csum) {
+	if (seal && n) {
+		tag = malloc(n * sizeof(*tag));
+		bounce = aligned_alloc(PAGE_SIZE, (size_t)n * PAGE_SIZE);
+	}
+	if (!req || !csum || (seal && n && (!tag || !bounce))) {
 		free(req);
 		free(csum);
+		free(tag);
+		free(bounce);
 		for (unsigned i = 0; i < n; i++)
 			res[i] = -ENOMEM;
 		snprintf(msg, msglen, "cannot allocate a write batch of %u pages", n);
@@ -66,13 +86,21 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		swap_where(h->swap, handles[i], &file, &off);
 		req[i] = (struct io_req){ .buf = pages[i], .off = off, .len = PAGE_SIZE,
 					  .file = (uint16_t)file, .op = IO_WRITE };
-		csum[i] = swap_page_csum(pages[i]);
+		if (seal) {
+			req[i].buf = bounce + (size_t)i * PAGE_SIZE;
+			seal_page(seal, tkey(TIER_SWAP, handles[i]), pages[i], req[i].buf, &tag[i]);
+		} else {
+			csum[i] = swap_page_csum(pages[i]);
+		}
 	}
 	io_run(h->io, req, got);
 	for (unsigned i = 0; i < got; i++) {
 		res[i] = req[i].res;
 		if (!res[i]) {
-			swap_set_csum(h->swap, handles[i], csum[i]);
+			if (seal)
+				swap_set_tag(h->swap, handles[i], &tag[i]);
+			else
+				swap_set_csum(h->swap, handles[i], csum[i]);
 			continue;
 		}
 		swap_unref(h->swap, handles[i], 1);
@@ -91,6 +119,8 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 	}
 	free(req);
 	free(csum);
+	free(tag);
+	free(bounce);
 	return failed;
 }
 
@@ -109,8 +139,17 @@ static void ts_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 	io_run(h->io, req, n);
 	for (unsigned i = 0; i < n; i++) {
 		res[i] = req[i].res;
-		if (!res[i] && swap_page_csum(bufs[i]) != swap_csum(h->swap, handles[i]))
+		if (res[i])
+			continue;
+		if (ts(t)->seal) {
+			struct seal_tag tag;
+
+			swap_tag(h->swap, handles[i], &tag);
+			res[i] = seal_open(ts(t)->seal, tkey(TIER_SWAP, handles[i]), bufs[i],
+					   bufs[i], &tag);
+		} else if (swap_page_csum(bufs[i]) != swap_csum(h->swap, handles[i])) {
 			res[i] = -EBADMSG;
+		}
 	}
 }
 
@@ -158,6 +197,7 @@ static void ts_info(struct tier *t, struct tier_info *out)
 
 static void ts_fini(struct tier *t)
 {
+	seal_destroy(ts(t)->seal);
 	free(ts(t));
 }
 
@@ -185,6 +225,19 @@ int tier_swap_create(struct umlmem_host *h, struct tier **out)
 	s->t.id = TIER_SWAP;
 	s->t.priv = s;
 	s->h = h;
+	if (h->cfg.flags & UMLMEM_SWAP_ENCRYPT) {
+		char msg[256];
+		int rc = seal_create(&s->seal, msg, sizeof(msg));
+
+		if (!rc && swap_keep_tags(h->swap))
+			rc = -EBUSY;    /* cannot happen: the set is fresh */
+		if (rc) {
+			seal_destroy(s->seal);
+			free(s);
+			return seterr(rc, "%s", rc == -EBUSY ? "swap encryption must be set up "
+				      "before the first page is written to swap" : msg);
+		}
+	}
 	*out = &s->t;
 	return 0;
 }

@@ -878,6 +878,10 @@ MODEL_POOL(pool_zstd, UMLMEM_COMPRESS_ZSTD, 0, 0, false)
 MODEL_POOL(pool_off, UMLMEM_COMPRESS_OFF, 0, 0, false)
 MODEL_POOL(pool_small, UMLMEM_COMPRESS_LZ4, 8, 0, true)
 MODEL_POOL(pool_background, UMLMEM_COMPRESS_LZ4, 0, UMLMEM_BACKGROUND, true)
+/* Encrypted swap: every page that leaves the frames is sealed, directly or
+   through a small pool's write-back, with merging and copy on write. */
+MODEL_RANDOM(encrypt, UMLMEM_IO_AUTO, UMLMEM_SWAP_ENCRYPT)
+MODEL_POOL(encrypt_pool, UMLMEM_COMPRESS_LZ4, 8, UMLMEM_SWAP_ENCRYPT, true)
 
 /* The same with the slots spread over three files, and the default batch. */
 Test(model, three_swap_files)

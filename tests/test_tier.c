@@ -268,6 +268,58 @@ Test(tier, pool_full_writes_back)
 	check_all(T.g[0], T.mem);
 }
 
+/* A page the pool holds only on disk comes back into the pool when it
+   leaves its frame clean, so that its next fault reads no disk; a pool
+   filled with such copies drops them again (they are on disk) and nothing
+   is lost. */
+Test(tier, pool_absorbs_clean_pages)
+{
+	static uint8_t buf[PG];
+	struct umlmem_host_info i0, i1;
+	uint64_t p = NP;
+
+	T.h = pool_host(UMLMEM_COMPRESS_LZ4, 2 * PG);
+	T.g[0] = tu_guest(T.h, NP * PG);
+	write_all(T.g[0], T.mem, 1, 7);
+	evict_all();
+	i0 = info();
+	cr_assert_gt(i0.pool_writebacks, 0);
+	/* the first page of the pool that the full pool moved on to swap:
+	   reading it is no pool hit */
+	for (uint64_t i = 0; i < NP && p == NP; i++) {
+		if (tkey_tier(key_of(T.g[0], i)) != TIER_POOL)
+			continue;
+		i0 = info();
+		cr_assert_eq(umlmem_read(T.g[0], i * PG, buf, PG), 0, "%s", umlmem_errmsg());
+		cr_assert(!memcmp(buf, T.mem + i * PG, PG));
+		i1 = info();
+		if (i1.pool_hits == i0.pool_hits)
+			p = i;
+	}
+	cr_assert_lt(p, NP, "no page of the pool was moved on to swap");
+	evict_all();
+	tu_check(T.h);
+	i0 = info();
+	cr_assert_eq(umlmem_read(T.g[0], p * PG, buf, PG), 0, "%s", umlmem_errmsg());
+	cr_assert(!memcmp(buf, T.mem + p * PG, PG));
+	i1 = info();
+	cr_assert_eq(i1.pool_hits, i0.pool_hits + 1, "page %" PRIu64 " was not taken back into "
+		     "the pool", p);
+	/* every page read and evicted clean: the pool overflows with copies */
+	check_all(T.g[0], T.mem);
+	evict_all();
+	tu_check(T.h);
+	check_all(T.g[0], T.mem);
+	evict_all();
+	tu_check(T.h);
+	cr_assert_eq(umlmem_discard(T.g[0], 0, NP * PG), 0);
+	memset(T.mem, 0, NP * PG);
+	tu_check(T.h);
+	i1 = info();
+	cr_assert_eq(i1.pool_pages, 0);
+	cr_assert_eq(i1.swap_slots_used, 0);
+}
+
 Test(tier, pool_shared_page_stored_once)
 {
 	uint8_t *mem1 = malloc(NP * PG);

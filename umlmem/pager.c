@@ -80,7 +80,10 @@
  *
  * Eviction works in batches of cfg.reclaim_batch frames:
  *  - a clean frame (frame->slot valid: the stored copy equals the frame) is
- *    dropped without I/O, its mappers pointed back at its store key;
+ *    dropped without I/O, its mappers pointed back at its store key; when
+ *    the key's tier has an absorb operation (the pool: the page is on disk
+ *    only), that tier first gets to keep the content nearer, with the lock
+ *    dropped as for a store, and the key stays the same;
  *  - a frame of zeros is dropped to PTE_ZERO without I/O, so a page that
  *    was cleared by its guest costs neither a frame nor a slot;
  *  - the rest are stored together, in guest address order, by one call to
@@ -466,12 +469,36 @@ static int by_address(const void *a, const void *b, void *arg)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+/* Drops the clean frame of victim @v (frame->slot: its content is stored
+   under that key) without I/O: its mappers are pointed back at the key. */
+static void drop_clean(struct umlmem_host *h, const struct victim *v, uint64_t *pages)
+{
+	struct frame *fr = &h->frames[v->f];
+	uint64_t k = fr->slot;
+
+	/* the frame's reference on the key becomes the first mapper's; every
+	   further mapper needs its own; a copy no page maps just gives its
+	   reference back */
+	tcache_set(h, k, 0);
+	if (!fr->refs) {
+		tier_unref(h, k, 1);
+		h->cached--;
+	} else if (fr->refs > 1) {
+		tier_ref(h, k, fr->refs - 1);
+	}
+	fr->slot = TKEY_NONE;
+	h->busy_frames--;
+	*pages += fr->refs;
+	remember(h, v);
+	frame_unmap_all(h, v->f, PTE_MK(PTE_STORED, k));
+}
+
 /* Evicts the @n victims in @v; returns how many left memory. Drops
    host->lock while storing. @bufs, @handles and @res have room for @n. */
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
 			    uint64_t *handles, int *res, uint64_t *pages, int *err)
 {
-	unsigned done = 0, ndirty = 0, failed = 0, left;
+	unsigned done = 0, ndirty = 0, nabsorb = 0, failed = 0, left;
 	struct tier *t;
 	char msg[256];
 
@@ -480,23 +507,16 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		struct frame *fr = &h->frames[f];
 
 		if (fr->slot != TKEY_NONE) {
-			uint64_t k = fr->slot;
-
-			/* the frame's reference on the key becomes the first
-			   mapper's; every further mapper needs its own; a copy
-			   no page maps just gives its reference back */
-			tcache_set(h, k, 0);
-			if (!fr->refs) {
-				tier_unref(h, k, 1);
-				h->cached--;
-			} else if (fr->refs > 1) {
-				tier_ref(h, k, fr->refs - 1);
+			/* clean: a tier that may keep it nearer (tier_ops.absorb)
+			   sees it first, with the lock dropped */
+			t = tier_of(h, fr->slot);
+			if (fr->refs && t->ops->absorb) {
+				v[ndirty] = v[i];
+				v[ndirty++].key = fr->slot;
+				nabsorb++;
+				continue;
 			}
-			fr->slot = TKEY_NONE;
-			h->busy_frames--;
-			*pages += fr->refs;
-			remember(h, &v[i]);
-			frame_unmap_all(h, f, PTE_MK(PTE_STORED, k));
+			drop_clean(h, &v[i], pages);
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
 			h->busy_frames--;
@@ -505,11 +525,15 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			frame_unmap_all(h, f, PTE_ZERO);
 			done++;
 		} else {
-			v[ndirty++] = v[i];
+			v[ndirty] = v[i];
+			v[ndirty++].key = TKEY_NONE;
 		}
 	}
-	if (!ndirty)
+	if (!ndirty) {
+		/* the frames just freed can hold the next batch compressed */
+		tier_balance(h);
 		return done;
+	}
 
 	/* Stored in guest address order: a guest that later reads its memory
 	   in order finds it in ascending handles, which readahead recognises. */
@@ -517,15 +541,29 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	tier_balance(h);
 
 	pthread_mutex_unlock(&h->lock);
-	/* F_BUSY keeps the content still: the stores need no lock. Each tier
-	   down the chain takes what the one above refused for want of room
-	   (or, the pool, of compressibility); v[i].key says where it went. */
-	for (unsigned i = 0; i < ndirty; i++) {
-		v[i].key = TKEY_NONE;
-		res[i] = -ENOSPC;
+	/* F_BUSY keeps the content still: the stores need no lock. Clean pages
+	   (v[i].key set) go to their tier's absorb(), one call per tier. */
+	for (unsigned ti = 0; nabsorb && ti < TIER_MAX; ti++) {
+		unsigned m = 0;
+
+		t = h->tier[ti];
+		if (!t || !t->ops->absorb)
+			continue;
+		for (unsigned i = 0; i < ndirty; i++)
+			if (v[i].key != TKEY_NONE && tkey_tier(v[i].key) == ti) {
+				bufs[m] = frame_addr(h, v[i].f);
+				handles[m++] = tkey_handle(v[i].key);
+			}
+		if (m)
+			t->ops->absorb(t, handles, bufs, m);
 	}
+	/* Each tier down the chain takes what the one above refused for want
+	   of room (or, the pool, of compressibility); v[i].key says where it
+	   went. */
+	for (unsigned i = 0; i < ndirty; i++)
+		res[i] = v[i].key != TKEY_NONE ? 0 : -ENOSPC;
 	msg[0] = '\0';
-	left = ndirty;
+	left = ndirty - nabsorb;
 	for (t = h->tier_out; t && left; t = t->below) {
 		unsigned m = 0;
 		char tmsg[256];
@@ -557,6 +595,12 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		uint64_t f = v[i].f, k = v[i].key;
 		struct frame *fr = &h->frames[f];
 
+		if (fr->slot != TKEY_NONE) {
+			/* absorbed or not, still the clean copy of its key */
+			drop_clean(h, &v[i], pages);
+			done++;
+			continue;
+		}
 		if (res[i]) {
 			unbusy(h, f);
 			if (!*err)

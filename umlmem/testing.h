@@ -71,4 +71,33 @@ unsigned umlmem_test_disk_alloc(struct umlmem_test_disk *d, unsigned n, uint64_t
  */
 int umlmem_test_disk_io(struct umlmem_test_disk *d, struct umlmem_test_io *io, unsigned n);
 
+/* ---- what sealing a page costs (UMLMEM_SWAP_ENCRYPT) ---- */
+
+enum umlmem_test_cipher {
+	UMLMEM_TEST_CIPHER_HOST = 0,   /* the one a host picks here */
+	UMLMEM_TEST_CIPHER_AES,        /* AES-256-GCM (needs AES-NI) */
+	UMLMEM_TEST_CIPHER_CHACHA,     /* ChaCha20-Poly1305 */
+};
+
+/* Nanoseconds of the calling thread's CPU time per page (other load on the
+   machine does not count), each averaged over the same pages. */
+struct umlmem_test_seal_times {
+	const char *cipher;     /* its name */
+	double seal_ns;         /* seal one page into another buffer, as a write-out does */
+	double open_ns;         /* prove and decrypt one page in place, as a swap-in does */
+	double csum_ns;         /* the xxh3 checksum a plain slot takes and checks instead */
+	double copy_ns;         /* memcpy of one page */
+};
+
+/*
+ * Seals @pages pages (cycling over 64 source and 64 destination pages, so
+ * that they stay in the caches as a write-out's frames and bounce pages
+ * do), opens each again (every one must open), and times the checksum and
+ * the copy over the same pages. -ENOTSUP where @cipher is not available
+ * here; -ENOMEM; -EIO if a sealed page does not open (a bug), with a
+ * sentence in @err.
+ */
+int umlmem_test_seal_time(enum umlmem_test_cipher cipher, unsigned pages,
+			  struct umlmem_test_seal_times *out, char *err, size_t errlen);
+
 #endif

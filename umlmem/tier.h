@@ -103,6 +103,13 @@ struct tier_ops {
 	   frames of the budget takes free frames it will need (frame_take) or
 	   gives back those it does not (frame_put), marked F_POOL meanwhile. */
 	void (*balance)(struct tier *t);
+	/* Optional. No lock. The pages at pages[i] (kept still by the caller)
+	   are clean copies of handles[i], about to leave their frames: the
+	   tier may keep their content nearer than it has it now (the pool
+	   compresses a page it holds only in the tier below, so that the next
+	   fault on it reads no disk). Best effort; the handles and their
+	   references are unchanged. */
+	void (*absorb)(struct tier *t, const uint64_t *handles, void *const *pages, unsigned n);
 	/* Optional, for host_check: calls @fn for every key of another tier
 	   on which this tier holds a reference (pages it moved down). */
 	void (*held)(struct tier *t, void (*fn)(void *arg, uint64_t key), void *arg);
@@ -164,7 +171,9 @@ bool zpool_corrupt(struct tier *t, uint64_t handle);
 
 /* ---- swapfiles/tier_swap.c --------------------------------------------- */
 /* Makes the swap files of @h (host->swap, host->io, opened by host.c) the
-   tier TIER_SWAP of @h. -ENOMEM only. */
+   tier TIER_SWAP of @h, sealed (seal.h) with UMLMEM_SWAP_ENCRYPT in its
+   flags; call it before anything is written to swap. -ENOMEM, or with
+   UMLMEM_SWAP_ENCRYPT -EIO (libsodium cannot start), with the message set. */
 int tier_swap_create(struct umlmem_host *h, struct tier **out);
 
 #endif

@@ -42,11 +42,28 @@
  * keep naming the pool handle after write-back, so nothing in the core
  * changes when a page moves down; its next load reads from below.
  *
+ * Clean pages come back in. A page loaded from below stays clean in its
+ * frame, and the pager drops a clean frame without I/O; the pool would then
+ * only ever hold the pages written last, however a guest that only reads
+ * moves through its memory. So the pager hands such a frame to absorb()
+ * first: the pool compresses it again under the same handle and keeps its
+ * copy below (ZF_COPY). Write-back drops these objects with no I/O. The
+ * cost is one compression per clean eviction of a page the pool lacks.
+ *
+ * Readahead. Handles are given out in store order, and a batch is stored
+ * in guest address order, so a guest reading in order meets ascending
+ * handles: live() offers them as the swap files offer slots, and load()
+ * reads those that are below in one batch.
+ *
  * Frames. The pool takes frames only under host->lock, through
- * balance(), which the pager calls before it stores a batch: it keeps a few
- * spare frames lent (ZP_SPARE), within the pool's cap, and gives back what
- * is spare beyond that. store() runs without host->lock and uses only
- * spare frames; when there are none, it writes back the tail first.
+ * balance(), which the pager calls before and after every batch: it keeps
+ * enough spare frames lent for a whole batch at the worst length the pool
+ * takes, within the pool's cap, and gives back what is spare beyond that.
+ * store() runs without host->lock and uses only spare frames; when there
+ * are none and the pool is at its cap, it writes back the tail first;
+ * below the cap it refuses the page instead, and grows at the next
+ * balance(). (Writing back whenever the spares ran out kept the pool at
+ * the size of one batch's spares: it turned over instead of growing.)
  *
  * The split between frames and pool (the cap, when compress_pool_bytes is
  * 0) adapts: balance() compares, over the last window of loads, the pages
@@ -73,14 +90,17 @@
 
 #define ZP_MAX_LEN   3072u   /* compressed above this: refused, sent below */
 #define ZP_HDR       8u      /* per object: handle, length */
-#define ZP_SPARE     16u     /* most frames kept lent for the next stores */
 #define ZP_WB_BATCH  64u     /* pages written back at once */
 #define ZP_NIL       UINT32_MAX
 #define ZP_WINDOW    1024u   /* loads per adaptation step */
 #define ZP_DISK_COST 16u     /* a disk read costs about this many pool hits */
 
 enum { ZE_FREE = 0, ZE_LZ4, ZE_ZSTD, ZE_FILL, ZE_BELOW };
-enum { ZF_WB = 0x1 };   /* being written back: the object stays until done */
+enum {
+	ZF_WB = 0x1,    /* being written back: the object stays until done */
+	ZF_COPY = 0x2,  /* an object that also has a copy below (absorbed):
+			   write-back drops it, with no I/O */
+};
 
 struct zp_ent {
 	uint32_t refs;
@@ -88,13 +108,15 @@ struct zp_ent {
 	uint8_t flags;          /* ZF_* */
 	uint16_t len;           /* compressed bytes of an object */
 	uint64_t csum;          /* xxh3 of the page */
+	/* ZE_BELOW, or an object with ZF_COPY: handle in the tier below, on
+	   which the entry holds one reference */
+	uint64_t below;
 	union {
 		struct {
 			uint32_t f;     /* frame where the bytes start */
 			uint32_t off;   /* offset of the bytes in it */
 		} o;
 		uint64_t fill;          /* ZE_FILL: the repeated word */
-		uint64_t below;         /* ZE_BELOW: handle in the tier below */
 		uint64_t next_free;     /* ZE_FREE: free list */
 	} u;
 };
@@ -122,9 +144,10 @@ struct zpool {
 	uint32_t *spare;
 	uint64_t nspare, nlog;
 	uint64_t cap;                   /* frames the pool may hold (log + spare) */
-	uint64_t spare_want;            /* spare frames balance() keeps: half a batch */
+	uint64_t spare_want;            /* spare frames balance() keeps: a batch's worth */
 	/* counters */
 	uint64_t pages, bytes, same, hits, writebacks, rejects, handles;
+	uint64_t absorbed, dropped;     /* clean pages taken back; their objects dropped */
 	uint64_t win_hits, win_disk;    /* the adaptation window */
 	uint64_t inject_alloc_fail;
 };
@@ -173,6 +196,7 @@ static int ent_alloc(struct zpool *z, uint64_t *out)
 static void ent_free(struct zpool *z, uint64_t i)
 {
 	z->ent[i].kind = ZE_FREE;
+	z->ent[i].flags = 0;
 	z->ent[i].refs = 0;
 	z->ent[i].u.next_free = z->free_ent;
 	z->free_ent = i;
@@ -334,8 +358,10 @@ static int decompress_page(int algo, const uint8_t *src, uint32_t len, void *pag
 
 /* ---- write-back ----------------------------------------------------------- */
 
-/* Writes up to ZP_WB_BATCH of the oldest live objects to the tier below.
-   Takes and drops z->lock. Returns how many left the pool. */
+/* Makes room at the tail: drops the oldest objects that have a copy below
+   (ZF_COPY: no I/O) and writes up to ZP_WB_BATCH of the oldest others to
+   the tier below in one batch. Takes and drops z->lock. Returns how many
+   left the pool. */
 static unsigned writeback(struct zpool *z)
 {
 	struct tier *below = z->t.below;
@@ -343,7 +369,7 @@ static unsigned writeback(struct zpool *z)
 	void *pages[ZP_WB_BATCH];
 	int res[ZP_WB_BATCH];
 	uint8_t *buf, *cbuf;
-	unsigned n = 0, nw = 0, done = 0;
+	unsigned n = 0, nw = 0, done = 0, dropped = 0;
 	char msg[256];
 
 	if (!below)
@@ -357,9 +383,13 @@ static unsigned writeback(struct zpool *z)
 	}
 	pthread_mutex_lock(&z->lock);
 	/* the oldest frames first; the head too, when that is all there is */
-	for (uint32_t f = z->tail; f != ZP_NIL && n < ZP_WB_BATCH; f = z->next[f]) {
+	for (uint32_t f = z->tail; f != ZP_NIL && n < ZP_WB_BATCH && dropped < 4 * ZP_WB_BATCH;
+	     f = z->next[f]) {
 		uint32_t off = z->first[f];
 
+		/* Dropping an object may give its frame back to the spares
+		   (log_release): its bytes stay as they are while z->lock is
+		   held, and its next link still leads on along the log. */
 		while (n < ZP_WB_BATCH && off + ZP_HDR <= PAGE_SIZE &&
 		       (f != z->head || off < z->head_off)) {
 			struct zp_hdr hdr;
@@ -371,6 +401,15 @@ static unsigned writeback(struct zpool *z)
 				break;
 			off += ZP_HDR;
 			e = hdr.handle < z->nent ? &z->ent[hdr.handle] : NULL;
+			if (e && (e->kind == ZE_LZ4 || e->kind == ZE_ZSTD) && e->u.o.f == f &&
+			    e->u.o.off == off && (e->flags & ZF_COPY)) {
+				off += hdr.len;
+				obj_free(z, e);
+				e->kind = ZE_BELOW;
+				e->flags &= ~ZF_COPY;
+				dropped++;
+				continue;
+			}
 			if (e && (e->kind == ZE_LZ4 || e->kind == ZE_ZSTD) && e->u.o.f == f &&
 			    e->u.o.off == off && !(e->flags & ZF_WB)) {
 				obj_copy(z, f, off, cbuf, e->len, true);
@@ -404,18 +443,30 @@ static unsigned writeback(struct zpool *z)
 			continue;
 		obj_free(z, e);
 		e->kind = ZE_BELOW;
-		e->u.below = out[i];
+		e->below = out[i];
 		nw++;
 		done++;
 	}
 	z->writebacks += nw;
+	z->dropped += dropped;
 	pthread_mutex_unlock(&z->lock);
 	free(buf);
 	free(cbuf);
-	return done;
+	return done + dropped;
 }
 
 /* ---- the tier operations -------------------------------------------------- */
+
+/* Whether the pool holds all the frames it may: only then does a store
+   that finds no room write the oldest pages back. Below its cap the pool
+   grows instead, by the frames balance() lends it between batches; a store
+   that outruns them is refused and goes below, rather than turning the
+   pool over at the size it happens to have (which kept it from growing).
+   Caller holds z->lock. */
+static bool at_cap(const struct zpool *z)
+{
+	return z->nlog + z->nspare >= z->cap;
+}
 
 static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
 			 int *res, unsigned flags, char *msg, size_t msglen)
@@ -457,7 +508,7 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 			z->pages++;
 		} else {
 			rc = obj_alloc(z, hd, len, &f, &off);
-			if (rc && z->nlog) {
+			if (rc && z->nlog && at_cap(z)) {
 				/* full: the oldest pages make room */
 				pthread_mutex_unlock(&z->lock);
 				writeback(z);
@@ -488,15 +539,21 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 	return 0;
 }
 
+/* Pool objects are decompressed here; the pages that are only below are
+   read from there in one batch (a run read ahead is one request). */
 static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, unsigned n,
 		    int *res)
 {
 	struct zpool *z = zp(t);
 	uint8_t cbuf[ZP_MAX_LEN];
+	uint64_t bhd[1 + RA_MAX];
+	void *bbuf[1 + RA_MAX];
+	unsigned idx[1 + RA_MAX], nb = 0;
+	int bres[1 + RA_MAX];
 
 	for (unsigned i = 0; i < n; i++) {
 		struct zp_ent *e;
-		uint64_t csum, below;
+		uint64_t csum;
 		uint32_t len;
 		int kind;
 
@@ -505,7 +562,6 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 		kind = e->kind;
 		csum = e->csum;
 		len = e->len;
-		below = e->u.below;
 		if (kind == ZE_FILL) {
 			uint64_t *w = bufs[i];
 
@@ -516,18 +572,26 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 		}
 		if (kind == ZE_BELOW) {
 			z->win_disk++;
+			/* the caller's reference keeps the entry, and the
+			   entry its reference below */
+			bhd[nb] = e->below;
+			bbuf[nb] = bufs[i];
+			idx[nb++] = i;
 		} else {
 			z->hits++;
 			z->win_hits++;
 		}
 		pthread_mutex_unlock(&z->lock);
-		if (kind == ZE_BELOW)
-			t->below->ops->load(t->below, &below, &bufs[i], 1, &res[i]);
-		else if (kind == ZE_FILL)
+		if (kind == ZE_FILL)
 			res[i] = 0;
-		else
+		else if (kind != ZE_BELOW)
 			res[i] = decompress_page(kind, cbuf, len, bufs[i], csum);
 	}
+	if (!nb)
+		return;
+	t->below->ops->load(t->below, bhd, bbuf, nb, bres);
+	for (unsigned j = 0; j < nb; j++)
+		res[idx[j]] = bres[j];
 }
 
 static void zp_ref(struct tier *t, uint64_t handle, unsigned n)
@@ -555,18 +619,71 @@ static void zp_unref(struct tier *t, uint64_t handle, unsigned n)
 			ent_free(z, handle);
 			break;
 		case ZE_BELOW:
-			t->below->ops->unref(t->below, e->u.below, 1);
+			t->below->ops->unref(t->below, e->below, 1);
 			ent_free(z, handle);
 			break;
 		default:
 			/* under write-back, its end frees it */
 			if (!(e->flags & ZF_WB)) {
 				obj_free(z, e);
+				if (e->flags & ZF_COPY)
+					t->below->ops->unref(t->below, e->below, 1);
 				ent_free(z, handle);
 			}
 		}
 	}
 	pthread_mutex_unlock(&z->lock);
+}
+
+/* A clean page leaves its frame. One whose content the pool holds only
+   below is compressed back in, keeping its copy below (ZF_COPY): the next
+   fault on it is a hit, and write-back later drops it with no I/O. This is
+   how the pool follows a workload that only reads: without it, what it
+   holds would be frozen at the pages last written. */
+static void zp_absorb(struct tier *t, const uint64_t *handles, void *const *pages, unsigned n)
+{
+	struct zpool *z = zp(t);
+	uint8_t cbuf[ZP_MAX_LEN];
+
+	for (unsigned i = 0; i < n; i++) {
+		struct zp_ent *e;
+		uint32_t len, f, off;
+		int rc;
+
+		pthread_mutex_lock(&z->lock);
+		e = &z->ent[handles[i]];
+		rc = e->kind == ZE_BELOW ? 0 : -EEXIST;
+		pthread_mutex_unlock(&z->lock);
+		if (rc)
+			continue;
+		/* the same bytes compressed when they were stored */
+		len = compress_page(z->algo, pages[i], cbuf);
+		if (!len)
+			continue;
+		pthread_mutex_lock(&z->lock);
+		/* the caller's reference keeps the entry; only write-back
+		   changes its kind, and never that of a ZE_BELOW entry */
+		rc = obj_alloc(z, handles[i], len, &f, &off);
+		if (rc && z->nlog && at_cap(z)) {
+			pthread_mutex_unlock(&z->lock);
+			writeback(z);
+			pthread_mutex_lock(&z->lock);
+			rc = obj_alloc(z, handles[i], len, &f, &off);
+		}
+		e = &z->ent[handles[i]];
+		if (!rc) {
+			e->kind = (uint8_t)z->algo;
+			e->flags |= ZF_COPY;
+			e->len = (uint16_t)len;
+			e->u.o.f = f;
+			e->u.o.off = off;
+			obj_copy(z, f, off, cbuf, len, false);
+			z->bytes += len;
+			z->pages++;
+			z->absorbed++;
+		}
+		pthread_mutex_unlock(&z->lock);
+	}
 }
 
 static uint32_t zp_refs(struct tier *t, uint64_t handle)
@@ -580,11 +697,22 @@ static uint32_t zp_refs(struct tier *t, uint64_t handle)
 	return r;
 }
 
-/* No readahead from the pool: a load costs a decompression, not a seek. */
+/* The live handles next to a fault, for readahead: handles are given out
+   in the order pages are stored (a batch in guest address order), so a
+   guest reading its memory in order meets ascending handles, as in swap.
+   A handle only below is read in the batch of the fault (zp_load); one in
+   the pool costs a decompression and saves a fault. */
 static unsigned zp_live(struct tier *t, uint64_t from, unsigned n, uint64_t *out)
 {
-	(void)t, (void)from, (void)n, (void)out;
-	return 0;
+	struct zpool *z = zp(t);
+	unsigned m = 0;
+
+	pthread_mutex_lock(&z->lock);
+	for (uint64_t hd = from; hd < from + n && hd < z->nent; hd++)
+		if (z->ent[hd].kind != ZE_FREE)
+			out[m++] = hd;
+	pthread_mutex_unlock(&z->lock);
+	return m;
 }
 
 static void zp_balance(struct tier *t)
@@ -643,8 +771,8 @@ static void zp_held(struct tier *t, void (*fn)(void *arg, uint64_t key), void *a
 
 	pthread_mutex_lock(&z->lock);
 	for (uint64_t i = 0; i < z->nent; i++)
-		if (z->ent[i].kind == ZE_BELOW)
-			fn(arg, tkey(t->below->id, z->ent[i].u.below));
+		if (z->ent[i].kind == ZE_BELOW || (z->ent[i].flags & ZF_COPY))
+			fn(arg, tkey(t->below->id, z->ent[i].below));
 	pthread_mutex_unlock(&z->lock);
 }
 
@@ -665,7 +793,8 @@ static int zp_check(struct tier *t, char *err, size_t errlen)
 		if (e->kind == ZE_FREE)
 			continue;
 		handles++;
-		if (!e->refs || (e->flags & ZF_WB)) {
+		if (!e->refs || (e->flags & ZF_WB) ||
+		    ((e->flags & ZF_COPY) && e->kind != ZE_LZ4 && e->kind != ZE_ZSTD)) {
 			snprintf(err, errlen, "pool entry %llu: refs %u, flags 0x%x outside a "
 				 "write-back", (unsigned long long)i, e->refs, e->flags);
 			goto out;
@@ -791,6 +920,7 @@ static const struct tier_ops zpool_ops = {
 	.info = zp_info,
 	.fini = zp_fini,
 	.balance = zp_balance,
+	.absorb = zp_absorb,
 	.held = zp_held,
 };
 
@@ -809,9 +939,11 @@ int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
 	z->algo = h->cfg.compress == UMLMEM_COMPRESS_ZSTD ? ZE_ZSTD : ZE_LZ4;
 	z->cap_fixed = h->cfg.compress_pool_bytes / PAGE_SIZE;
 	z->cap = z->cap_fixed ? z->cap_fixed : n / 4;
-	z->spare_want = h->cfg.reclaim_batch / 2 + 1;
-	if (z->spare_want > ZP_SPARE)
-		z->spare_want = ZP_SPARE;
+	/* room for a whole batch of pages at the worst length the pool
+	   takes: a batch that ran out of spare frames half way would make
+	   the pool write back (at its cap) or refuse pages (below it) */
+	z->spare_want = ((uint64_t)h->cfg.reclaim_batch * (ZP_MAX_LEN + ZP_HDR) + PAGE_SIZE - 1) /
+			PAGE_SIZE + 1;
 	z->free_ent = UINT64_MAX;
 	z->head = z->tail = ZP_NIL;
 	pthread_mutex_init(&z->lock, NULL);

@@ -71,7 +71,11 @@ static struct {
 	char swap_path[PATH_MAX];
 	char cg_path[PATH_MAX];
 	int swapoff_err, rmdir_err;	/* errno of the last failed attempt */
+	bool zswap_set;			/* zswap's enabled switch changed */
+	char zswap_old;			/* its value before, 'Y' or 'N' */
 } kst;
+
+#define ZSWAP_ENABLED "/sys/module/zswap/parameters/enabled"
 
 /* Only system calls: it also runs from a signal handler. */
 static void kernel_cleanup(void)
@@ -99,6 +103,15 @@ static void kernel_cleanup(void)
 	if (kst.swap_file && !kst.swap_on) {
 		unlink(kst.swap_path);
 		kst.swap_file = false;
+	}
+	if (kst.zswap_set) {
+		int fd = open(ZSWAP_ENABLED, O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, &kst.zswap_old, 1) == 1)
+				kst.zswap_set = false;
+			close(fd);
+		}
 	}
 	if (kst.cgroup) {
 		/* the memory controller may still be releasing the child's
@@ -326,15 +339,22 @@ static uint64_t vmstat_pswpin(void)
 	return proc_value("/proc/vmstat", "pswpin %" SCNu64);
 }
 
+static void vmstat_zswap(uint64_t *in, uint64_t *out)
+{
+	*in = proc_value("/proc/vmstat", "zswpin %" SCNu64);
+	*out = proc_value("/proc/vmstat", "zswpout %" SCNu64);
+}
+
 static volatile uint64_t kernel_sink;
 
 /* The child: waits until it is in the cgroup, then does the workload. */
 static void __attribute__((noreturn))
-kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
+kernel_child(int go_fd, int out_fd, uint64_t ws, const uint8_t *src, double warm, double secs)
 {
 	struct kernel_report rep;
 	struct rusage ru0, ru1;
-	uint64_t npages = ws / PAGE, *mem, rng = 0xabcdefu, page, word, v, acc = 0;
+	uint64_t npages = ws / PAGE, *mem, rng = 0xabcdefu, page, word, v, want, acc = 0;
+	const uint64_t *srcw = (const uint64_t *)src;
 	double t0, t_end;
 	char c;
 
@@ -353,7 +373,15 @@ kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
 		goto report;
 	}
 	madvise(mem, ws, MADV_NOHUGEPAGE);
-	bench_fill_pages(mem, 0, npages, 0);
+	if (src) {
+		/* the parent's pages, shared copy on write: charged to the
+		   parent, not to this cgroup; only mem is the child's */
+		for (uint64_t p = 0; p < npages; p += 256)
+			memcpy(mem + p * WORDS, src + p * PAGE,
+			       (npages - p < 256 ? npages - p : 256) * PAGE);
+	} else {
+		bench_fill_pages(mem, 0, npages, 0);
+	}
 
 	t_end = now_s() + warm;
 	while (now_s() < t_end) {
@@ -361,6 +389,7 @@ kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
 		acc += mem[page * WORDS + rng_below(&rng, WORDS)];
 	}
 	rep.pswpin = vmstat_pswpin();
+	vmstat_zswap(&rep.zswpin, &rep.zswpout);
 	getrusage(RUSAGE_SELF, &ru0);
 	t0 = now_s();
 	t_end = t0 + secs;
@@ -368,7 +397,8 @@ kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
 		page = rng_below(&rng, npages);
 		word = rng_below(&rng, WORDS);
 		v = ((volatile uint64_t *)mem)[page * WORDS + word];
-		if (v != word_of(page, word))
+		want = srcw ? srcw[page * WORDS + word] : word_of(page, word);
+		if (v != want)
 			rep.mismatches++;
 		acc += v;
 		rep.reads++;
@@ -378,6 +408,13 @@ kernel_child(int go_fd, int out_fd, uint64_t ws, double warm, double secs)
 	rep.secs = now_s() - t0;
 	getrusage(RUSAGE_SELF, &ru1);
 	rep.pswpin = vmstat_pswpin() - rep.pswpin;
+	{
+		uint64_t zi, zo;
+
+		vmstat_zswap(&zi, &zo);
+		rep.zswpin = zi - rep.zswpin;
+		rep.zswpout = zo - rep.zswpout;
+	}
 	rep.majflt = (uint64_t)(ru1.ru_majflt - ru0.ru_majflt);
 	rep.minflt = (uint64_t)(ru1.ru_minflt - ru0.ru_minflt);
 	kernel_sink = acc;
@@ -416,7 +453,32 @@ int kernel_cgroup(struct result *r, uint64_t limit, char *desc, size_t desclen)
 	return cgroup_prepare(r, limit, desc, desclen);
 }
 
-int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws,
+int kernel_zswap(struct result *r, bool on, char *compressor, size_t len)
+{
+	char line[16];
+	int rc;
+
+	compressor[0] = '\0';
+	if (!bench_read_line(ZSWAP_ENABLED, line, sizeof(line)) || (line[0] != 'Y' && line[0] != 'N')) {
+		res_fail(r, RS_SKIP, "no zswap in this kernel (%s)", ZSWAP_ENABLED);
+		return -1;
+	}
+	bench_read_line("/sys/module/zswap/parameters/compressor", compressor, len);
+	if ((line[0] == 'Y') == on)
+		return 0;
+	if (!kst.zswap_set) {
+		kst.zswap_old = line[0];
+		kst.zswap_set = true;
+	}
+	rc = bench_write_file(ZSWAP_ENABLED, on ? "Y" : "N");
+	if (rc) {
+		res_fail(r, RS_SKIP, "cannot write %s: %s", ZSWAP_ENABLED, strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws, const uint8_t *src,
 			struct kernel_report *rep)
 {
 	char path[PATH_MAX + 64], line[64], b1[32];
@@ -438,7 +500,7 @@ int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws,
 	if (pid == 0) {
 		close(go[1]);
 		close(res[0]);
-		kernel_child(go[0], res[1], ws, b->warm, b->seconds);
+		kernel_child(go[0], res[1], ws, src, b->warm, b->seconds);
 	}
 	kst.child = pid;
 	close(go[0]);
@@ -511,6 +573,9 @@ void kernel_end(void)
 		fprintf(stderr, "%s: WARNING: could not swapoff %s: %s; run `swapoff %s` "
 			"and remove it\n", BENCH_PROG, kst.swap_path, strerror(kst.swapoff_err),
 			kst.swap_path);
+	if (kst.zswap_set)
+		fprintf(stderr, "%s: WARNING: could not restore %s to %c; write it by hand\n",
+			BENCH_PROG, ZSWAP_ENABLED, kst.zswap_old);
 	if (kst.cgroup)
 		fprintf(stderr, "%s: warning: could not remove cgroup %s: %s\n", BENCH_PROG,
 			kst.cg_path, strerror(kst.rmdir_err));
@@ -536,7 +601,7 @@ static void kernel_run(struct bench *b, struct result **res)
 		       fmt_bytes(b1, sizeof(b1), swap_bytes), dir, fmt_bytes(b2, sizeof(b2), b->budget));
 	if (kernel_swap_on(r, dir, swap_bytes, &others) ||
 	    kernel_cgroup(r, b->budget, cgdesc, sizeof(cgdesc)) ||
-	    kernel_random_reads(b, r, ws, &rep))
+	    kernel_random_reads(b, r, ws, NULL, &rep))
 		goto out;
 	{
 		double kval = rep.secs > 0 ? (double)rep.majflt / rep.secs : 0;

@@ -26,6 +26,7 @@ struct kernel_report {
 	int err;		/* 0, or an errno of the child */
 	char msg[160];
 	uint64_t majflt, minflt, reads, pswpin, mismatches;
+	uint64_t zswpin, zswpout;	/* /proc/vmstat, over the timed phase */
 	double secs;
 };
 
@@ -37,10 +38,14 @@ int kernel_swap_on(struct result *r, const char *dir, uint64_t bytes, bool *othe
 /* A memory cgroup limited to @limit bytes (v2 at the root, or v1 below the
    bench's own); @desc describes it for the output. */
 int kernel_cgroup(struct result *r, uint64_t limit, char *desc, size_t desclen);
+/* zswap on or off (/sys/module/zswap/parameters/enabled) until
+   kernel_end(), which restores it; @compressor gets its compressor. */
+int kernel_zswap(struct result *r, bool on, char *compressor, size_t len);
 /* A child in the cgroup writes @ws bytes of anonymous memory with the
-   content rule, then reads 8 bytes at uniformly random pages for the run's
-   warm-up and timed phase, checking every value; *rep is its report. */
-int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws,
+   content rule (or a copy of @src, ws bytes, when not NULL), then reads 8
+   bytes at uniformly random pages for the run's warm-up and timed phase,
+   checking every value; *rep is its report. */
+int kernel_random_reads(struct bench *b, struct result *r, uint64_t ws, const uint8_t *src,
 			struct kernel_report *rep);
 /* Undoes everything (kills the child, swapoff, removes the file and the
    cgroup), warning about what could not be undone. */

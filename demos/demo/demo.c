@@ -400,6 +400,7 @@ static int create_all(struct demo *d)
 	hc.resident_bytes = d->budget_bytes;
 	hc.swap_dir = d->swap_dir;
 	hc.flags = UMLMEM_BACKGROUND;
+	hc.compress = d->compress;
 	rc = umlmem_host_create(&hc, &d->host);
 	if (rc) {
 		d->host = NULL;
@@ -773,6 +774,10 @@ static void print_json(const struct demo *d)
 		budget_held(d) ? "true" : "false", s->resident_pages, s->shared_frames,
 		s->sharing_pages, s->sharing_pages * PAGE, s->swapped_pages, s->zero_pages,
 		s->swap_disk_bytes);
+	fprintf(f, ", \"pool_pages\": %" PRIu64 ", \"pool_frames\": %" PRIu64
+		", \"pool_hits\": %" PRIu64 ", \"pool_writebacks\": %" PRIu64
+		", \"pool_rejects\": %" PRIu64, d->info.pool_pages, d->info.pool_frames,
+		d->info.pool_hits, d->info.pool_writebacks, d->info.pool_rejects);
 	fprintf(f, ", \"faults\": %" PRIu64 ", \"swap_ins\": %" PRIu64 ", \"swap_outs\": %" PRIu64
 		", \"cow_breaks\": %" PRIu64 ", \"io_errors\": %" PRIu64 ", \"checksum_errors\": %" PRIu64
 		", \"pages_merged\": %" PRIu64 ", \"zero_merged\": %" PRIu64 ", \"full_scans\": %" PRIu64,
@@ -905,6 +910,7 @@ static void demo_usage(FILE *f)
 		"                          (default: $TMPDIR, else /var/tmp)\n"
 		"  --seed N                seed of each guest's own content and accesses (default 1)\n"
 		"  --no-dedup              no merging: the merge thread paused, no scans\n"
+		"  --compress C            compressed pool: auto (default), off, lz4, zstd\n"
 		"  --plot FILE             write an SVG of memory over time to FILE\n"
 		"  --json                  print one JSON object instead of the table\n"
 		"  --quiet                 no progress output\n"
@@ -919,7 +925,7 @@ static void demo_usage(FILE *f)
 }
 
 enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
-       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET };
+       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_COMPRESS };
 
 static const struct cli_opt demo_opts[] = {
 	{ "--guests", true, O_GUESTS },
@@ -932,6 +938,7 @@ static const struct cli_opt demo_opts[] = {
 	{ "--swap-dir", true, O_SWAPDIR },
 	{ "--seed", true, O_SEED },
 	{ "--no-dedup", false, O_NODEDUP },
+	{ "--compress", true, O_COMPRESS },
 	{ "--plot", true, O_PLOT },
 	{ "--json", false, O_JSON },
 	{ "--quiet", false, O_QUIET },
@@ -997,6 +1004,20 @@ static int demo_opt(void *ctx, int id, const char *arg)
 		break;
 	case O_NODEDUP:
 		d->dedup = false;
+		break;
+	case O_COMPRESS:
+		if (!strcmp(arg, "auto")) {
+			d->compress = UMLMEM_COMPRESS_AUTO;
+		} else if (!strcmp(arg, "off")) {
+			d->compress = UMLMEM_COMPRESS_OFF;
+		} else if (!strcmp(arg, "lz4")) {
+			d->compress = UMLMEM_COMPRESS_LZ4;
+		} else if (!strcmp(arg, "zstd")) {
+			d->compress = UMLMEM_COMPRESS_ZSTD;
+		} else {
+			usage_error("--compress '%s': expected auto, off, lz4 or zstd", arg);
+			return EXIT_USAGE;
+		}
 		break;
 	case O_PLOT:
 		if (!*arg) {

@@ -117,6 +117,7 @@ struct demo {
 	const char *swap_dir;
 	uint64_t seed;
 	bool dedup;
+	enum umlmem_compress compress;  /* --compress; AUTO by default */
 	bool json;
 	bool quiet;
 	const char *plot;
