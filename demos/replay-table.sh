@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # replay-table.sh: umlmem's faults on recorded traces against exact LRU,
-# Belady's MIN and ARC, at budgets of 10%, 25% and 50% of each trace's
+# Belady's MIN, ARC and S3-FIFO, at budgets of 10%, 25% and 50% of each trace's
 # footprint, as a Markdown table, with the geometric mean of each ratio.
 #
 #   demos/replay-table.sh [TRACE...]     (default: build/traces/*.bin)
@@ -32,8 +32,8 @@ if [ $# -eq 0 ]; then
 	[ -e "$1" ] || { echo "$prog: no traces in build/traces: run demos/traces/record.sh" >&2; exit 1; }
 fi
 
-echo "| trace | footprint (pages) | refs | budget (pages) | umlmem faults | LRU faults | MIN faults | ARC faults | umlmem/LRU | umlmem/MIN | umlmem/ARC | ARC/LRU |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| trace | footprint (pages) | refs | budget (pages) | umlmem faults | LRU faults | MIN faults | ARC faults | S3-FIFO faults | umlmem/LRU | umlmem/MIN | umlmem/ARC | umlmem/S3-FIFO | ARC/LRU | S3-FIFO/LRU |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 above=()
 logs=()
 for t in "$@"; do
@@ -52,27 +52,28 @@ for t in "$@"; do
 				r = sprintf("%.3f", get("faults_per_lru"))
 				if (get("faults_per_lru") + 0 > 1)
 					r = "**" r "**"
-				printf "| %s | %s | %s | %d%% = %s | %s | %s | %s | %s | %s | %s | %s | %.3f |\n",
+				printf "| %s | %s | %s | %d%% = %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.3f | %.3f |\n",
 					name, get("footprint_pages"), get("refs"), frac * 100 + 0.5,
 					get("budget_pages"), get("faults"), get("lru_faults"),
-					get("opt_faults"), get("arc_faults"), r,
+					get("opt_faults"), get("arc_faults"), get("s3fifo_faults"), r,
 					sprintf("%.3f", get("faults_per_opt")),
 					sprintf("%.3f", get("faults_per_arc")),
-					get("arc_faults") / get("lru_faults")
+					sprintf("%.3f", get("faults_per_s3fifo")),
+					get("arc_faults") / get("lru_faults"),
+					get("s3fifo_faults") / get("lru_faults")
 			}' <<<"$line")
 		echo "$row"
-		# natural logs of umlmem/LRU, umlmem/MIN, umlmem/ARC, ARC/LRU
+		# natural logs of the six ratios, the row's last six cells
 		logs+=("$(awk '{ gsub(/\*/, ""); n = split($0, c, "|");
-			printf "%s %s %s %s", log(c[n - 4]), log(c[n - 3]), log(c[n - 2]), log(c[n - 1]) }' \
-			<<<"$row")")
+			for (i = n - 6; i < n; i++) printf "%s ", log(c[i]) }' <<<"$row")")
 		case $row in
 		*'**'*) above+=("$(basename -- "$t" .bin) at $(awk -v f="$f" 'BEGIN { printf "%d%%", f * 100 + 0.5 }')") ;;
 		esac
 	done
 done
-printf '%s\n' "${logs[@]}" | awk '{ for (i = 1; i <= 4; i++) s[i] += $i; n++ }
-	END { if (n) printf "| geometric mean | | | | | | | | %.3f | %.3f | %.3f | %.3f |\n",
-		exp(s[1] / n), exp(s[2] / n), exp(s[3] / n), exp(s[4] / n) }'
+printf '%s\n' "${logs[@]}" | awk '{ for (i = 1; i <= 6; i++) s[i] += $i; n++ }
+	END { if (n) printf "| geometric mean | | | | | | | | | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n",
+		exp(s[1] / n), exp(s[2] / n), exp(s[3] / n), exp(s[4] / n), exp(s[5] / n), exp(s[6] / n) }'
 echo
 if [ ${#above[@]} -gt 0 ]; then
 	list=$(printf '%s, ' "${above[@]}")

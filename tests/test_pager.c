@@ -1107,11 +1107,12 @@ static bool is_swapped(umlmem_guest *g, uint64_t idx)
 	return e && PTE_TYPE(*e) == PTE_STORED;
 }
 
-/* A page written once is evicted inactive. Faulted back while it would
-   still have been resident on twice the budget (fewer evictions since its
-   own than there are frames), it comes back active: it has been used
-   twice. Faulted back after more evictions than that, it is a page seen
-   for the first time again, inactive. Either way its content is intact. */
+/* A page written once is evicted from the small FIFO, unused. Faulted
+   back while it would still have been resident on twice the budget (fewer
+   evictions since its own than there are frames), it comes back into the
+   main set: it has been used twice. Faulted back after more evictions than
+   that, it is a page seen for the first time again, in the small FIFO.
+   Either way its content is intact. */
 Test(pager, refault_activates)
 {
 	const uint64_t budget = 64, npages = 4 * budget;
@@ -1146,6 +1147,111 @@ Test(pager, refault_activates)
 	cr_assert(!is_active(P.h, g, old), "page %" PRIu64 ", evicted %" PRIu64 " evictions ago "
 		  "on %" PRIu64 " frames, came back active", old, ev0, budget);
 	for (uint64_t i = 0; i < npages; i++)
+		expect_page(g, i, 1);
+	tu_check(P.h);
+	umlmem_host_destroy(P.h);
+	P.h = NULL;
+}
+
+/* Misses of exact LRU with @budget frames on the references @ref[0 .. @n),
+   first references included: the test's own model, independent of the
+   pager. */
+static uint64_t lru_misses(const uint64_t *ref, uint64_t n, uint64_t budget)
+{
+	uint64_t *stack = calloc(budget, sizeof(*stack)), used = 0, misses = 0;
+
+	cr_assert(stack);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t j = 0;
+
+		while (j < used && stack[j] != ref[i])
+			j++;
+		if (j == used) {
+			misses++;
+			if (used < budget)
+				used++;
+			j = used - 1;
+		}
+		memmove(stack + 1, stack, j * sizeof(*stack));
+		stack[0] = ref[i];
+	}
+	free(stack);
+	return misses;
+}
+
+/* A loop over a few more pages than the budget, read again and again:
+   exact LRU misses on every reference (each page has left just before it
+   is wanted again). The pager's main set keeps most of the loop, so it
+   faults on less than half as many references; every byte read is the
+   one the model says. */
+Test(pager, loop_beats_lru)
+{
+	const uint64_t budget = 64, nloop = 80, passes = 12;
+	uint64_t *ref = malloc(passes * nloop * sizeof(*ref)), faults0, lru, faults;
+	umlmem_guest *g;
+	uint8_t byte, want[PG];
+
+	cr_assert(ref);
+	mk_host(budget, 0, 0, 0);
+	g = tu_guest(P.h, nloop * PG);
+	for (uint64_t i = 0; i < nloop; i++)
+		write_page(g, i, 3);
+	faults0 = hstats().faults;
+	for (uint64_t k = 0; k < passes * nloop; k++) {
+		uint64_t i = k % nloop, off = (k * 131) % PG;
+
+		ref[k] = i;
+		cr_assert_eq(umlmem_read(g, i * PG + off, &byte, 1), 0);
+		pattern(want, i, 3);
+		cr_assert_eq(byte, want[off], "page %" PRIu64 " byte %" PRIu64 ": %u, not %u", i,
+			     off, byte, want[off]);
+	}
+	faults = hstats().faults - faults0;
+	/* the model starts from the same place: the last budget pages
+	   written, most recent last */
+	{
+		uint64_t *all = malloc((nloop + passes * nloop) * sizeof(*all));
+
+		cr_assert(all);
+		for (uint64_t i = 0; i < nloop; i++)
+			all[i] = i;
+		memcpy(all + nloop, ref, passes * nloop * sizeof(*ref));
+		lru = lru_misses(all, nloop + passes * nloop, budget) - nloop;
+		free(all);
+	}
+	cr_log_info("pager/loop_beats_lru: %" PRIu64 " references, %" PRIu64 " faults, exact "
+		    "LRU %" PRIu64, passes * nloop, faults, lru);
+	cr_assert_eq(lru, passes * nloop, "the LRU model missed %" PRIu64 " of %" PRIu64, lru,
+		     passes * nloop);
+	cr_assert_lt(2 * faults, lru, "%" PRIu64 " faults against exact LRU's %" PRIu64,
+		     faults, lru);
+	for (uint64_t i = 0; i < nloop; i++)
+		expect_page(g, i, 3);
+	tu_check(P.h);
+	free(ref);
+	umlmem_host_destroy(P.h);
+	P.h = NULL;
+}
+
+/* The pager's memory follows use: a host whose budget is large and whose
+   guests use a little of it has no ghost set (nothing was evicted) and a
+   small FIFO ring of about the pages it faulted in, not of its budget. */
+Test(pager, memory_follows_use)
+{
+	const uint64_t budget = 1ull << 16, used = 100;
+	umlmem_guest *g;
+
+	mk_host(budget, 0, 0, 0);
+	g = tu_guest(P.h, used * PG);
+	for (uint64_t i = 0; i < used; i++)
+		write_page(g, i, 1);
+	pthread_mutex_lock(&P.h->lock);
+	cr_assert_null(P.h->ghost, "a ghost set before any eviction");
+	cr_assert_geq(P.h->small_tail - P.h->small_head, used);
+	cr_assert_leq(P.h->small_cap, 2 * used, "a ring of %" PRIu64 " entries for %" PRIu64
+		      " pages", P.h->small_cap, used);
+	pthread_mutex_unlock(&P.h->lock);
+	for (uint64_t i = 0; i < used; i++)
 		expect_page(g, i, 1);
 	tu_check(P.h);
 	umlmem_host_destroy(P.h);

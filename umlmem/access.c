@@ -359,8 +359,9 @@ static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 	if (!res) {
 		h->ra_pages++;
 		h->ev.swap_ins++;
-		/* unused so far: the first turn of the hand may take it */
+		/* unused so far: it waits in the pager's small FIFO */
 		STORE(&h->fref[ra->f], 0);
+		pager_readahead(h, ra->f);
 		cache_drop_orphan(h, ra->key);
 		return;
 	}

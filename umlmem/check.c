@@ -138,6 +138,7 @@ static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
 	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
+	uint64_t small = 0;
 	uint64_t copies = 0, pooled = 0;
 	uint8_t *isfree;
 	int rc;
@@ -236,6 +237,10 @@ static int check_locked(struct ctx *c)
 		cached += !fr->refs && fr->slot != TKEY_NONE;
 		shared += fr->refs > 1;
 		active += !!(fr->flags & F_ACTIVE);
+		small += !!(fr->flags & F_SMALL);
+		if ((fr->flags & F_SMALL) && (fr->flags & F_ACTIVE) && !rc)
+			rc = fail(c, "frame %llu is in both the pager's small FIFO and its main set",
+				  (unsigned long long)f);
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
 		if (fr->refs > h->dd.max_sharing && !rc)
 			rc = fail(c, "frame %llu: %u sharers, more than max_sharing %u",
@@ -268,6 +273,11 @@ static int check_locked(struct ctx *c)
 	if (active != h->nactive)
 		return fail(c, "%llu active frames counted, %llu recorded",
 			    (unsigned long long)active, (unsigned long long)h->nactive);
+	/* every F_SMALL frame has its entry in the ring (stale ones add more) */
+	if (small > h->small_tail - h->small_head)
+		return fail(c, "%llu frames in the small FIFO, %llu entries in its ring",
+			    (unsigned long long)small,
+			    (unsigned long long)(h->small_tail - h->small_head));
 	if (cached != h->cached)
 		return fail(c, "%llu cached frames counted, %llu recorded",
 			    (unsigned long long)cached, (unsigned long long)h->cached);

@@ -143,13 +143,16 @@ enum {
 			    read-in (refs == 0, off the free list) */
 	F_STABLE = 0x4,  /* shared by the merge scanner, in its stable index;
 			    cleared when refs falls to 1 */
-	F_ACTIVE = 0x8,  /* in the pager's active set (see pager.c) */
+	F_ACTIVE = 0x8,  /* in the pager's main set (see pager.c) */
 	F_NV    = 0x10,  /* some mapper may have it present in a native mapping
 			    (NV_LIVE); clear: none has (see native.c) */
 	F_POOL  = 0x20,  /* lent to a tier that keeps its data in frames (the
 			    compressed pool, zpool.c): no mapper, no copy, not
 			    free; only that tier touches its bytes */
+	F_SMALL = 0x40,  /* has an entry in the pager's small FIFO (pager.c) */
+	F_FREQ  = 0x180, /* a main frame's uses seen by the hand, 0 to 3 */
 };
+#define F_FREQ_SHIFT 7
 
 /* Native-mapping state of one mapper (g, idx) of a frame, kept beside the
    mapper in the frame (nv) or its rmap entry; 0 when g is not mapped.
@@ -310,6 +313,10 @@ struct umlmem_host {
 	   power of two, mask = size - 1), the frames evicted so far (its
 	   clock), and the refaults it activated */
 	uint64_t *ghost, ghost_mask;
+	/* the small FIFO: frame numbers in the order they came in, a ring of
+	   small_cap (a power of two) entries, small_head <= i < small_tail */
+	uint32_t *small;
+	uint64_t small_head, small_tail, small_cap;
 	uint64_t evictions;
 	uint64_t refaults;
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
@@ -584,9 +591,12 @@ int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t 
    any other failure an I/O error; both return -EIO. Caller holds host->lock. */
 int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc);
 /* Page @idx of @g has just been faulted into frame @f: if the pager
-   evicted it recently, it is activated and the policy learns from it.
-   Caller holds host->lock. */
+   evicted it unused from its small FIFO recently, it enters the main set
+   at once; otherwise it joins the small FIFO. Caller holds host->lock. */
 void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f);
+/* Frame @f now holds a copy read ahead, unused yet: it joins the small
+   FIFO like a page faulted in. Caller holds host->lock. */
+void pager_readahead(struct umlmem_host *h, uint64_t f);
 /* The most pages a readahead of @win pages may take now. Caller holds
    host->lock. */
 unsigned pager_ra_window(struct umlmem_host *h, unsigned win);

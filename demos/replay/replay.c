@@ -7,9 +7,9 @@
  * The question it answers: on the reference string a real program makes,
  * how many faults does umlmem's pager take, and how does that compare with
  * the two policies every pager is judged by: LRU (what CLOCK approximates)
- * and MIN (the optimum, which needs the future). ARC, the best known
- * adaptive policy, runs on the same string too (replay_policies.c), so the
- * pager is judged against it as well. The library is the real one, through
+ * and MIN (the optimum, which needs the future). ARC and S3-FIFO, the
+ * best known adaptive policies, run on the same string too
+ * (replay_policies.c), so the pager is judged against them as well. The library is the real one, through
  * the public header only, with its default configuration.
  *
  * Input formats (autodetected from the first 64 KiB unless --format says):
@@ -191,9 +191,9 @@ static void replay_usage(FILE *f)
 		"usage: %s %s [OPTIONS] TRACE...\n"
 		"       %s %s --convert [--format F] [--skip-refs N] [--max-refs N] IN OUT\n\n"
 		"Replays page-reference traces through umlmem and reports its faults next\n"
-		"to exact LRU, Belady's MIN and ARC with the same number of frames. Each\n"
-		"reference is a 1-byte umlmem_write (stores, and every page's first\n"
-		"reference) or umlmem_read (loads, instruction fetches); consecutive\n"
+		"to exact LRU, Belady's MIN, ARC and S3-FIFO with the same number of\n"
+		"frames. Each reference is a 1-byte umlmem_write (stores, and every\n"
+		"page's first reference) or umlmem_read (loads, instruction fetches); consecutive\n"
 		"references to one page are collapsed into one for all the policies;\n"
 		"pages are renumbered densely in order of first appearance, so the guest\n"
 		"is exactly as large as the trace's footprint. A fault is a reference to a\n"
@@ -1171,7 +1171,7 @@ out:
 
 struct result {
 	uint64_t faults, swap_ins, swap_outs, cow_breaks;
-	uint64_t lru, opt, arc;
+	uint64_t lru, opt, arc, s3;
 	uint64_t mismatches;
 };
 
@@ -1421,9 +1421,11 @@ static void print_json(const struct trace *t, const struct result *res, uint64_t
 	fprintf(f, ", \"lru_faults\": %" PRIu64, res->lru);
 	fprintf(f, ", \"opt_faults\": %" PRIu64, res->opt);
 	fprintf(f, ", \"arc_faults\": %" PRIu64, res->arc);
+	fprintf(f, ", \"s3fifo_faults\": %" PRIu64, res->s3);
 	json_ratio(f, "faults_per_lru", res->faults, res->lru);
 	json_ratio(f, "faults_per_opt", res->faults, res->opt);
 	json_ratio(f, "faults_per_arc", res->faults, res->arc);
+	json_ratio(f, "faults_per_s3fifo", res->faults, res->s3);
 	fprintf(f, ", \"mismatches\": %" PRIu64, res->mismatches);
 	if (hr)
 		print_host_json(f, hr, o);
@@ -1446,9 +1448,11 @@ static void print_total_json(const struct run *r, const struct result *sum,
 	fprintf(f, ", \"lru_faults\": %" PRIu64, sum->lru);
 	fprintf(f, ", \"opt_faults\": %" PRIu64, sum->opt);
 	fprintf(f, ", \"arc_faults\": %" PRIu64, sum->arc);
+	fprintf(f, ", \"s3fifo_faults\": %" PRIu64, sum->s3);
 	json_ratio(f, "faults_per_lru", sum->faults, sum->lru);
 	json_ratio(f, "faults_per_opt", sum->faults, sum->opt);
 	json_ratio(f, "faults_per_arc", sum->faults, sum->arc);
+	json_ratio(f, "faults_per_s3fifo", sum->faults, sum->s3);
 	fprintf(f, ", \"mismatches\": %" PRIu64, sum->mismatches);
 	print_host_json(f, hr, o);
 	fprintf(f, "}\n");
@@ -1456,9 +1460,9 @@ static void print_total_json(const struct run *r, const struct result *sum,
 
 static void print_header(void)
 {
-	printf("%-22s %9s %10s %8s %10s %10s %10s %10s %7s %7s %7s %9s %9s %8s %8s\n",
-	       "trace", "footprint", "refs", "budget", "faults", "lru", "min", "arc", "/lru",
-	       "/min", "/arc", "swap-ins", "swap-outs", "ra-pages", "ra-hits");
+	printf("%-22s %9s %10s %8s %10s %10s %10s %10s %10s %7s %7s %7s %7s %9s %9s %8s %8s\n",
+	       "trace", "footprint", "refs", "budget", "faults", "lru", "min", "arc", "s3fifo",
+	       "/lru", "/min", "/arc", "/s3fifo", "swap-ins", "swap-outs", "ra-pages", "ra-hits");
 }
 
 static void print_ratio(uint64_t a, uint64_t b)
@@ -1473,11 +1477,12 @@ static void print_row(const char *name, uint64_t footprint, uint64_t refs, uint6
 		      const struct result *res, const struct host_result *hr)
 {
 	printf("%-22.22s %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64
-	       " %10" PRIu64 " %10" PRIu64, name, footprint, refs, budget, res->faults, res->lru,
-	       res->opt, res->arc);
+	       " %10" PRIu64 " %10" PRIu64 " %10" PRIu64, name, footprint, refs, budget,
+	       res->faults, res->lru, res->opt, res->arc, res->s3);
 	print_ratio(res->faults, res->lru);
 	print_ratio(res->faults, res->opt);
 	print_ratio(res->faults, res->arc);
+	print_ratio(res->faults, res->s3);
 	printf(" %9" PRIu64 " %9" PRIu64, res->swap_ins, res->swap_outs);
 	if (hr)
 		printf(" %8" PRIu64 " %8" PRIu64 "\n", hr->info.readahead_pages,
@@ -1508,10 +1513,11 @@ static int check_result(const struct trace *t, const struct result *res)
 		     (uint64_t)t->npages + res->swap_ins + res->cow_breaks);
 		bad = 1;
 	}
-	if (res->opt > res->lru || res->opt > res->faults || res->opt > res->arc) {
+	if (res->opt > res->lru || res->opt > res->faults || res->opt > res->arc ||
+	    res->opt > res->s3) {
 		fail("%s: MIN took %" PRIu64 " faults, more than LRU (%" PRIu64 "), ARC (%" PRIu64
-		     ") or umlmem (%" PRIu64 "): the simulation is wrong", t->path, res->opt,
-		     res->lru, res->arc, res->faults);
+		     "), S3-FIFO (%" PRIu64 ") or umlmem (%" PRIu64 "): the simulation is wrong",
+		     t->path, res->opt, res->lru, res->arc, res->s3, res->faults);
 		bad = 1;
 	}
 	if (res->mismatches) {
@@ -1527,12 +1533,12 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 {
 	struct result *res = calloc(r->nt, sizeof(*res)), sum = { 0 };
 	uint64_t *lru = calloc(r->nt, sizeof(*lru)), *opt = calloc(r->nt, sizeof(*opt));
-	uint64_t *arc = calloc(r->nt, sizeof(*arc));
+	uint64_t *arc = calloc(r->nt, sizeof(*arc)), *s3 = calloc(r->nt, sizeof(*s3));
 	struct host_result hr = { 0 };
 	int bad = 0;
 	unsigned t;
 
-	if (!res || !lru || !opt || !arc) {
+	if (!res || !lru || !opt || !arc || !s3) {
 		fail("out of memory");
 		bad = 1;
 		goto out;
@@ -1540,6 +1546,11 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 	r->budget_pages = budget_for(o, r->npages);
 	if (sim_arc(r->ref, r->owner, r->nrefs, r->npages, r->budget_pages, arc)) {
 		fail("out of memory for the ARC simulation");
+		bad = 1;
+		goto out;
+	}
+	if (sim_s3fifo(r->ref, r->owner, r->nrefs, r->npages, r->budget_pages, s3)) {
+		fail("out of memory for the S3-FIFO simulation");
 		bad = 1;
 		goto out;
 	}
@@ -1552,6 +1563,7 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 		res[t].lru = lru[t];
 		res[t].opt = opt[t];
 		res[t].arc = arc[t];
+		res[t].s3 = s3[t];
 		bad |= check_result(r->t[t], &res[t]);
 		sum.faults += res[t].faults;
 		sum.swap_ins += res[t].swap_ins;
@@ -1559,6 +1571,7 @@ static int replay_run(struct run *r, const struct opts *o, bool shared,
 		sum.lru += res[t].lru;
 		sum.opt += res[t].opt;
 		sum.arc += res[t].arc;
+		sum.s3 += res[t].s3;
 		sum.mismatches += res[t].mismatches;
 		if (o->json)
 			print_json(r->t[t], &res[t], r->budget_pages, r->npages, shared,
@@ -1579,6 +1592,7 @@ out:
 	free(lru);
 	free(opt);
 	free(arc);
+	free(s3);
 	return bad;
 }
 
@@ -1683,7 +1697,7 @@ int cmd_replay(int argc, char **argv)
 		printf("\nfaults: references to a page not resident, first touches included "
 		       "(so at least the footprint);\nrefs: after collapsing repeats of one page; "
 		       "budget in pages (%s); engine %s,\nreclaim_batch %s, readahead %s; "
-		       "/lru and /min: umlmem's faults over theirs.\n",
+		       "/lru, /min, /arc, /s3fifo: umlmem's faults over theirs.\n",
 		       o.budget_bytes ? "--budget" : "a fraction of the footprint",
 		       engine_name(engine), o.reclaim_batch ? "as set" : "the library's default (1/32 of the budget, 1 to 64)",
 		       o.no_readahead ? "off" : "on");

@@ -16,6 +16,20 @@
  *
  * Four doubly linked lists share two arrays of links indexed by page, so
  * a reference costs O(1) and the whole simulation 13 bytes a page.
+ *
+ * S3-FIFO (J. Yang et al., "FIFO queues are all you need for cache
+ * eviction", SOSP 2023), the newer yardstick, also simulated exactly as
+ * published (its original version): a small FIFO S of a tenth of the
+ * frames (one at least), a main FIFO M of the rest, and a ghost FIFO G of
+ * as many page numbers as M has frames. A hit adds one to the page's
+ * two-bit use count (at most 3). A miss inserts the page into M if G holds
+ * it, else into S. To make room: while S holds a tenth of the frames or
+ * more (or M is empty), S's oldest page moves to M if it was used since
+ * it came in (its count cleared), else it leaves into G; otherwise M's
+ * oldest page goes back to M's head with one use spent if it has any, and
+ * leaves if not. G is kept as the time each page entered it (a page is in
+ * G while fewer than |G| pages entered after it), so the simulation needs
+ * two rings of page numbers and ten bytes a page.
  */
 #include <stdlib.h>
 
@@ -164,4 +178,95 @@ int sim_arc(const uint32_t *ref, const uint32_t *owner, uint64_t nrefs, uint32_t
 	free(a.next);
 	free(a.in);
 	return 0;
+}
+
+/* ---- S3-FIFO ---------------------------------------------------------- */
+
+struct ring {
+	uint32_t *a;
+	uint64_t cap, head, tail;	/* head <= i < tail, taken modulo cap */
+};
+
+static uint64_t ring_n(const struct ring *r)
+{
+	return r->tail - r->head;
+}
+
+static void ring_push(struct ring *r, uint32_t p)
+{
+	r->a[r->tail++ % r->cap] = p;
+}
+
+static uint32_t ring_pop(struct ring *r)
+{
+	return r->a[r->head++ % r->cap];
+}
+
+enum { S3_NONE, S3_S, S3_M };
+
+int sim_s3fifo(const uint32_t *ref, const uint32_t *owner, uint64_t nrefs, uint32_t npages,
+	       uint64_t budget, uint64_t *faults)
+{
+	uint64_t ssz = budget / 10 ? budget / 10 : 1;
+	uint64_t gsz = budget > ssz ? budget - ssz : 1;
+	struct ring s = { malloc((budget + 1) * sizeof(uint32_t)), budget + 1, 0, 0 };
+	struct ring m = { malloc((budget + 1) * sizeof(uint32_t)), budget + 1, 0, 0 };
+	uint8_t *in = calloc(npages ? npages : 1, 1), *freq = calloc(npages ? npages : 1, 1);
+	/* G as the time each page entered it: pages entered so far, 1 on;
+	   a page is in G while fewer than gsz pages entered after it */
+	uint64_t *ghost_at = calloc(npages ? npages : 1, sizeof(uint64_t)), gin = 0;
+	int rc = -1;
+
+	if (!s.a || !m.a || !in || !freq || !ghost_at)
+		goto out;
+	for (uint64_t i = 0; i < nrefs; i++) {
+		uint32_t x = ref[i] & REF_PAGE_MASK;
+
+		if (in[x] != S3_NONE) {
+			if (freq[x] < 3)
+				freq[x]++;
+			continue;
+		}
+		faults[owner ? owner[i] : 0]++;
+		while (ring_n(&s) + ring_n(&m) >= budget) {
+			if (ring_n(&s) >= ssz || !ring_n(&m)) {
+				uint32_t t = ring_pop(&s);
+
+				if (freq[t]) {
+					freq[t] = 0;
+					in[t] = S3_M;
+					ring_push(&m, t);
+					continue;
+				}
+				in[t] = S3_NONE;
+				ghost_at[t] = ++gin;
+			} else {
+				uint32_t t = ring_pop(&m);
+
+				if (freq[t]) {
+					freq[t]--;
+					ring_push(&m, t);
+					continue;
+				}
+				in[t] = S3_NONE;
+			}
+		}
+		freq[x] = 0;
+		if (ghost_at[x] && gin - ghost_at[x] < gsz) {
+			ghost_at[x] = 0;
+			in[x] = S3_M;
+			ring_push(&m, x);
+		} else {
+			in[x] = S3_S;
+			ring_push(&s, x);
+		}
+	}
+	rc = 0;
+out:
+	free(s.a);
+	free(m.a);
+	free(in);
+	free(freq);
+	free(ghost_at);
+	return rc;
 }

@@ -16,4 +16,9 @@
 int sim_arc(const uint32_t *ref, const uint32_t *owner, uint64_t nrefs, uint32_t npages,
 	    uint64_t budget, uint64_t *faults);
 
+/* S3-FIFO (Yang et al., SOSP 2023) with @budget frames on the same string,
+   counted the same way. Returns 0, or -1 when out of memory. */
+int sim_s3fifo(const uint32_t *ref, const uint32_t *owner, uint64_t nrefs, uint32_t npages,
+	       uint64_t budget, uint64_t *faults);
+
 #endif
