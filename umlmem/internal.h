@@ -191,7 +191,7 @@ struct frame {
 	uint64_t slot;          /* store key of a clean copy below, or TKEY_NONE */
 	struct umlmem_guest *g; /* first mapper */
 	uint64_t idx : 40;      /* its page index */
-	uint64_t flags : 8;     /* F_* */
+	uint64_t flags : 16;    /* F_* */
 	uint64_t nv : 8;        /* NV_* of the first mapper (g, idx) */
 	uint32_t refs;
 	uint32_t pins;
@@ -200,6 +200,7 @@ struct frame {
 				   writable in a native view (dedup volatility) */
 };
 _Static_assert(sizeof(struct frame) == 40, "struct frame: 40 bytes, see Size above");
+_Static_assert((F_SMALL | F_FREQ) < (1u << 16), "every F_* flag fits frame.flags");
 _Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 40),
 	       "a page index fits frame.idx");
 
