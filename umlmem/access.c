@@ -226,7 +226,7 @@ static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t k, struct ra_
 
 /* Completes a readahead page: verified, it stays cached; otherwise it is
    dropped (the fault that wants it will read it and report). */
-static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
+void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 {
 	struct frame *fr = &h->frames[ra->f];
 
@@ -373,13 +373,14 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 	struct umlmem_host *h = g->host;
 	pte_t *e = pte_alloc(g, idx);
 	uint64_t f, s, c;
-	bool resident;
+	bool resident, loaded;
 	int rc;
 
 	if (!e)
 		return seterr(-ENOMEM, "cannot allocate page table for guest '%s'", g->name);
 	for (;;) {
 		resident = false;
+		loaded = false;
 		switch (PTE_TYPE(*e)) {
 		case PTE_BUSY:
 			host_wait(h);
@@ -405,6 +406,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			map_new(g, idx, e, f);
 			break;
 		default: /* PTE_STORED */
+			loaded = true;
 			s = PTE_VAL(*e);
 			c = tcache_get(h, s);
 			if (c--) {
@@ -460,6 +462,8 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			}
 			break;
 		}
+		if (loaded && g->rec_on)
+			guest_record_load(g, idx);
 		/* Page @idx is in frame @f. A write needs it private; so does a
 		   pin, read or write: a pinned page never moves, and a later
 		   write pin of a shared frame would have to move it. */

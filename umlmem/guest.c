@@ -139,6 +139,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 		free(g->top[i]);
 	}
 	free(g->top);
+	free(g->rec);
 	free(g);
 	api_done(h, 0);
 }

@@ -230,6 +230,11 @@ struct umlmem_guest {
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* store key of the last load */
 	unsigned ra_run;       /* faults in the current ascending run */
+	/* working-set record (umlmem_guest_record, snapshot.c), under
+	   host->lock: the first rec_n of the pages loaded from a tier while
+	   rec_on, at most rec_max */
+	bool rec_on;
+	uint64_t *rec, rec_n, rec_max;
 };
 
 /* ---- host --------------------------------------------------------------- */
@@ -541,10 +546,19 @@ void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_
    -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
    host->lock. */
 int  range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force);
+/* Completes the read of a frame given to key @ra->key ahead of any fault
+   (readahead, prefetch): verified (@res 0), it stays cached for the page
+   that wants it; otherwise it is freed. Caller holds host->lock. */
+void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res);
 /* Points every mapper of frame @f at @to (a PTE_STORED entry, whose key
    already holds one reference per mapper, or PTE_ZERO) and frees the frame.
    Caller holds host->lock. */
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
+
+/* ---- snapshot.c ---------------------------------------------------------- */
+/* Page @idx of @g was just loaded from a tier: recorded while g->rec_on.
+   Caller holds host->lock. */
+void guest_record_load(struct umlmem_guest *g, uint64_t idx);
 
 /* ---- pager.c ------------------------------------------------------------ */
 /* Frees up to @want frames by eviction. Caller holds host->lock, which is
