@@ -31,7 +31,10 @@
  * engine is bound to the swap files), with runs of adjacent raw records
  * read by one preadv straight into their frames: a prefetch of a sorted
  * working set (umlmem_guest_prefetch) and readahead are one system call
- * per run. Every page is verified against its record's checksum.
+ * per run. A batch first tells the kernel every record it will read
+ * (POSIX_FADV_WILLNEED, which starts the reads without waiting), so the
+ * runs of a batch are on the disk together, not one after the other.
+ * Every page is verified against its record's checksum.
  *
  * Locking: timg.lock (a leaf) protects the image table and every image's
  * reference counts; it is taken under host->lock by ref, unref, refs,
@@ -171,6 +174,15 @@ static void timg_load(struct tier *t, const uint64_t *handles, void *const *bufs
 {
 	_Alignas(16) char tmp[PAGE_SIZE];
 
+	/* A batch (readahead, prefetch) is read one run at a time: let the
+	   kernel start every run's reads at once first, so that they are in
+	   flight together rather than one after the other. */
+	for (unsigned i = 0; n > 1 && i < n; i++) {
+		struct img *m = LOAD_ACQ(&ti(t)->img[h_img(handles[i])]);
+		const struct image_rec *r = &m->rec[h_rec(handles[i])];
+
+		(void)posix_fadvise(m->fd, (off_t)r->off, r->len, POSIX_FADV_WILLNEED);
+	}
 	for (unsigned i = 0, j; i < n; i = j) {
 		struct img *m = LOAD_ACQ(&ti(t)->img[h_img(handles[i])]);
 		const struct image_rec *r = &m->rec[h_rec(handles[i])];
