@@ -525,3 +525,88 @@ Test(clone, random_against_the_model, .timeout = 120)
 	}
 	verify_all();
 }
+
+/* ---- threads --------------------------------------------------------------- */
+
+/* A writer keeps rewriting whole pages of the source, each filled with one
+   value that only grows, while the source is paged in and out; the main
+   thread clones it again and again. Each clone must hold whole pages (one
+   value per page: no write half in), no value written after the clone
+   returned, and must not move when the writer goes on. */
+struct writer {
+	umlmem_guest *g;
+	uint64_t npages;
+	uint64_t seq;           /* last value written; atomic */
+	bool stop;              /* atomic */
+	int err;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	uint64_t page[PG / 8], st = 99;
+
+	while (!__atomic_load_n(&w->stop, __ATOMIC_RELAXED)) {
+		uint64_t v = __atomic_load_n(&w->seq, __ATOMIC_RELAXED) + 1;
+		uint64_t p = tu_splitmix64(&st) % w->npages;
+
+		for (unsigned k = 0; k < PG / 8; k++)
+			page[k] = v;
+		if ((w->err = umlmem_write(w->g, p * PG, page, PG)))
+			break;
+		__atomic_store_n(&w->seq, v, __ATOMIC_RELEASE);
+		if (p % 5 == 0 && (w->err = umlmem_read(w->g, ((p * 7) % w->npages) * PG, page, 8)))
+			break;
+	}
+	return NULL;
+}
+
+static void check_clone(umlmem_guest *c, uint64_t npages, uint64_t max, uint64_t *snap)
+{
+	uint64_t page[PG / 8];
+
+	for (uint64_t p = 0; p < npages; p++) {
+		cr_assert_eq(umlmem_read(c, p * PG, page, PG), 0, "%s", umlmem_errmsg());
+		for (unsigned k = 1; k < PG / 8; k++)
+			cr_assert_eq(page[k], page[0], "clone page %" PRIu64 " torn: word %u is %"
+				     PRIu64 ", word 0 %" PRIu64, p, k, page[k], page[0]);
+		cr_assert(page[0] <= max, "clone page %" PRIu64 " holds %" PRIu64 ", written "
+			  "after the clone (%" PRIu64 ")", p, page[0], max);
+		if (snap[p] != UINT64_MAX)
+			cr_assert_eq(page[0], snap[p], "clone page %" PRIu64 " moved", p);
+		snap[p] = page[0];
+	}
+}
+
+Test(clone, while_another_thread_writes, .timeout = 120)
+{
+	const uint64_t npages = 96;
+	struct writer w = { .npages = npages };
+	uint64_t snap[96], ev, max;
+	pthread_t t;
+
+	H = tu_host(dir, 64 * PG, 0);
+	mk(0, npages * PG);
+	w.g = T[0].g;
+	cr_assert_eq(pthread_create(&t, NULL, writer_main, &w), 0);
+	for (unsigned i = 0; i < tu_scaled(60); i++) {
+		umlmem_guest *c;
+		int rc;
+
+		rc = umlmem_guest_clone(T[0].g, NULL, &c);
+		max = __atomic_load_n(&w.seq, __ATOMIC_ACQUIRE) + 1;
+		cr_assert_eq(rc, 0, "clone %u: %s", i, umlmem_errmsg());
+		for (uint64_t p = 0; p < npages; p++)
+			snap[p] = UINT64_MAX;
+		check_clone(c, npages, max, snap);
+		cr_assert_eq(umlmem_reclaim(H, 32, &ev), 0, "%s", umlmem_errmsg());
+		check_clone(c, npages, max, snap);
+		umlmem_guest_destroy(c);
+		if (i % 10 == 0)
+			tu_check(H);
+	}
+	__atomic_store_n(&w.stop, true, __ATOMIC_RELAXED);
+	pthread_join(t, NULL);
+	cr_assert_eq(w.err, 0, "writer: %s", umlmem_strerror(w.err));
+	tu_check(H);
+}
