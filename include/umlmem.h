@@ -364,6 +364,45 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
 }
 #endif
 
+/** Clones @p src from the @p size bytes at @p cfg (see umlmem_guest_clone()). */
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_clone_sized(umlmem_guest *src, const struct umlmem_guest_config *cfg,
+			     size_t size, umlmem_guest **dst);
+
+#ifndef UMLMEM_BUILDING_COMPAT
+/**
+ * A new guest whose RAM equals @p src's at this instant. Every page is
+ * shared copy-on-write with @p src (frames, stored pages, the swap cache):
+ * nothing is copied, and the call takes time proportional to the pages
+ * @p src has touched, not to its nominal size. Afterwards the two are
+ * independent guests: either may be written (the first write to a shared
+ * page copies it), mapped, discarded or destroyed first, or cloned again.
+ * A page of @p src that is pinned or being written out gives the clone a
+ * copy; a frame that already serves max_sharing pages gives @p src's page a
+ * copy that the clone shares. Pages of @p src writable in its native view
+ * become write-protected (the next store faults once). The clone is not
+ * mapped.
+ * @param src  the guest to clone; may be used by other threads meanwhile.
+ * @param cfg  NULL: @p src's size, merge domain and flags, and its name.
+ *             Else its merge_domain, flags and name (NULL: @p src's) are
+ *             the clone's, and its ram_bytes must be 0 or @p src's size.
+ *             Sharing with @p src does not depend on them: they govern
+ *             merging by the scanner afterwards.
+ * @param dst  receives the clone.
+ * @return 0, or -EINVAL (@p src or @p dst NULL, ram_bytes neither 0 nor
+ *  @p src's size, unknown flags, a field this library does not know set),
+ *  -ENOMEM (no memory for the page table or reverse maps, or no frame for
+ *  the copies it needs and none could be freed), -ENOSPC or -EIO (freeing
+ *  frames for those copies failed: swap full, or a write-out error).
+ */
+static inline UMLMEM_NODISCARD
+int umlmem_guest_clone(umlmem_guest *src, const struct umlmem_guest_config *cfg,
+		       umlmem_guest **dst)
+{
+	return umlmem_guest_clone_sized(src, cfg, sizeof(*cfg), dst);
+}
+#endif
+
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
  * in this process (the range is whole pages: a ram_bytes that is not a

@@ -54,6 +54,7 @@ static bool frame_mergeable(struct umlmem_host *h, uint64_t f)
 int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
+	uint32_t n = fr->refs - 1;   /* entries in more[] before this one */
 	struct rmap *more;
 
 	if (!fr->refs) {
@@ -63,11 +64,21 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 		fr->refs = 1;
 		return 0;
 	}
-	more = realloc(fr->more, fr->refs * sizeof(*more));
-	if (!more)
-		return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
+	/* more[] holds n entries in room for at least the power of two at or
+	   above n: it grows only when n + 1 passes one (rmap_del never
+	   shrinks it), so a frame's k-th sharer costs O(1), not a copy of k */
+	more = fr->more;
+	if (!(n & (n - 1))) {
+		uint32_t room = 1;
+
+		while (room < n + 1)
+			room <<= 1;
+		more = realloc(fr->more, room * sizeof(*more));
+		if (!more)
+			return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
+		fr->more = more;
+	}
 	more[fr->refs - 1] = (struct rmap){ g, idx, 0 };
-	fr->more = more;
 	fr->refs++;
 	h->shared_frames += fr->refs == 2;
 	h->sharing_pages++;

@@ -394,6 +394,10 @@ static inline void pte_set(struct umlmem_guest *g, pte_t *e, pte_t v)
 /* Takes the page table entry of page idx out of g's native mapping, so that
    the next access faults. Caller holds host->lock. */
 void native_zap(struct umlmem_guest *g, uint64_t idx);
+/* Takes every page table entry of g's native view (if any) out with one
+   call: afterwards each access faults. The caller clears the NV_LIVE and
+   NV_RW bits it relies on. Caller holds host->lock. */
+void native_zap_view(struct umlmem_guest *g);
 /* Zaps every NV_LIVE mapper of frame @f: afterwards no native access can
    change or read it without a fault. Caller holds host->lock. */
 void native_quiesce(struct umlmem_host *h, uint64_t f);
@@ -524,6 +528,15 @@ uint64_t frames_meta_bytes(const struct umlmem_host *h);
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx);
 /* Same, allocating the path; NULL only on -ENOMEM. */
 pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx);
+/* A new guest of configuration @cfg (checked; -EINVAL with a message when
+   it is not valid, -ENOMEM), on no list yet: its page table is empty. */
+int  guest_alloc(struct umlmem_host *h, const struct umlmem_guest_config *cfg,
+		 struct umlmem_guest **out);
+/* Puts @g on its host's guest list. Caller holds host->lock. */
+void guest_link(struct umlmem_guest *g);
+/* Frees @g and its page table, which maps nothing any more; @g is on no
+   list. */
+void guest_free(struct umlmem_guest *g);
 /* Calls @fn on every allocated entry that is not PTE_ZERO, in order. */
 int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t idx,
 					       pte_t *e, void *arg), void *arg);

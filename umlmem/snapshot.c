@@ -82,7 +82,7 @@ static int read_page(void *arg, uint64_t idx, void *buf)
 	return umlmem_read(g, off, buf, len);
 }
 
-/* Writes @g, which nobody changes meanwhile, to @fd at @base. */
+/* Writes @g, which nobody changes meanwhile (a clone), to @fd at @base. */
 static int save_guest(struct umlmem_guest *g, int fd, uint64_t base)
 {
 	struct umlmem_host *h = g->host;
@@ -125,6 +125,7 @@ out:
 
 int umlmem_guest_save(umlmem_guest *g, int fd)
 {
+	struct umlmem_guest *snap;
 	struct stat st;
 	off_t base;
 	int fl, rc;
@@ -142,8 +143,22 @@ int umlmem_guest_save(umlmem_guest *g, int fd)
 	base = lseek(fd, 0, SEEK_CUR);
 	if (base < 0)
 		return seterr(-errno, "umlmem_guest_save: fd %d: %s", fd, umlmem_strerror(-errno));
-	rc = save_guest(g, fd, (uint64_t)base);
-	return api_done(g->host, rc);
+	/* the instant: a clone nobody else sees, so nobody changes it */
+	rc = umlmem_guest_clone(g, NULL, &snap);
+	if (rc)
+		return api_done(g->host, seterr(rc, "umlmem_guest_save: cannot take a clone of "
+						 "guest '%s': %s", g->name, umlmem_errmsg()));
+	rc = save_guest(snap, fd, (uint64_t)base);
+	if (rc) {
+		char msg[512];
+
+		/* keep the reason across the clone's destroy */
+		snprintf(msg, sizeof(msg), "%s", umlmem_errmsg());
+		umlmem_guest_destroy(snap);
+		return api_done(g->host, seterr(rc, "%s", msg));
+	}
+	umlmem_guest_destroy(snap);
+	return api_done(g->host, 0);
 }
 
 /* ---- restore ----------------------------------------------------------------- */

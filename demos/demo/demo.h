@@ -117,6 +117,7 @@ struct demo {
 	const char *swap_dir;
 	uint64_t seed;
 	bool dedup;
+	bool clone;		/* boot guest 1 only; the others are its clones */
 	bool json;
 	bool quiet;
 	const char *plot;
@@ -166,6 +167,8 @@ struct demo {
 	struct umlmem_stats st;
 	struct umlmem_host_info info;
 	bool have_stats;
+	double clone_s;			/* in umlmem_guest_clone() calls, in all */
+	double clone_max_s;		/* the longest of them */
 	uint64_t written_bytes;
 	uint64_t checked_bytes;		/* verify phase: bytes read back and checked */
 	uint64_t work_checked;		/* work phase: pages checked on the way */
