@@ -189,23 +189,27 @@ ubsan: deps
 	$(MAKE) B=$(B)/ubsan CFLAGS="$(SAN_FLAGS) -fsanitize=undefined -fno-sanitize-recover=all" \
 	  TEST_ARGS="$(TEST_ARGS)" test-plain
 # The debug build: UMLMEM_DEBUG=1 runs host_check at the end of every call
-# that may change state and aborts on a violation; the model test and the
-# threaded tests run on it (not threads/background_refills, which times how
-# fast the reclaim thread refills, and the checks slow every call).
+# that may change state and aborts on a violation; the model test, the clone
+# tests and the threaded tests run on it (not threads/background_refills,
+# which times how fast the reclaim thread refills, and the checks slow every
+# call).
 debug-test: deps
 	$(MAKE) B=$(B)/debug CFLAGS="$(CFLAGS) -DUMLMEM_DEBUG=1" $(B)/debug/test_umlmem
 	$(B)/debug/test_umlmem -j2 --filter='model/*' $(TEST_ARGS)
 	$(B)/debug/test_umlmem -j2 --filter='threads/!(background_refills)' $(TEST_ARGS)
+	$(B)/debug/test_umlmem -j2 --filter='clone/*' $(TEST_ARGS)
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c
 TSAN_TESTS += tests/test_memory.c
 TSAN_TESTS += tests/test_interference.c
+TSAN_TESTS += tests/test_clone.c
 # the threaded subjects: every threads test, and the native tests where
 # threads share views (the others run single-threaded code, slowly, here)
 TSAN_FILTER ?= --filter='threads/*' --filter='native/threads*' --filter='native/race*' \
 	       --filter='native/coherence' --filter='native/cleanup' \
-	       --filter='memory/background*'
+	       --filter='memory/background*' \
+	       --filter='clone/while*'
 # encrypted swap: sealing from several threads, write-outs under readers
 TSAN_TESTS += tests/test_crypt.c
 TSAN_FILTER += --filter='crypt/seal_threads' --filter='crypt/threads*'

@@ -12,5 +12,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);	/* demo/: the 2009 KSM run, 52 guests booting one OS, every byte verified */
 int cmd_replay(int argc, char **argv);	/* replay/: traces through the pager, next to LRU and MIN */
 int cmd_stress(int argc, char **argv);	/* stress/: random concurrent operations checked against a model */
+int cmd_image(int argc, char **argv);	/* image/: what a saved image holds, and whether it is intact */
 
 #endif

@@ -38,6 +38,7 @@ static const struct cmd cmd_table[] = {
 	{ "bench", cmd_bench, "paging figures next to their baselines (raw disk, memcpy, kernel swap)" },
 	{ "replay", cmd_replay, "page-reference traces through the pager, next to LRU and MIN" },
 	{ "stress", cmd_stress, "threads of random reads, writes, pins, discards on an overcommitted host, checked" },
+	{ "image", cmd_image, "a saved guest image: info shows its header and map, verify checks every page" },
 	{ "help", cmd_help, "show this help, or a command's options: help COMMAND" },
 };
 

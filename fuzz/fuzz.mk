@@ -75,3 +75,31 @@ $(FUZZ_REPLAY): fuzz/fuzz_model.c fuzz/replay.c $(B)/libumlmem.a $(FUZZ_HDRS) | 
 
 fuzz-replay: $(FUZZ_REPLAY)
 	TMPDIR=$(FUZZ_TMPDIR) $(FUZZ_REPLAY) fuzz/corpus fuzz/regress
+
+# The image parser (fuzz/fuzz_image.c): any bytes as an image file.
+#   make fuzz-image [FUZZ_SECONDS=60]  libFuzzer run on a scratch copy of fuzz/image-corpus
+#   make fuzz-image-replay             the seeds, built with $(CC) (part of fuzz-replay)
+FUZZ_IMG_BIN    := $(FUZZ_DIR)/fuzz_image
+FUZZ_IMG_REPLAY := $(B)/fuzz_image_replay
+
+.PHONY: fuzz-image fuzz-image-replay
+
+$(FUZZ_IMG_BIN): $(FUZZ_DIR)/obj/fuzz/fuzz_image.o $(FUZZ_LIB_OBJ)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS)
+
+fuzz-image: deps $(FUZZ_IMG_BIN)
+	@mkdir -p $(FUZZ_DIR)/image-corpus-work $(FUZZ_DIR)/artifacts
+	$(Q)cp -n fuzz/image-corpus/* $(FUZZ_DIR)/image-corpus-work/ 2>/dev/null || true
+	$(FUZZ_IMG_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=20 -max_len=16384 \
+	  -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/ \
+	  $(FUZZ_ARGS) $(FUZZ_DIR)/image-corpus-work
+
+$(FUZZ_IMG_REPLAY): fuzz/fuzz_image.c fuzz/replay.c $(B)/libumlmem.a $(FUZZ_HDRS) | deps
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ fuzz/fuzz_image.c fuzz/replay.c $(B)/libumlmem.a $(LDFLAGS) $(LIBS)
+
+fuzz-image-replay: $(FUZZ_IMG_REPLAY)
+	$(FUZZ_IMG_REPLAY) fuzz/image-corpus
+
+fuzz-replay: fuzz-image-replay

@@ -391,6 +391,45 @@ int umlmem_guest_create(umlmem_host *host, const struct umlmem_guest_config *cfg
 }
 #endif
 
+/** Clones @p src from the @p size bytes at @p cfg (see umlmem_guest_clone()). */
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_clone_sized(umlmem_guest *src, const struct umlmem_guest_config *cfg,
+			     size_t size, umlmem_guest **dst);
+
+#ifndef UMLMEM_BUILDING_COMPAT
+/**
+ * A new guest whose RAM equals @p src's at this instant. Every page is
+ * shared copy-on-write with @p src (frames, stored pages, the swap cache):
+ * nothing is copied, and the call takes time proportional to the pages
+ * @p src has touched, not to its nominal size. Afterwards the two are
+ * independent guests: either may be written (the first write to a shared
+ * page copies it), mapped, discarded or destroyed first, or cloned again.
+ * A page of @p src that is pinned or being written out gives the clone a
+ * copy; a frame that already serves max_sharing pages gives @p src's page a
+ * copy that the clone shares. Pages of @p src writable in its native view
+ * become write-protected (the next store faults once). The clone is not
+ * mapped.
+ * @param src  the guest to clone; may be used by other threads meanwhile.
+ * @param cfg  NULL: @p src's size, merge domain and flags, and its name.
+ *             Else its merge_domain, flags and name (NULL: @p src's) are
+ *             the clone's, and its ram_bytes must be 0 or @p src's size.
+ *             Sharing with @p src does not depend on them: they govern
+ *             merging by the scanner afterwards.
+ * @param dst  receives the clone.
+ * @return 0, or -EINVAL (@p src or @p dst NULL, ram_bytes neither 0 nor
+ *  @p src's size, unknown flags, a field this library does not know set),
+ *  -ENOMEM (no memory for the page table or reverse maps, or no frame for
+ *  the copies it needs and none could be freed), -ENOSPC or -EIO (freeing
+ *  frames for those copies failed: swap full, or a write-out error).
+ */
+static inline UMLMEM_NODISCARD
+int umlmem_guest_clone(umlmem_guest *src, const struct umlmem_guest_config *cfg,
+		       umlmem_guest **dst)
+{
+	return umlmem_guest_clone_sized(src, cfg, sizeof(*cfg), dst);
+}
+#endif
+
 /**
  * Native mode: makes the guest's RAM appear at [*@p base, *@p base + ram_bytes)
  * in this process (the range is whole pages: a ram_bytes that is not a
@@ -448,6 +487,94 @@ UMLMEM_API int umlmem_guest_unmap(umlmem_guest *g);
 /** Destroys a guest: frees its frames, swap slots and page table. Pointers
  *  from umlmem_pin() on it become invalid. NULL is ignored. */
 UMLMEM_API void umlmem_guest_destroy(umlmem_guest *guest);
+
+/**
+ * Writes the RAM of @p g, as it was at one instant during the call, to
+ * @p fd as a umlmem image (the format is docs/image.md): a header, each
+ * distinct page once (compressed where lz4 pays), a page map; pages of
+ * zeros are not stored. @p fd is a regular file opened for writing; the
+ * image starts at its current offset, which is left unchanged, and the
+ * file ends where the image ends. @p g may be read and written by other
+ * threads meanwhile: the image is of one instant. The image can be
+ * restored on any host of this library with umlmem_guest_restore().
+ * @return 0, or
+ *  - -EINVAL: @p g NULL, @p fd not a regular file;
+ *  - -EBADF: @p fd is not open for writing;
+ *  - -EIO: a page of @p g could not be read (a failing swap), or writing the
+ *    file failed;
+ *  - -ENOSPC: the file's filesystem is full;
+ *  - -ENOMEM.
+ */
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_save(umlmem_guest *g, int fd);
+
+/** Restores a guest from the @p size bytes at @p cfg (see umlmem_guest_restore()). */
+UMLMEM_API UMLMEM_NODISCARD
+int umlmem_guest_restore_sized(umlmem_host *host, int fd, const struct umlmem_guest_config *cfg,
+			       size_t size, umlmem_guest **guest);
+
+/**
+ * Creates a guest on @p host whose RAM is the image in @p fd (read from
+ * offset 0), as written by umlmem_guest_save(). The library dups @p fd;
+ * the caller may close it. Lazy: the header and the page map are read and
+ * validated now, a page's data when it is first touched (and verified
+ * against its checksum then). Guests restored from one image file on one
+ * host share its pages, one frame for each, until they write them.
+ * @p cfg may be NULL: the image's size, merge domain 0, no flags, no name;
+ * else its ram_bytes must be 0 or the image's guest size.
+ * The first touch of a page whose data is damaged fails with -EIO (a
+ * counted checksum error), never with wrong bytes.
+ * @return 0, or
+ *  - -EINVAL: NULL @p host or @p guest; @p fd not a regular file; the
+ *    image is not a valid image (the message says what is wrong: truncated,
+ *    corrupt header or map, another version); ram_bytes of @p cfg differs;
+ *  - -EBADF: @p fd is not open for reading;
+ *  - -ENOSPC: 1024 different images are open on the host;
+ *  - -ENOMEM.
+ */
+#ifndef UMLMEM_BUILDING_COMPAT
+static inline UMLMEM_NODISCARD
+int umlmem_guest_restore(umlmem_host *host, int fd, const struct umlmem_guest_config *cfg,
+			 umlmem_guest **guest)
+{
+	return umlmem_guest_restore_sized(host, fd, cfg, sizeof(*cfg), guest);
+}
+#endif
+
+/**
+ * Working-set recording: from now on, the page address of each page of
+ * @p g loaded from below the frames (from its image, from swap, from the
+ * compressed pool) is recorded, in the order of the loads, up to
+ * @p max_pages loads; a new call starts a new record. 0 stops recording
+ * (the record made so far stays for umlmem_guest_record_get()). Meant for a
+ * guest just restored: its record is the working set its next restore
+ * wants prefetched (umlmem_guest_prefetch()).
+ * @return 0, or -EINVAL (NULL), -ENOMEM.
+ */
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_record(umlmem_guest *g, uint64_t max_pages);
+
+/**
+ * Copies the record of umlmem_guest_record() into @p gpas, at most @p max
+ * addresses, each once, in the order of its first load; *@p n (may be NULL)
+ * gets how many pages the record holds (more than @p max when it did not fit).
+ * @return 0, or -EINVAL (NULL @p g, or NULL @p gpas with @p max > 0).
+ */
+UMLMEM_API int umlmem_guest_record_get(umlmem_guest *g, uint64_t *gpas, uint64_t max,
+				       uint64_t *n);
+
+/**
+ * Loads the pages at the @p n page addresses @p gpas of @p g that are not in
+ * memory now, in the order of their place below the frames (for an image:
+ * the file's order), reading adjacent ones together, so that the guest then
+ * finds them resident: a recorded working set read in one sorted, batched
+ * pass before the guest runs. Pages that are resident or zero are skipped;
+ * so is the rest when the budget has no free frame left (prefetching never
+ * evicts). *@p loaded (may be NULL) gets the pages loaded.
+ * @return 0, or -EINVAL (NULL @p g, NULL @p gpas with @p n > 0, an address
+ *  not page-aligned), -EFAULT (an address outside the guest), -EIO (a page
+ *  could not be read or did not match its checksum; the others are loaded).
+ */
+UMLMEM_API UMLMEM_NODISCARD int umlmem_guest_prefetch(umlmem_guest *g, const uint64_t *gpas,
+						      uint64_t n, uint64_t *loaded);
 
 /**
  * Copies @p len bytes at guest address @p gpa into @p buf. Never-written

@@ -169,6 +169,7 @@ static bool frame_mergeable(struct umlmem_host *h, uint64_t f)
 int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
+	uint32_t n = fr->refs - 1;   /* entries in more[] before this one */
 	struct rmap *more;
 
 	if (!fr->refs) {
@@ -178,16 +179,26 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 		fr->refs = 1;
 		return 0;
 	}
-	more = realloc(rmap_more(h, f), fr->refs * sizeof(*more));
-	if (!more)
-		return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
-	more[fr->refs - 1] = (struct rmap){ g, idx, 0 };
-	if (fr->refs > 1) {
-		h->rmore[rmore_find(h, f)].more = more;
-	} else if (rmore_insert(h, f, more)) {
-		free(more);
-		return seterr(-ENOMEM, "cannot grow the table of shared frames");
+	/* more[] holds n entries in room for at least the power of two at or
+	   above n: it grows only when n + 1 passes one (rmap_del never
+	   shrinks it), so a frame's k-th sharer costs O(1), not a copy of k */
+	more = rmap_more(h, f);
+	if (!(n & (n - 1))) {
+		uint32_t room = 1;
+
+		while (room < n + 1)
+			room <<= 1;
+		more = realloc(more, room * sizeof(*more));
+		if (!more)
+			return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
+		if (n) {
+			h->rmore[rmore_find(h, f)].more = more;
+		} else if (rmore_insert(h, f, more)) {
+			free(more);
+			return seterr(-ENOMEM, "cannot grow the table of shared frames");
+		}
 	}
+	more[n] = (struct rmap){ g, idx, 0 };
 	fr->refs++;
 	h->shared_frames += fr->refs == 2;
 	h->sharing_pages++;
@@ -350,7 +361,7 @@ static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t k, struct ra_
 
 /* Completes a readahead page: verified, it stays cached; otherwise it is
    dropped (the fault that wants it will read it and report). */
-static void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
+void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 {
 	struct frame *fr = &h->frames[ra->f];
 
@@ -498,13 +509,14 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 	struct umlmem_host *h = g->host;
 	pte_t *e = pte_alloc(g, idx);
 	uint64_t f, s, c;
-	bool resident;
+	bool resident, loaded;
 	int rc;
 
 	if (!e)
 		return seterr(-ENOMEM, "cannot allocate page table for guest '%s'", g->name);
 	for (;;) {
 		resident = false;
+		loaded = false;
 		switch (PTE_TYPE(*e)) {
 		case PTE_BUSY:
 			host_wait(h);
@@ -530,6 +542,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			map_new(g, idx, e, f);
 			break;
 		default: /* PTE_STORED */
+			loaded = true;
 			s = PTE_VAL(*e);
 			c = tcache_get(h, s);
 			if (c--) {
@@ -585,6 +598,8 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			}
 			break;
 		}
+		if (loaded && g->rec_on)
+			guest_record_load(g, idx);
 		/* Page @idx is in frame @f. A write needs it private; so does a
 		   pin, read or write: a pinned page never moves, and a later
 		   write pin of a shared frame would have to move it. */

@@ -43,22 +43,11 @@ int umlmem_guest_config_init_sized(struct umlmem_guest_config *cfg, size_t size)
 
 #define GUEST_FLAGS UMLMEM_GUEST_NOMERGE
 
-int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *ucfg,
-			      size_t size, umlmem_guest **out)
+int guest_alloc(struct umlmem_host *h, const struct umlmem_guest_config *cfg,
+		struct umlmem_guest **out)
 {
-	struct umlmem_guest_config c = { 0 };
-	const struct umlmem_guest_config *cfg = &c;
 	struct umlmem_guest *g;
-	int rc;
 
-	clearerr_tls();
-	if (!h || !ucfg || !out)
-		return seterr(-EINVAL, "umlmem_guest_create: %s is NULL",
-			      !h ? "host" : !ucfg ? "cfg" : "guest");
-	*out = NULL;
-	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_GUEST_CONFIG_SIZE_0_1, "umlmem_guest_config");
-	if (rc)
-		return rc;
 	if (!cfg->ram_bytes || cfg->ram_bytes > UMLMEM_MAX_GUEST_BYTES)
 		return seterr(-EINVAL, "ram_bytes %llu is out of range: a guest holds 1 byte "
 			      "to %llu bytes (128 TiB)", (unsigned long long)cfg->ram_bytes,
@@ -84,14 +73,56 @@ int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *
 	}
 	g->meta_bytes = sizeof(*g) + g->ntop * sizeof(*g->top);
 	g->zero = g->npages;
+	*out = g;
+	return 0;
+}
 
-	host_lock(h);
+void guest_link(struct umlmem_guest *g)
+{
+	struct umlmem_host *h = g->host;
+
 	g->next = h->guests;
 	if (h->guests)
 		h->guests->prev = g;
 	h->guests = g;
 	h->nguests++;
 	h->ram_pages += g->npages;
+}
+
+void guest_free(struct umlmem_guest *g)
+{
+	for (uint64_t i = 0; i < g->ntop; i++) {
+		if (!g->top[i])
+			continue;
+		for (unsigned j = 0; j < PT_DIR_N; j++)
+			free(g->top[i][j]);
+		free(g->top[i]);
+	}
+	free(g->top);
+	free(g->rec);
+	free(g);
+}
+
+int umlmem_guest_create_sized(umlmem_host *h, const struct umlmem_guest_config *ucfg,
+			      size_t size, umlmem_guest **out)
+{
+	struct umlmem_guest_config c = { 0 };
+	struct umlmem_guest *g;
+	int rc;
+
+	clearerr_tls();
+	if (!h || !ucfg || !out)
+		return seterr(-EINVAL, "umlmem_guest_create: %s is NULL",
+			      !h ? "host" : !ucfg ? "cfg" : "guest");
+	*out = NULL;
+	rc = abi_copy_in(&c, sizeof(c), ucfg, size, ABI_GUEST_CONFIG_SIZE_0_1, "umlmem_guest_config");
+	if (rc)
+		return rc;
+	rc = guest_alloc(h, &c, &g);
+	if (rc)
+		return rc;
+	host_lock(h);
+	guest_link(g);
 	host_unlock(h);
 	*out = g;
 	return api_done(h, 0);
@@ -130,16 +161,7 @@ void umlmem_guest_destroy(umlmem_guest *g)
 		native_stop(h);
 	tier_maintain(h);
 	frames_trim(h);
-
-	for (uint64_t i = 0; i < g->ntop; i++) {
-		if (!g->top[i])
-			continue;
-		for (unsigned j = 0; j < PT_DIR_N; j++)
-			free(g->top[i][j]);
-		free(g->top[i]);
-	}
-	free(g->top);
-	free(g);
+	guest_free(g);
 	api_done(h, 0);
 }
 

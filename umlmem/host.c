@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "image.h"
 
 static __thread char errbuf[512];
 
@@ -319,6 +320,8 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 	rc = tcache_init(h);
 	if (!rc)
 		rc = tier_swap_create(h, &h->tier[TIER_SWAP]);
+	if (!rc)
+		rc = tier_image_create(h, &h->tier[TIER_IMAGE]);
 	if (rc)
 		goto fail;
 	h->tier_out = h->tier[TIER_SWAP];

@@ -250,6 +250,11 @@ struct umlmem_guest {
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* store key of the last load */
 	unsigned ra_run;       /* faults in the current ascending run */
+	/* working-set record (umlmem_guest_record, snapshot.c), under
+	   host->lock: the first rec_n of the pages loaded from a tier while
+	   rec_on, at most rec_max */
+	bool rec_on;
+	uint64_t *rec, rec_n, rec_max;
 };
 
 /* ---- host --------------------------------------------------------------- */
@@ -418,6 +423,10 @@ static inline void pte_set(struct umlmem_guest *g, pte_t *e, pte_t v)
 /* Takes the page table entry of page idx out of g's native mapping, so that
    the next access faults. Caller holds host->lock. */
 void native_zap(struct umlmem_guest *g, uint64_t idx);
+/* Takes every page table entry of g's native view (if any) out with one
+   call: afterwards each access faults. The caller clears the NV_LIVE and
+   NV_RW bits it relies on. Caller holds host->lock. */
+void native_zap_view(struct umlmem_guest *g);
 /* Zaps every NV_LIVE mapper of frame @f: afterwards no native access can
    change or read it without a fault. Caller holds host->lock. */
 void native_quiesce(struct umlmem_host *h, uint64_t f);
@@ -548,6 +557,15 @@ uint64_t frames_meta_bytes(const struct umlmem_host *h);
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx);
 /* Same, allocating the path; NULL only on -ENOMEM. */
 pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx);
+/* A new guest of configuration @cfg (checked; -EINVAL with a message when
+   it is not valid, -ENOMEM), on no list yet: its page table is empty. */
+int  guest_alloc(struct umlmem_host *h, const struct umlmem_guest_config *cfg,
+		 struct umlmem_guest **out);
+/* Puts @g on its host's guest list. Caller holds host->lock. */
+void guest_link(struct umlmem_guest *g);
+/* Frees @g and its page table, which maps nothing any more; @g is on no
+   list. */
+void guest_free(struct umlmem_guest *g);
 /* Calls @fn on every allocated entry that is not PTE_ZERO, in order. */
 int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t idx,
 					       pte_t *e, void *arg), void *arg);
@@ -576,10 +594,19 @@ uint64_t rmap_table_bytes(const struct umlmem_host *h);
    -EBUSY, with nothing zapped, if one is pinned and !@force. Caller holds
    host->lock. */
 int  range_zap(struct umlmem_guest *g, uint64_t a, uint64_t b, bool force);
+/* Completes the read of a frame given to key @ra->key ahead of any fault
+   (readahead, prefetch): verified (@res 0), it stays cached for the page
+   that wants it; otherwise it is freed. Caller holds host->lock. */
+void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res);
 /* Points every mapper of frame @f at @to (a PTE_STORED entry, whose key
    already holds one reference per mapper, or PTE_ZERO) and frees the frame.
    Caller holds host->lock. */
 void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
+
+/* ---- snapshot.c ---------------------------------------------------------- */
+/* Page @idx of @g was just loaded from a tier: recorded while g->rec_on.
+   Caller holds host->lock. */
+void guest_record_load(struct umlmem_guest *g, uint64_t idx);
 
 /* ---- pager.c ------------------------------------------------------------ */
 /* Frees up to @want frames by eviction. Caller holds host->lock, which is

@@ -232,6 +232,15 @@ void native_zap(struct umlmem_guest *g, uint64_t idx)
 	g->host->nv_zaps++;
 }
 
+void native_zap_view(struct umlmem_guest *g)
+{
+	if (!g->nv_base)
+		return;
+	madvise(g->nv_base, (g->ram_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1),
+		MADV_DONTNEED);
+	g->host->nv_zaps++;
+}
+
 void native_quiesce(struct umlmem_host *h, uint64_t f)
 {
 	struct frame *fr = &h->frames[f];

@@ -18,6 +18,9 @@
 #include "testing.h"
 #include "swap.h"
 #include "seal.h"
+#include "image.h"
+#include <unistd.h>
+#include <sys/stat.h>
 
 struct umlmem_test_disk {
 	struct swap *sw;
@@ -192,5 +195,85 @@ out:
 	free(dst);
 	free(back);
 	seal_destroy(s);
+/* ---- images --------------------------------------------------------------- */
+
+static int img_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	int fd = *(int *)arg;
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (!n)
+			return -EINVAL;
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int umlmem_test_image(int fd, bool verify, struct umlmem_test_image *out, char *err,
+		      size_t errlen)
+{
+	struct image_desc d;
+	struct stat st;
+	uint8_t *page = NULL, *tmp = NULL;
+	uint64_t *bad = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->first_bad_page = UINT64_MAX;
+	if (fstat(fd, &st)) {
+		rc = -errno;
+		snprintf(err, errlen, "%s", strerror(-rc));
+		return rc;
+	}
+	rc = image_parse(img_read, &fd, (uint64_t)st.st_size, verify, &d, err, errlen);
+	if (rc)
+		return rc;
+	out->version = d.hdr.version;
+	out->page_size = d.hdr.page_size;
+	out->guest_bytes = d.hdr.guest_bytes;
+	out->flags = d.hdr.flags;
+	out->pages = d.hdr.nmap;
+	out->records = d.hdr.nrec;
+	out->data_bytes = d.hdr.data_len;
+	out->file_bytes = d.hdr.file_bytes;
+	for (uint64_t r = 0; r < d.hdr.nrec; r++)
+		if (d.rec[r].kind == IMAGE_LZ4) {
+			out->lz4_records++;
+			out->lz4_bytes += d.rec[r].len;
+		}
+	if (!verify)
+		goto out;
+	page = aligned_alloc(4096, 4096);
+	tmp = malloc(4096);
+	bad = calloc((d.hdr.nrec + 63) / 64 + 1, sizeof(*bad));
+	if (!page || !tmp || !bad) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "no memory to verify the image");
+		goto out;
+	}
+	for (uint64_t r = 0; r < d.hdr.nrec; r++)
+		if (image_load_rec(img_read, &fd, &d.rec[r], page, tmp)) {
+			bad[r / 64] |= UINT64_C(1) << (r % 64);
+			out->bad_records++;
+		}
+	for (uint64_t i = 0; out->bad_records && i < d.hdr.nmap; i++)
+		if (bad[d.map[i].rec / 64] >> (d.map[i].rec % 64) & 1) {
+			out->first_bad_page = d.map[i].page;
+			break;
+		}
+out:
+	free(page);
+	free(tmp);
+	free(bad);
+	image_desc_free(&d);
 	return rc;
 }

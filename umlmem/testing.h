@@ -99,5 +99,27 @@ struct umlmem_test_seal_times {
  */
 int umlmem_test_seal_time(enum umlmem_test_cipher cipher, unsigned pages,
 			  struct umlmem_test_seal_times *out, char *err, size_t errlen);
+/*
+ * What `umlmem image info|verify` shows of a saved image (docs/image.md).
+ * umlmem_test_image() reads the image in @fd from offset 0 and validates
+ * its header and map as a restore does; with @verify it also reads every
+ * record and checks it against its checksum. Returns 0 with @out filled
+ * (bad_records counts the records that failed, first_bad_page is the first
+ * guest page holding one, UINT64_MAX when none), or the restore's error
+ * (-EINVAL for a bad image) with a sentence in @err.
+ */
+struct umlmem_test_image {
+	uint32_t version, page_size;
+	uint64_t guest_bytes, flags;
+	uint64_t pages;          /* map entries: pages that are not zeros */
+	uint64_t records;        /* distinct pages stored */
+	uint64_t lz4_records;    /* of those, compressed */
+	uint64_t lz4_bytes;      /* their compressed bytes */
+	uint64_t data_bytes;     /* the page data's extent */
+	uint64_t file_bytes;     /* the image's length */
+	uint64_t bad_records, first_bad_page;
+};
+int umlmem_test_image(int fd, bool verify, struct umlmem_test_image *out, char *err,
+		      size_t errlen);
 
 #endif

@@ -29,6 +29,7 @@ struct umlmem_host;
 enum {
 	TIER_SWAP = 0,   /* sparse swap files (swapfiles/tier_swap.c) */
 	TIER_POOL = 1,   /* compressed pool in frames of the budget (zpool.c) */
+	TIER_IMAGE = 2,  /* saved images, read-only (tier_image.c, image.h) */
 };
 
 static inline uint64_t tkey(unsigned tier, uint64_t handle)

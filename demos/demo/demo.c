@@ -54,6 +54,15 @@
  * --no-dedup pauses the merge thread before any guest exists and never
  * scans, keeping the reclaim thread: the same run without page sharing.
  *
+ * Cloning. With --clone only guest 1 boots (and settles merging, as
+ * above); every other guest is a umlmem_guest_clone() of it, which then
+ * writes its own configuration file and replaces its binaries as a booted
+ * guest does, and starts from guest 1's expectations. The pages the guests
+ * have in common are shared from the start instead of being found by the
+ * scanner pass after pass: the boot phase's length is the time to full
+ * sharing, and the peak of frames in use never holds a second copy of the
+ * image. Everything after the boot is the same run.
+ *
  * A sampler thread reads the host's counters every 100 ms: for the live
  * status line (stderr, redrawn in place on a terminal, plain lines
  * otherwise), for the peak of frames in use, and for --plot, an SVG of
@@ -427,6 +436,8 @@ static int create_all(struct demo *d)
 		for (i = 0; i < d->win_pages; i++)
 			v->want[i] = d->zero_sum;
 		v->rng = mix64(d->seed ^ mix64(gi + RNG_GOLDEN));
+		if (d->clone && gi)
+			continue;       /* made in the boot phase, by clone_one() */
 		umlmem_guest_config_init(&gc);
 		gc.ram_bytes = d->guest_bytes;
 		snprintf(name, sizeof(name), "guest%02u", gi + 1);
@@ -579,6 +590,57 @@ static int boot_one(struct demo *d, unsigned gi)
 			return rc;
 	if (d->dedup && (rc = merge_settle(d)))
 		return rc;
+	atomic_fetch_add(&d->done, 1);
+	return 0;
+}
+
+/* Guest @gi (> 0) as a clone of guest 1, booted: then its own
+   configuration and binaries, as boot_one() writes them. */
+static int clone_one(struct demo *d, unsigned gi)
+{
+	struct umlmem_guest_config gc;
+	struct vm *v = &d->vm[gi];
+	char *conf = (char *)d->buf2;
+	uint64_t p, len;
+	char name[32];
+	size_t n;
+	double t0, dt;
+	unsigned b;
+	int rc;
+
+	umlmem_guest_config_init(&gc);
+	snprintf(name, sizeof(name), "guest%02u", gi + 1);
+	gc.name = name;
+	t0 = now_s();
+	rc = umlmem_guest_clone(d->vm[0].g, &gc, &v->g);
+	dt = now_s() - t0;
+	if (rc) {
+		v->g = NULL;
+		lib_fail(d, rc, "cloning guest 1 into guest %u", gi + 1);
+		return rc;
+	}
+	d->created++;
+	d->clone_s += dt;
+	if (dt > d->clone_max_s)
+		d->clone_max_s = dt;
+	memcpy(v->want, d->vm[0].want, d->win_pages * sizeof(*v->want));
+	/* what a boot loads, for the rate */
+	atomic_fetch_add(&d->units, d->im.len);
+	if (d->conf_len) {
+		/* whole pages: guest 1's text is longer or shorter */
+		len = round_up(d->conf_len, PAGE);
+		n = conf_text(d, gi, conf, d->conf_len);
+		memset(conf + n, 0, len - n);
+		rc = guest_write(d, gi, d->pc_base + d->conf_off, conf, len);
+		if (rc)
+			return rc;
+		for (p = 0; p < len / PAGE; p++)
+			*want_slot(d, v, (d->pc_base + d->conf_off) / PAGE + p) =
+				page_hash(conf + p * PAGE);
+	}
+	for (b = 0; b < d->nbin; b++)
+		if ((rc = replace_binary(d, gi, &d->im.files[d->bin[b]])))
+			return rc;
 	atomic_fetch_add(&d->done, 1);
 	return 0;
 }
@@ -757,6 +819,8 @@ static void print_json(const struct demo *d)
 		d->guests, d->guest_bytes, nominal, d->budget_bytes,
 		(double)nominal / (double)d->budget_bytes, SEED_OVERCOMMIT,
 		SEED_GUESTS, (uint64_t)SEED_GUEST, (uint64_t)SEED_HOST);
+	fprintf(f, ", \"clone\": %s, \"clone_s\": %.6f, \"clone_max_s\": %.6f",
+		d->clone ? "true" : "false", d->clone_s, d->clone_max_s);
 	fprintf(f, ", \"dedup\": %s, \"os_bytes\": %" PRIu64 ", \"os_content_bytes\": %" PRIu64
 		", \"os_files\": %zu, \"os_dirs\": ", d->dedup ? "true" : "false",
 		d->im.len, d->im.content, d->im.nfiles);
@@ -807,9 +871,10 @@ static void print_text(const struct demo *d)
 	FILE *f = stdout;
 	unsigned b;
 
-	fprintf(f, "umlmem demo: %u guests x %s on a %s budget, merging %s, seed %" PRIu64 "\n",
+	fprintf(f, "umlmem demo: %u guests x %s on a %s budget, merging %s%s, seed %" PRIu64 "\n",
 		d->guests, fmt_bytes(b1, sizeof(b1), d->guest_bytes),
-		fmt_bytes(b2, sizeof(b2), d->budget_bytes), d->dedup ? "on" : "off", d->seed);
+		fmt_bytes(b2, sizeof(b2), d->budget_bytes), d->dedup ? "on" : "off",
+		d->clone ? ", guests 2 on cloned from guest 1" : "", d->seed);
 	fprintf(f, "  OS image: %s in %zu files from %s (%" PRIu64 " passed over), in every guest\n",
 		fmt_bytes(b1, sizeof(b1), d->im.len), d->im.nfiles, d->os_dirs, d->im.skipped);
 	fprintf(f, "  own files: %s of configuration", fmt_bytes(b1, sizeof(b1), d->conf_len));
@@ -855,6 +920,9 @@ static void print_text(const struct demo *d)
 			d->info.pool_rejects);
 	fprintf(f, "  %-28s %" PRIu64 " (%" PRIu64 " zero pages freed), %" PRIu64 " full passes\n",
 		"pages merged", d->info.pages_merged, d->info.zero_merged, d->info.full_scans);
+	if (d->clone)
+		fprintf(f, "  %-28s %u of guest 1, %.1f ms in all, %.2f ms the longest\n", "clones",
+			d->guests - 1, d->clone_s * 1e3, d->clone_max_s * 1e3);
 	fprintf(f, "  %-28s create %.1f s, boot %.1f s, work %.1f s, verify %.1f s\n", "phases",
 		d->phase_s[PH_START], d->phase_s[PH_BOOT], d->phase_s[PH_WORK],
 		d->phase_s[PH_VERIFY]);
@@ -911,6 +979,8 @@ static void demo_usage(FILE *f)
 		"  --seed N                seed of each guest's own content and accesses (default 1)\n"
 		"  --no-dedup              no merging: the merge thread paused, no scans\n"
 		"  --compress C            compressed pool: auto (default), off, lz4, zstd\n"
+		"  --clone                 boot guest 1 only; the others are its clones\n"
+		"                          (umlmem_guest_clone), each then writing its own files\n"
 		"  --plot FILE             write an SVG of memory over time to FILE\n"
 		"  --json                  print one JSON object instead of the table\n"
 		"  --quiet                 no progress output\n"
@@ -925,7 +995,7 @@ static void demo_usage(FILE *f)
 }
 
 enum { O_GUESTS = 1, O_SIZE, O_BUDGET, O_OSBYTES, O_OSDIRS, O_PERGUEST, O_OPS,
-       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_COMPRESS };
+       O_SWAPDIR, O_SEED, O_NODEDUP, O_PLOT, O_JSON, O_QUIET, O_COMPRESS, O_CLONE };
 
 static const struct cli_opt demo_opts[] = {
 	{ "--guests", true, O_GUESTS },
@@ -939,6 +1009,7 @@ static const struct cli_opt demo_opts[] = {
 	{ "--seed", true, O_SEED },
 	{ "--no-dedup", false, O_NODEDUP },
 	{ "--compress", true, O_COMPRESS },
+	{ "--clone", false, O_CLONE },
 	{ "--plot", true, O_PLOT },
 	{ "--json", false, O_JSON },
 	{ "--quiet", false, O_QUIET },
@@ -1018,6 +1089,9 @@ static int demo_opt(void *ctx, int id, const char *arg)
 			usage_error("--compress '%s': expected auto, off, lz4 or zstd", arg);
 			return EXIT_USAGE;
 		}
+		break;
+	case O_CLONE:
+		d->clone = true;
 		break;
 	case O_PLOT:
 		if (!*arg) {
@@ -1136,7 +1210,7 @@ int cmd_demo(int argc, char **argv)
 		if (pthread_create(&d.sampler, NULL, sampler_main, &d) == 0)
 			d.sampler_on = true;
 		for (gi = 0; gi < d.guests && !rc; gi++)
-			rc = boot_one(&d, gi);
+			rc = d.clone && gi ? clone_one(&d, gi) : boot_one(&d, gi);
 	}
 	if (!rc) {
 		phase_begin(&d, PH_WORK);

@@ -118,6 +118,7 @@ struct demo {
 	uint64_t seed;
 	bool dedup;
 	enum umlmem_compress compress;  /* --compress; AUTO by default */
+	bool clone;		/* boot guest 1 only; the others are its clones */
 	bool json;
 	bool quiet;
 	const char *plot;
@@ -167,6 +168,8 @@ struct demo {
 	struct umlmem_stats st;
 	struct umlmem_host_info info;
 	bool have_stats;
+	double clone_s;			/* in umlmem_guest_clone() calls, in all */
+	double clone_max_s;		/* the longest of them */
 	uint64_t written_bytes;
 	uint64_t checked_bytes;		/* verify phase: bytes read back and checked */
 	uint64_t work_checked;		/* work phase: pages checked on the way */
