@@ -224,7 +224,7 @@ tsan: deps
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" $(B)/tsan/test_threads $(TSAN_FILTER) $(TEST_ARGS)
 
 # The command's own checks, small: a demo of 4 guests with merging and
-# swapping, and a few seconds of the threaded stress test; each verifies
+# swapping (booted, and cloned from one), and a few seconds of the threaded stress test; each verifies
 # every byte it wrote and exits non-zero otherwise. Then the bench harness
 # on figures that touch nothing outside the process (hit reads check that
 # umlmem_read and memcpy read the same bytes; pageout_seq writes through
@@ -234,6 +234,7 @@ test-cli: $(B)/umlmem
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 32M --os-bytes 16M
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup
 	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --no-dedup --compress lz4
+	$(B)/umlmem demo --quiet --guests 4 --guest-size 64M --budget 8M --os-bytes 16M --clone
 	$(B)/umlmem stress --quiet --seconds 3 --dedup --background
 	$(B)/umlmem bench --quick --json --only hit_read_8b,hit_read_4k,pageout_seq \
 	  >$(B)/bench-cli.json 2>/dev/null

@@ -383,6 +383,42 @@ Test(clone, pins_cap_and_a_full_budget)
 	tu_check(H);
 }
 
+/* Copies that no frame can be found for: the call fails, says why, and
+   leaves the source and the host as they were. */
+Test(clone, no_frame_for_the_copies)
+{
+	const uint64_t n = 16;
+	umlmem_guest *c = (umlmem_guest *)&c;
+	struct umlmem_stats s0, s1;
+	uint8_t page[PG];
+	void *pin;
+	int rc;
+
+	H = tu_host(dir, n * PG, 0);
+	mk(0, n * PG);
+	for (uint64_t p = 0; p < n; p++) {
+		tu_fill(page, PG, 300 + p);
+		wr(0, p * PG, page, PG);
+		cr_assert_eq(umlmem_pin(T[0].g, p * PG, UMLMEM_READ, &pin), 0);
+	}
+	s0 = hstats();
+	rc = umlmem_guest_clone(T[0].g, NULL, &c);
+	cr_assert_eq(rc, -ENOMEM, "%d: %s", rc, umlmem_errmsg());
+	cr_assert_null(c);
+	cr_assert(strstr(umlmem_errmsg(), "no free frame"), "%s", umlmem_errmsg());
+	s1 = hstats();
+	cr_assert_eq(s1.ram_pages, s0.ram_pages);
+	cr_assert_eq(s1.frames_used, s0.frames_used);
+	tu_check(H);
+	verify(0);
+	/* unpinned, the pages are shared: nothing needs a frame */
+	for (uint64_t p = 0; p < n; p++)
+		cr_assert_eq(umlmem_unpin(T[0].g, p * PG), 0);
+	clone_into(1, 0);
+	tu_check(H);
+	verify_all();
+}
+
 /* ---- native views -------------------------------------------------------- */
 
 Test(clone, native_stores_after_the_clone_are_the_sources)

@@ -28,7 +28,11 @@
  * expect, and a pinned frame takes none (its pinner may write it in place),
  * so the clone gets a copy of such a page, made under the lock: F_BUSY
  * keeps the content still, and a pinned page's content at any moment of
- * the call is as good an instant as any.
+ * the call is as good an instant as any. The price of one instant is one
+ * hold of the lock for the whole walk: faults of every guest of the host
+ * wait for the clone of a large guest (README, "Clones", has the time of
+ * one of 1 GiB). A clone is a foreground call, like a large write, and
+ * does not step aside for them (host_yield): that would split the instant.
  *
  * The sharing cap. A frame serves at most max_sharing pages (host_check).
  * A frame that has reached it cannot take the clone's page; then the
