@@ -195,6 +195,10 @@ out:
 	free(dst);
 	free(back);
 	seal_destroy(s);
+	return rc;
+}
+
+
 /* ---- images --------------------------------------------------------------- */
 
 static int img_read(void *arg, uint64_t off, void *buf, size_t len)
