@@ -266,6 +266,26 @@ static void sw_free(struct swap *sw)
 	free(sw);
 }
 
+/* Last step of opening a set: its lock and condition, then *out. On failure
+   the set is freed and the message says why. */
+static int sw_publish(struct swap *sw, struct swap **out, char *err, size_t errlen)
+{
+	int rc = pthread_mutex_init(&sw->lock, NULL);
+
+	if (!rc) {
+		rc = pthread_cond_init(&sw->punched, NULL);
+		if (rc)
+			pthread_mutex_destroy(&sw->lock);
+	}
+	if (rc) {
+		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
+		sw_free(sw);
+		return -rc;
+	}
+	*out = sw;
+	return 0;
+}
+
 int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_bytes,
 	      char *err, size_t errlen)
 {
@@ -329,19 +349,7 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 			sw_set_direct(sw->fd[i], 0);
 	sw->direct = direct;
 
-	rc = pthread_mutex_init(&sw->lock, NULL);
-	if (!rc) {
-		rc = pthread_cond_init(&sw->punched, NULL);
-		if (rc)
-			pthread_mutex_destroy(&sw->lock);
-	}
-	if (rc) {
-		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
-		sw_free(sw);
-		return -rc;
-	}
-	*out = sw;
-	return 0;
+	return sw_publish(sw, out, err, errlen);
 }
 
 int swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, char *err,
@@ -349,7 +357,6 @@ int swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, cha
 {
 	struct swap *sw;
 	unsigned i;
-	int rc;
 
 	sw_msg(err, errlen, "%s", "");
 	if (!out)
@@ -377,19 +384,7 @@ int swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, cha
 	sw->empty = SW_NIL;
 	sw->punch = SW_NIL;
 	swap_set_cap(sw, cap_bytes);
-	rc = pthread_mutex_init(&sw->lock, NULL);
-	if (!rc) {
-		rc = pthread_cond_init(&sw->punched, NULL);
-		if (rc)
-			pthread_mutex_destroy(&sw->lock);
-	}
-	if (rc) {
-		sw_msg(err, errlen, "cannot initialise the swap lock: %s", strerror(rc));
-		sw_free(sw);
-		return -rc;
-	}
-	*out = sw;
-	return 0;
+	return sw_publish(sw, out, err, errlen);
 }
 
 void swap_set_cap(struct swap *sw, uint64_t cap_bytes)

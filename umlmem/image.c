@@ -637,3 +637,24 @@ void image_writer_free(struct image_writer *w)
 	free(w->rec_page);
 	free(w);
 }
+
+int image_fd_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	int fd = *(int *)arg;
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (!n)
+			return -EINVAL;   /* the file ends early */
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

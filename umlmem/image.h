@@ -61,6 +61,10 @@ struct image_map {
    (-EINVAL when the image ends before). */
 typedef int (*image_read_fn)(void *arg, uint64_t off, void *buf, size_t len);
 
+/* The image_read_fn of an image file: @arg points at its descriptor
+   (pread, retried on EINTR and short reads). */
+int image_fd_read(void *arg, uint64_t off, void *buf, size_t len);
+
 /* A parsed, validated image: its header and records, and (when asked) its
    page map. */
 struct image_desc {

@@ -201,27 +201,6 @@ out:
 
 /* ---- images --------------------------------------------------------------- */
 
-static int img_read(void *arg, uint64_t off, void *buf, size_t len)
-{
-	int fd = *(int *)arg;
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (!n)
-			return -EINVAL;
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int umlmem_test_image(int fd, bool verify, struct umlmem_test_image *out, char *err,
 		      size_t errlen)
 {
@@ -238,7 +217,7 @@ int umlmem_test_image(int fd, bool verify, struct umlmem_test_image *out, char *
 		snprintf(err, errlen, "%s", strerror(-rc));
 		return rc;
 	}
-	rc = image_parse(img_read, &fd, (uint64_t)st.st_size, verify, &d, err, errlen);
+	rc = image_parse(image_fd_read, &fd, (uint64_t)st.st_size, verify, &d, err, errlen);
 	if (rc)
 		return rc;
 	out->version = d.hdr.version;
@@ -265,7 +244,7 @@ int umlmem_test_image(int fd, bool verify, struct umlmem_test_image *out, char *
 		goto out;
 	}
 	for (uint64_t r = 0; r < d.hdr.nrec; r++)
-		if (image_load_rec(img_read, &fd, &d.rec[r], page, tmp)) {
+		if (image_load_rec(image_fd_read, &fd, &d.rec[r], page, tmp)) {
 			bad[r / 64] |= UINT64_C(1) << (r % 64);
 			out->bad_records++;
 		}

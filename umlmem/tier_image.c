@@ -100,27 +100,6 @@ static inline uint64_t h_rec(uint64_t hd)
 	return hd & ((UINT64_C(1) << IMG_REC_BITS) - 1);
 }
 
-static int fd_read(void *arg, uint64_t off, void *buf, size_t len)
-{
-	int fd = *(int *)arg;
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (!n)
-			return -EINVAL;   /* the file ends early */
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void img_free(struct img *m)
 {
 	if (!m)
@@ -165,7 +144,7 @@ static void load_run(struct img *m, const uint64_t *handles, void *const *bufs, 
 		if (n == (ssize_t)((j - i) * PAGE_SIZE))
 			res[k] = swap_page_csum(bufs[k]) == r->csum ? 0 : -EBADMSG;
 		else
-			res[k] = image_load_rec(fd_read, &m->fd, r, bufs[k], NULL);
+			res[k] = image_load_rec(image_fd_read, &m->fd, r, bufs[k], NULL);
 	}
 }
 
@@ -189,7 +168,7 @@ static void timg_load(struct tier *t, const uint64_t *handles, void *const *bufs
 
 		j = i + 1;
 		if (r->kind != IMAGE_RAW) {
-			res[i] = image_load_rec(fd_read, &m->fd, r, bufs[i], tmp);
+			res[i] = image_load_rec(image_fd_read, &m->fd, r, bufs[i], tmp);
 			continue;
 		}
 		while (j < n && h_img(handles[j]) == h_img(handles[i])) {
@@ -398,7 +377,7 @@ int tier_image_open(struct tier *t, int fd, struct image_desc *d, uint64_t *out)
 
 		st.st_size = end < 0 ? 0 : end;
 	}
-	rc = image_parse(fd_read, &m->fd, (uint64_t)st.st_size, true, d, msg, sizeof(msg));
+	rc = image_parse(image_fd_read, &m->fd, (uint64_t)st.st_size, true, d, msg, sizeof(msg));
 	if (rc) {
 		img_free(m);
 		return seterr(rc, "umlmem_guest_restore: %s", msg);
