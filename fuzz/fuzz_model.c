@@ -451,9 +451,9 @@ static void check_internal(void)
 		else if (!mapper_shares(fr->g))
 			bad = "a guest that does not merge shares it";
 		for (uint32_t i = 0; !bad && i + 1 < fr->refs; i++) {
-			if (fr->more[i].g->merge_domain != fr->g->merge_domain)
+			if (rmap_more(h, f)[i].g->merge_domain != fr->g->merge_domain)
 				bad = "shared across merge domains";
-			else if (!mapper_shares(fr->more[i].g))
+			else if (!mapper_shares(rmap_more(h, f)[i].g))
 				bad = "a guest that does not merge shares it";
 		}
 		if (bad) {
@@ -485,13 +485,13 @@ static void dump(void)
 			f, fr->refs, fr->pins, fr->slot == SLOT_NONE ? (int64_t)-1 : (int64_t)fr->slot,
 			fr->flags);
 		for (uint32_t i = 0; i < fr->refs; i++) {
-			const struct umlmem_guest *g = i ? fr->more[i - 1].g : fr->g;
+			const struct umlmem_guest *g = i ? rmap_more(h, f)[i - 1].g : fr->g;
 			int slot = -1;
 
 			for (int k = 0; k < NSLOTS; k++)
 				if (S.mg[k].g == g)
 					slot = k;
-			fprintf(stderr, " %d:%" PRIu64, slot, i ? fr->more[i - 1].idx : fr->idx);
+			fprintf(stderr, " %d:%" PRIu64, slot, i ? rmap_more(h, f)[i - 1].idx : fr->idx);
 		}
 		fprintf(stderr, "\n");
 	}

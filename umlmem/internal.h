@@ -579,7 +579,7 @@ int  page_fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whole
    holds host->lock. */
 void page_zap(struct umlmem_guest *g, uint64_t idx, pte_t *e);
 /* Adds mapper (g, idx) to frame @f: the first in the frame itself, any
-   further one (a shared frame) in fr->more; keeps the sharing counts.
+   further one (a shared frame) in its side table (rmap_more); keeps the sharing counts.
    -ENOMEM only for a further one. Caller holds host->lock. */
 int  rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx);
 /* Removes mapper (g, idx) of frame @f. Caller holds host->lock. */
