@@ -786,6 +786,15 @@ void pager_stop(struct umlmem_host *h)
 	/* after the reclaim thread, which remembers what it evicts */
 	free(h->ghost);
 	h->ghost = NULL;
+	/* host destroy still frees its guests after this (and checks the host
+	   after each, in a debug build): no frame may keep an F_SMALL whose
+	   ring entry is gone */
+	while (small_count(h)) {
+		uint64_t f = small_pop(h);
+
+		if (!frame_gone(h, f))
+			h->frames[f].flags &= ~F_SMALL;
+	}
 	free(h->small);
 	h->small = NULL;
 	h->small_cap = h->small_head = h->small_tail = 0;
