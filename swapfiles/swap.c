@@ -67,6 +67,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -266,6 +267,22 @@ static void sw_free(struct swap *sw)
 	free(sw);
 }
 
+/* The file count and capacity every swap set is opened with: true (and
+   @err says why) when they cannot make one. */
+static bool sw_bad_shape(unsigned nfiles, uint64_t cap_bytes, char *err, size_t errlen)
+{
+	if (nfiles < 1 || nfiles > SWAP_MAX_FILES) {
+		sw_msg(err, errlen, "swap_files %u is out of range: use 1 to %u", nfiles, SWAP_MAX_FILES);
+		return true;
+	}
+	if (cap_bytes && cap_bytes < SWAP_PAGE) {
+		sw_msg(err, errlen, "swap capacity of %llu bytes is below one page (%u bytes): use 0 or at least one page",
+		       (unsigned long long)cap_bytes, SWAP_PAGE);
+		return true;
+	}
+	return false;
+}
+
 /* Last step of opening a set: its lock and condition, then *out. On failure
    the set is freed and the message says why. */
 static int sw_publish(struct swap *sw, struct swap **out, char *err, size_t errlen)
@@ -299,15 +316,8 @@ int swap_open(struct swap **out, const char *dir, unsigned nfiles, uint64_t cap_
 		return -EINVAL;
 	}
 	*out = NULL;
-	if (nfiles < 1 || nfiles > SWAP_MAX_FILES) {
-		sw_msg(err, errlen, "swap_files %u is out of range: use 1 to %u", nfiles, SWAP_MAX_FILES);
+	if (sw_bad_shape(nfiles, cap_bytes, err, errlen))
 		return -EINVAL;
-	}
-	if (cap_bytes && cap_bytes < SWAP_PAGE) {
-		sw_msg(err, errlen, "swap capacity of %llu bytes is below one page (%u bytes): use 0 or at least one page",
-		       (unsigned long long)cap_bytes, SWAP_PAGE);
-		return -EINVAL;
-	}
 	rc = sw_check_dir(dir, err, errlen);
 	if (rc < 0)
 		return rc;
@@ -362,15 +372,8 @@ int swap_open_remote(struct swap **out, unsigned nfiles, uint64_t cap_bytes, cha
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (nfiles < 1 || nfiles > SWAP_MAX_FILES) {
-		sw_msg(err, errlen, "swap_files %u is out of range: use 1 to %u", nfiles, SWAP_MAX_FILES);
+	if (sw_bad_shape(nfiles, cap_bytes, err, errlen))
 		return -EINVAL;
-	}
-	if (cap_bytes && cap_bytes < SWAP_PAGE) {
-		sw_msg(err, errlen, "swap capacity of %llu bytes is below one page (%u bytes): use 0 or at least one page",
-		       (unsigned long long)cap_bytes, SWAP_PAGE);
-		return -EINVAL;
-	}
 	sw = calloc(1, sizeof(*sw));
 	if (!sw) {
 		sw_msg(err, errlen, "no memory for the swap set");
