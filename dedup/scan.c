@@ -280,7 +280,7 @@ static bool can_join(struct umlmem_host *h, struct umlmem_guest *g, uint64_t f, 
 		return false;
 	if (fc->g->merge_domain != g->merge_domain || !mergeable(fc->g))
 		return false;
-	if (!stable && h->frames[c].wpass + 1 >= h->dd.pass)
+	if (!stable && frame_written_lately(h, c))
 		return false;   /* written since it was a candidate */
 	if (memcmp(frame_addr(h, f), frame_addr(h, c), PAGE_SIZE))
 		return false;
@@ -355,7 +355,7 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 	if (native_writable(h, f)) {
 		/* native stores are unseen (native.c): a page whose hash moved
 		   since the last visit is being written */
-		uint32_t sum = (uint32_t)page_key(h, g, f);
+		uint32_t sum = (uint32_t)page_key(h, g, f) & FRAME_NVSUM_MASK;
 
 		d->pass_redo++;
 		if (sum != fr->nvsum) {
@@ -364,7 +364,7 @@ static int visit(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, pt
 			return 0;
 		}
 	}
-	if (fr->wpass + 1 >= d->pass) {
+	if (frame_written_lately(h, f)) {
 		d->volatile_skips++;
 		d->pass_redo++;
 		return 0;

@@ -16,6 +16,11 @@
  * e->note why it cannot run, and that sentence is what the caller sees in
  * @why, so a user learns what to change (a sysctl, RLIMIT_MEMLOCK, the swap
  * directory's filesystem) to get the better engine.
+ *
+ * The host's frame store reaches the engine after it is made
+ * (io_engine_store), and by chunks as they fill and empty
+ * (io_store_chunk): only io_uring has a use for it, fixed buffers that
+ * follow the frames in use (io_uring.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -398,4 +403,26 @@ unsigned io_run(struct io_engine *e, struct io_req *r, unsigned n)
 	for (i = 0; i < n; i++)
 		failed += r[i].res != 0;
 	return failed;
+}
+
+int io_engine_store(struct io_engine *e, void *store, size_t len, size_t chunk, char *why,
+		    size_t whylen)
+{
+	int rc;
+
+	if (!e || !store || !len || !chunk || chunk % SWAP_PAGE)
+		return -EINVAL;
+	if (!e->ops->store)
+		return 0;
+	e->note[0] = '\0';
+	rc = e->ops->store(e, store, len, chunk);
+	if (e->note[0])
+		io_why(why, whylen, "%s", e->note);
+	return rc;
+}
+
+void io_store_chunk(struct io_engine *e, uint64_t c, int on)
+{
+	if (e && e->ops->store_chunk)
+		e->ops->store_chunk(e, c, on);
 }

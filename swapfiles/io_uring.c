@@ -56,19 +56,35 @@
  * cannot register runs the same way on its own. Registering the swap files
  * (at most 64) costs nothing worth mentioning.
  *
- * The host gives no store: a frame store whose budget is a limit cannot
- * have all its pages pinned from the start, and it gives frames back to
- * the kernel (umlmem/frames.c), which a registration forbids (below). Its
- * frames go through plain READ/WRITE, which pin the one page of each
- * request for its length; README ("Memory") has the paging figures of
- * `umlmem bench` before and after. The store argument remains for a
- * caller that owns a fixed set of buffers (the bench's baseline, tests).
- *
- * Preconditions. A store given stays mapped, with the same pages, from init
- * to fini: a registration holds the pages the store had when it was made, so
- * punching a hole in the memfd (fallocate PUNCH_HOLE, MADV_REMOVE) or
- * remapping the store would leave the rings moving data to and from pages
- * the store no longer shows. The swap set's descriptors are fixed after
+ * A store that comes and goes. The host's frame store is a limit, not a
+ * reservation: its pages come with the frames made and go back to the
+ * kernel when frames are freed (umlmem/frames.c), so it is not given at
+ * init (that would pin the whole budget and forbid giving pages back) but
+ * through uring_store(), cut in chunks of 2 MiB or more, one slot of a
+ * sparse buffer table each (Linux 5.19), on the holder ring. frames.c
+ * calls io_store_chunk(c, on) once every frame of chunk c holds memory:
+ * the holder registers it, pinning pages that are there already, so the
+ * pins never exceed the store's memory and are 0 at creation. Before any
+ * frame of the chunk is given back it calls io_store_chunk(c, off): the
+ * holder drops the slot and every free ring copies the holder's table at
+ * once (a clone in place, IORING_REGISTER_DST_REPLACE: Linux 6.13), a busy
+ * ring when it is put back; a ring taken copies the chunks registered
+ * since. A ring therefore never uses a slot of a chunk that was given back
+ * before its batch was made: the frames of a batch are its own from before
+ * the ring is taken until it is put back, and none of them is given back
+ * meanwhile. Page-outs and page-ins of frames in registered chunks are
+ * WRITE_FIXED and READ_FIXED, and merged runs of them READV_FIXED and
+ * WRITEV_FIXED (Linux 6.15, probed): the kernel pins nothing per request,
+ * where plain READ/WRITE pins each page for the length of its I/O. Frames
+ * of chunks not registered (yet) go through plain requests. README
+ * ("Memory") has the figures.
+
+ * Preconditions. A store given at init stays mapped, with the same pages,
+ * from init to fini, and a chunk of one given by uring_store from its
+ * registration to its io_store_chunk(off): a registration holds the pages
+ * the store had when it was made, so punching a hole in the memfd
+ * (fallocate PUNCH_HOLE, MADV_REMOVE) or remapping the store would leave
+ * the rings moving data to and from pages the store no longer shows. The swap set's descriptors are fixed after
  * swap_open(). Requests meet struct io_req's preconditions; alignment for
  * O_DIRECT is theirs. No run() is in progress at fini.
  */
@@ -105,6 +121,12 @@
 #define URING_DEPTH	256u			/* SQ entries; the CQ gets twice that */
 #define URING_WAIT_SOME	(URING_DEPTH / 4)	/* completions to wait for while more can be queued */
 #define URING_CHUNK	(1ull << 30)		/* the most one registered buffer spans */
+#define URING_MAX_BUFS	(1u << 14)		/* the most buffers a table holds */
+
+/* Linux 6.15; liburing 2.3 has neither opcode: prepared as READV/WRITEV,
+   then given the opcode and the buffer's index. */
+#define URING_OP_READV_FIXED	60
+#define URING_OP_WRITEV_FIXED	61
 
 /* Linux 6.12; liburing 2.3 has neither the opcode nor the argument. */
 #define URING_REGISTER_CLONE_BUFFERS 30
@@ -116,6 +138,7 @@ struct uring_clone_arg {
 	uint32_t nr;		/* 0: all of the source's buffers */
 	uint32_t pad[3];
 };
+#define URING_CLONE_DST_REPLACE	(1u << 1)	/* Linux 6.13: over a table in place */
 
 /*
  * While a batch runs, a request's res is URING_BUSY plus the bytes it has
@@ -130,6 +153,11 @@ struct uring_ring {
 	struct io_uring ring;
 	struct uring_ring *next;	/* free stack or dead list */
 	int fixed_bufs;			/* the store is registered on this ring */
+	/* Chunked store: this ring's copy of the holder's table, as of
+	   generation gen; reg[c]: slot c holds chunk c. Changed under the
+	   pool lock only, while the ring is free or by its user. */
+	uint8_t *reg;
+	uint64_t gen;
 };
 
 struct uring_pool {
@@ -154,21 +182,40 @@ struct uring_pool {
 	int have_holder;
 
 	int clone_state;		/* 0 untried, 1 works, -1 refused; atomic */
+
+	/* Chunked store (uring_store): the store the host gave, nchunks
+	   chunks of unit bytes, chunk c in slot c of every table. store,
+	   store_len, unit, nchunks, chunked and vec_fixed are fixed once
+	   uring_store has returned; reg (the holder's table: chunk c is
+	   registered) and gen (bumped by every change of it) are under lock. */
+	int chunked;
+	int vec_fixed;			/* READV_FIXED and WRITEV_FIXED exist */
+	size_t unit;			/* bytes per buffer: URING_CHUNK or the chunk */
+	unsigned nchunks;
+	uint8_t *reg;
+	uint64_t gen;
 };
 
-/* Index of the registered buffer holding all of [buf, buf + len), or -1. */
-static int uring_buf_index(const struct uring_pool *p, const void *buf, size_t len)
+/* Index of the buffer of @rg's table holding all of [buf, buf + len), or
+   -1 when none does (outside the store, across two buffers, or a chunk
+   this ring has not registered). */
+static int uring_buf_index(const struct uring_pool *p, const struct uring_ring *rg,
+			   const void *buf, size_t len)
 {
 	uintptr_t s = (uintptr_t)p->store, b = (uintptr_t)buf, at;
+	size_t i;
 
-	if (!p->nbufs || b < s)
+	if (!rg->fixed_bufs || !p->unit || b < s)
 		return -1;
 	at = b - s;
 	if (at >= p->store_len || len > p->store_len - at)
 		return -1;
-	if (len && at / URING_CHUNK != (at + len - 1) / URING_CHUNK)
+	i = at / p->unit;
+	if (len && i != (at + len - 1) / p->unit)
 		return -1;
-	return (int)(at / URING_CHUNK);
+	if (p->chunked && !rg->reg[i])
+		return -1;
+	return (int)i;
 }
 
 /*
@@ -189,13 +236,16 @@ static int uring_may_lock(size_t len)
 	return !!(cap[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32)));
 }
 
-static int uring_clone_bufs(struct uring_pool *p, struct uring_ring *rg)
+/* Copies the holder's whole table to @rg's: @flags 0 when @rg has none,
+   URING_CLONE_DST_REPLACE over the one it has. */
+static int uring_clone(struct uring_pool *p, struct uring_ring *rg, uint32_t flags)
 {
 	struct uring_clone_arg arg;
 	long rc;
 
 	memset(&arg, 0, sizeof(arg));
 	arg.src_fd = (uint32_t)p->holder.ring_fd;
+	arg.flags = flags;
 	rc = syscall(__NR_io_uring_register, rg->ring.ring_fd, URING_REGISTER_CLONE_BUFFERS,
 		     &arg, 1);
 	return rc < 0 ? -errno : 0;
@@ -211,7 +261,7 @@ static int uring_ring_bufs(struct uring_pool *p, struct uring_ring *rg, int firs
 	int rc;
 
 	if (p->have_holder && __atomic_load_n(&p->clone_state, __ATOMIC_RELAXED) >= 0) {
-		rc = uring_clone_bufs(p, rg);
+		rc = uring_clone(p, rg, 0);
 		if (rc == 0) {
 			__atomic_store_n(&p->clone_state, 1, __ATOMIC_RELAXED);
 			return 0;
@@ -226,6 +276,40 @@ static int uring_ring_bufs(struct uring_pool *p, struct uring_ring *rg, int firs
 		}
 	}
 	return io_uring_register_buffers(&rg->ring, p->iov, p->nbufs);
+}
+
+/*
+ * Chunked store: brings @rg's table to the holder's, if it has changed since
+ * @rg last copied it. Caller holds the pool lock; @rg is free, or the
+ * caller's. A ring that cannot copy it goes on without fixed buffers, and
+ * lets go of the ones it held, which might be chunks given back since.
+ */
+static void uring_sync(struct uring_pool *p, struct uring_ring *rg)
+{
+	if (!rg->fixed_bufs || rg->gen == p->gen)
+		return;
+	if (uring_clone(p, rg, URING_CLONE_DST_REPLACE) == 0) {
+		memcpy(rg->reg, p->reg, p->nchunks);
+		rg->gen = p->gen;
+		return;
+	}
+	rg->fixed_bufs = 0;
+	io_uring_unregister_buffers(&rg->ring);
+}
+
+/* Chunked store: gives new ring @rg a copy of the holder's table. */
+static void uring_ring_chunks(struct uring_pool *p, struct uring_ring *rg)
+{
+	rg->reg = malloc(p->nchunks);
+	if (!rg->reg)
+		return;         /* plain reads and writes on this ring */
+	pthread_mutex_lock(&p->lock);
+	if (uring_clone(p, rg, 0) == 0) {
+		memcpy(rg->reg, p->reg, p->nchunks);
+		rg->gen = p->gen;
+		rg->fixed_bufs = 1;
+	}
+	pthread_mutex_unlock(&p->lock);
 }
 
 /*
@@ -268,7 +352,9 @@ static int uring_ring_new(struct uring_pool *p, int first, struct uring_ring **o
 	if (rc < 0)
 		goto fail;
 
-	if (p->fixed_bufs) {
+	if (p->chunked) {
+		uring_ring_chunks(p, rg);
+	} else if (p->fixed_bufs) {
 		*step = "registering the frame store as fixed buffers";
 		rc = uring_ring_bufs(p, rg, first);
 		if (rc == 0) {
@@ -298,6 +384,7 @@ fail:
 static void uring_ring_free(struct uring_ring *rg)
 {
 	io_uring_queue_exit(&rg->ring);
+	free(rg->reg);
 	free(rg);
 }
 
@@ -312,6 +399,8 @@ static struct uring_ring *uring_get(struct uring_pool *p, int *err)
 	rg = p->free;
 	if (rg) {
 		p->free = rg->next;
+		if (p->chunked)
+			uring_sync(p, rg);      /* chunks registered since */
 		pthread_mutex_unlock(&p->lock);
 		return rg;
 	}
@@ -328,8 +417,11 @@ static struct uring_ring *uring_get(struct uring_pool *p, int *err)
 	while (!p->free && p->nrings)
 		pthread_cond_wait(&p->cond, &p->lock);
 	rg = p->free;
-	if (rg)
+	if (rg) {
 		p->free = rg->next;
+		if (p->chunked)
+			uring_sync(p, rg);
+	}
 	pthread_mutex_unlock(&p->lock);
 	if (!rg)
 		*err = rc;
@@ -339,6 +431,13 @@ static struct uring_ring *uring_get(struct uring_pool *p, int *err)
 static void uring_put(struct uring_pool *p, struct uring_ring *rg, int dead)
 {
 	pthread_mutex_lock(&p->lock);
+	if (dead && rg->fixed_bufs) {
+		/* kept until fini, but not the pages it pinned */
+		io_uring_unregister_buffers(&rg->ring);
+		rg->fixed_bufs = 0;
+	} else if (p->chunked) {
+		uring_sync(p, rg);      /* chunks given back while it ran */
+	}
 	if (dead) {
 		rg->next = p->dead;
 		p->dead = rg;
@@ -385,9 +484,16 @@ static void uring_prep(const struct uring_pool *p, const struct uring_ring *rg,
 	char *buf = (char *)q->buf + moved;
 	unsigned len = q->len - moved;
 	uint64_t off = q->off + moved;
-	int idx = rg->fixed_bufs ? uring_buf_index(p, buf, len) : -1;
+	int idx;
 
 	if (q->op & IO_VEC) {
+		/* vectored through a registered buffer when all its pages lie
+		   in one: no page of it is pinned per request */
+		idx = p->vec_fixed ? uring_buf_index(p, rg, q->iov[0].iov_base,
+						     q->iov[0].iov_len) : -1;
+		for (uint32_t i = 1; i < q->niov && idx >= 0; i++)
+			if (uring_buf_index(p, rg, q->iov[i].iov_base, q->iov[i].iov_len) != idx)
+				idx = -1;
 		if (q->op & IO_WRITE) {
 			for (uint32_t i = 0; i < q->niov; i++)
 				VALGRIND_CHECK_MEM_IS_DEFINED(q->iov[i].iov_base, q->iov[i].iov_len);
@@ -395,7 +501,15 @@ static void uring_prep(const struct uring_pool *p, const struct uring_ring *rg,
 		} else {
 			io_uring_prep_readv(sqe, q->file, q->iov, q->niov, q->off);
 		}
-	} else if (q->op == IO_WRITE) {
+		if (idx >= 0) {
+			sqe->opcode = q->op & IO_WRITE ? URING_OP_WRITEV_FIXED : URING_OP_READV_FIXED;
+			sqe->buf_index = (uint16_t)idx;
+		}
+		sqe->flags |= IOSQE_FIXED_FILE;
+		return;
+	}
+	idx = uring_buf_index(p, rg, buf, len);
+	if (q->op == IO_WRITE) {
 		VALGRIND_CHECK_MEM_IS_DEFINED(buf, len);
 		if (idx >= 0)
 			io_uring_prep_write_fixed(sqe, q->file, buf, len, off, idx);
@@ -408,6 +522,21 @@ static void uring_prep(const struct uring_pool *p, const struct uring_ring *rg,
 			io_uring_prep_read(sqe, q->file, buf, len, off);
 	}
 	sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+/* Whether the kernel has READV_FIXED and WRITEV_FIXED (Linux 6.15). */
+static int uring_has_vec_fixed(struct io_uring *ring)
+{
+	struct io_uring_probe *pr = io_uring_get_probe_ring(ring);
+	int ok;
+
+	if (!pr)
+		return 0;
+	ok = pr->last_op >= URING_OP_WRITEV_FIXED &&
+	     io_uring_opcode_supported(pr, URING_OP_READV_FIXED) &&
+	     io_uring_opcode_supported(pr, URING_OP_WRITEV_FIXED);
+	io_uring_free_probe(pr);
+	return ok;
 }
 
 static int uring_transient(int rc)
@@ -567,6 +696,7 @@ static void uring_pool_free(struct uring_pool *p)
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p->iov);
+	free(p->reg);
 	free(p);
 }
 
@@ -596,6 +726,7 @@ static int uring_init(struct io_engine *e, struct swap *sw, void *store, size_t 
 	if (store && store_len) {
 		p->store = store;
 		p->store_len = store_len;
+		p->unit = URING_CHUNK;
 		p->nbufs = (unsigned)((store_len + URING_CHUNK - 1) / URING_CHUNK);
 		p->iov = calloc(p->nbufs, sizeof(*p->iov));
 		if (!p->iov) {
@@ -666,10 +797,114 @@ static int uring_init(struct io_engine *e, struct swap *sw, void *store, size_t 
 				 (store_len + (1u << 20) - 1) >> 20,
 				 (unsigned long long)rl.rlim_cur >> 10);
 	}
+	p->vec_fixed = uring_has_vec_fixed(&rg->ring);
 	p->nrings = 1;
 	p->free = rg;
 	e->priv = p;
 	return 0;
+}
+
+/*
+ * The host's frame store, registered by chunks as they fill (see "A store
+ * that comes and goes" above). Called once, before any run. Where the
+ * kernel lacks what it takes, the engine goes on with plain reads and
+ * writes, and the note says why.
+ */
+static int uring_store(struct io_engine *e, void *store, size_t len, size_t chunk)
+{
+	struct uring_pool *p = e->priv;
+	uint64_t n = (len + chunk - 1) / chunk;
+	struct uring_ring *rg;
+	const char *why;
+	int rc;
+
+	if (p->store || chunk > URING_CHUNK || n > URING_MAX_BUFS)
+		return -EINVAL;
+	p->reg = calloc(n, 1);
+	if (!p->reg)
+		return -ENOMEM;
+	why = "io_uring_setup failed for the buffer table's holder";
+	if (io_uring_queue_init(1, &p->holder, 0))
+		goto without;
+	why = "the kernel has no sparse buffer tables (Linux 5.19)";
+	rc = io_uring_register_buffers_sparse(&p->holder, (unsigned)n);
+	if (rc) {
+		io_uring_queue_exit(&p->holder);
+		goto without;
+	}
+	p->have_holder = 1;
+	p->nchunks = (unsigned)n;
+	/* the ring init made, free: a copy, then a copy in place, which is
+	   what every later change takes (Linux 6.13) */
+	why = "the kernel cannot update a cloned buffer table in place (Linux 6.13)";
+	for (rg = p->free; rg; rg = rg->next) {
+		rg->reg = calloc(n, 1);
+		if (!rg->reg || uring_clone(p, rg, 0))
+			goto without;
+		rg->fixed_bufs = 1;
+		if (uring_clone(p, rg, URING_CLONE_DST_REPLACE))
+			goto without;
+	}
+	p->store = store;
+	p->store_len = len;
+	p->unit = chunk;
+	p->chunked = 1;
+	return 0;
+without:
+	for (rg = p->free; rg; rg = rg->next) {
+		if (rg->fixed_bufs)
+			io_uring_unregister_buffers(&rg->ring);
+		rg->fixed_bufs = 0;
+		free(rg->reg);
+		rg->reg = NULL;
+	}
+	if (p->have_holder)
+		io_uring_queue_exit(&p->holder);
+	p->have_holder = 0;
+	p->nchunks = 0;
+	free(p->reg);
+	p->reg = NULL;
+	snprintf(e->note, sizeof(e->note), "io_uring runs without fixed buffers: %s", why);
+	return 0;
+}
+
+/*
+ * Registers chunk @c on the holder (pinning its pages, which are there
+ * already), or unregisters it and brings every free ring's copy along, so
+ * that no ring's table holds its pages but those of rings running a batch,
+ * which let go as they are put back (uring_put). Rings take new chunks at
+ * their next uring_get. A chunk that cannot be registered stays out.
+ */
+static void uring_store_chunk(struct io_engine *e, uint64_t c, int on)
+{
+	struct uring_pool *p = e->priv;
+	struct iovec iov = { NULL, 0 };
+	struct uring_ring *rg;
+	__u64 tag = 0;
+	int rc;
+
+	if (!p->chunked || c >= p->nchunks)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (!p->reg[c] != !on) {
+		if (on) {
+			size_t at = (size_t)c * p->unit;
+
+			iov.iov_base = p->store + at;
+			iov.iov_len = p->store_len - at < p->unit ? p->store_len - at : p->unit;
+		}
+		rc = io_uring_register_buffers_update_tag(&p->holder, (unsigned)c, &iov, &tag, 1);
+		/* an unregistration that failed is made all the same as far
+		   as the rings go: none uses the chunk once it has synced */
+		if (rc >= 0 || !on) {
+			p->reg[c] = !!on;
+			p->gen++;
+		}
+		if (!on)
+			for (rg = p->free; rg; rg = rg->next)
+				uring_sync(p, rg);
+	}
+	pthread_mutex_unlock(&p->lock);
 }
 
 static void uring_fini(struct io_engine *e)
@@ -684,5 +919,7 @@ const struct io_ops io_uring_ops = {
 	.init = uring_init,
 	.run = uring_run,
 	.fini = uring_fini,
+	.store = uring_store,
+	.store_chunk = uring_store_chunk,
 	.vectored = 1,
 };

@@ -194,6 +194,11 @@ struct io_ops {
 	   trim); NULL where files punch holes themselves (swap.c). 0 or a
 	   negative errno; the range then simply keeps its old bytes. */
 	int  (*discard)(struct io_engine *e, unsigned file, uint64_t off, uint64_t len);
+	/* Optional (io_uring): a frame store that grows and shrinks by chunks
+	   of @chunk bytes (see io_engine_store); store_chunk registers chunk
+	   @c (@on) or unregisters it. NULL: the engine has no use for it. */
+	int  (*store)(struct io_engine *e, void *store, size_t len, size_t chunk);
+	void (*store_chunk)(struct io_engine *e, uint64_t c, int on);
 	/* The engine takes IO_VEC requests: io_run() merges pages adjacent in
 	   a file into one request, so a batch of evictions is one large write
 	   and a readahead one large read, not dozens of 4 KiB transfers. */
@@ -238,6 +243,26 @@ struct io_engine {
 int  io_engine_create(enum umlmem_io_engine kind, struct swap *sw, void *store,
 		      size_t store_len, struct io_engine **out, char *why, size_t whylen);
 void io_engine_destroy(struct io_engine *e);
+/*
+ * Gives an engine made without a store the frame store [store, store + len)
+ * whose pages come and go by chunks of @chunk bytes (chunk c is [store + c *
+ * chunk, store + (c + 1) * chunk)); nothing is registered yet. Returns 0
+ * (also when the engine cannot use it: it then runs on as before, and says
+ * so in @why when it would have), or -EINVAL for a bad shape.
+ */
+int  io_engine_store(struct io_engine *e, void *store, size_t len, size_t chunk, char *why,
+		     size_t whylen);
+/*
+ * Chunk @c of that store holds memory for each of its pages and keeps it
+ * until io_store_chunk(e, c, 0): the engine may register it (io_uring
+ * fixed buffers; its pages are pinned, not allocated, since they are there).
+ * With @on 0, its pages are about to be given back (punched) and must
+ * not be used through a registration any more: on return no request
+ * started later uses one, and the pins go once the requests in flight
+ * complete. Calls for one chunk alternate, on first; any thread, any lock
+ * of the caller's (the engine's own locks are leaves).
+ */
+void io_store_chunk(struct io_engine *e, uint64_t c, int on);
 /*
  * Creates the NBD engine (io_nbd.c) on the export @uri for the remote swap
  * set @sw (swap_open_remote): connects, and bounds the set's capacity by

@@ -371,7 +371,7 @@ void readahead_finish(struct umlmem_host *h, struct ra_page *ra, int res)
 		h->ra_pages++;
 		h->ev.swap_ins++;
 		/* unused so far: it waits in the pager's small FIFO */
-		STORE(&h->fref[ra->f], 0);
+		frame_ref_set(h, ra->f, false);
 		pager_readahead(h, ra->f);
 		cache_drop_orphan(h, ra->key);
 		return;
@@ -618,7 +618,7 @@ static int fault(struct umlmem_guest *g, uint64_t idx, bool for_write, bool whol
 			frame_touch(h, f);
 		if (for_write) {
 			frame_drop_slot(h, f);
-			h->frames[f].wpass = h->dd.pass;
+			h->frames[f].wpass = h->dd.pass & 0xff;
 			h->dd.changes++;
 		}
 		*out = f;

@@ -195,6 +195,18 @@ static int check_locked(struct ctx *c)
 			rc = fail(c, "frame table chunk %llu: %u cold frames, recorded 0x%x",
 				  (unsigned long long)k, cold, h->chunk[k]);
 	}
+	/* each registration chunk's count of frames holding memory: made,
+	   and not given back (io_store_chunk registers the full ones) */
+	for (uint64_t k = 0, f = 0; f < h->nmade && !rc; k++) {
+		uint64_t backed = 0;
+
+		for (uint64_t e = f + (UINT64_C(1) << h->rshift); f < e && f < h->nmade; f++)
+			backed += isfree[f] != 2;
+		if (h->backed[k] != backed)
+			rc = fail(c, "registration chunk %llu: %llu frames hold memory, "
+				  "recorded %u", (unsigned long long)k,
+				  (unsigned long long)backed, h->backed[k]);
+	}
 	freecount = h->nframes - h->nmade;
 	for (uint64_t f = 0; f < h->nmade && !rc; f++) {
 		const struct frame *fr = &h->frames[f];

@@ -49,6 +49,18 @@
  * a peak the host keeps 5 bytes per frame of the peak (the free stack and
  * the referenced bytes), not the 45 of the full tables.
  *
+ * Pins follow too. The I/O engine may register the store with the kernel
+ * (io_uring fixed buffers, which spare each request the pinning of its
+ * pages), and a registration pins what it covers. So the store reaches the
+ * engine by registration chunks of 1 << rshift frames (2 MiB, more for
+ * budgets above 32 GiB, so that they fit one buffer table): backed[c]
+ * counts the frames of chunk c that hold memory (made and not given back),
+ * and the engine is told when it reaches the chunk's size (register: the
+ * pins cost no memory, the pages are there) and before a frame of a full
+ * chunk is punched (unregister: a punch under a registration would free
+ * nothing, and leave the engine with pages the store no longer shows).
+ * Pinned bytes are thus at most the store's, and 0 at creation.
+ *
  * A recycled warm frame still holds its previous page's bytes, so a frame
  * handed to a page that must read as zeros is cleared first (F_FRESH marks
  * frames that read as zeros already: never used, or given back).
@@ -79,6 +91,9 @@
 /* Warm frames kept when the host is below its budget: trimmed down to
    trim_lo once there are more than trim_hi (see trim_due). */
 #define TRIM_KEEP 256u
+
+/* The most registration chunks: the slots of one io_uring buffer table. */
+#define FRAMES_RCHUNKS_MAX 16384u
 
 /* Bytes of a table of @n entries of @each bytes, in whole pages. */
 static size_t table_bytes(uint64_t n, size_t each)
@@ -120,10 +135,16 @@ int frames_init(struct umlmem_host *h)
 			      bytes, strerror(errno));
 	}
 	h->frames = reserve(h->nframes, sizeof(*h->frames));
-	h->fref = reserve(h->nframes, 1);
+	h->fref = reserve((h->nframes + 63) / 64, sizeof(*h->fref));
 	h->free = reserve(h->nframes, sizeof(*h->free));
 	h->chunk = reserve((h->nframes >> FRAME_CHUNK_SHIFT) + 1, sizeof(*h->chunk));
-	if (!h->frames || !h->fref || !h->free || !h->chunk)
+	/* registration chunks: 2 MiB, or as many times that as keeps them
+	   within the URING_MAX_BUFS slots of a buffer table */
+	h->rshift = FRAME_CHUNK_SHIFT;
+	while (((h->nframes - 1) >> h->rshift) + 1 > FRAMES_RCHUNKS_MAX)
+		h->rshift++;
+	h->backed = reserve(((h->nframes - 1) >> h->rshift) + 1, sizeof(*h->backed));
+	if (!h->frames || !h->fref || !h->free || !h->chunk || !h->backed)
 		return seterr(-ENOMEM, "cannot reserve address space for the frame table of "
 			      "%llu frames", (unsigned long long)h->nframes);
 	h->nfree = h->nframes;
@@ -146,22 +167,45 @@ void frames_fini(struct umlmem_host *h)
 	if (h->frames)
 		munmap(h->frames, table_bytes(h->nframes, sizeof(*h->frames)));
 	if (h->fref)
-		munmap(h->fref, table_bytes(h->nframes, 1));
+		munmap(h->fref, table_bytes((h->nframes + 63) / 64, sizeof(*h->fref)));
 	if (h->free)
 		munmap(h->free, table_bytes(h->nframes, sizeof(*h->free)));
 	if (h->chunk)
 		munmap(h->chunk, table_bytes((h->nframes >> FRAME_CHUNK_SHIFT) + 1,
 					     sizeof(*h->chunk)));
+	if (h->backed)
+		munmap(h->backed, table_bytes(((h->nframes - 1) >> h->rshift) + 1,
+					      sizeof(*h->backed)));
+}
+
+int frames_register(struct umlmem_host *h)
+{
+	return io_engine_store(h->io, h->store, h->nframes * PAGE_SIZE,
+			       (size_t)PAGE_SIZE << h->rshift, h->io_why, sizeof(h->io_why));
+}
+
+/* Frame @f holds memory again (made, or taken cold): once every frame of
+   its registration chunk does, the engine may register the chunk. Under
+   host->lock: one system call per chunk filled, which pins pages that are
+   there already. */
+static void backed_add(struct umlmem_host *h, uint64_t f)
+{
+	uint64_t c = f >> h->rshift;
+
+	if (++h->backed[c] == frames_rchunk(h, c))
+		io_store_chunk(h->io, c, 1);
 }
 
 uint64_t frames_meta_bytes(const struct umlmem_host *h)
 {
-	/* every table indexed by frame, and the free stack (never deeper than
-	   the frames made), is touched over the frames made at most */
-	return table_bytes(h->nmade, sizeof(*h->frames)) + table_bytes(h->nmade, 1) +
-	       table_bytes(h->nmade, sizeof(*h->free)) -
+	/* every table indexed by frame is touched over the frames made at
+	   most, the free stack over its deepest */
+	return table_bytes(h->nmade, sizeof(*h->frames)) +
+	       table_bytes((h->nmade + 63) / 64, sizeof(*h->fref)) +
+	       table_bytes(h->nstack_max, sizeof(*h->free)) -
 	       h->chunks_gone * FRAME_CHUNK * sizeof(*h->frames) +
-	       table_bytes((h->nmade >> FRAME_CHUNK_SHIFT) + 1, sizeof(*h->chunk));
+	       table_bytes((h->nmade >> FRAME_CHUNK_SHIFT) + 1, sizeof(*h->chunk)) +
+	       table_bytes((h->nmade >> h->rshift) + 1, sizeof(*h->backed));
 }
 
 /* Every frame of chunk @c is cold: its table entries go back to the
@@ -249,17 +293,19 @@ int frame_take(struct umlmem_host *h, uint64_t *out)
 		if (h->npunched > h->nstack) {
 			h->npunched = h->nstack;        /* a cold one: F_FRESH */
 			chunk_take(h, f >> FRAME_CHUNK_SHIFT);
+			backed_add(h, f);
 		}
 	} else {
 		f = h->nmade++;
 		h->frames[f].slot = TKEY_NONE;
 		h->frames[f].flags = F_FRESH;
+		backed_add(h, f);
 	}
 	h->nfree--;
 	h->frames[f].wpass = 0;
 	/* F_FRESH is left for frame_get to see; every user clears flags.
 	   The faulting access does not count as a use (see pager.c). */
-	STORE(&h->fref[f], 0);
+	frame_ref_set(h, f, false);
 	pager_kick(h);
 	*out = f;
 	return 0;
@@ -307,6 +353,8 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 	fr->flags = 0;
 	fr->slot = TKEY_NONE;
 	h->free[h->nstack++] = (uint32_t)f;
+	if (h->nstack > h->nstack_max)
+		h->nstack_max = h->nstack;
 	h->nfree++;
 	if (!LOAD(&h->trim_due) && trim_due(h))
 		STORE(&h->trim_due, true);
@@ -387,23 +435,25 @@ static bool punch(struct umlmem_host *h, uint32_t *b, uint64_t n)
 
 void frames_trim_locked(struct umlmem_host *h)
 {
-	uint32_t *b = h->trim_buf, *big = NULL;
+	uint32_t *b = h->trim_buf, *big = NULL, *un, unbuf[FRAMES_TRIM_BATCH];
 	bool started = false;
 
 	/* One trimmer at a time. Once due, it goes on down to trim_lo: the
 	   band between trim_lo and trim_hi is the hysteresis. */
 	while (!h->ntrim && !h->no_punch &&
 	       (started ? h->nstack - h->npunched > h->trim_lo : trim_due(h))) {
-		uint64_t warm = h->nstack - h->npunched, n = warm - h->trim_lo;
+		uint64_t warm = h->nstack - h->npunched, n = warm - h->trim_lo, nun = 0;
 		bool ok;
 
 		started = true;
 		/* All at once where memory allows: sorted together, frames
 		   freed in any order (a guest touched at random, then
 		   destroyed) still make long runs, one punch each. */
+		un = unbuf;
 		if (n > FRAMES_TRIM_BATCH) {
-			big = malloc(n * sizeof(*big));
+			big = malloc(2 * n * sizeof(*big));
 			b = big ? big : h->trim_buf;
+			un = big ? big + n : unbuf;
 			if (!big)
 				n = FRAMES_TRIM_BATCH;
 		}
@@ -414,7 +464,18 @@ void frames_trim_locked(struct umlmem_host *h)
 		h->nstack -= n;
 		h->nfree -= n;
 		h->ntrim = n;
+		/* A registered chunk pins its pages: a punch would not free
+		   them, and a ring would go on using the pages the store no
+		   longer shows. Out of the engine's tables first. */
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t c = b[i] >> h->rshift;
+
+			if (h->backed[c]-- == frames_rchunk(h, c))
+				un[nun++] = (uint32_t)c;
+		}
 		host_unlock(h);
+		for (uint64_t i = 0; i < nun; i++)
+			io_store_chunk(h->io, un[i], 0);
 		ok = punch(h, b, n);
 		host_lock(h);
 		/* Back between the cold frames and the warm ones (frame_take
@@ -439,6 +500,8 @@ void frames_trim_locked(struct umlmem_host *h)
 		} else {
 			/* not on this filesystem: keep every frame warm */
 			h->no_punch = true;
+			for (uint64_t i = 0; i < n; i++)
+				backed_add(h, b[i]);
 		}
 		/* host_check and frame_get wait for frames being given back */
 		pthread_cond_broadcast(&h->cond);

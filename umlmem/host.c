@@ -306,13 +306,14 @@ int umlmem_host_create_sized(const struct umlmem_host_config *ucfg, size_t size,
 			seterr(rc, "%s", err[0] ? err : "cannot create the swap files");
 		goto fail;
 	}
-	/* The store is not registered with the engine (no io_uring fixed
-	   buffers): a registration pins every page of the budget at once and
-	   forbids giving frames back; plain reads and writes pin a frame for
-	   the length of its I/O only (README, "Memory", has the cost). */
+	/* The store is not registered whole with the engine: that pins every
+	   page of the budget at once and forbids giving frames back. It is
+	   registered by chunks as frames fill them (frames_register). */
 	if (!h->io)
 		rc = io_engine_create(cfg->io, h->swap, NULL, 0, &h->io, h->io_why,
 				      sizeof(h->io_why));
+	if (!rc)
+		rc = frames_register(h);
 	if (rc) {
 		seterr(rc, "I/O engine: %s", h->io_why[0] ? h->io_why : umlmem_strerror(rc));
 		goto fail;

@@ -14,7 +14,9 @@
  *   tier locks   leaf locks inside each tier (tier.h), e.g. swap->lock in
  *                the swap set (swapfiles/swap.h); taken under host->lock by
  *                the tier calls, or alone.
- *   engine locks internal to the I/O engines; taken with no umlmem lock held.
+ *   engine locks internal to the I/O engines; taken with no umlmem lock held,
+ *                but for the io_uring pool's lock, a leaf, which frames.c
+ *                takes under host->lock through io_store_chunk().
  *   mmap_lock    the kernel's, of this process: taken by the mmap, madvise
  *                and userfaultfd calls of native.c, which make them under
  *                host->lock. No thread may fault on a native mapping while
@@ -127,15 +129,18 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
  *  - pins > 0: the pager and the dedup scanner leave the frame alone;
  *  - F_BUSY with refs > 0: being written out; its content must not change
  *    (writers, pinners, discard wait), readers may still copy from it.
- * The referenced bit lives apart, in host->fref[n], because lock-free
- * readers set it.
+ * The referenced bit lives apart, in host->fref (frame_ref), because
+ * lock-free readers set it.
  *
  * Size. The table is metadata of every frame in use, so the entry is kept
- * to 40 bytes (under 1% of its frame): the page index, the flags and the
- * first mapper's native state share one word (a page index is below
- * UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT = 2^35), and the further mappers of
- * shared frames, which few frames have, live in a side table
- * (access.c, rmap_more) rather than a pointer in every entry.
+ * to 32 bytes: with the referenced bit and a page table entry, 40.1 bytes
+ * per 4 KiB frame, 0.98% of it. The page index, the flags, the first
+ * mapper's native state and the merge scanner's two volatility hints share
+ * one word (a page index is below UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT =
+ * 2^35; the hints keep a few low bits, which only ever delays or hastens a
+ * merge, see frame_written_lately), and the further mappers of shared
+ * frames, which few frames have, live in a side table (access.c,
+ * rmap_more) rather than a pointer in every entry.
  */
 enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
@@ -190,19 +195,22 @@ struct rmap {
 struct frame {
 	uint64_t slot;          /* store key of a clean copy below, or TKEY_NONE */
 	struct umlmem_guest *g; /* first mapper */
-	uint64_t idx : 40;      /* its page index */
-	uint64_t flags : 16;    /* F_* */
-	uint64_t nv : 8;        /* NV_* of the first mapper (g, idx) */
+	uint64_t idx : 35;      /* its page index */
+	uint64_t flags : 11;    /* F_* */
+	uint64_t nv : 3;        /* NV_* of the first mapper (g, idx) */
+	uint64_t wpass : 8;     /* merge pass of the last write, its low 8 bits
+				   (frame_written_lately; dedup volatility) */
+	uint64_t nvsum : 7;     /* 7 bits of its hash at the merge scanner's last
+				   visit while writable in a native view (dedup
+				   volatility) */
 	uint32_t refs;
 	uint32_t pins;
-	uint32_t wpass;         /* merge pass of the last write (dedup volatility) */
-	uint32_t nvsum;         /* its hash at the merge scanner's last visit while
-				   writable in a native view (dedup volatility) */
 };
-_Static_assert(sizeof(struct frame) == 40, "struct frame: 40 bytes, see Size above");
-_Static_assert((F_SMALL | F_FREQ) < (1u << 16), "every F_* flag fits frame.flags");
-_Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 40),
+_Static_assert(sizeof(struct frame) == 32, "struct frame: 32 bytes, see Size above");
+_Static_assert((F_SMALL | F_FREQ) < (1u << 11), "every F_* flag fits frame.flags");
+_Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 35),
 	       "a page index fits frame.idx");
+#define FRAME_NVSUM_MASK 0x7fu
 
 /* One shared frame's further mappers, in the side table (access.c). */
 struct rmap_ent {
@@ -286,7 +294,7 @@ struct umlmem_host {
 	int store_fd;
 	uint8_t *store;
 	struct frame *frames;
-	uint8_t *fref;                /* referenced bits, one byte per frame; atomic */
+	uint64_t *fref;               /* referenced bits, one per frame (frame_ref) */
 
 	/* Free frames (frames.c): the stack free[0 .. nstack), whose bottom
 	   free[0 .. npunched) was given back to the kernel (cold, F_FRESH) and
@@ -296,6 +304,7 @@ struct umlmem_host {
 	uint32_t *free;
 	uint64_t nfree;
 	uint64_t nstack, npunched, nmade;
+	uint64_t nstack_max;          /* the stack's deepest: its pages touched */
 	uint64_t ntrim;
 	uint64_t trim_lo, trim_hi;    /* warm frames kept below the budget */
 	uint64_t frames_returned;     /* frames given back, ever */
@@ -304,6 +313,11 @@ struct umlmem_host {
 	   too (they read as zeros until a frame of it is taken again). */
 	uint16_t *chunk;
 	uint64_t chunks_gone;
+	/* Per registration chunk of 1 << rshift frames (io_store_chunk): its
+	   frames that hold memory, made and not given back. The engine has the
+	   chunk registered exactly while all of them do. */
+	uint32_t *backed;
+	unsigned rshift;
 	bool trim_due;                /* frames_trim has work; atomic (read unlocked) */
 	bool no_punch;                /* the store cannot punch holes: keep all warm */
 	int self_pidfd;               /* for process_madvise; -1: not available */
@@ -469,10 +483,41 @@ static inline bool frame_gone(const struct umlmem_host *h, uint64_t f)
 	return h->chunk[f >> FRAME_CHUNK_SHIFT] & CHUNK_GONE;
 }
 
+/* Whether frame @f was written during the merge scanner's current pass or
+   the one before: then it is too volatile to merge. wpass keeps the pass's
+   low 8 bits, so a frame unwritten for 254 passes looks written lately for
+   2 passes in 256, which only delays its merge by those. Caller holds
+   host->lock. */
+static inline bool frame_written_lately(const struct umlmem_host *h, uint64_t f)
+{
+	return (uint8_t)(h->dd.pass - h->frames[f].wpass) <= 1;
+}
+
+/* The referenced bits: bit f % 64 of host->fref[f / 64] says frame f was
+   used since the pager last looked. Lock-free readers set them
+   (frame_touch) while the lock holder tests and clears neighbours, so every
+   change is an atomic read-modify-write of the word, made only when the
+   bit changes: a hit on a page already marked only loads. */
+static inline bool frame_ref(const struct umlmem_host *h, uint64_t f)
+{
+	return LOAD(&h->fref[f >> 6]) >> (f & 63) & 1;
+}
+
+static inline void frame_ref_set(struct umlmem_host *h, uint64_t f, bool on)
+{
+	uint64_t bit = UINT64_C(1) << (f & 63);
+
+	if (!(LOAD(&h->fref[f >> 6]) & bit) == !on)
+		return;
+	if (on)
+		__atomic_fetch_or(&h->fref[f >> 6], bit, __ATOMIC_RELAXED);
+	else
+		__atomic_fetch_and(&h->fref[f >> 6], ~bit, __ATOMIC_RELAXED);
+}
+
 static inline void frame_touch(struct umlmem_host *h, uint64_t f)
 {
-	if (!LOAD(&h->fref[f]))
-		STORE(&h->fref[f], 1);
+	frame_ref_set(h, f, true);
 }
 
 /* ---- host.c ------------------------------------------------------------- */
@@ -549,6 +594,16 @@ void frames_trim_locked(struct umlmem_host *h);
 void frames_trim(struct umlmem_host *h);
 /* Bytes of the frame table, referenced bytes and free stack in use. */
 uint64_t frames_meta_bytes(const struct umlmem_host *h);
+/* Gives the store to the I/O engine, which registers it by chunks as they
+   fill (io_engine_store); after the engine is made, before any guest. */
+int  frames_register(struct umlmem_host *h);
+/* Frames in registration chunk @c (the last one may be short). */
+static inline uint64_t frames_rchunk(const struct umlmem_host *h, uint64_t c)
+{
+	uint64_t first = c << h->rshift, n = UINT64_C(1) << h->rshift;
+
+	return h->nframes - first < n ? h->nframes - first : n;
+}
 
 /* ---- guest.c ------------------------------------------------------------ */
 /* Entry of page @idx; NULL when its leaf was never allocated (the entry is

@@ -824,7 +824,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 	e = pte_find(g, idx);
 	if (e && PTE_TYPE(*e) == PTE_FRAME) {
 		f0 = PTE_VAL(*e);
-		ref0 = LOAD(&h->fref[f0]);
+		ref0 = frame_ref(h, f0);
 		reuse = !(mapper_get(h, f0, g, idx) & NV_LIVE);
 	}
 	for (;;) {
@@ -838,7 +838,7 @@ static void serve(struct umlmem_host *h, const struct uffd_msg *m)
 			   a use; the fault that brought the page in is not one,
 			   nor the write fault of a present read-only entry */
 			if (!reuse)
-				STORE(&h->fref[f], f == f0 ? ref0 : 0);
+				frame_ref_set(h, f, f == f0 && ref0);
 			rc = map_page(h, g, idx, f, write);
 		}
 		/* The access counts once in the error counters, however often

@@ -4,7 +4,7 @@
  * tier below the frames (host->tier_out: the swap files; see tier.c).
  *
  * Replacement follows S3-FIFO (Yang et al., SOSP 2023), with a CLOCK for
- * its main queue. Every access sets the frame's referenced byte (host->fref,
+ * its main queue. Every access sets the frame's referenced bit (host->fref,
  * set without a lock by the lock-free read path); nothing else happens on
  * the access path. There are three structures:
  *  - the small FIFO (a ring of frame numbers, at least a tenth of the
@@ -377,9 +377,9 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 				}
 				continue;
 			}
-			ref = LOAD(&h->fref[f]);
+			ref = frame_ref(h, f);
 			if (ref)
-				STORE(&h->fref[f], 0);
+				frame_ref_set(h, f, false);
 			if ((fr->flags & F_NV) && !ref) {
 				/* judged when it comes round again (F_NV
 				   is clear now, so it does not come back
@@ -407,9 +407,9 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
 		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & F_SMALL))
 			continue;
-		ref = LOAD(&h->fref[f]);
+		ref = frame_ref(h, f);
 		if (ref)
-			STORE(&h->fref[f], 0);
+			frame_ref_set(h, f, false);
 		/* present in a native view: accesses to it are unseen since
 		   it was last installed. Zap it, so that the next access
 		   faults and sets fref (native.c); unless a fault already did,
