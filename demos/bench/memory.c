@@ -40,20 +40,27 @@ enum { CREATE, GROW, RETURN };
 #define CREATE_REPS	20
 #define GROW_REPS	3
 
-/* VmRSS of this process in bytes, 0 when it cannot be read. */
-static uint64_t vmrss(void)
+/* Field @key ("VmRSS:", "VmPin:") of this process's status in bytes, 0
+   when it cannot be read. */
+static uint64_t status_bytes(const char *key)
 {
 	FILE *f = fopen("/proc/self/status", "r");
+	size_t n = strlen(key);
 	char line[256];
 	uint64_t kib = 0;
 
 	if (!f)
 		return 0;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1)
+		if (!strncmp(line, key, n) && sscanf(line + n, " %" SCNu64, &kib) == 1)
 			break;
 	fclose(f);
 	return kib << 10;
+}
+
+static uint64_t vmrss(void)
+{
+	return status_bytes("VmRSS:");
 }
 
 static int create_once(struct bench *b, struct result *r, double *secs, uint64_t *rss)
@@ -189,7 +196,8 @@ static int return_raw_once(struct result *r, uint64_t npages, double *secs)
 /* One host: a guest of the budget written (timed per write call, as the
    baseline's copies), then destroyed (timed). Failures go to @rg. */
 static int grow_once(struct bench *b, struct result *rg, uint64_t npages,
-		     double *grow_s, uint64_t *made, double *ret_s, uint64_t *returned)
+		     double *grow_s, uint64_t *made, double *ret_s, uint64_t *returned,
+		     uint64_t *pinned, uint64_t *pinned_after)
 {
 	struct umlmem_host_info i0, i1;
 	uint64_t *buf = aligned_alloc(PAGE, 64 * PAGE);
@@ -223,9 +231,11 @@ static int grow_once(struct bench *b, struct result *rg, uint64_t npages,
 	*grow_s = t;
 	umlmem_host_info(h, &i0, sizeof(i0));
 	*made = i0.frames_made;
+	*pinned = status_bytes("VmPin:");
 	t0 = now_s();
 	umlmem_guest_destroy(g);
 	*ret_s = now_s() - t0;
+	*pinned_after = status_bytes("VmPin:");
 	umlmem_host_info(h, &i1, sizeof(i1));
 	*returned = i1.frames_returned - i0.frames_returned;
 	umlmem_host_destroy(h);
@@ -237,6 +247,7 @@ static int grow_once(struct bench *b, struct result *rg, uint64_t npages,
 static void grow_run(struct bench *b, struct result *rg, struct result *rr)
 {
 	uint64_t npages = b->budget / PAGE, made = 0, returned = 0, best_ret = 0;
+	uint64_t pin = 0, pin_after = 0;
 	double g_best = 0, g_raw = 0, r_best = 0, r_raw = 0, gs, rs, rate;
 	struct result *rf = rg->want ? rg : rr;   /* where a failure is told */
 	char b1[32];
@@ -245,7 +256,7 @@ static void grow_run(struct bench *b, struct result *rg, struct result *rr)
 		       "as much anonymous memory written, a memfd punched, %d times each",
 		       fmt_bytes(b1, sizeof(b1), b->budget), GROW_REPS);
 	for (int rep = 0; rep < GROW_REPS; rep++) {
-		if (grow_once(b, rf, npages, &gs, &made, &rs, &returned))
+		if (grow_once(b, rf, npages, &gs, &made, &rs, &returned, &pin, &pin_after))
 			return;
 		rate = gs > 0 ? (double)made / gs : 0;
 		g_best = rate > g_best ? rate : g_best;
@@ -264,12 +275,14 @@ static void grow_run(struct bench *b, struct result *rg, struct result *rr)
 	if (rg->want) {
 		res_set(rg, g_best, g_raw, "frames/s", false);
 		res_int(rg, "frames", (int64_t)made);
+		res_int(rg, "pinned_kib", (int64_t)(pin >> 10));
 		res_str(rg, "baseline_mode", "%" PRIu64 " pages of fresh anonymous memory "
 			"written, best of %d", npages, GROW_REPS);
 	}
 	if (rr->want) {
 		res_set(rr, r_best, r_raw, "frames/s", false);
 		res_int(rr, "frames", (int64_t)best_ret);
+		res_int(rr, "pinned_kib", (int64_t)(pin_after >> 10));
 		res_str(rr, "baseline_mode", "%" PRIu64 " written pages of a memfd punched in "
 			"one fallocate, best of %d", npages, GROW_REPS);
 	}
