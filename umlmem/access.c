@@ -4,7 +4,7 @@
  *
  * Reads of resident pages take no lock (see internal.h, "Lock-free
  * reads"): an emulator's loads are the hottest path there is, and a page
- * that is resident needs nothing from the pager but its referenced byte.
+ * that is resident needs nothing from the pager but its referenced bit.
  * Everything else works one page at a time under host->lock: look up the
  * entry, fault the page in if the access needs a frame, copy, release the
  * lock. The lock is dropped while a page is loaded from its tier (the entry

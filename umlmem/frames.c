@@ -10,7 +10,7 @@
  *
  * The budget is a limit, not a reservation. Nothing is allocated for it
  * at creation but address space: the store's pages come from the kernel
- * when a frame is first written, and the frame table, the referenced bytes
+ * when a frame is first written, and the frame table, the referenced bits
  * and the free stack are reserved once for the whole budget
  * (MAP_NORESERVE) and never move or shrink while the host lives, so that
  * frame_addr() and the lock-free readers of fref[] and frames[] need no
@@ -46,8 +46,8 @@
  * is cold, the chunk's entries are given back too (MADV_DONTNEED: they read
  * as zeros, CHUNK_GONE says so and walks of the table skip the chunk), and
  * the first frame taken from it again writes its free entries back. After
- * a peak the host keeps 5 bytes per frame of the peak (the free stack and
- * the referenced bytes), not the 45 of the full tables.
+ * a peak the host keeps 4.1 bytes per frame of the peak (the free stack and
+ * the referenced bits), not the 36 of the full tables.
  *
  * Pins follow too. The I/O engine may register the store with the kernel
  * (io_uring fixed buffers, which spare each request the pinning of its

@@ -9,7 +9,7 @@
  * the access path. There are three structures:
  *  - the small FIFO (a ring of frame numbers, at least a tenth of the
  *    budget, two frames at least): every page faulted in, and every page
- *    read ahead, enters it, its referenced byte clear (the access that
+ *    read ahead, enters it, its referenced bit clear (the access that
  *    faulted it does not count). When the FIFO is over its share, its
  *    oldest frame is judged: used since it came in, it moves to the main
  *    set; unused, it is evicted and remembered in the ghost set;
