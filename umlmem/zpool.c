@@ -126,6 +126,17 @@ struct zp_hdr {
 	uint32_t len;
 };
 
+/* A zstd compression and decompression context, made on first use; its
+   lock (a leaf, taken with trylock only, so never waited on under another)
+   guards both while one page goes through them. */
+struct zp_zctx {
+	pthread_mutex_t lock;
+	ZSTD_CCtx *c;
+	ZSTD_DCtx *d;
+};
+
+#define ZP_NZCTX 4u     /* contexts kept: one per concurrent (de)compression */
+
 struct zpool {
 	struct tier t;
 	struct umlmem_host *h;          /* fixed */
@@ -150,6 +161,8 @@ struct zpool {
 	uint64_t absorbed, dropped;     /* clean pages taken back; their objects dropped */
 	uint64_t win_hits, win_disk;    /* the adaptation window */
 	uint64_t inject_alloc_fail;
+
+	struct zp_zctx zctx[ZP_NZCTX];  /* each under its own lock (above) */
 };
 
 static struct zpool *zp(struct tier *t)
@@ -329,25 +342,61 @@ static bool same_filled(const void *page, uint64_t *word)
 	return true;
 }
 
-static uint32_t compress_page(int algo, const void *page, uint8_t *dst)
+/* A zstd context of the pool's cache, locked; NULL when every one is in
+   use (the caller then lets zstd make its own). ZSTD_compress() and
+   ZSTD_decompress() without one allocate and set up a context per page,
+   which cost several times the work on the page itself. */
+static struct zp_zctx *zctx_get(struct zpool *z)
+{
+	for (unsigned i = 0; i < ZP_NZCTX; i++) {
+		struct zp_zctx *c = &z->zctx[i];
+
+		if (pthread_mutex_trylock(&c->lock))
+			continue;
+		if (!c->c)
+			c->c = ZSTD_createCCtx();
+		if (!c->d)
+			c->d = ZSTD_createDCtx();
+		if (c->c && c->d)
+			return c;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+static uint32_t compress_page(struct zpool *z, int algo, const void *page, uint8_t *dst)
 {
 	if (algo == ZE_ZSTD) {
-		size_t n = ZSTD_compress(dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+		struct zp_zctx *c = zctx_get(z);
+		size_t n;
 
+		if (c) {
+			n = ZSTD_compressCCtx(c->c, dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+			pthread_mutex_unlock(&c->lock);
+		} else {
+			n = ZSTD_compress(dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+		}
 		return ZSTD_isError(n) ? 0 : (uint32_t)n;
 	}
 	return (uint32_t)LZ4_compress_default(page, (char *)dst, PAGE_SIZE, ZP_MAX_LEN);
 }
 
 /* Decompresses and verifies: 0 or -EBADMSG. */
-static int decompress_page(int algo, const uint8_t *src, uint32_t len, void *page,
-			   uint64_t csum)
+static int decompress_page(struct zpool *z, int algo, const uint8_t *src, uint32_t len,
+			   void *page, uint64_t csum)
 {
 	bool ok;
 
 	if (algo == ZE_ZSTD) {
-		size_t n = ZSTD_decompress(page, PAGE_SIZE, src, len);
+		struct zp_zctx *c = zctx_get(z);
+		size_t n;
 
+		if (c) {
+			n = ZSTD_decompressDCtx(c->d, page, PAGE_SIZE, src, len);
+			pthread_mutex_unlock(&c->lock);
+		} else {
+			n = ZSTD_decompress(page, PAGE_SIZE, src, len);
+		}
 		ok = !ZSTD_isError(n) && n == PAGE_SIZE;
 	} else {
 		ok = LZ4_decompress_safe((const char *)src, page, (int)len, PAGE_SIZE) ==
@@ -415,7 +464,7 @@ static unsigned writeback(struct zpool *z)
 				obj_copy(z, f, off, cbuf, e->len, true);
 				pages[n] = buf + (size_t)n * PAGE_SIZE;
 				/* a corrupt object stays: its load reports it */
-				if (!decompress_page(e->kind, cbuf, e->len, pages[n], e->csum)) {
+				if (!decompress_page(z, e->kind, cbuf, e->len, pages[n], e->csum)) {
 					e->flags |= ZF_WB;
 					hd[n++] = hdr.handle;
 				}
@@ -485,7 +534,7 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		if (!cbuf)
 			continue;
 		if (!same_filled(pages[i], &word)) {
-			len = compress_page(z->algo, pages[i], cbuf);
+			len = compress_page(z, z->algo, pages[i], cbuf);
 			if (!len) {
 				pthread_mutex_lock(&z->lock);
 				z->rejects++;
@@ -585,7 +634,7 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 		if (kind == ZE_FILL)
 			res[i] = 0;
 		else if (kind != ZE_BELOW)
-			res[i] = decompress_page(kind, cbuf, len, bufs[i], csum);
+			res[i] = decompress_page(z, kind, cbuf, len, bufs[i], csum);
 	}
 	if (!nb)
 		return;
@@ -657,7 +706,7 @@ static void zp_absorb(struct tier *t, const uint64_t *handles, void *const *page
 		if (rc)
 			continue;
 		/* the same bytes compressed when they were stored */
-		len = compress_page(z->algo, pages[i], cbuf);
+		len = compress_page(z, z->algo, pages[i], cbuf);
 		if (!len)
 			continue;
 		pthread_mutex_lock(&z->lock);
@@ -899,6 +948,11 @@ static void zp_fini(struct tier *t)
 
 	/* the frames go with the frame store */
 	pthread_mutex_destroy(&z->lock);
+	for (unsigned i = 0; i < ZP_NZCTX; i++) {
+		ZSTD_freeCCtx(z->zctx[i].c);
+		ZSTD_freeDCtx(z->zctx[i].d);
+		pthread_mutex_destroy(&z->zctx[i].lock);
+	}
 	free(z->ent);
 	free(z->live);
 	free(z->next);
@@ -947,6 +1001,8 @@ int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
 	z->free_ent = UINT64_MAX;
 	z->head = z->tail = ZP_NIL;
 	pthread_mutex_init(&z->lock, NULL);
+	for (unsigned i = 0; i < ZP_NZCTX; i++)
+		pthread_mutex_init(&z->zctx[i].lock, NULL);
 	z->live = calloc(n, sizeof(*z->live));
 	z->next = calloc(n, sizeof(*z->next));
 	z->prev = calloc(n, sizeof(*z->prev));
