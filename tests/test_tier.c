@@ -242,6 +242,44 @@ Test(tier, pool_alloc_failure_goes_to_swap)
 	tu_check(T.h);
 }
 
+/* A page that compresses but found no pool room goes to swap under a pool
+   handle, so that when it is read and leaves its frame clean the pool can
+   take it in; a page that does not compress goes under a swap key. */
+Test(tier, pool_refused_pages_absorbed)
+{
+	static uint8_t buf[PG];
+	struct umlmem_host_info i0, i1;
+
+	T.h = pool_host(UMLMEM_COMPRESS_LZ4, 0);
+	T.g[0] = tu_guest(T.h, NP * PG);
+	zpool_inject_alloc_fail(T.h->tier[TIER_POOL], 1000000);
+	write_all(T.g[0], T.mem, 3, 8);
+	evict_all();
+	zpool_inject_alloc_fail(T.h->tier[TIER_POOL], 0);
+	tu_check(T.h);
+	cr_assert_eq(info().pool_bytes, 0);
+	for (uint64_t i = 0; i < NP; i++)
+		cr_assert_eq(tkey_tier(key_of(T.g[0], i)), i % 3 == 2 ? TIER_SWAP : TIER_POOL,
+			     "page %" PRIu64 " (kind %u) in the wrong tier", i, (unsigned)(i % 3));
+	i0 = info();
+	cr_assert_eq(umlmem_read(T.g[0], 0, buf, PG), 0, "%s", umlmem_errmsg());
+	cr_assert(!memcmp(buf, T.mem, PG));
+	cr_assert_eq(info().pool_hits, i0.pool_hits, "page 0 was never in the pool");
+	evict_all();
+	tu_check(T.h);
+	i0 = info();
+	cr_assert_eq(umlmem_read(T.g[0], 0, buf, PG), 0, "%s", umlmem_errmsg());
+	cr_assert(!memcmp(buf, T.mem, PG));
+	i1 = info();
+	cr_assert_eq(i1.pool_hits, i0.pool_hits + 1, "page 0 was not taken into the pool");
+	check_all(T.g[0], T.mem);
+	cr_assert_eq(umlmem_discard(T.g[0], 0, NP * PG), 0);
+	memset(T.mem, 0, NP * PG);
+	tu_check(T.h);
+	cr_assert_eq(info().pool_pages, 0);
+	cr_assert_eq(info().swap_slots_used, 0);
+}
+
 Test(tier, pool_full_writes_back)
 {
 	struct umlmem_host_info i;

@@ -29,8 +29,13 @@
  * before, by the pager) is kept as that word in its entry: no pool space.
  * Others are compressed with lz4 (or zstd level 1 when asked); a page that
  * does not come below ZP_MAX_LEN bytes is refused (-ENOSPC) and the pager
- * stores it in the tier below directly, as it does when the pool has no
- * room. Every page's xxh3 checksum is kept in its entry and checked after
+ * stores it in the tier below directly, under that tier's key: it would
+ * not compress the next time either. A page that compresses but finds no
+ * room goes below too, but the pool writes it there itself (forward())
+ * and keeps an entry for it: under a key of the tier below, absorb() could
+ * never take it in when it is read and evicted clean, and a pool that was
+ * short of frames while the guests were written would never hold those
+ * pages at all. Every page's xxh3 checksum is kept in its entry and checked after
  * decompression: a page that does not come back to it is -EBADMSG, a
  * checksum error, never wrong bytes.
  *
@@ -159,6 +164,7 @@ struct zpool {
 	/* counters */
 	uint64_t pages, bytes, same, hits, writebacks, rejects, handles;
 	uint64_t absorbed, dropped;     /* clean pages taken back; their objects dropped */
+	uint64_t forwarded;             /* pages stored below under a pool handle (no room) */
 	uint64_t win_hits, win_disk;    /* the adaptation window */
 	uint64_t inject_alloc_fail;
 
@@ -506,6 +512,66 @@ static unsigned writeback(struct zpool *z)
 
 /* ---- the tier operations -------------------------------------------------- */
 
+/* The pages pages[fw[j]] compress but found no room: they go to the tier
+   below in one batch, each under a new pool handle (ZE_BELOW), not under a
+   key of that tier. So the pool still owns them: when one is faulted in
+   and later evicted clean, absorb() can take it in, as it does for the
+   pages the pool wrote back itself (under the tier's own key, it could
+   not). The cost is an entry per such page. Sets handles[] and res[] of
+   those pages as tier_ops.store does; returns the failed writes. No lock
+   held. */
+static unsigned forward(struct zpool *z, void *const *pages, const unsigned *fw, unsigned nfw,
+			uint64_t *handles, int *res, char *msg, size_t msglen)
+{
+	struct tier *below = z->t.below;
+	void **bp = malloc(nfw * sizeof(*bp));
+	uint64_t *bh = malloc(nfw * sizeof(*bh));
+	int *br = malloc(nfw * sizeof(*br));
+	uint64_t *csum = malloc(nfw * sizeof(*csum));
+	unsigned failed = 0;
+
+	if (!below || !bp || !bh || !br || !csum) {
+		/* res stays -ENOSPC: the pager stores them below itself */
+		free(csum);
+		free(bp);
+		free(bh);
+		free(br);
+		return 0;
+	}
+	for (unsigned j = 0; j < nfw; j++) {
+		bp[j] = pages[fw[j]];
+		csum[j] = swap_page_csum(bp[j]);
+	}
+	failed = below->ops->store(below, bp, nfw, bh, br, TIER_STORE_BELOW, msg, msglen);
+	pthread_mutex_lock(&z->lock);
+	for (unsigned j = 0; j < nfw; j++) {
+		unsigned i = fw[j];
+		uint64_t hd;
+
+		res[i] = br[j];
+		if (br[j])
+			continue;
+		if (ent_alloc(z, &hd)) {
+			/* no entry: the page goes below under the tier's key */
+			below->ops->unref(below, bh[j], 1);
+			res[i] = -ENOSPC;
+			continue;
+		}
+		z->ent[hd].kind = ZE_BELOW;
+		z->ent[hd].below = bh[j];
+		/* what absorb() will check the page against, once compressed */
+		z->ent[hd].csum = csum[j];
+		z->forwarded++;
+		handles[i] = hd;
+	}
+	pthread_mutex_unlock(&z->lock);
+	free(csum);
+	free(bp);
+	free(bh);
+	free(br);
+	return failed;
+}
+
 /* Whether the pool holds all the frames it may: only then does a store
    that finds no room write the oldest pages back. Below its cap the pool
    grows instead, by the frames balance() lends it between batches; a store
@@ -522,8 +588,9 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 {
 	struct zpool *z = zp(t);
 	uint8_t *cbuf = malloc(ZP_MAX_LEN);
+	unsigned *fw = malloc(n * sizeof(*fw)), nfw = 0, failed = 0;
 
-	(void)msglen, (void)flags;
+	(void)flags;
 	msg[0] = '\0';
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t word = 0, hd, csum;
@@ -531,7 +598,7 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		int rc;
 
 		res[i] = -ENOSPC;
-		if (!cbuf)
+		if (!cbuf || !fw)
 			continue;
 		if (!same_filled(pages[i], &word)) {
 			len = compress_page(z, z->algo, pages[i], cbuf);
@@ -565,9 +632,11 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 				rc = obj_alloc(z, hd, len, &f, &off);
 			}
 			if (rc) {
+				/* no room: below, but under a pool handle */
 				ent_free(z, hd);
 				z->rejects++;
 				pthread_mutex_unlock(&z->lock);
+				fw[nfw++] = i;
 				continue;
 			}
 			z->ent[hd].kind = (uint8_t)z->algo;
@@ -584,8 +653,12 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		res[i] = 0;
 	}
 	free(cbuf);
-	/* refusals are not I/O errors: the pager tries the tier below */
-	return 0;
+	if (nfw)
+		failed = forward(z, pages, fw, nfw, handles, res, msg, msglen);
+	free(fw);
+	/* a page the pool cannot compress enough is left -ENOSPC: the pager
+	   stores it in the tier below under that tier's key */
+	return failed;
 }
 
 /* Pool objects are decompressed here; the pages that are only below are
