@@ -291,6 +291,47 @@ Test(tier, pool_refused_pages_absorbed)
 	cr_assert_eq(info().swap_slots_used, 0);
 }
 
+/* A pool whose pages all leave unread (a guest that only writes) does not
+   pay for their compression: after a window of departures it takes only a
+   sample of the pages and sends the rest straight below, under pool
+   handles; every byte still comes back. */
+Test(tier, pool_bypassed_when_unread)
+{
+	enum { N = 2048 };
+	uint8_t *mem = malloc((size_t)N * PG), *buf = malloc(PG);
+	struct umlmem_host_info i0, i1;
+	umlmem_guest *g;
+
+	cr_assert(mem && buf);
+	T.h = pool_host(UMLMEM_COMPRESS_LZ4, 4 * PG);
+	g = tu_guest(T.h, (uint64_t)N * PG);
+	for (unsigned pass = 0; pass < 2; pass++) {
+		i0 = info();
+		for (uint64_t i = 0; i < N; i++) {
+			page_content(mem + i * PG, i, 0, 20 + pass);
+			cr_assert_eq(umlmem_write(g, i * PG, mem + i * PG, PG), 0, "%s",
+				     umlmem_errmsg());
+		}
+		evict_all();
+		i1 = info();
+		if (!pass)
+			cr_assert_gt(i1.pool_writebacks - i0.pool_writebacks, N / 2,
+				     "the pool was meant to turn over");
+		else
+			cr_assert_gt(i1.pool_rejects - i0.pool_rejects, N / 2,
+				     "a pool whose pages all left unread still took %" PRIu64
+				     " of %u", N - (i1.pool_rejects - i0.pool_rejects), N);
+	}
+	tu_check(T.h);
+	for (uint64_t i = 0; i < N; i++) {
+		cr_assert_eq(umlmem_read(g, i * PG, buf, PG), 0, "%s", umlmem_errmsg());
+		cr_assert(!memcmp(buf, mem + i * PG, PG), "page %" PRIu64 " differs", i);
+	}
+	tu_check(T.h);
+	free(mem);
+	free(buf);
+}
+
 Test(tier, pool_full_writes_back)
 {
 	struct umlmem_host_info i;
