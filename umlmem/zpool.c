@@ -134,7 +134,8 @@
 #define ZP_HDR       8u      /* per object: handle, length */
 #define ZP_WB_BATCH  64u     /* pages written back at once */
 #define ZP_NIL       UINT32_MAX
-#define ZP_WINDOW    1024u   /* loads per adaptation step */
+#define ZP_WINDOW    256u    /* loads per adaptation step */
+#define ZP_CAP_START(nframes) ((nframes) / 4)   /* the adaptive cap's first value */
 #define ZP_SAMPLE    16u     /* while the pool does not pay, 1 page in this many still goes in */
 #define ZP_LEFT_MIN  64u     /* departures and hits that make a judgement of its pay */
 #define ZP_FAULT_NS  10000u  /* a fault's cost around its load (see "The split") */
@@ -995,6 +996,9 @@ static unsigned zp_live(struct tier *t, uint64_t from, unsigned n, uint64_t *out
 static void adapt(struct zpool *z)
 {
 	uint64_t n = z->h->nframes, step = cap_step(z), lo = n / 16, hi = n / 8 * 7;
+	/* the guests keep at least two batches of frames: with fewer, the
+	   pages they pin could leave the pager nothing to evict */
+	uint64_t keep = 2 * (uint64_t)z->h->cfg.reclaim_batch;
 	/* a disk read the pool saves, and a fault a step of pool costs the
 	   frames: a hit's own cost plus the fault's around it (ZP_FAULT_NS)
 	   and the compression when the page leaves its frame again */
@@ -1002,6 +1006,8 @@ static void adapt(struct zpool *z)
 	uint64_t gain = z->win.near * save;
 	uint64_t loss = z->win.young * (z->ns_hit + z->ns_comp + ZP_FAULT_NS);
 
+	if (hi + keep > n)
+		hi = n > keep + lo ? n - keep : lo;
 	if (!z->cap_fixed) {
 		if (z->bypass)
 			/* not paying: its frames go back to the guests */
@@ -1015,8 +1021,15 @@ static void adapt(struct zpool *z)
 	   read. When the hits do not pay for the compressions, only a sample
 	   of pages goes in, to notice when they would again. */
 	if (z->win.left + z->win.hits >= ZP_LEFT_MIN) {
+		bool was = z->bypass;
+
 		z->bypass = z->win.hits * save < z->win.left * z->ns_comp;
 		z->win.left = z->win.hits = 0;
+		/* paying again (a guest that wrote its memory now reads it):
+		   the pool starts again from its first share rather than
+		   climbing a step a window from its floor */
+		if (was && !z->bypass && !z->cap_fixed && z->cap < ZP_CAP_START(n))
+			z->cap = ZP_CAP_START(n);
 	}
 	z->win.loads = z->win.near = z->win.young = 0;
 }
@@ -1246,7 +1259,7 @@ int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
 	z->h = h;
 	z->algo = h->cfg.compress == UMLMEM_COMPRESS_ZSTD ? ZE_ZSTD : ZE_LZ4;
 	z->cap_fixed = h->cfg.compress_pool_bytes / PAGE_SIZE;
-	z->cap = z->cap_fixed ? z->cap_fixed : n / 4;
+	z->cap = z->cap_fixed ? z->cap_fixed : ZP_CAP_START(n);
 	/* room for a whole batch of pages at the worst length the pool
 	   takes: a batch that ran out of spare frames half way would make
 	   the pool write back (at its cap) or refuse pages (below it) */
