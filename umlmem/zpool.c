@@ -80,7 +80,9 @@
  * Neither is known in advance, so balance() measures both at the margin,
  * per window of ZP_WINDOW loads, and moves the cap (when
  * compress_pool_bytes is 0) by a step of 1/32 of the budget, between 1/16
- * and 7/8 of it, toward whichever side pays:
+ * and 7/8 of it (the guests keep two reclaim batches at least, or the
+ * pages they pin could leave the pager nothing to evict), toward whichever
+ * side pays:
  *  - near: loads from below of pages that left the pool within the last
  *    step x r departures (each entry below is stamped with the departure
  *    count when it left): a pool a step larger would still have held them;
@@ -109,10 +111,16 @@
  * gone before it is read again: before this, such a scan ran at half the
  * speed of compress off), only one page in ZP_SAMPLE goes in (the others
  * go below through forward(), under pool handles, and absorb() skips
- * them), which keeps the measurement going, and the cap shrinks by a step
- * a window, the log moving its oldest pages on (shrink()) so that its
- * frames go back to the guests. Same-filled pages always go in: they cost
- * nothing.
+ * them), which keeps the measurement going; the others go in only while
+ * there is room without write-back (take_page()), so what the pool holds
+ * stays rather than being pushed out unread. (Shrinking the pool instead,
+ * a step a window, gave the frames to readahead in a scan, but a guest
+ * that was filled and then read at random found the pool empty and took
+ * seconds to grow it again, a page absorbed per fault.) When the sample's
+ * hits pay again (a guest that wrote its memory now reads it), the cap
+ * restarts from its first share, a quarter of the budget, if it was below,
+ * instead of climbing a step a window from
+ * its floor. Same-filled pages always go in: they cost nothing.
  *
  * Locking. z->lock (leaf below host->lock; above the lower tier's leaf
  * locks, which it may call with it held) guards everything in struct
@@ -254,17 +262,22 @@ static void ewma(uint64_t *avg, uint64_t v)
 	*avg = *avg ? *avg - *avg / 8 + v / 8 : v;
 }
 
-/* Whether the next page offered to the pool goes in: always, unless the
-   pool does not pay (then one in ZP_SAMPLE, which keeps the measurement
-   going). Caller holds z->lock. */
-static bool take_page(struct zpool *z)
+/* How the next page offered to the pool goes in: ZP_TAKE, making room by
+   write-back if it must, unless the pool does not pay. Then one page in
+   ZP_SAMPLE still does (which keeps the measurement going), and the others
+   go in only while there is room without write-back (ZP_ROOM: what the
+   pool holds stays, no compression is spent on pages that push out
+   others unread) or not at all (ZP_SKIP). Caller holds z->lock. */
+enum { ZP_SKIP, ZP_ROOM, ZP_TAKE };
+
+static int take_page(struct zpool *z)
 {
-	if (!z->bypass)
-		return true;
-	if (z->sample++ % ZP_SAMPLE == 0)
-		return true;
+	if (!z->bypass || z->sample++ % ZP_SAMPLE == 0)
+		return ZP_TAKE;
+	if (z->nspare || z->nlog + z->nspare < z->cap)
+		return ZP_ROOM;
 	z->bypassed++;
-	return false;
+	return ZP_SKIP;
 }
 
 /* The step by which the cap moves, in frames; and the frames of the log
@@ -710,7 +723,7 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t word = 0, hd, t0 = 0;
 		uint32_t len = 0, f, off;
-		bool take = true;
+		int take = ZP_TAKE;
 		uint8_t raw = 0;
 		int rc;
 
@@ -721,7 +734,7 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 			pthread_mutex_lock(&z->lock);
 			take = take_page(z);
 			pthread_mutex_unlock(&z->lock);
-			if (take) {
+			if (take != ZP_SKIP) {
 				t0 = ns_now();
 				len = compress_page(z, z->algo, pages[i], cbuf);
 				t0 = ns_now() - t0;
@@ -740,15 +753,15 @@ static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_
 		}
 		z->ent[hd].csum = swap_page_csum(pages[i]);
 		handles[i] = hd;
-		if (take && !raw && !len) {
+		if (take != ZP_SKIP && !raw && !len) {
 			z->ent[hd].kind = ZE_FILL;
 			z->ent[hd].u.fill = word;
 			z->same++;
 			z->pages++;
 			res[i] = 0;
-		} else if (take && !raw) {
+		} else if (take != ZP_SKIP && !raw) {
 			rc = obj_alloc(z, hd, len, &f, &off);
-			if (rc && z->nlog && at_cap(z)) {
+			if (rc && take == ZP_TAKE && z->nlog && at_cap(z)) {
 				/* full: the oldest pages make room */
 				pthread_mutex_unlock(&z->lock);
 				writeback(z);
@@ -917,14 +930,14 @@ static void zp_absorb(struct tier *t, const uint64_t *handles, void *const *page
 		struct zp_ent *e;
 		uint32_t len, f, off;
 		uint64_t t0;
-		int rc;
+		int rc, take = ZP_SKIP;
 
 		pthread_mutex_lock(&z->lock);
 		e = &z->ent[handles[i]];
-		rc = e->kind != ZE_BELOW || (e->flags & ZF_RAW) ? -EEXIST
-		     : take_page(z) ? 0 : -EAGAIN;
+		if (e->kind == ZE_BELOW && !(e->flags & ZF_RAW))
+			take = take_page(z);
 		pthread_mutex_unlock(&z->lock);
-		if (rc)
+		if (take == ZP_SKIP)
 			continue;
 		/* the same bytes compressed when they were stored */
 		t0 = ns_now();
@@ -939,7 +952,7 @@ static void zp_absorb(struct tier *t, const uint64_t *handles, void *const *page
 		/* the caller's reference keeps the entry; only write-back
 		   changes its kind, and never that of a ZE_BELOW entry */
 		rc = obj_alloc(z, handles[i], len, &f, &off);
-		if (rc && z->nlog && at_cap(z)) {
+		if (rc && take == ZP_TAKE && z->nlog && at_cap(z)) {
 			pthread_mutex_unlock(&z->lock);
 			writeback(z);
 			pthread_mutex_lock(&z->lock);
@@ -1010,8 +1023,7 @@ static void adapt(struct zpool *z)
 		hi = n > keep + lo ? n - keep : lo;
 	if (!z->cap_fixed) {
 		if (z->bypass)
-			/* not paying: its frames go back to the guests */
-			z->cap = z->cap > lo + step ? z->cap - step : lo;
+			;       /* what it holds stays; see take_page() */
 		else if (gain > loss + loss / 4)
 			z->cap = z->cap + step < hi ? z->cap + step : hi;
 		else if (loss > gain + gain / 4)
