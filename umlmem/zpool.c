@@ -109,17 +109,17 @@
  * savings do not cover the compressions (a guest that only writes, or
  * scans round more memory than the pool holds, where a page is always
  * gone before it is read again: before this, such a scan ran at half the
- * speed of compress off), only one page in ZP_SAMPLE goes in (the others
- * go below through forward(), under pool handles, and absorb() skips
- * them), which keeps the measurement going; the others go in only while
- * there is room without write-back (take_page()), so what the pool holds
- * stays rather than being pushed out unread. (Shrinking the pool instead,
- * a step a window, gave the frames to readahead in a scan, but a guest
- * that was filled and then read at random found the pool empty and took
- * seconds to grow it again, a page absorbed per fault.) When the sample's
- * hits pay again (a guest that wrote its memory now reads it), the cap
- * restarts from its first share, a quarter of the budget, if it was below,
- * instead of climbing a step a window from
+ * speed of compress off), one page in ZP_SAMPLE still goes in as before,
+ * which keeps the measurement going, and the others only while there is
+ * room without write-back (take_page()): what the pool holds stays rather
+ * than being pushed out unread, and a page that finds no room goes below
+ * through forward(), under a pool handle, uncompressed. (Shrinking the
+ * pool instead, a step a window, gave the frames to readahead in a scan,
+ * but a guest that was filled and then read at random found the pool
+ * empty and took seconds to grow it again, a page absorbed per fault.)
+ * When the sample's hits pay again (a guest that wrote its memory now
+ * reads it), the cap restarts from its first share, a quarter of the
+ * budget, if it was below, instead of climbing a step a window from
  * its floor. Same-filled pages always go in: they cost nothing.
  *
  * Locking. z->lock (leaf below host->lock; above the lower tier's leaf
