@@ -93,15 +93,16 @@
  *    out and decompress), a page read from below (its share of the batch
  *    read, so that a page readahead brings in a run is not valued as a
  *    random read), a compression; and ZP_FAULT_NS for the rest of a fault
- *    (10 us: a fault that found its page read ahead, with no load, cost
- *    6.9-18 us a read on `umlmem bench`'s machine, loaded, in tier_seq
- *    with compress off).
+ *    (10 us: reading a guest in page order with compress off, every fault
+ *    served by a page read ahead, no load of its own, cost 7-18 us a read
+ *    on the 2 loaded CPUs this was measured on).
  * The cap grows when near x (disk - hit) beats young x (hit + compression
  * + ZP_FAULT_NS) by a quarter, and shrinks in the opposite case. On
  * uniform random reads over 4 budgets, near is about r times young and a
- * disk read costs 30-100 hits, so the cap climbs to 7/8; on a working set
- * that fits the frames but not frames and pool, young dominates and the
- * pool gives the frames back.
+ * disk read cost 30-100 hits where measured, so the cap climbs to 7/8 in
+ * a second or two; on a working set that fits the frames but not frames
+ * and pool, young should dominate and the pool give the frames back (a
+ * case no benchmark here measures yet).
  *
  * Whether the pool pays at all. Every object that leaves the pool unused
  * cost a compression (and, written back, a decompression); every hit saved
