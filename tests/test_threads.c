@@ -86,7 +86,7 @@ static void *work(void *arg)
 	return NULL;
 }
 
-static void run_workers(unsigned flags)
+static void run_workers(unsigned flags, enum umlmem_compress compress)
 {
 	char dir[64];
 	struct umlmem_host_config cfg;
@@ -104,6 +104,7 @@ static void run_workers(unsigned flags)
 	cfg.swap_dir = dir;
 	cfg.reclaim_batch = 16;
 	cfg.flags = flags;
+	cfg.compress = compress;
 	cr_assert_eq(umlmem_host_create(&cfg, &h), 0, "%s", umlmem_errmsg());
 	shared = tu_guest(h, NT * stripe);
 	for (unsigned i = 0; i < NT; i++) {
@@ -140,12 +141,24 @@ static void run_workers(unsigned flags)
 
 Test(threads, workers_foreground)
 {
-	run_workers(0);
+	run_workers(0, UMLMEM_COMPRESS_OFF);
 }
 
 Test(threads, workers_background)
 {
-	run_workers(UMLMEM_BACKGROUND);
+	run_workers(UMLMEM_BACKGROUND, UMLMEM_COMPRESS_OFF);
+}
+
+/* the same with the compressed pool between the frames and swap: stores,
+   loads, absorbs and write-backs of several threads at once */
+Test(threads, workers_pool_foreground)
+{
+	run_workers(0, UMLMEM_COMPRESS_LZ4);
+}
+
+Test(threads, workers_pool_background)
+{
+	run_workers(UMLMEM_BACKGROUND, UMLMEM_COMPRESS_ZSTD);
 }
 
 /* Lock-free readers against an evictor: every read of a page either sees

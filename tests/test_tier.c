@@ -40,7 +40,8 @@ static void teardown(void)
 
 TestSuite(tier, .init = setup, .fini = teardown);
 
-static umlmem_host *pool_host(enum umlmem_compress c, uint64_t pool_bytes)
+static umlmem_host *pool_host_flags(enum umlmem_compress c, uint64_t pool_bytes,
+				    unsigned flags)
 {
 	struct umlmem_host_config cfg;
 	umlmem_host *h = NULL;
@@ -52,9 +53,15 @@ static umlmem_host *pool_host(enum umlmem_compress c, uint64_t pool_bytes)
 	cfg.reclaim_batch = 16;
 	cfg.compress = c;
 	cfg.compress_pool_bytes = pool_bytes;
+	cfg.flags = flags;
 	rc = umlmem_host_create(&cfg, &h);
 	cr_assert_eq(rc, 0, "umlmem_host_create: %s", umlmem_errmsg());
 	return h;
+}
+
+static umlmem_host *pool_host(enum umlmem_compress c, uint64_t pool_bytes)
+{
+	return pool_host_flags(c, pool_bytes, 0);
 }
 
 /* Page @i's content: kind 0 compresses (a 64-byte run repeated, a few
@@ -240,6 +247,89 @@ Test(tier, pool_alloc_failure_goes_to_swap)
 	zpool_inject_alloc_fail(T.h->tier[TIER_POOL], 0);
 	check_all(T.g[0], T.mem);
 	tu_check(T.h);
+}
+
+/* A page that found no pool room goes to swap under a pool handle, so that
+   when it is read and leaves its frame clean the pool can take it in; so
+   does a page that does not compress, which the pool then never takes. */
+Test(tier, pool_refused_pages_absorbed)
+{
+	static uint8_t buf[PG];
+	struct umlmem_host_info i0;
+
+	/* no readahead: the loads counted are the faults' own */
+	T.h = pool_host_flags(UMLMEM_COMPRESS_LZ4, 0, UMLMEM_NO_READAHEAD);
+	T.g[0] = tu_guest(T.h, NP * PG);
+	zpool_inject_alloc_fail(T.h->tier[TIER_POOL], 1000000);
+	write_all(T.g[0], T.mem, 3, 8);
+	evict_all();
+	zpool_inject_alloc_fail(T.h->tier[TIER_POOL], 0);
+	tu_check(T.h);
+	cr_assert_eq(info().pool_bytes, 0);
+	for (uint64_t i = 0; i < NP; i++)
+		cr_assert_eq(tkey_tier(key_of(T.g[0], i)), TIER_POOL,
+			     "page %" PRIu64 " (kind %u) not under a pool key", i, (unsigned)(i % 3));
+	/* page 0 compresses, page 2 does not: both read from swap, then
+	   evicted clean; only page 0 comes back from the pool */
+	for (int round = 0; round < 2; round++) {
+		for (uint64_t p = 0; p <= 2; p += 2) {
+			i0 = info();
+			cr_assert_eq(umlmem_read(T.g[0], p * PG, buf, PG), 0, "%s", umlmem_errmsg());
+			cr_assert(!memcmp(buf, T.mem + p * PG, PG));
+			cr_assert_eq(info().pool_hits, i0.pool_hits + (round && !p),
+				     "round %d, page %" PRIu64 ": %" PRIu64 " pool hits", round, p,
+				     info().pool_hits - i0.pool_hits);
+		}
+		evict_all();
+		tu_check(T.h);
+	}
+	check_all(T.g[0], T.mem);
+	cr_assert_eq(umlmem_discard(T.g[0], 0, NP * PG), 0);
+	memset(T.mem, 0, NP * PG);
+	tu_check(T.h);
+	cr_assert_eq(info().pool_pages, 0);
+	cr_assert_eq(info().swap_slots_used, 0);
+}
+
+/* A pool whose pages all leave unread (a guest that only writes) does not
+   pay for their compression: after a window of departures it takes only a
+   sample of the pages and sends the rest straight below, under pool
+   handles; every byte still comes back. */
+Test(tier, pool_bypassed_when_unread)
+{
+	enum { N = 2048 };
+	uint8_t *mem = malloc((size_t)N * PG), *buf = malloc(PG);
+	struct umlmem_host_info i0, i1;
+	umlmem_guest *g;
+
+	cr_assert(mem && buf);
+	T.h = pool_host(UMLMEM_COMPRESS_LZ4, 4 * PG);
+	g = tu_guest(T.h, (uint64_t)N * PG);
+	for (unsigned pass = 0; pass < 2; pass++) {
+		i0 = info();
+		for (uint64_t i = 0; i < N; i++) {
+			page_content(mem + i * PG, i, 0, 20 + pass);
+			cr_assert_eq(umlmem_write(g, i * PG, mem + i * PG, PG), 0, "%s",
+				     umlmem_errmsg());
+		}
+		evict_all();
+		i1 = info();
+		if (!pass)
+			cr_assert_gt(i1.pool_writebacks - i0.pool_writebacks, 0,
+				     "the pool was meant to turn over");
+		else
+			cr_assert_gt(i1.pool_rejects - i0.pool_rejects, N / 2,
+				     "a pool whose pages all left unread still took %" PRIu64
+				     " of %u", N - (i1.pool_rejects - i0.pool_rejects), N);
+	}
+	tu_check(T.h);
+	for (uint64_t i = 0; i < N; i++) {
+		cr_assert_eq(umlmem_read(g, i * PG, buf, PG), 0, "%s", umlmem_errmsg());
+		cr_assert(!memcmp(buf, mem + i * PG, PG), "page %" PRIu64 " differs", i);
+	}
+	tu_check(T.h);
+	free(mem);
+	free(buf);
 }
 
 Test(tier, pool_full_writes_back)

@@ -137,12 +137,15 @@ int umlmem_host_config_init_sized(struct umlmem_host_config *cfg, size_t size)
 
 /* Whether the host gets a compressed pool: AUTO is what measured best on
    this project's benchmark (README, "The memory hierarchy"). Off: on real
-   content (host binaries, 4x the budget) the pool lost to compress off in
-   every workload measured side by side, one thread random, 8 threads and
-   sequential, lz4 and zstd alike. It cuts disk reads (a hit fraction of
-   17-38%), but every fault then also pays a compression of the page it
-   evicts and the decompression of the one it loads, and on a machine whose
-   CPUs are as contended as its disk those cost what the disk reads saved. */
+   content (host binaries, 4x the budget) the pool, its split between
+   frames and pool adapted to measured costs, came out at 0.81-1.02 of
+   compress off on one thread reading at random, and below it with 8
+   threads (0.77-0.88) and in page order (0.53-0.91), in runs where each
+   workload alternated between the sides. It cuts disk reads, but every
+   fault then also pays a compression of the page it evicts and the
+   decompression of the one it loads, and the frames the pool takes raise
+   the faults per read; on a machine whose CPUs are as contended as its
+   disk those cost what the disk reads saved. */
 static bool compress_on(const struct umlmem_host_config *c)
 {
 	return c->compress == UMLMEM_COMPRESS_LZ4 || c->compress == UMLMEM_COMPRESS_ZSTD ||

@@ -27,12 +27,20 @@
  *
  * What goes in. A page made of one repeated 8-byte word (zeros are dropped
  * before, by the pager) is kept as that word in its entry: no pool space.
- * Others are compressed with lz4 (or zstd level 1 when asked); a page that
- * does not come below ZP_MAX_LEN bytes is refused (-ENOSPC) and the pager
- * stores it in the tier below directly, as it does when the pool has no
- * room. Every page's xxh3 checksum is kept in its entry and checked after
- * decompression: a page that does not come back to it is -EBADMSG, a
- * checksum error, never wrong bytes.
+ * Others are compressed with lz4 (or zstd level 1 when asked). A page
+ * that does not come below ZP_MAX_LEN bytes, or finds no room, or comes
+ * while the pool does not pay (below), goes to the tier below, but the
+ * pool writes it there itself (forward()) and keeps an entry for it, so
+ * that every page of the host keeps a pool key: handles then follow store
+ * order whatever became of each page, as readahead needs, and a page that
+ * found no room can be taken in by absorb() once it is read and evicted
+ * clean. (Under keys of the tier below, the pages a pool short of frames
+ * refused while the guests were written stayed on disk for good, and the
+ * faults on pages that do not compress, a quarter of the pages of host
+ * binaries with lz4, broke every readahead run by switching tiers.) Such
+ * an entry costs 32 bytes a page. Every page's xxh3 checksum is kept in
+ * its entry and checked after decompression: a page that does not come
+ * back to it is -EBADMSG, a checksum error, never wrong bytes.
  *
  * Entries. A handle is an index into the entry table. An entry holds the
  * reference count (a shared frame is stored once; every sharer's page
@@ -65,13 +73,55 @@
  * balance(). (Writing back whenever the spares ran out kept the pool at
  * the size of one batch's spares: it turned over instead of growing.)
  *
- * The split between frames and pool (the cap, when compress_pool_bytes is
- * 0) adapts: balance() compares, over the last window of loads, the pages
- * that came from the pool (hits) and those that had to come from disk. A
- * disk read costs about ZP_DISK_COST pool hits; while disk reads cost more
- * than the hits, a bigger pool turns more of them into hits and the cap
- * grows; when hits dominate, the guests' working set is bouncing between
- * frames and pool and the cap shrinks, giving frames back to the guests.
+ * The split between frames and pool. Each frame the pool takes from the
+ * guests holds about r pages compressed instead of one plain: the pages
+ * it keeps off the disk are worth a disk read each, less a hit; the page
+ * the frames lose costs a fault served by the pool each time it is used.
+ * Neither is known in advance, so balance() measures both at the margin,
+ * per window of ZP_WINDOW loads, and moves the cap (when
+ * compress_pool_bytes is 0) by a step of 1/32 of the budget, between 1/16
+ * and 7/8 of it (the guests keep two reclaim batches at least, or the
+ * pages they pin could leave the pager nothing to evict), toward whichever
+ * side pays:
+ *  - near: loads from below of pages that left the pool within the last
+ *    step x r departures (each entry below is stamped with the departure
+ *    count when it left): a pool a step larger would still have held them;
+ *  - young: hits on objects in the newest step / r frames of the log (each
+ *    frame is stamped when it joins the log): pages a step more frames
+ *    would have kept resident;
+ *  - the costs, moving averages measured where they are paid: a hit (copy
+ *    out and decompress), a page read from below (its share of the batch
+ *    read, so that a page readahead brings in a run is not valued as a
+ *    random read), a compression; and ZP_FAULT_NS for the rest of a fault
+ *    (10 us: reading a guest in page order with compress off, every fault
+ *    served by a page read ahead, no load of its own, cost 7-18 us a read
+ *    on the 2 loaded CPUs this was measured on).
+ * The cap grows when near x (disk - hit) beats young x (hit + compression
+ * + ZP_FAULT_NS) by a quarter, and shrinks in the opposite case. On
+ * uniform random reads over 4 budgets, near is about r times young and a
+ * disk read cost 30-100 hits where measured, so the cap climbs to 7/8 in
+ * a second or two; on a working set that fits the frames but not frames
+ * and pool, young should dominate and the pool give the frames back (a
+ * case no benchmark here measures yet).
+ *
+ * Whether the pool pays at all. Every object that leaves the pool unused
+ * cost a compression (and, written back, a decompression); every hit saved
+ * a disk read. Over the same span balance() counts both: when the hits'
+ * savings do not cover the compressions (a guest that only writes, or
+ * scans round more memory than the pool holds, where a page is always
+ * gone before it is read again: before this, such a scan ran at half the
+ * speed of compress off), one page in ZP_SAMPLE still goes in as before,
+ * which keeps the measurement going, and the others only while there is
+ * room without write-back (take_page()): what the pool holds stays rather
+ * than being pushed out unread, and a page that finds no room goes below
+ * through forward(), under a pool handle, uncompressed. (Shrinking the
+ * pool instead, a step a window, gave the frames to readahead in a scan,
+ * but a guest that was filled and then read at random found the pool
+ * empty and took seconds to grow it again, a page absorbed per fault.)
+ * When the sample's hits pay again (a guest that wrote its memory now
+ * reads it), the cap restarts from its first share, a quarter of the
+ * budget, if it was below, instead of climbing a step a window from
+ * its floor. Same-filled pages always go in: they cost nothing.
  *
  * Locking. z->lock (leaf below host->lock; above the lower tier's leaf
  * locks, which it may call with it held) guards everything in struct
@@ -84,6 +134,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zstd.h>
 
 #include "internal.h"
@@ -92,14 +143,20 @@
 #define ZP_HDR       8u      /* per object: handle, length */
 #define ZP_WB_BATCH  64u     /* pages written back at once */
 #define ZP_NIL       UINT32_MAX
-#define ZP_WINDOW    1024u   /* loads per adaptation step */
-#define ZP_DISK_COST 16u     /* a disk read costs about this many pool hits */
+#define ZP_WINDOW    256u    /* loads per adaptation step */
+#define ZP_CAP_START(nframes) ((nframes) / 4)   /* the adaptive cap's first value */
+#define ZP_SAMPLE    16u     /* while the pool does not pay, 1 page in this many still goes in */
+#define ZP_LEFT_MIN  64u     /* departures and hits that make a judgement of its pay */
+#define ZP_FAULT_NS  10000u  /* a fault's cost around its load (see "The split") */
 
 enum { ZE_FREE = 0, ZE_LZ4, ZE_ZSTD, ZE_FILL, ZE_BELOW };
 enum {
 	ZF_WB = 0x1,    /* being written back: the object stays until done */
 	ZF_COPY = 0x2,  /* an object that also has a copy below (absorbed):
 			   write-back drops it, with no I/O */
+	ZF_PEND = 0x4,  /* ZE_BELOW being written below by forward(): no
+			   reference outside the pool yet, not live */
+	ZF_RAW = 0x8,   /* ZE_BELOW that does not compress: absorb() skips it */
 };
 
 struct zp_ent {
@@ -117,6 +174,7 @@ struct zp_ent {
 			uint32_t off;   /* offset of the bytes in it */
 		} o;
 		uint64_t fill;          /* ZE_FILL: the repeated word */
+		uint64_t gone;          /* ZE_BELOW: zpool.departs when it left */
 		uint64_t next_free;     /* ZE_FREE: free list */
 	} u;
 };
@@ -125,6 +183,17 @@ struct zp_hdr {
 	uint32_t handle;
 	uint32_t len;
 };
+
+/* A zstd compression and decompression context, made on first use; its
+   lock (a leaf, taken with trylock only, so never waited on under another)
+   guards both while one page goes through them. */
+struct zp_zctx {
+	pthread_mutex_t lock;
+	ZSTD_CCtx *c;
+	ZSTD_DCtx *d;
+};
+
+#define ZP_NZCTX 4u     /* contexts kept: one per concurrent (de)compression */
 
 struct zpool {
 	struct tier t;
@@ -148,8 +217,25 @@ struct zpool {
 	/* counters */
 	uint64_t pages, bytes, same, hits, writebacks, rejects, handles;
 	uint64_t absorbed, dropped;     /* clean pages taken back; their objects dropped */
-	uint64_t win_hits, win_disk;    /* the adaptation window */
+	/* the adaptation (see "The split" above): the current window */
+	struct {
+		uint64_t loads;         /* pool hits and loads from below */
+		uint64_t near;          /* loads from below of pages that left the
+					   pool within the last step's worth */
+		uint64_t young;         /* hits on objects in the newest step's
+					   worth of the log */
+		uint64_t left;          /* objects that left (written back, dropped) */
+		uint64_t hits;          /* hits on objects, over the same span */
+	} win;
+	uint64_t ns_hit, ns_disk, ns_comp;  /* measured costs (moving averages) */
+	uint64_t departs;               /* objects that ever left: stamps ZE_BELOW entries */
+	uint32_t pushes;                /* frames ever appended to the log */
+	uint32_t *pushed;               /* per frame: pushes when it was appended */
+	bool bypass;                    /* the pool does not pay: ZP_SAMPLE only */
+	uint64_t sample, bypassed;
 	uint64_t inject_alloc_fail;
+
+	struct zp_zctx zctx[ZP_NZCTX];  /* each under its own lock (above) */
 };
 
 static struct zpool *zp(struct tier *t)
@@ -160,6 +246,54 @@ static struct zpool *zp(struct tier *t)
 static uint8_t *zaddr(struct zpool *z, uint32_t f)
 {
 	return frame_addr(z->h, f);
+}
+
+static uint64_t ns_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Folds a measured cost into its moving average (an eighth per sample).
+   Caller holds z->lock. */
+static void ewma(uint64_t *avg, uint64_t v)
+{
+	*avg = *avg ? *avg - *avg / 8 + v / 8 : v;
+}
+
+/* How the next page offered to the pool goes in: ZP_TAKE, making room by
+   write-back if it must, unless the pool does not pay. Then one page in
+   ZP_SAMPLE still does (which keeps the measurement going), and the others
+   go in only while there is room without write-back (ZP_ROOM: what the
+   pool holds stays, no compression is spent on pages that push out
+   others unread) or not at all (ZP_SKIP). Caller holds z->lock. */
+enum { ZP_SKIP, ZP_ROOM, ZP_TAKE };
+
+static int take_page(struct zpool *z)
+{
+	if (!z->bypass || z->sample++ % ZP_SAMPLE == 0)
+		return ZP_TAKE;
+	if (z->nspare || z->nlog + z->nspare < z->cap)
+		return ZP_ROOM;
+	z->bypassed++;
+	return ZP_SKIP;
+}
+
+/* The step by which the cap moves, in frames; and the frames of the log
+   that hold about one step of pages (the pages a step more frames would
+   have kept). Caller holds z->lock. */
+static uint64_t cap_step(const struct zpool *z)
+{
+	return z->h->nframes / 32 ? z->h->nframes / 32 : 1;
+}
+
+static uint64_t per_frame(const struct zpool *z)
+{
+	uint64_t r = z->nlog ? z->pages / z->nlog : 1;
+
+	return r ? r : 1;
 }
 
 /* ---- entries -------------------------------------------------------------- */
@@ -212,6 +346,7 @@ static uint32_t log_push(struct zpool *z)
 
 	z->live[f] = 0;
 	z->first[f] = 0;
+	z->pushed[f] = z->pushes++;
 	z->next[f] = ZP_NIL;
 	z->prev[f] = z->head;
 	if (z->head != ZP_NIL)
@@ -316,6 +451,18 @@ static void obj_free(struct zpool *z, struct zp_ent *e)
 		log_release(z, f);
 }
 
+/* Object entry @e has left the pool for the tier below (written back, or
+   its copy dropped; obj_free done): counted for the adaptation and stamped
+   so that a load of it from below can tell how long ago it left. Caller
+   holds z->lock. */
+static void departed(struct zpool *z, struct zp_ent *e)
+{
+	z->win.left++;
+	e->kind = ZE_BELOW;
+	e->flags &= (uint8_t)~ZF_COPY;
+	e->u.gone = z->departs++;
+}
+
 /* ---- compression ---------------------------------------------------------- */
 
 static bool same_filled(const void *page, uint64_t *word)
@@ -329,25 +476,61 @@ static bool same_filled(const void *page, uint64_t *word)
 	return true;
 }
 
-static uint32_t compress_page(int algo, const void *page, uint8_t *dst)
+/* A zstd context of the pool's cache, locked; NULL when every one is in
+   use (the caller then lets zstd make its own). ZSTD_compress() and
+   ZSTD_decompress() without one allocate and set up a context per page,
+   which cost several times the work on the page itself. */
+static struct zp_zctx *zctx_get(struct zpool *z)
+{
+	for (unsigned i = 0; i < ZP_NZCTX; i++) {
+		struct zp_zctx *c = &z->zctx[i];
+
+		if (pthread_mutex_trylock(&c->lock))
+			continue;
+		if (!c->c)
+			c->c = ZSTD_createCCtx();
+		if (!c->d)
+			c->d = ZSTD_createDCtx();
+		if (c->c && c->d)
+			return c;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+static uint32_t compress_page(struct zpool *z, int algo, const void *page, uint8_t *dst)
 {
 	if (algo == ZE_ZSTD) {
-		size_t n = ZSTD_compress(dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+		struct zp_zctx *c = zctx_get(z);
+		size_t n;
 
+		if (c) {
+			n = ZSTD_compressCCtx(c->c, dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+			pthread_mutex_unlock(&c->lock);
+		} else {
+			n = ZSTD_compress(dst, ZP_MAX_LEN, page, PAGE_SIZE, 1);
+		}
 		return ZSTD_isError(n) ? 0 : (uint32_t)n;
 	}
 	return (uint32_t)LZ4_compress_default(page, (char *)dst, PAGE_SIZE, ZP_MAX_LEN);
 }
 
 /* Decompresses and verifies: 0 or -EBADMSG. */
-static int decompress_page(int algo, const uint8_t *src, uint32_t len, void *page,
-			   uint64_t csum)
+static int decompress_page(struct zpool *z, int algo, const uint8_t *src, uint32_t len,
+			   void *page, uint64_t csum)
 {
 	bool ok;
 
 	if (algo == ZE_ZSTD) {
-		size_t n = ZSTD_decompress(page, PAGE_SIZE, src, len);
+		struct zp_zctx *c = zctx_get(z);
+		size_t n;
 
+		if (c) {
+			n = ZSTD_decompressDCtx(c->d, page, PAGE_SIZE, src, len);
+			pthread_mutex_unlock(&c->lock);
+		} else {
+			n = ZSTD_decompress(page, PAGE_SIZE, src, len);
+		}
 		ok = !ZSTD_isError(n) && n == PAGE_SIZE;
 	} else {
 		ok = LZ4_decompress_safe((const char *)src, page, (int)len, PAGE_SIZE) ==
@@ -405,8 +588,7 @@ static unsigned writeback(struct zpool *z)
 			    e->u.o.off == off && (e->flags & ZF_COPY)) {
 				off += hdr.len;
 				obj_free(z, e);
-				e->kind = ZE_BELOW;
-				e->flags &= ~ZF_COPY;
+				departed(z, e);
 				dropped++;
 				continue;
 			}
@@ -415,7 +597,7 @@ static unsigned writeback(struct zpool *z)
 				obj_copy(z, f, off, cbuf, e->len, true);
 				pages[n] = buf + (size_t)n * PAGE_SIZE;
 				/* a corrupt object stays: its load reports it */
-				if (!decompress_page(e->kind, cbuf, e->len, pages[n], e->csum)) {
+				if (!decompress_page(z, e->kind, cbuf, e->len, pages[n], e->csum)) {
 					e->flags |= ZF_WB;
 					hd[n++] = hdr.handle;
 				}
@@ -442,7 +624,7 @@ static unsigned writeback(struct zpool *z)
 		if (res[i])
 			continue;
 		obj_free(z, e);
-		e->kind = ZE_BELOW;
+		departed(z, e);
 		e->below = out[i];
 		nw++;
 		done++;
@@ -457,6 +639,53 @@ static unsigned writeback(struct zpool *z)
 
 /* ---- the tier operations -------------------------------------------------- */
 
+/* The pages pages[fw[j]] that the pool does not keep (they do not
+   compress below ZP_MAX_LEN, found no room, or the pool does not pay) go
+   to the tier below in one batch, each under the pool handle handles[fw[j]]
+   that zp_store() reserved for it in the batch's order (ZE_BELOW, ZF_PEND
+   until written), not under a key of that tier. So every page of a pooled
+   host keeps a pool key: handles follow store order across kinds, which
+   readahead needs (a run of faults that changed tiers at every page that
+   does not compress would never be recognised), and a page that was
+   refused for room can be taken in by absorb() when it is read and evicted
+   clean. The cost is an entry per such page. Sets res[] as tier_ops.store
+   does; returns the failed writes. No lock held. */
+static unsigned forward(struct zpool *z, void *const *pages, const unsigned *fw, unsigned nfw,
+			uint64_t *handles, int *res, char *msg, size_t msglen)
+{
+	struct tier *below = z->t.below;
+	void **bp = malloc(nfw * sizeof(*bp));
+	uint64_t *bh = malloc(nfw * sizeof(*bh));
+	int *br = malloc(nfw * sizeof(*br));
+	unsigned failed = 0;
+
+	if (below && bp && bh && br) {
+		for (unsigned j = 0; j < nfw; j++)
+			bp[j] = pages[fw[j]];
+		failed = below->ops->store(below, bp, nfw, bh, br, TIER_STORE_BELOW, msg, msglen);
+	}
+	pthread_mutex_lock(&z->lock);
+	for (unsigned j = 0; j < nfw; j++) {
+		unsigned i = fw[j];
+		struct zp_ent *e = &z->ent[handles[i]];
+
+		/* without a batch, the pager stores them below under that
+		   tier's keys */
+		res[i] = below && bp && bh && br ? br[j] : -ENOSPC;
+		if (res[i]) {
+			ent_free(z, handles[i]);
+			continue;
+		}
+		e->below = bh[j];
+		e->flags &= (uint8_t)~ZF_PEND;
+	}
+	pthread_mutex_unlock(&z->lock);
+	free(bp);
+	free(bh);
+	free(br);
+	return failed;
+}
+
 /* Whether the pool holds all the frames it may: only then does a store
    that finds no room write the oldest pages back. Below its cap the pool
    grows instead, by the frames balance() lends it between batches; a store
@@ -468,75 +697,105 @@ static bool at_cap(const struct zpool *z)
 	return z->nlog + z->nspare >= z->cap;
 }
 
+/* A pool whose log holds more frames than its cap (the adaptation lowered
+   it) moves its oldest pages on, a batch per call, so that balance() can
+   give their frames back. No lock held. */
+static void shrink(struct zpool *z)
+{
+	bool over;
+
+	pthread_mutex_lock(&z->lock);
+	over = z->nlog > z->cap;
+	pthread_mutex_unlock(&z->lock);
+	if (over)
+		writeback(z);
+}
+
 static unsigned zp_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
 			 int *res, unsigned flags, char *msg, size_t msglen)
 {
 	struct zpool *z = zp(t);
 	uint8_t *cbuf = malloc(ZP_MAX_LEN);
+	unsigned *fw = malloc(n * sizeof(*fw)), nfw = 0, failed = 0;
 
-	(void)msglen, (void)flags;
+	(void)flags;
 	msg[0] = '\0';
+	shrink(z);
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t word = 0, hd, csum;
+		uint64_t word = 0, hd, t0 = 0;
 		uint32_t len = 0, f, off;
+		int take = ZP_TAKE;
+		uint8_t raw = 0;
 		int rc;
 
 		res[i] = -ENOSPC;
-		if (!cbuf)
+		if (!cbuf || !fw)
 			continue;
 		if (!same_filled(pages[i], &word)) {
-			len = compress_page(z->algo, pages[i], cbuf);
-			if (!len) {
-				pthread_mutex_lock(&z->lock);
-				z->rejects++;
-				pthread_mutex_unlock(&z->lock);
-				continue;
+			pthread_mutex_lock(&z->lock);
+			take = take_page(z);
+			pthread_mutex_unlock(&z->lock);
+			if (take != ZP_SKIP) {
+				t0 = ns_now();
+				len = compress_page(z, z->algo, pages[i], cbuf);
+				t0 = ns_now() - t0;
+				/* it will not compress the next time either */
+				raw = len ? 0 : ZF_RAW;
 			}
 		}
-		csum = swap_page_csum(pages[i]);
 		pthread_mutex_lock(&z->lock);
+		if (t0)
+			ewma(&z->ns_comp, t0);
 		rc = ent_alloc(z, &hd);
 		if (rc) {
 			z->rejects++;
 			pthread_mutex_unlock(&z->lock);
 			continue;
 		}
-		if (!len) {
+		z->ent[hd].csum = swap_page_csum(pages[i]);
+		handles[i] = hd;
+		if (take != ZP_SKIP && !raw && !len) {
 			z->ent[hd].kind = ZE_FILL;
 			z->ent[hd].u.fill = word;
 			z->same++;
 			z->pages++;
-		} else {
+			res[i] = 0;
+		} else if (take != ZP_SKIP && !raw) {
 			rc = obj_alloc(z, hd, len, &f, &off);
-			if (rc && z->nlog && at_cap(z)) {
+			if (rc && take == ZP_TAKE && z->nlog && at_cap(z)) {
 				/* full: the oldest pages make room */
 				pthread_mutex_unlock(&z->lock);
 				writeback(z);
 				pthread_mutex_lock(&z->lock);
 				rc = obj_alloc(z, hd, len, &f, &off);
 			}
-			if (rc) {
-				ent_free(z, hd);
-				z->rejects++;
-				pthread_mutex_unlock(&z->lock);
-				continue;
+			if (!rc) {
+				z->ent[hd].kind = (uint8_t)z->algo;
+				z->ent[hd].len = (uint16_t)len;
+				z->ent[hd].u.o.f = f;
+				z->ent[hd].u.o.off = off;
+				obj_copy(z, f, off, cbuf, len, false);
+				z->bytes += len;
+				z->pages++;
+				res[i] = 0;
 			}
-			z->ent[hd].kind = (uint8_t)z->algo;
-			z->ent[hd].len = (uint16_t)len;
-			z->ent[hd].u.o.f = f;
-			z->ent[hd].u.o.off = off;
-			obj_copy(z, f, off, cbuf, len, false);
-			z->bytes += len;
-			z->pages++;
 		}
-		z->ent[hd].csum = csum;
+		if (res[i]) {
+			/* below, under this pool handle (forward()); a bigger
+			   pool would have held it: as if it had just left */
+			z->ent[hd].kind = ZE_BELOW;
+			z->ent[hd].flags = ZF_PEND | raw;
+			z->ent[hd].u.gone = z->departs;
+			z->rejects++;
+			fw[nfw++] = i;
+		}
 		pthread_mutex_unlock(&z->lock);
-		handles[i] = hd;
-		res[i] = 0;
 	}
 	free(cbuf);
-	/* refusals are not I/O errors: the pager tries the tier below */
-	return 0;
+	if (nfw)
+		failed = forward(z, pages, fw, nfw, handles, res, msg, msglen);
+	free(fw);
+	return failed;
 }
 
 /* Pool objects are decompressed here; the pages that are only below are
@@ -548,8 +807,9 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 	uint8_t cbuf[ZP_MAX_LEN];
 	uint64_t bhd[1 + RA_MAX];
 	void *bbuf[1 + RA_MAX];
-	unsigned idx[1 + RA_MAX], nb = 0;
+	unsigned idx[1 + RA_MAX], nb = 0, nhit = 0;
 	int bres[1 + RA_MAX];
+	uint64_t t0 = ns_now(), t1;
 
 	for (unsigned i = 0; i < n; i++) {
 		struct zp_ent *e;
@@ -558,6 +818,7 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 		int kind;
 
 		pthread_mutex_lock(&z->lock);
+		z->win.loads++;
 		e = &z->ent[handles[i]];
 		kind = e->kind;
 		csum = e->csum;
@@ -569,9 +830,18 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 				w[j] = e->u.fill;
 		} else if (kind == ZE_LZ4 || kind == ZE_ZSTD) {
 			obj_copy(z, e->u.o.f, e->u.o.off, cbuf, len, true);
+			z->win.hits++;
+			/* in the newest step's worth of the log: a page that a
+			   step more frames would have kept resident */
+			if (z->pushes - z->pushed[e->u.o.f] <= cap_step(z) / per_frame(z) + 1)
+				z->win.young++;
+			nhit++;
 		}
 		if (kind == ZE_BELOW) {
-			z->win_disk++;
+			/* left within the last step's worth of pages: a step
+			   more pool would still hold it */
+			if (z->departs - e->u.gone < cap_step(z) * per_frame(z))
+				z->win.near++;
 			/* the caller's reference keeps the entry, and the
 			   entry its reference below */
 			bhd[nb] = e->below;
@@ -579,19 +849,30 @@ static void zp_load(struct tier *t, const uint64_t *handles, void *const *bufs, 
 			idx[nb++] = i;
 		} else {
 			z->hits++;
-			z->win_hits++;
 		}
 		pthread_mutex_unlock(&z->lock);
 		if (kind == ZE_FILL)
 			res[i] = 0;
 		else if (kind != ZE_BELOW)
-			res[i] = decompress_page(kind, cbuf, len, bufs[i], csum);
+			res[i] = decompress_page(z, kind, cbuf, len, bufs[i], csum);
 	}
-	if (!nb)
-		return;
-	t->below->ops->load(t->below, bhd, bbuf, nb, bres);
+	t1 = ns_now();
+	if (nb)
+		t->below->ops->load(t->below, bhd, bbuf, nb, bres);
 	for (unsigned j = 0; j < nb; j++)
 		res[idx[j]] = bres[j];
+	if (!nhit && !nb)
+		return;
+	/* the costs the adaptation weighs, per page: a hit (the pool's share
+	   of this call), a read from below (its share of the batch: a page
+	   read ahead in a run costs less than one read alone, and a hit saves
+	   only that) */
+	pthread_mutex_lock(&z->lock);
+	if (nhit)
+		ewma(&z->ns_hit, (t1 - t0) / nhit);
+	if (nb)
+		ewma(&z->ns_disk, (ns_now() - t1) / nb);
+	pthread_mutex_unlock(&z->lock);
 }
 
 static void zp_ref(struct tier *t, uint64_t handle, unsigned n)
@@ -645,26 +926,34 @@ static void zp_absorb(struct tier *t, const uint64_t *handles, void *const *page
 	struct zpool *z = zp(t);
 	uint8_t cbuf[ZP_MAX_LEN];
 
+	shrink(z);
 	for (unsigned i = 0; i < n; i++) {
 		struct zp_ent *e;
 		uint32_t len, f, off;
-		int rc;
+		uint64_t t0;
+		int rc, take = ZP_SKIP;
 
 		pthread_mutex_lock(&z->lock);
 		e = &z->ent[handles[i]];
-		rc = e->kind == ZE_BELOW ? 0 : -EEXIST;
+		if (e->kind == ZE_BELOW && !(e->flags & ZF_RAW))
+			take = take_page(z);
 		pthread_mutex_unlock(&z->lock);
-		if (rc)
+		if (take == ZP_SKIP)
 			continue;
 		/* the same bytes compressed when they were stored */
-		len = compress_page(z->algo, pages[i], cbuf);
-		if (!len)
-			continue;
+		t0 = ns_now();
+		len = compress_page(z, z->algo, pages[i], cbuf);
+		t0 = ns_now() - t0;
 		pthread_mutex_lock(&z->lock);
+		ewma(&z->ns_comp, t0);
+		if (!len) {
+			pthread_mutex_unlock(&z->lock);
+			continue;
+		}
 		/* the caller's reference keeps the entry; only write-back
 		   changes its kind, and never that of a ZE_BELOW entry */
 		rc = obj_alloc(z, handles[i], len, &f, &off);
-		if (rc && z->nlog && at_cap(z)) {
+		if (rc && take == ZP_TAKE && z->nlog && at_cap(z)) {
 			pthread_mutex_unlock(&z->lock);
 			writeback(z);
 			pthread_mutex_lock(&z->lock);
@@ -709,26 +998,63 @@ static unsigned zp_live(struct tier *t, uint64_t from, unsigned n, uint64_t *out
 
 	pthread_mutex_lock(&z->lock);
 	for (uint64_t hd = from; hd < from + n && hd < z->nent; hd++)
-		if (z->ent[hd].kind != ZE_FREE)
+		if (z->ent[hd].kind != ZE_FREE && !(z->ent[hd].flags & ZF_PEND))
 			out[m++] = hd;
 	pthread_mutex_unlock(&z->lock);
 	return m;
+}
+
+/* The end of a window of the adaptation (see "The split" above): moves
+   the cap by a step where the measured costs say a step pays, and decides
+   whether the pool pays at all. Caller holds z->lock. */
+static void adapt(struct zpool *z)
+{
+	uint64_t n = z->h->nframes, step = cap_step(z), lo = n / 16, hi = n / 8 * 7;
+	/* the guests keep at least two batches of frames: with fewer, the
+	   pages they pin could leave the pager nothing to evict */
+	uint64_t keep = 2 * (uint64_t)z->h->cfg.reclaim_batch;
+	/* a disk read the pool saves, and a fault a step of pool costs the
+	   frames: a hit's own cost plus the fault's around it (ZP_FAULT_NS)
+	   and the compression when the page leaves its frame again */
+	uint64_t save = z->ns_disk > z->ns_hit ? z->ns_disk - z->ns_hit : 0;
+	uint64_t gain = z->win.near * save;
+	uint64_t loss = z->win.young * (z->ns_hit + z->ns_comp + ZP_FAULT_NS);
+
+	if (hi + keep > n)
+		hi = n > keep + lo ? n - keep : lo;
+	if (!z->cap_fixed) {
+		if (z->bypass)
+			;       /* what it holds stays; see take_page() */
+		else if (gain > loss + loss / 4)
+			z->cap = z->cap + step < hi ? z->cap + step : hi;
+		else if (loss > gain + gain / 4)
+			z->cap = z->cap > lo + step ? z->cap - step : lo;
+	}
+	/* Every object that left cost a compression; every hit saved a disk
+	   read. When the hits do not pay for the compressions, only a sample
+	   of pages goes in, to notice when they would again. */
+	if (z->win.left + z->win.hits >= ZP_LEFT_MIN) {
+		bool was = z->bypass;
+
+		z->bypass = z->win.hits * save < z->win.left * z->ns_comp;
+		z->win.left = z->win.hits = 0;
+		/* paying again (a guest that wrote its memory now reads it):
+		   the pool starts again from its first share rather than
+		   climbing a step a window from its floor */
+		if (was && !z->bypass && !z->cap_fixed && z->cap < ZP_CAP_START(n))
+			z->cap = ZP_CAP_START(n);
+	}
+	z->win.loads = z->win.near = z->win.young = 0;
 }
 
 static void zp_balance(struct tier *t)
 {
 	struct zpool *z = zp(t);
 	struct umlmem_host *h = z->h;
-	uint64_t lo = h->nframes / 16, hi = h->nframes / 8 * 7, step = h->nframes / 32;
 
 	pthread_mutex_lock(&z->lock);
-	if (!z->cap_fixed && z->win_hits + z->win_disk >= ZP_WINDOW) {
-		if (z->win_disk * ZP_DISK_COST > z->win_hits)
-			z->cap = z->cap + step < hi ? z->cap + step : hi;
-		else
-			z->cap = z->cap > lo + step ? z->cap - step : lo;
-		z->win_hits = z->win_disk = 0;
-	}
+	if (z->win.loads >= ZP_WINDOW || z->win.left >= ZP_WINDOW)
+		adapt(z);
 	/* a head that lost all its objects goes too (the next store starts
 	   a new one); an empty pool of a host without guests keeps no spare
 	   frames */
@@ -771,7 +1097,8 @@ static void zp_held(struct tier *t, void (*fn)(void *arg, uint64_t key), void *a
 
 	pthread_mutex_lock(&z->lock);
 	for (uint64_t i = 0; i < z->nent; i++)
-		if (z->ent[i].kind == ZE_BELOW || (z->ent[i].flags & ZF_COPY))
+		if ((z->ent[i].kind == ZE_BELOW && !(z->ent[i].flags & ZF_PEND)) ||
+		    (z->ent[i].flags & ZF_COPY))
 			fn(arg, tkey(t->below->id, z->ent[i].below));
 	pthread_mutex_unlock(&z->lock);
 }
@@ -793,8 +1120,9 @@ static int zp_check(struct tier *t, char *err, size_t errlen)
 		if (e->kind == ZE_FREE)
 			continue;
 		handles++;
-		if (!e->refs || (e->flags & ZF_WB) ||
-		    ((e->flags & ZF_COPY) && e->kind != ZE_LZ4 && e->kind != ZE_ZSTD)) {
+		if (!e->refs || (e->flags & (ZF_WB | ZF_PEND)) ||
+		    ((e->flags & ZF_COPY) && e->kind != ZE_LZ4 && e->kind != ZE_ZSTD) ||
+		    ((e->flags & ZF_RAW) && e->kind != ZE_BELOW)) {
 			snprintf(err, errlen, "pool entry %llu: refs %u, flags 0x%x outside a "
 				 "write-back", (unsigned long long)i, e->refs, e->flags);
 			goto out;
@@ -899,11 +1227,17 @@ static void zp_fini(struct tier *t)
 
 	/* the frames go with the frame store */
 	pthread_mutex_destroy(&z->lock);
+	for (unsigned i = 0; i < ZP_NZCTX; i++) {
+		ZSTD_freeCCtx(z->zctx[i].c);
+		ZSTD_freeDCtx(z->zctx[i].d);
+		pthread_mutex_destroy(&z->zctx[i].lock);
+	}
 	free(z->ent);
 	free(z->live);
 	free(z->next);
 	free(z->prev);
 	free(z->first);
+	free(z->pushed);
 	free(z->spare);
 	free(z);
 }
@@ -938,7 +1272,7 @@ int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
 	z->h = h;
 	z->algo = h->cfg.compress == UMLMEM_COMPRESS_ZSTD ? ZE_ZSTD : ZE_LZ4;
 	z->cap_fixed = h->cfg.compress_pool_bytes / PAGE_SIZE;
-	z->cap = z->cap_fixed ? z->cap_fixed : n / 4;
+	z->cap = z->cap_fixed ? z->cap_fixed : ZP_CAP_START(n);
 	/* room for a whole batch of pages at the worst length the pool
 	   takes: a batch that ran out of spare frames half way would make
 	   the pool write back (at its cap) or refuse pages (below it) */
@@ -947,12 +1281,15 @@ int zpool_create(struct umlmem_host *h, struct tier *below, struct tier **out)
 	z->free_ent = UINT64_MAX;
 	z->head = z->tail = ZP_NIL;
 	pthread_mutex_init(&z->lock, NULL);
+	for (unsigned i = 0; i < ZP_NZCTX; i++)
+		pthread_mutex_init(&z->zctx[i].lock, NULL);
 	z->live = calloc(n, sizeof(*z->live));
 	z->next = calloc(n, sizeof(*z->next));
 	z->prev = calloc(n, sizeof(*z->prev));
 	z->first = calloc(n, sizeof(*z->first));
+	z->pushed = calloc(n, sizeof(*z->pushed));
 	z->spare = calloc(n, sizeof(*z->spare));
-	if (!z->live || !z->next || !z->prev || !z->first || !z->spare) {
+	if (!z->live || !z->next || !z->prev || !z->first || !z->spare || !z->pushed) {
 		zp_fini(&z->t);
 		return seterr(-ENOMEM, "cannot allocate the compressed pool's tables for %llu "
 			      "frames", (unsigned long long)n);

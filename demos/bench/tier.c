@@ -262,12 +262,20 @@ static void floors(const uint8_t *src, uint64_t npages, double *lz4_us, double *
 	enum { N = 2048 };
 	static char cbuf[LZ4_COMPRESSBOUND(4096) + 4096];
 	uint8_t *dst = aligned_alloc(PAGE, PAGE);
+	/* contexts made once, as the pool keeps them: making one per page
+	   costs more than the page */
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
 	uint64_t rng = 99, ok = 0, zok = 0;
 	double tdec = 0, tz = 0, tcpy = 0, t;
 
 	*lz4_us = *zstd_us = *cpy_us = 0;
-	if (!dst)
+	if (!dst || !cc || !dc) {
+		free(dst);
+		ZSTD_freeCCtx(cc);
+		ZSTD_freeDCtx(dc);
 		return;
+	}
 	for (int i = 0; i < N; i++) {
 		const uint8_t *p = src + rng_below(&rng, npages) * PAGE;
 		int n = LZ4_compress_default((const char *)p, cbuf, PAGE, sizeof(cbuf));
@@ -277,9 +285,9 @@ static void floors(const uint8_t *src, uint64_t npages, double *lz4_us, double *
 		if (LZ4_decompress_safe(cbuf, (char *)dst, n, PAGE) == (int)PAGE)
 			ok++;
 		tdec += now_s() - t;
-		zn = ZSTD_compress(cbuf, sizeof(cbuf), p, PAGE, 1);
+		zn = ZSTD_compressCCtx(cc, cbuf, sizeof(cbuf), p, PAGE, 1);
 		t = now_s();
-		if (!ZSTD_isError(zn) && ZSTD_decompress(dst, PAGE, cbuf, zn) == PAGE)
+		if (!ZSTD_isError(zn) && ZSTD_decompressDCtx(dc, dst, PAGE, cbuf, zn) == PAGE)
 			zok++;
 		tz += now_s() - t;
 		t = now_s();
@@ -291,6 +299,8 @@ static void floors(const uint8_t *src, uint64_t npages, double *lz4_us, double *
 	*zstd_us = tz * 1e6 / (double)(zok ? zok : 1);
 	*cpy_us = tcpy * 1e6 / N;
 	free(dst);
+	ZSTD_freeCCtx(cc);
+	ZSTD_freeDCtx(dc);
 }
 
 static double rate(const struct tally *t)
