@@ -782,7 +782,8 @@ struct umlmem_host_info {
 	uint64_t pool_hits;       /**< pages read back from the pool (no disk I/O) */
 	uint64_t pool_writebacks; /**< pages the full pool moved on to swap */
 	uint64_t pool_rejects;    /**< pages sent straight to swap: compressed too
-				       poorly, or no pool room */
+				       poorly, no pool room, or skipped while the
+				       pool does not pay for its compressions */
 	/* memory really used (README, "Memory"): the budget is a limit */
 	uint64_t store_bytes;     /**< bytes the frame store holds now: frames in use and
 				       warm free frames; frames given back hold none */
