@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -427,6 +428,7 @@ Test(image, corrupt_page)
 	uint8_t *buf = malloc(PG);
 	umlmem_guest *g;
 	uint64_t bad = 3;               /* (3 + 5) % 5 == 3: random bytes, raw */
+	char path[PATH_MAX];
 	struct image_hdr h;
 	int fd, rc;
 
@@ -459,6 +461,11 @@ Test(image, corrupt_page)
 		rc = umlmem_read(g, bad * PG, buf, PG);
 		cr_assert_eq(rc, -EIO, "read of a damaged page: %d", rc);
 		cr_assert_neq(strstr(umlmem_errmsg(), "checksum"), NULL, "%s", umlmem_errmsg());
+		/* the message names the image file, not swap */
+		cr_assert_not_null(realpath(T.file, path));
+		cr_assert_neq(strstr(umlmem_errmsg(), path), NULL, "'%s' does not name %s",
+			      umlmem_errmsg(), path);
+		cr_assert_null(strstr(umlmem_errmsg(), "swap"), "%s", umlmem_errmsg());
 	}
 	cr_assert_eq(umlmem_host_stats(T.h, &s), 0);
 	cr_assert_eq(s.checksum_errors, 2);

@@ -371,7 +371,7 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k, u
 	fr->flags &= ~F_BUSY;
 	h->busy_frames--;
 	pthread_cond_broadcast(&h->cond);
-	rc = pager_count_read(h, g, rc);
+	rc = pager_count_read(h, g, k, rc);
 	if (rc) {
 		tcache_set(h, k, 0);
 		pte_set(g, e, PTE_MK(PTE_STORED, k));
@@ -646,7 +646,7 @@ static int read_through(struct umlmem_guest *g, uint64_t k, uint32_t off, void *
 	tier_load(h, &k, &buf, 1, &rc);
 	host_lock(h);
 	tier_unref(h, k, 1);
-	rc = pager_count_read(h, g, rc);
+	rc = pager_count_read(h, g, k, rc);
 	if (!rc)
 		memcpy(dst, page + off, n);
 	return rc;

@@ -632,9 +632,10 @@ void guest_record_load(struct umlmem_guest *g, uint64_t idx);
    (fewer when cached copies were dropped, more when a shared frame was). */
 int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t *pages);
 /* Counts the outcome @rc of a tier load for page of @g on @g and the host
-   and words the error: -EBADMSG (content not proven) is a checksum error,
-   any other failure an I/O error; both return -EIO. Caller holds host->lock. */
-int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc);
+   and words the error, naming where key @k is (tier_where): -EBADMSG
+   (content not proven) is a checksum error, any other failure an I/O
+   error; both return -EIO. Caller holds host->lock. */
+int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, uint64_t k, int rc);
 /* Page @idx of @g has just been faulted into frame @f: if the pager
    evicted it unused from its small FIFO recently, it enters the main set
    at once; otherwise it joins the small FIFO. Caller holds host->lock. */
