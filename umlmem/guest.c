@@ -105,7 +105,10 @@ void *meta_alloc(size_t bytes)
 	size_t len = (bytes + META_HUGE - 1) & ~(size_t)(META_HUGE - 1);
 	uint8_t *p, *a;
 
-	if (bytes < META_HUGE)
+	/* from an eighth of a huge page up, whole huge pages: at most
+	   1.75 MiB more, for a first touch that costs one fault rather than
+	   64 to 512 */
+	if (bytes < META_HUGE / 8)
 		return calloc(1, bytes);
 	/* one huge page more than needed, to cut an aligned run out of it */
 	p = mmap(NULL, len + META_HUGE, PROT_READ | PROT_WRITE,
@@ -126,7 +129,7 @@ void meta_free(void *p, size_t bytes)
 {
 	if (!p)
 		return;
-	if (bytes < META_HUGE)
+	if (bytes < META_HUGE / 8)
 		free(p);
 	else
 		munmap(p, (bytes + META_HUGE - 1) & ~(size_t)(META_HUGE - 1));

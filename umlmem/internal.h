@@ -577,10 +577,10 @@ void guest_free(struct umlmem_guest *g);
    freed; -ENOMEM. Caller holds host->lock. */
 int  pt_alloc_like(struct umlmem_guest *dst, const struct umlmem_guest *src);
 /* Large zeroed metadata (tables, page-table leaves of a clone): @bytes of
-   them from the allocator when small, otherwise in a mapping of their own
-   advised for transparent huge pages, so that their first touch costs a
-   page fault per 2 MiB rather than per 4 KiB. meta_free takes the same
-   @bytes. NULL when there is no memory. */
+   them from the allocator when below 256 KiB, otherwise in a mapping of
+   their own, rounded up to 2 MiB and advised for transparent huge pages,
+   so that their first touch costs a page fault per 2 MiB rather than per
+   4 KiB. meta_free takes the same @bytes. NULL when there is no memory. */
 void *meta_alloc(size_t bytes);
 void  meta_free(void *p, size_t bytes);
 /* Calls @fn on every allocated entry that is not PTE_ZERO, in order. */
