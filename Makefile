@@ -251,8 +251,8 @@ test-cli: $(B)/umlmem
 # every result checked (each is skipped, with the reason, where native
 # mode or /dev/kvm is missing).
 test-native-demos:
-	$(Q)$(MAKE) -s unicorn-demo UNICORN_DEMO_ARGS="--guests 4 --ram 64M --array 1M --timeout 300 --quiet"
-	$(Q)$(MAKE) -s kvm-demo KVM_DEMO_ARGS="--guests 4 --ram 256M --array 4M"
+	$(Q)$(MAKE) -s unicorn-demo UNICORN_DEMO_ARGS="--guests 4 --ram 64M --array 1M --timeout 300 --restore 2 --quiet"
+	$(Q)$(MAKE) -s kvm-demo KVM_DEMO_ARGS="--guests 4 --ram 256M --array 4M --restore 2"
 
 # Real programs' page-reference traces (valgrind lackey) into build/traces/,
 # and the table of umlmem's faults on them next to exact LRU and MIN.

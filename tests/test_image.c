@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -203,6 +204,84 @@ Test(image, restores_share_frames)
 	memcpy(T.mem + 3 * PG, page, PG);
 	verify(a, T.mem);
 	tu_check(T.h);
+}
+
+/* A restored guest in native mode: loads through its view read the image,
+   stores break the sharing with the image's frame (copy on write), and
+   another guest restored from the image keeps the image's bytes, before
+   and after the pages are evicted and come back. */
+Test(image, native_view_of_restores)
+{
+	struct umlmem_stats s0, s1, s2;
+	umlmem_guest *g, *a, *b, *c;
+	uint8_t *mine = malloc(NP * PG), *v;
+	uint64_t written = 0;
+	int rc;
+
+	if (tu_valgrind())
+		cr_skip_test("userfaultfd does not run under valgrind");
+	T.h = tu_host(T.dir, 1024 * PG, 0);
+	g = tu_guest(T.h, GBYTES);
+	fill_guest(g, 4);
+	save(g);
+	umlmem_guest_destroy(g);
+	a = restore(T.h);
+	b = restore(T.h);
+	rc = umlmem_guest_map(a, (void **)&v);
+	if (rc == -EPERM || rc == -EOPNOTSUPP)
+		cr_skip_test("native mode unavailable: %s", umlmem_errmsg());
+	cr_assert_eq(rc, 0, "%s", umlmem_errmsg());
+	memcpy(mine, T.mem, NP * PG);
+
+	/* stores first, on pages nothing has read yet: zero pages and pages
+	   still in the image alike */
+	for (uint64_t p = 1; p < NP; p += 10) {
+		v[p * PG + 7] = 0xee;
+		mine[p * PG + 7] = 0xee;
+		written++;
+	}
+	/* then loads of every page through the view */
+	for (uint64_t p = 0; p < NP; p++)
+		cr_assert(!memcmp(v + p * PG, mine + p * PG, p == NP - 1 ? PG - 100 : PG),
+			  "page %llu of the view differs", (unsigned long long)p);
+	tu_check(T.h);
+	cr_assert_eq(umlmem_host_stats(T.h, &s0), 0);
+	/* b finds a's frames for every page a did not write */
+	verify(b, T.mem);
+	cr_assert_eq(umlmem_host_stats(T.h, &s1), 0);
+	cr_assert_leq(s1.frames_used - s0.frames_used, written,
+		      "b took %llu frames for %llu pages a wrote",
+		      (unsigned long long)(s1.frames_used - s0.frames_used),
+		      (unsigned long long)written);
+	cr_assert_geq(s1.sharing_pages, nonzero_pages() - written);
+
+	/* stores to pages a shares with b now: each a copy on write */
+	for (uint64_t p = 3; p < NP; p += 10) {
+		if (page_is_zero(T.mem + p * PG))
+			continue;
+		v[p * PG + 9] = 0x5a;
+		mine[p * PG + 9] = 0x5a;
+	}
+	cr_assert_eq(umlmem_host_stats(T.h, &s2), 0);
+	cr_assert_gt(s2.cow_breaks, s1.cow_breaks, "no copy on write");
+	verify(a, mine);
+	verify(b, T.mem);
+	tu_check(T.h);
+
+	/* everything out and back: a's written pages from swap, the rest from
+	   the image again, through the view and the copy calls */
+	cr_assert_eq(umlmem_reclaim(T.h, 4 * NP, NULL), 0, "%s", umlmem_errmsg());
+	tu_check(T.h);
+	for (uint64_t p = 0; p < NP; p++)
+		cr_assert(!memcmp(v + p * PG, mine + p * PG, p == NP - 1 ? PG - 100 : PG),
+			  "page %llu of the view differs after reclaim", (unsigned long long)p);
+	verify(b, T.mem);
+	c = restore(T.h);
+	verify(c, T.mem);
+	cr_assert_eq(umlmem_guest_unmap(a), 0, "%s", umlmem_errmsg());
+	verify(a, mine);
+	tu_check(T.h);
+	free(mine);
 }
 
 /* Restored guests under every operation, in random order, against the
@@ -427,6 +506,7 @@ Test(image, corrupt_page)
 	uint8_t *buf = malloc(PG);
 	umlmem_guest *g;
 	uint64_t bad = 3;               /* (3 + 5) % 5 == 3: random bytes, raw */
+	char path[PATH_MAX];
 	struct image_hdr h;
 	int fd, rc;
 
@@ -459,6 +539,11 @@ Test(image, corrupt_page)
 		rc = umlmem_read(g, bad * PG, buf, PG);
 		cr_assert_eq(rc, -EIO, "read of a damaged page: %d", rc);
 		cr_assert_neq(strstr(umlmem_errmsg(), "checksum"), NULL, "%s", umlmem_errmsg());
+		/* the message names the image file, not swap */
+		cr_assert_not_null(realpath(T.file, path));
+		cr_assert_neq(strstr(umlmem_errmsg(), path), NULL, "'%s' does not name %s",
+			      umlmem_errmsg(), path);
+		cr_assert_null(strstr(umlmem_errmsg(), "swap"), "%s", umlmem_errmsg());
 	}
 	cr_assert_eq(umlmem_host_stats(T.h, &s), 0);
 	cr_assert_eq(s.checksum_errors, 2);

@@ -39,117 +39,55 @@ static bool mergeable(const struct umlmem_guest *g)
 }
 
 /* ---- the further mappers of shared frames ------------------------------------
- * Most frames have one mapper, kept in the frame itself; a shared frame's
- * others are an array found through host->rmore, a hash of the frame
- * number with linear probing, deletion by backward shift, sized by the
- * shared frames alone. Everything here is under host->lock. */
+ * Most frames have one mapper, kept in the frame itself. A shared frame's
+ * others are in host->rmore[f], a table indexed by frame number like the
+ * frame table: with two mappers (a clone's pages, a merged pair: most
+ * shared frames) the second is in the entry itself, with more the entry
+ * points to an array. So sharing a frame costs no allocation and no
+ * lookup, and cloning a guest of N private pages writes N entries in the
+ * order of their frames.
+ *
+ * The table is reserved for every frame of the budget at the first
+ * sharing, 16 bytes a frame, and advised for huge pages (meta_alloc):
+ * memory comes with the first entry written in each 2 MiB, at most 0.4%
+ * of the budget. It replaced a hash table sized by the shared frames
+ * (32 bytes an entry at a load of 1/4 to 1/2, grown by doubling, an
+ * allocation per shared frame): a first clone of a guest of 1 GiB
+ * touched 26 MiB of new memory for it, 4 MiB now, and the first touch of
+ * memory is what a first clone costs (README, "Clones"). Everything here
+ * is under host->lock. */
 
-#define RMORE_MIN 64u
-
-static inline uint64_t rmore_home(const struct umlmem_host *h, uint64_t f)
+static size_t rmore_bytes(const struct umlmem_host *h)
 {
-	return (f * UINT64_C(0x9E3779B97F4A7C15)) >> 32 & h->rmore_mask;
-}
-
-/* Slot of frame @f, or of the empty entry where it would go. */
-static uint64_t rmore_find(const struct umlmem_host *h, uint64_t f)
-{
-	uint64_t i = rmore_home(h, f);
-
-	while (h->rmore[i].f && h->rmore[i].f != f + 1)
-		i = (i + 1) & h->rmore_mask;
-	return i;
-}
-
-/* Rebuilds the table with @n entries (a power of two); false when there is
-   no memory for it, and the old table stays. */
-static bool rmore_resize(struct umlmem_host *h, uint64_t n)
-{
-	struct rmap_ent *old = h->rmore, *t = calloc(n, sizeof(*t));
-	uint64_t have = old ? h->rmore_mask + 1 : 0;
-
-	if (!t)
-		return false;
-	h->rmore = t;
-	h->rmore_mask = n - 1;
-	for (uint64_t i = 0; i < have; i++)
-		if (old[i].f)
-			t[rmore_find(h, old[i].f - 1)] = old[i];
-	free(old);
-	return true;
+	return h->nframes * sizeof(*h->rmore);
 }
 
 struct rmap *rmap_more(const struct umlmem_host *h, uint64_t f)
 {
-	uint64_t i;
+	uint32_t refs = h->frames[f].refs;
 
-	if (h->frames[f].refs < 2 || !h->rmore)
+	if (refs < 2)
 		return NULL;
-	i = rmore_find(h, f);
-	return h->rmore[i].f ? h->rmore[i].more : NULL;
-}
-
-/* Frame @f, private until now, has further mappers @more: a new entry.
-   -ENOMEM when the table cannot grow to hold it. */
-static int rmore_insert(struct umlmem_host *h, uint64_t f, struct rmap *more)
-{
-	uint64_t i;
-
-	if ((!h->rmore || 2 * (h->rmore_n + 1) > h->rmore_mask + 1) &&
-	    !rmore_resize(h, h->rmore ? 2 * (h->rmore_mask + 1) : RMORE_MIN) &&
-	    (!h->rmore || h->rmore_n + 1 > h->rmore_mask))
-		return -ENOMEM;
-	i = rmore_find(h, f);
-	h->rmore[i].f = f + 1;
-	h->rmore[i].more = more;
-	h->rmore_n++;
-	return 0;
-}
-
-/* Frame @f has no further mapper any more: frees its array and entry. */
-static void rmore_drop(struct umlmem_host *h, uint64_t f)
-{
-	uint64_t i, j;
-
-	if (!h->rmore)
-		return;
-	i = rmore_find(h, f);
-	if (!h->rmore[i].f)
-		return;
-	free(h->rmore[i].more);
-	h->rmore[i].f = 0;
-	h->rmore_n--;
-	/* backward shift: an entry after the hole moves into it unless its
-	   home lies cyclically in (i, j] */
-	for (j = (i + 1) & h->rmore_mask; h->rmore[j].f; j = (j + 1) & h->rmore_mask) {
-		uint64_t home = rmore_home(h, h->rmore[j].f - 1);
-
-		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
-			continue;
-		h->rmore[i] = h->rmore[j];
-		h->rmore[j].f = 0;
-		i = j;
-	}
-	/* below a load of 1/8, half the size (the band is the hysteresis) */
-	if (h->rmore_mask + 1 > RMORE_MIN && 8 * h->rmore_n < h->rmore_mask + 1)
-		rmore_resize(h, (h->rmore_mask + 1) / 2);
+	return refs == 2 ? &h->rmore[f].one : h->rmore[f].more;
 }
 
 void rmap_fini(struct umlmem_host *h)
 {
-	for (uint64_t i = 0; h->rmore && i <= h->rmore_mask; i++)
-		if (h->rmore[i].f)
-			free(h->rmore[i].more);
-	free(h->rmore);
+	if (!h->rmore)
+		return;
+	for (uint64_t f = 0; f < h->nmade; f++)
+		if (!frame_gone(h, f) && h->frames[f].refs > 2)
+			free(h->rmore[f].more);
+	meta_free(h->rmore, rmore_bytes(h));
 	h->rmore = NULL;
-	h->rmore_n = 0;
 }
 
 uint64_t rmap_table_bytes(const struct umlmem_host *h)
 {
-	uint64_t b = h->rmore ? (h->rmore_mask + 1) * sizeof(*h->rmore) : 0;
-
-	return b + h->sharing_pages * sizeof(struct rmap);
+	/* the table, touched over the frames made at most, and the arrays:
+	   every further mapper but the one in each entry */
+	return (h->rmore ? h->nmade * sizeof(*h->rmore) : 0) +
+	       (h->sharing_pages - h->shared_frames) * sizeof(struct rmap);
 }
 
 /* Every page mapping frame @f belongs to a guest that shares. */
@@ -169,7 +107,7 @@ static bool frame_mergeable(struct umlmem_host *h, uint64_t f)
 int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t idx)
 {
 	struct frame *fr = &h->frames[f];
-	uint32_t n = fr->refs - 1;   /* entries in more[] before this one */
+	uint32_t n = fr->refs - 1;   /* further mappers before this one */
 	struct rmap *more;
 
 	if (!fr->refs) {
@@ -179,26 +117,34 @@ int rmap_add(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_t
 		fr->refs = 1;
 		return 0;
 	}
-	/* more[] holds n entries in room for at least the power of two at or
-	   above n: it grows only when n + 1 passes one (rmap_del never
-	   shrinks it), so a frame's k-th sharer costs O(1), not a copy of k */
-	more = rmap_more(h, f);
-	if (!(n & (n - 1))) {
-		uint32_t room = 1;
+	if (!n) {
+		/* the second mapper: in the table entry */
+		if (!h->rmore && !(h->rmore = meta_alloc(rmore_bytes(h))))
+			return seterr(-ENOMEM, "cannot allocate the table of shared frames "
+				      "(%zu bytes)", rmore_bytes(h));
+		h->rmore[f].one = (struct rmap){ g, idx, 0 };
+	} else {
+		/* more[] holds n entries in room for at least the power of two
+		   at or above n: it grows only when n + 1 passes one (rmap_del
+		   shrinks it only back into the entry), so a frame's k-th
+		   sharer costs O(1), not a copy of k */
+		struct rmap_ent *ent = &h->rmore[f];
 
-		while (room < n + 1)
-			room <<= 1;
-		more = realloc(more, room * sizeof(*more));
-		if (!more)
-			return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
-		if (n) {
-			h->rmore[rmore_find(h, f)].more = more;
-		} else if (rmore_insert(h, f, more)) {
-			free(more);
-			return seterr(-ENOMEM, "cannot grow the table of shared frames");
+		more = n == 1 ? NULL : ent->more;
+		if (!(n & (n - 1))) {
+			uint32_t room = 1;
+
+			while (room < n + 1)
+				room <<= 1;
+			more = realloc(more, room * sizeof(*more));
+			if (!more)
+				return seterr(-ENOMEM, "cannot grow the reverse map of a shared frame");
+			if (n == 1)
+				more[0] = ent->one;
+			ent->more = more;
 		}
+		more[n] = (struct rmap){ g, idx, 0 };
 	}
-	more[n] = (struct rmap){ g, idx, 0 };
 	fr->refs++;
 	h->shared_frames += fr->refs == 2;
 	h->sharing_pages++;
@@ -239,9 +185,14 @@ void rmap_del(struct umlmem_host *h, uint64_t f, struct umlmem_guest *g, uint64_
 				break;
 			}
 	}
-	/* the array keeps its size until the frame is private again */
-	if (n == 1)
-		rmore_drop(h, f);
+	/* the array keeps its size until one further mapper is left, which
+	   goes back into the entry */
+	if (n == 2) {
+		struct rmap one = more[0];
+
+		free(more);
+		h->rmore[f].one = one;
+	}
 	fr->refs--;
 }
 
@@ -420,7 +371,7 @@ static int swap_in(struct umlmem_guest *g, uint64_t idx, pte_t *e, uint64_t k, u
 	fr->flags &= ~F_BUSY;
 	h->busy_frames--;
 	pthread_cond_broadcast(&h->cond);
-	rc = pager_count_read(h, g, rc);
+	rc = pager_count_read(h, g, k, rc);
 	if (rc) {
 		tcache_set(h, k, 0);
 		pte_set(g, e, PTE_MK(PTE_STORED, k));
@@ -695,7 +646,7 @@ static int read_through(struct umlmem_guest *g, uint64_t k, uint32_t off, void *
 	tier_load(h, &k, &buf, 1, &rc);
 	host_lock(h);
 	tier_unref(h, k, 1);
-	rc = pager_count_read(h, g, rc);
+	rc = pager_count_read(h, g, k, rc);
 	if (!rc)
 		memcpy(dst, page + off, n);
 	return rc;

@@ -274,10 +274,6 @@ static int check_locked(struct ctx *c)
 	rc = dedup_check(h, c->err, c->errlen);
 	if (rc)
 		return rc;
-	if (h->rmore_n != h->shared_frames)
-		return fail(c, "%llu entries in the table of shared frames' mappers, %llu "
-			    "shared frames", (unsigned long long)h->rmore_n,
-			    (unsigned long long)h->shared_frames);
 	if (shared != h->shared_frames || sharing != h->sharing_pages)
 		return fail(c, "sharing: %llu frames / %llu pages counted, %llu / %llu recorded",
 			    (unsigned long long)shared, (unsigned long long)sharing,

@@ -53,6 +53,16 @@
  * view faults and breaks the sharing, as for any shared frame. A clone is
  * not mapped; umlmem_guest_map() maps it like any guest.
  *
+ * Memory. A clone of N private resident pages makes N frames shared: N
+ * entries of the side table indexed by frame (access.c, 16 bytes each)
+ * and the clone's leaves (8 bytes a page). The first clone of a process
+ * touches that memory for the first time, and on a virtual machine whose
+ * host backs memory only when it is first touched that costs more than
+ * the walk itself; so it is kept to those 24 bytes a page, allocated in
+ * huge pages, the leaves in one block before the walk (pt_alloc_like,
+ * meta_alloc). README, "Clones", has the times of a first and a later
+ * clone.
+ *
  * Merging. The clone shares with its source whatever its merge domain and
  * flags: sharing by construction is not merging by content. Its domain and
  * UMLMEM_GUEST_NOMERGE govern what the scanner does with its pages later
@@ -218,6 +228,9 @@ static int clone_locked(struct umlmem_guest *src, struct umlmem_guest *dst)
 	char why[256];
 	int rc;
 
+	/* the clone's leaves, in one block (see "Memory" above) */
+	if (pt_alloc_like(dst, src))
+		return seterr(-ENOMEM, "cannot allocate the page table of the clone");
 	for (;;) {
 		p.zap_view = false;
 		rc = clone_walk(&p);

@@ -188,8 +188,8 @@ struct ra_page {
 
 struct rmap {
 	struct umlmem_guest *g;
-	uint64_t idx;
-	uint32_t nv;            /* NV_* of this mapper */
+	uint64_t idx : 40;      /* a page index, as frame.idx */
+	uint64_t nv : 8;        /* NV_* of this mapper */
 };
 
 struct frame {
@@ -212,11 +212,16 @@ _Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 35),
 	       "a page index fits frame.idx");
 #define FRAME_NVSUM_MASK 0x7fu
 
-/* One shared frame's further mappers, in the side table (access.c). */
+/* One frame's further mappers, in the side table indexed by frame
+   (access.c); meaningful only while the frame has refs > 1. */
 struct rmap_ent {
-	uint64_t f;             /* frame + 1; 0: empty */
-	struct rmap *more;      /* its mappers but the first, refs - 1 of them */
+	union {
+		struct rmap one;    /* refs == 2: the one further mapper */
+		struct rmap *more;  /* refs > 2: its mappers but the first,
+					   refs - 1 of them */
+	};
 };
+_Static_assert(sizeof(struct rmap_ent) == 16, "struct rmap_ent: 16 bytes a frame");
 
 /* ---- counters ----------------------------------------------------------
  * One table: the name of each counter in struct umlmem_stats that the
@@ -246,6 +251,9 @@ struct umlmem_guest {
 	pte_t ***top;          /* top[i][j][k]: entry of page (i << 18 | j << 9 | k) */
 	uint64_t ntop;
 	uint64_t meta_bytes;   /* bytes of page table allocated */
+	/* leaves allocated together (pt_alloc_like), freed with the guest */
+	pte_t *pt_block;
+	uint64_t pt_block_bytes;
 	/* page-state counts, under host->lock; resident + swapped + zero == npages */
 	uint64_t resident, swapped, zero;
 	struct counters ev;
@@ -341,11 +349,9 @@ struct umlmem_host {
 	uint64_t refaults;
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
-	/* their further mappers: open addressing on the frame number, size a
-	   power of two (mask + 1, 0 before the first), grown past a load of
-	   1/2 and shrunk below 1/8 (access.c) */
+	/* their further mappers, indexed by frame: nframes entries, NULL
+	   before the first sharing (access.c) */
 	struct rmap_ent *rmore;
-	uint64_t rmore_mask, rmore_n;
 	uint64_t sharing_pages;       /* sum of refs - 1 over them */
 	struct dedup dd;              /* the merge scanner (dedup/scan.c) */
 	uint64_t ra_pages, ra_hits;   /* pages read ahead; faults they served */
@@ -621,6 +627,17 @@ void guest_link(struct umlmem_guest *g);
 /* Frees @g and its page table, which maps nothing any more; @g is on no
    list. */
 void guest_free(struct umlmem_guest *g);
+/* Gives @dst, whose page table is empty, a leaf wherever @src has one, all
+   of them in one allocation (meta_alloc), which @dst keeps until it is
+   freed; -ENOMEM. Caller holds host->lock. */
+int  pt_alloc_like(struct umlmem_guest *dst, const struct umlmem_guest *src);
+/* Large zeroed metadata (tables, page-table leaves of a clone): @bytes of
+   them from the allocator when below 256 KiB, otherwise in a mapping of
+   their own, rounded up to 2 MiB and advised for transparent huge pages,
+   so that their first touch costs a page fault per 2 MiB rather than per
+   4 KiB. meta_free takes the same @bytes. NULL when there is no memory. */
+void *meta_alloc(size_t bytes);
+void  meta_free(void *p, size_t bytes);
 /* Calls @fn on every allocated entry that is not PTE_ZERO, in order. */
 int  pt_walk(struct umlmem_guest *g, int (*fn)(struct umlmem_guest *g, uint64_t idx,
 					       pte_t *e, void *arg), void *arg);
@@ -670,9 +687,10 @@ void guest_record_load(struct umlmem_guest *g, uint64_t idx);
    (fewer when cached copies were dropped, more when a shared frame was). */
 int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t *pages);
 /* Counts the outcome @rc of a tier load for page of @g on @g and the host
-   and words the error: -EBADMSG (content not proven) is a checksum error,
-   any other failure an I/O error; both return -EIO. Caller holds host->lock. */
-int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc);
+   and words the error, naming where key @k is (tier_where): -EBADMSG
+   (content not proven) is a checksum error, any other failure an I/O
+   error; both return -EIO. Caller holds host->lock. */
+int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, uint64_t k, int rc);
 /* Page @idx of @g has just been faulted into frame @f: if the pager
    evicted it unused from its small FIFO recently, it enters the main set
    at once; otherwise it joins the small FIFO. Caller holds host->lock. */

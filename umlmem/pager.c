@@ -675,22 +675,25 @@ out:
 	return err;
 }
 
-int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, int rc)
+int pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, uint64_t k, int rc)
 {
+	char where[320];
+
 	if (!rc) {
 		g->ev.swap_ins++;
 		h->ev.swap_ins++;
 		return 0;
 	}
+	tier_where(h, k, where, sizeof(where));
 	if (rc == -EBADMSG) {
 		h->ev.checksum_errors++;
-		return seterr(-EIO, "a guest '%s' page read from swap does not match its "
-			      "checksum: the swap file was changed or the disk returned bad data",
-			      g->name);
+		return seterr(-EIO, "a guest '%s' page read from %s does not match its "
+			      "checksum: the file was changed or the disk returned bad data",
+			      g->name, where);
 	}
 	h->ev.io_errors++;
-	return seterr(-EIO, "reading guest '%s' page from swap failed (%s); its swap copy "
-		      "is kept, so a retry may succeed", g->name, umlmem_strerror(rc));
+	return seterr(-EIO, "reading guest '%s' page from %s failed (%s); its stored copy "
+		      "is kept, so a retry may succeed", g->name, where, umlmem_strerror(rc));
 }
 
 /* ---- background reclaim ---------------------------------------------------- */

@@ -392,7 +392,7 @@ static int prefetch_batch(struct umlmem_guest *g, const struct pf_page *pf, unsi
 	host_lock(h);
 	for (unsigned i = 0; i < got; i++) {
 		if (res[i]) {
-			int r = pager_count_read(h, g, res[i]);
+			int r = pager_count_read(h, g, keys[i], res[i]);
 
 			if (!rc)
 				rc = r;

@@ -57,6 +57,7 @@
  * PTE_BUSY or their frames F_BUSY.
  */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,6 +196,17 @@ uint64_t tcache_count(struct umlmem_host *h)
 struct tier *tier_of(struct umlmem_host *h, uint64_t k)
 {
 	return h->tier[tkey_tier(k)];
+}
+
+const char *tier_where(struct umlmem_host *h, uint64_t k, char *buf, size_t len)
+{
+	struct tier *t = tier_of(h, k);
+
+	if (t->ops->where)
+		t->ops->where(t, tkey_handle(k), buf, len);
+	else
+		snprintf(buf, len, "%s", t->ops->name);
+	return buf;
 }
 
 void tier_ref(struct umlmem_host *h, uint64_t k, unsigned n)

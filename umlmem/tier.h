@@ -114,6 +114,11 @@ struct tier_ops {
 	/* Optional, for host_check: calls @fn for every key of another tier
 	   on which this tier holds a reference (pages it moved down). */
 	void (*held)(struct tier *t, void (*fn)(void *arg, uint64_t key), void *arg);
+	/* Optional. Caller holds a reference on @handle. Names where its
+	   content is, for a message about a failed load ("image file
+	   '/srv/vm.img', record 12 at offset 53248"); without it, the tier's
+	   name serves. */
+	void (*where)(struct tier *t, uint64_t handle, char *buf, size_t len);
 };
 
 struct tier {
@@ -147,6 +152,9 @@ uint32_t tier_refs(struct umlmem_host *h, uint64_t k);
    for tier_ops.load. */
 void     tier_load(struct umlmem_host *h, const uint64_t *keys, void *const *bufs, unsigned n,
 		   int *res);
+/* Where the content of key @k is, for messages (tier_ops.where): into
+   @buf, which it returns. */
+const char *tier_where(struct umlmem_host *h, uint64_t k, char *buf, size_t len);
 /* Lets every tier that keeps data in frames take or give back frames
    (tier_ops.balance). Caller holds host->lock. */
 void     tier_balance(struct umlmem_host *h);

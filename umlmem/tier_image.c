@@ -70,6 +70,7 @@ struct img {
 	uint32_t *refs;          /* per record, under timg.lock */
 	uint64_t live;           /* records with refs > 0 */
 	uint64_t nrefs;          /* sum of refs */
+	char path[256];          /* the file's name when opened, for messages */
 };
 
 struct timg {
@@ -312,6 +313,15 @@ static void timg_fini(struct tier *t)
 	free(s);
 }
 
+static void timg_where(struct tier *t, uint64_t hd, char *buf, size_t len)
+{
+	struct img *m = LOAD_ACQ(&ti(t)->img[h_img(hd)]);
+	const struct image_rec *r = &m->rec[h_rec(hd)];
+
+	snprintf(buf, len, "image file '%s' (record %llu, %u bytes at offset %llu)", m->path,
+		 (unsigned long long)h_rec(hd), r->len, (unsigned long long)r->off);
+}
+
 static const struct tier_ops tier_image_ops = {
 	.name = "image",
 	.store = timg_store,
@@ -323,6 +333,7 @@ static const struct tier_ops tier_image_ops = {
 	.check = timg_check,
 	.info = timg_info,
 	.fini = timg_fini,
+	.where = timg_where,
 };
 
 int tier_image_create(struct umlmem_host *h, struct tier **out)
@@ -341,6 +352,21 @@ int tier_image_create(struct umlmem_host *h, struct tier **out)
 }
 
 /* ---- opening ------------------------------------------------------------------ */
+
+/* The name of the file open on @fd, for messages: its path as the kernel
+   has it, or the descriptor when there is none (no /proc). */
+static void img_name(struct img *m, int fd)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, m->path, sizeof(m->path) - 1);
+	if (n > 0)
+		m->path[n] = '\0';   /* a longer name is cut */
+	else
+		snprintf(m->path, sizeof(m->path), "fd %d", fd);
+}
 
 int tier_image_open(struct tier *t, int fd, struct image_desc *d, uint64_t *out)
 {
@@ -384,6 +410,7 @@ int tier_image_open(struct tier *t, int fd, struct image_desc *d, uint64_t *out)
 	}
 	m->dev = st.st_dev;
 	m->ino = st.st_ino;
+	img_name(m, fd);
 	m->hdr = d->hdr;
 	m->refs = calloc(d->hdr.nrec ? d->hdr.nrec : 1, sizeof(*m->refs));
 	if (!m->refs) {

@@ -9,12 +9,13 @@
  *   umlmem_guest_clone() of it, timed on CLOCK_MONOTONIC (wall) and on the
  *   calling thread's CPU clock; the clone is destroyed before the next
  *   one, so each clone finds the source as the first did. The value is the
- *   guest's bytes over the best wall time of 5 clones (--quick 3); every
- *   time is reported ("clone_ms", "clone_cpu_ms"). The first clone of the
- *   run also pays for the process's first touch of the memory its reverse
- *   map (24 bytes a page) and page table (8 bytes a page) need, which the
- *   allocator keeps for the later ones; it is reported apart
- *   ("first_clone_ms"). Baseline: memcpy() of the same number of bytes
+ *   guest's bytes over the wall time of the first clone of the process,
+ *   which also pays for the first touch of the memory its reverse map
+ *   (16 bytes a page) and page table (8 bytes a page) need: the case an
+ *   emulator forking one guest meets, and the one the goal (1 GiB in
+ *   20 ms) is about. Then 5 more clones (--quick 3), whose best
+ *   ("best_clone_ms") and every time are reported ("clone_ms",
+ *   "clone_cpu_ms"). Baseline: memcpy() of the same number of bytes
  *   between two buffers of 4 KiB pages already touched, best of as many:
  *   what a clone that copied its source would cost at the least, with no
  *   frame to find and no page table to fill. The ratio says how many times
@@ -123,7 +124,7 @@ static void clone_run(struct bench *b, struct result **res)
 	struct result *r = res[CLONE];
 	uint64_t bytes = b->quick ? CLONE_BYTES_QUICK : CLONE_BYTES;
 	int reps = b->quick ? CLONE_REPS_QUICK : CLONE_REPS;
-	double wall, cpu, best = 0, best_cpy = 0, first = 0, t0;
+	double wall, cpu, best = 0, best_cpy = 0, first = 0, first_cpu = 0, t0;
 	char walls[200] = "", cpus[200] = "", cpys[200] = "", b1[32];
 	umlmem_host *h = NULL;
 	umlmem_guest *g = NULL;
@@ -145,7 +146,7 @@ static void clone_run(struct bench *b, struct result **res)
 	}
 	memset(from, 1, bytes);
 	memset(to, 2, bytes);
-	if (clone_once(r, g, &first, &cpu, NULL))
+	if (clone_once(r, g, &first, &first_cpu, NULL))
 		goto out;
 	for (int rep = 0; rep < reps; rep++) {
 		double cw;
@@ -173,11 +174,12 @@ static void clone_run(struct bench *b, struct result **res)
 		res_fail(r, RS_ERROR, "the memcpy baseline did not copy");
 		goto out;
 	}
-	res_set(r, (double)bytes / (1u << 30) / best, (double)bytes / (1u << 30) / best_cpy,
+	res_set(r, (double)bytes / (1u << 30) / first, (double)bytes / (1u << 30) / best_cpy,
 		"GiB/s", false);
 	res_int(r, "guest_bytes", (int64_t)bytes);
 	res_num(r, "best_clone_ms", best * 1e3);
 	res_num(r, "first_clone_ms", first * 1e3);
+	res_num(r, "first_clone_cpu_ms", first_cpu * 1e3);
 	res_str(r, "clone_ms", "%s", walls);
 	res_str(r, "clone_cpu_ms", "%s", cpus);
 	res_str(r, "memcpy_ms", "%s", cpys);
@@ -195,8 +197,9 @@ out:
 
 static const struct bench_key keys[] = {
 	[CLONE] = { "clone",
-		"GiB/s of resident guest RAM cloned by umlmem_guest_clone\n"
-		"(1 GiB, every page written); baseline: memcpy of as many bytes\n" },
+		"GiB/s of resident guest RAM cloned by the first umlmem_guest_clone\n"
+		"of the process (1 GiB, every page written); baseline: memcpy of as\n"
+		"many bytes\n" },
 	{ NULL },
 };
 

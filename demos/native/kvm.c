@@ -89,6 +89,16 @@
  * arrays stay correct but get slow quickly, and run times vary from run
  * to run with how the guests' pages happen to be evicted.
  *
+ * --restore N: after the run, guest 0 is saved to an image
+ * (umlmem_guest_save, into an unlinked file in the swap directory) and N
+ * guests are restored from it (umlmem_guest_restore), each mapped. Each is
+ * checked for guest 0's state (its report and its array, through the
+ * mapping and through umlmem_read), then gets a VM and vCPU of its own, a
+ * seed of its own in its parameter block, runs again from the image's
+ * code, all at once, and is checked again: its pages come from the image
+ * lazily through the native faults, shared with the other restored guests
+ * until written.
+ *
  * The guest image is read at run time from --guest-bin, by default
  * native/guest.bin next to this program (both live in the build directory:
  * build/umlmem-kvm and build/native/guest.bin).
@@ -213,6 +223,7 @@ struct opts {
 	const char *swap_dir;
 	double timeout;		/* seconds; 0: none */
 	bool ring0;		/* the guest at CPL 0 instead of 3 */
+	unsigned restore;	/* --restore: guests restored from guest 0's image */
 };
 
 /* One guest: its umlmem RAM, its KVM VM and vCPU, its thread and results. */
@@ -269,6 +280,10 @@ struct run {
 	struct umlmem_stats st;
 	struct umlmem_host_info info;
 	unsigned right;
+	/* --restore: guests vm[o.guests .. nvm) */
+	double save_s, restore_s, rerun_s;
+	uint64_t image_bytes;
+	unsigned restored_right, rerun_right;
 };
 
 static _Atomic bool stop_all;
@@ -343,6 +358,9 @@ static void usage(FILE *f)
 "                    (default 600; 0: none)\n"
 "  --ring0           run the guest at CPL 0 rather than 3 (slow where KVM\n"
 "                    emulates supervisor code, e.g. kvm_pvm)\n"
+"  --restore N       then save guest 0 to an image, restore N guests from\n"
+"                    it, check each, and run each again with a seed of its\n"
+"                    own (default 0: none)\n"
 "  --help            this text\n"
 "\n"
 "Exit status: 0 all right, 1 a failure, 2 bad usage, 77 KVM or native mode\n"
@@ -352,7 +370,7 @@ static void usage(FILE *f)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_GUESTS = 256, O_RAM, O_BUDGET, O_ARRAY, O_DISTINCT, O_ROUNDS, O_JSON,
-	       O_NODEDUP, O_BIN, O_SWAP, O_TIMEOUT, O_RING0, O_HELP };
+	       O_NODEDUP, O_BIN, O_SWAP, O_TIMEOUT, O_RING0, O_HELP, O_RESTORE };
 	static const struct option lo[] = {
 		{ "guests", required_argument, NULL, O_GUESTS },
 		{ "ram", required_argument, NULL, O_RAM },
@@ -366,6 +384,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "swap-dir", required_argument, NULL, O_SWAP },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "ring0", no_argument, NULL, O_RING0 },
+		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -426,6 +445,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_RING0:
 			o->ring0 = true;
+			break;
+		case O_RESTORE:
+			if (!native_parse_uint(a, MAX_GUESTS, &v))
+				goto bad;
+			o->restore = (unsigned)v;
 			break;
 		case O_HELP:
 			usage(stdout);
@@ -1115,7 +1139,8 @@ static void *sampler_thread(void *arg)
 }
 
 /* Starts every vCPU, waits for all (kicking them out at the timeout). */
-static int run_guests(struct run *r)
+/* Runs the vCPUs of guests [from, nvm), all at once, to their end. */
+static int run_guests(struct run *r, unsigned from)
 {
 	struct sigaction sa = { .sa_handler = on_kick };
 	struct sigaction sb = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
@@ -1131,7 +1156,7 @@ static int run_guests(struct run *r)
 	}
 	t0 = now_s();
 	deadline = r->o.timeout > 0 ? t0 + r->o.timeout : 0;
-	for (i = 0; i < r->nvm; i++) {
+	for (i = from; i < r->nvm; i++) {
 		rc = pthread_create(&r->vm[i].thr, NULL, vcpu_thread, &r->vm[i]);
 		if (rc) {
 			fprintf(stderr, "umlmem-kvm: pthread_create: %s\n", strerror(rc));
@@ -1142,7 +1167,7 @@ static int run_guests(struct run *r)
 	}
 	for (;;) {
 		live = 0;
-		for (i = 0; i < r->nvm; i++)
+		for (i = from; i < r->nvm; i++)
 			if (r->vm[i].thr_started && !atomic_load(&r->vm[i].finished))
 				live++;
 		if (!live)
@@ -1153,14 +1178,14 @@ static int run_guests(struct run *r)
 			atomic_store(&stop_all, true);
 		}
 		if (atomic_load(&stop_all))
-			for (i = 0; i < r->nvm; i++)
+			for (i = from; i < r->nvm; i++)
 				if (r->vm[i].thr_started && !atomic_load(&r->vm[i].finished)) {
 					r->vm[i].run->immediate_exit = 1;
 					pthread_kill(r->vm[i].thr, SIGUSR1);
 				}
 		usleep(SAMPLE_US);
 	}
-	for (i = 0; i < r->nvm; i++)
+	for (i = from; i < r->nvm; i++)
 		if (r->vm[i].thr_started)
 			pthread_join(r->vm[i].thr, NULL);
 	r->run_s = now_s() - t0;
@@ -1298,6 +1323,125 @@ static int check_all(struct run *r)
 }
 
 /* ------------------------------------------------------------------------ */
+/* --restore: guest 0 saved, N guests restored from the image               */
+/* ------------------------------------------------------------------------ */
+
+/* The host's own run of seed @seed into @want and @arr. */
+static void expect_seed(struct run *r, uint64_t seed, struct guest_params *want, uint64_t *arr)
+{
+	*want = (struct guest_params){
+		.magic = GUEST_MAGIC, .seed = seed, .array_gpa = r->array_gpa,
+		.n = r->n, .rounds = r->o.rounds,
+	};
+	guest_work(want, arr);
+}
+
+/* Saves guest 0, restores o.restore guests from the image into vm[nvm..]
+   and checks each for guest 0's state; then gives each a VM, a vCPU and a
+   seed of its own, runs them all again and checks them again. 0, or -1
+   when something could not be done (a wrong guest is counted, not that). */
+static int restore_phase(struct run *r)
+{
+	uint64_t *arr = malloc(r->n * 8);
+	unsigned char *chunk = malloc(CHECK_CHUNK);
+	unsigned first = r->nvm, n = r->o.restore, i;
+	struct guest_params want;
+	char path[PATH_MAX];
+	struct stat st;
+	double t;
+	int fd = -1, rc, ret = -1;
+
+	if (!arr || !chunk) {
+		fputs("umlmem-kvm: out of memory\n", stderr);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/umlmem-kvm-image-XXXXXX", r->o.swap_dir);
+	fd = mkstemp(path);
+	if (fd < 0) {
+		fprintf(stderr, "umlmem-kvm: cannot create an image file in %s: %s\n",
+			r->o.swap_dir, strerror(errno));
+		goto out;
+	}
+	unlink(path);
+	t = now_s();
+	if ((rc = umlmem_guest_save(r->vm[0].g, fd))) {
+		lib_err(rc, "umlmem_guest_save (guest 0)");
+		goto out;
+	}
+	r->save_s = now_s() - t;
+	r->image_bytes = fstat(fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+	t = now_s();
+	for (i = first; i < first + n; i++) {
+		struct vm *v = &r->vm[i];
+
+		*v = (struct vm){ .idx = i, .ram = r->o.ram, .image_len = r->image_len,
+				  .npd = r->vm[0].npd, .ring0 = r->o.ring0, .seed = r->vm[0].seed,
+				  .vm_fd = -1, .vcpu_fd = -1 };
+		if ((rc = umlmem_guest_restore(r->host, fd, NULL, &v->g))) {
+			lib_err(rc, "umlmem_guest_restore (guest %u)", i);
+			goto out;
+		}
+		r->nvm = i + 1;
+		if ((rc = umlmem_guest_map(v->g, (void **)&v->base))) {
+			lib_err(rc, "umlmem_guest_map (restored guest %u)", i);
+			goto out;
+		}
+	}
+	r->restore_s = now_s() - t;
+
+	/* the restored state: guest 0's as it was saved */
+	expect_seed(r, r->vm[0].seed, &want, arr);
+	for (i = first; i < r->nvm; i++) {
+		r->vm[i].halted = true;
+		check_guest(r, &r->vm[i], &want, arr, chunk);
+		r->restored_right += r->vm[i].ok;
+		if (!r->vm[i].ok)
+			fprintf(stderr, "umlmem-kvm: restored guest %u: %s\n", i, r->vm[i].verdict);
+	}
+
+	/* each runs again from the image's code, with a seed of its own; the
+	   setup writes the same bytes over the restored ones but for the
+	   parameter block */
+	for (i = first; i < r->nvm; i++) {
+		struct vm *v = &r->vm[i];
+
+		v->seed = (r->vm[0].seed + 1 + (i - first)) % r->o.distinct;
+		v->halted = v->ok = false;
+		v->verdict[0] = v->fail[0] = '\0';
+		if (vm_create(r, v)) {
+			fprintf(stderr, "umlmem-kvm: restored guest %u: %s\n", i, v->fail);
+			goto out;
+		}
+	}
+	t = r->run_s;
+	if (run_guests(r, first))
+		goto out;
+	r->rerun_s = r->run_s;
+	r->run_s = t;
+	for (uint64_t s = 0; s < r->o.distinct; s++) {
+		bool any = false;
+
+		for (i = first; i < r->nvm; i++)
+			any |= r->vm[i].seed == s;
+		if (!any)
+			continue;
+		expect_seed(r, s, &want, arr);
+		for (i = first; i < r->nvm; i++)
+			if (r->vm[i].seed == s) {
+				check_guest(r, &r->vm[i], &want, arr, chunk);
+				r->rerun_right += r->vm[i].ok;
+			}
+	}
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(arr);
+	free(chunk);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Merging after the run                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1378,6 +1522,12 @@ static void report(struct run *r)
 		fmt_bytes(b5, sizeof(b5), r->info.frames_total * PAGE),
 		r->peak_frames <= r->info.frames_total ? ", the budget held" : ": OVER THE BUDGET");
 	fprintf(f, "  results: %u of %u guests right\n", r->right, r->o.guests);
+	if (r->o.restore)
+		fprintf(f, "  restored: guest 0 saved in %.3f s (%s image), %u guests restored "
+			"in %.3f s, %u of %u with guest 0's state; run again %.2f s, %u of %u "
+			"right\n", r->save_s, fmt_bytes(b1, sizeof(b1), r->image_bytes),
+			r->o.restore, r->restore_s, r->restored_right, r->o.restore, r->rerun_s,
+			r->rerun_right, r->o.restore);
 }
 
 static void report_json(struct run *r, bool ok)
@@ -1405,6 +1555,11 @@ static void report_json(struct run *r, bool ok)
 		r->st.faults, r->info.native_faults, r->info.native_maps, r->info.native_zaps,
 		r->info.native_flushes, r->st.resident_pages, r->st.swapped_pages,
 		(uint64_t)r->peak_frames, r->info.frames_total, r->merged_after);
+	if (r->o.restore)
+		fprintf(f, ",\"restore\":%u,\"image_bytes\":%" PRIu64 ",\"save_s\":%.3f"
+			",\"restore_s\":%.3f,\"rerun_s\":%.3f,\"restored_right\":%u"
+			",\"rerun_right\":%u", r->o.restore, r->image_bytes, r->save_s,
+			r->restore_s, r->rerun_s, r->restored_right, r->rerun_right);
 	fprintf(f, ",\"results_right\":%u,\"results_ok\":%s,\"guest_results\":[",
 		r->right, ok ? "true" : "false");
 	for (i = 0; i < r->nvm; i++) {
@@ -1483,7 +1638,7 @@ int main(int argc, char **argv)
 			fmt_bytes(b1, sizeof(b1), r.o.budget), r.o.swap_dir);
 		return EXIT_FAIL;
 	}
-	r.vm = calloc(r.o.guests, sizeof(*r.vm));
+	r.vm = calloc(r.o.guests + r.o.restore, sizeof(*r.vm));
 	if (!r.vm) {
 		fputs("umlmem-kvm: out of memory\n", stderr);
 		goto out;
@@ -1537,11 +1692,13 @@ int main(int argc, char **argv)
 
 	if (pthread_create(&r.sampler, NULL, sampler_thread, &r) == 0)
 		r.sampler_on = true;
-	if (run_guests(&r))
+	if (run_guests(&r, 0))
 		goto out;
 	if (r.o.dedup)
 		merge_now(&r);
 	if (check_all(&r))
+		goto out;
+	if (r.o.restore && restore_phase(&r))
 		goto out;
 	atomic_store(&r.sampler_stop, true);
 	if (r.sampler_on)
@@ -1553,7 +1710,8 @@ int main(int argc, char **argv)
 	umlmem_host_info(r.host, &r.info, sizeof(r.info));
 	if (r.st.frames_used > r.peak_frames)
 		r.peak_frames = r.st.frames_used;
-	ok = r.right == r.o.guests && r.peak_frames <= r.info.frames_total;
+	ok = r.right == r.o.guests && r.peak_frames <= r.info.frames_total &&
+	     r.restored_right == r.o.restore && r.rerun_right == r.o.restore;
 	report(&r);
 	if (r.o.json)
 		report_json(&r, ok);

@@ -62,6 +62,16 @@
  *    base + gpa per page, which is fine: the mapping's address never moves
  *    while it exists.
  *
+ * --restore N: after the run, guest 0 is saved to an image
+ * (umlmem_guest_save, into an unlinked file in the swap directory) and N
+ * guests are restored from it (umlmem_guest_restore), each mapped. Each is
+ * checked as guest 0 was (its report, its array through the mapping and
+ * through umlmem_read): the restored state. Then each gets a seed of its
+ * own in its params block and runs again from the image's code, all at
+ * once, and is checked again: restored pages are read lazily through the
+ * native faults, shared between the restored guests until written, and
+ * every store breaks the sharing with the image's frame.
+ *
  * A native fault the library cannot serve raises SIGBUS in the guest's
  * thread; the handler says which guest and address and exits 1.
  *
@@ -84,6 +94,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <unicorn/unicorn.h>
 
@@ -136,7 +147,7 @@ __asm__(".section .rodata\n"
 extern const unsigned char guest_image[], guest_image_end[];
 
 struct opts {
-	unsigned guests, distinct;
+	unsigned guests, distinct, restore;
 	uint64_t ram, budget, array, rounds;
 	double timeout_s;
 	const char *swap_dir;
@@ -183,6 +194,11 @@ struct run {
 	struct umlmem_stats st_end;	/* after the read-back */
 	unsigned nok;
 	bool budget_held;
+	/* --restore: guests vm[guests .. guests + restore) */
+	double save_s, restore_s, rerun_s;
+	uint64_t image_bytes;
+	unsigned nrestored_ok, nrerun_ok;
+	bool restore_done;
 };
 
 static void set_why(struct vm *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -234,6 +250,9 @@ static void usage(FILE *f)
 		"  --timeout SEC    give up on a guest still running after SEC seconds (default\n"
 		"                   %.0f; 0: never): a guest whose RAM went wrong may loop\n"
 		"  --no-dedup       no merging: the merge thread stays paused (reclaim still runs)\n"
+		"  --restore N      then save guest 0 to an image, restore N guests from it,\n"
+		"                   check each, and run each again with a seed of its own\n"
+		"                   (default 0: none; at most %u)\n"
 		"  --json           one JSON object on stdout instead of the table\n"
 		"  --quiet          no progress lines on stderr\n"
 		"  --help           this text\n"
@@ -241,7 +260,7 @@ static void usage(FILE *f)
 		"Exit status: 0 every result right, 1 something wrong, 2 bad usage,\n"
 		"77 native mode not available here.\n",
 		DEF_GUESTS, MAX_GUESTS, DEF_RAM / MIB, DEF_ARRAY_DIV, ARRAY_GPA / MIB,
-		DEF_BUDGET_NUM, DEF_BUDGET_DEN, MIN_BUDGET / MIB, DEF_TIMEOUT_S);
+		DEF_BUDGET_NUM, DEF_BUDGET_DEN, MIN_BUDGET / MIB, DEF_TIMEOUT_S, MAX_GUESTS);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -261,7 +280,7 @@ static int usage_error(const char *fmt, ...)
 static int parse_opts(struct opts *o, int argc, char **argv, bool *done)
 {
 	enum { O_GUESTS = 256, O_RAM, O_ARRAY, O_BUDGET, O_DISTINCT, O_ROUNDS, O_SWAPDIR,
-	       O_TIMEOUT, O_NODEDUP, O_JSON, O_QUIET, O_HELP };
+	       O_TIMEOUT, O_NODEDUP, O_JSON, O_QUIET, O_HELP, O_RESTORE };
 	static const struct option lo[] = {
 		{ "guests", required_argument, NULL, O_GUESTS },
 		{ "ram", required_argument, NULL, O_RAM },
@@ -272,6 +291,7 @@ static int parse_opts(struct opts *o, int argc, char **argv, bool *done)
 		{ "swap-dir", required_argument, NULL, O_SWAPDIR },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "no-dedup", no_argument, NULL, O_NODEDUP },
+		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, O_HELP },
@@ -324,6 +344,11 @@ static int parse_opts(struct opts *o, int argc, char **argv, bool *done)
 			break;
 		case O_NODEDUP:
 			o->dedup = false;
+			break;
+		case O_RESTORE:
+			if (!native_parse_uint(optarg, MAX_GUESTS, &v))
+				return usage_error("--restore: want 0 to %u, not '%s'", MAX_GUESTS, optarg);
+			o->restore = (unsigned)v;
 			break;
 		case O_JSON:
 			o->json = true;
@@ -423,7 +448,7 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
 
 	(void)uctx;
 	if (r && r->vm && !sent)
-		for (unsigned i = 0; i < r->o.guests && gi < 0; i++) {
+		for (unsigned i = 0; i < r->o.guests + r->o.restore && gi < 0; i++) {
 			b = (uintptr_t)r->vm[i].base;
 			if (b && a >= b && a - b < r->o.ram)
 				gi = (int)i;
@@ -734,12 +759,130 @@ static void check_guest(struct run *r, struct vm *v, unsigned char *buf)
 }
 
 /* ------------------------------------------------------------------------ */
+/* --restore: guest 0 saved, N guests restored from the image               */
+/* ------------------------------------------------------------------------ */
+
+/* Saves guest 0, restores o.restore guests from the image and checks each,
+   then runs them all again, each with a seed of its own, and checks them
+   again. 0, or 1 when something could not be done (a wrong guest is not
+   that: it is counted and reported). */
+static int restore_phase(struct run *r, unsigned char *buf)
+{
+	unsigned first = r->o.guests, n = r->o.restore;
+	pthread_t *th = calloc(n, sizeof(*th));
+	char path[4096];
+	struct stat st;
+	double t;
+	int fd, rc;
+
+	if (!th) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/umlmem-unicorn-image-XXXXXX", r->o.swap_dir);
+	fd = mkstemp(path);
+	if (fd < 0) {
+		fprintf(stderr, PROG ": cannot create an image file in %s: %s\n", r->o.swap_dir,
+			strerror(errno));
+		free(th);
+		return 1;
+	}
+	unlink(path);
+	t = now_s();
+	if ((rc = umlmem_guest_save(r->vm[0].g, fd))) {
+		lib_fail("umlmem_guest_save of guest 0", rc);
+		goto fail;
+	}
+	r->save_s = now_s() - t;
+	r->image_bytes = fstat(fd, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+	t = now_s();
+	for (unsigned j = 0; j < n; j++) {
+		struct vm *v = &r->vm[first + j];
+		void *base;
+
+		*v = (struct vm){ .r = r, .idx = first + j, .seed = r->vm[0].seed };
+		if ((rc = umlmem_guest_restore(r->host, fd, NULL, &v->g))) {
+			lib_fail("umlmem_guest_restore", rc);
+			goto fail;
+		}
+		if ((rc = umlmem_guest_map(v->g, &base))) {
+			lib_fail("umlmem_guest_map of a restored guest", rc);
+			goto fail;
+		}
+		v->base = base;
+	}
+	r->restore_s = now_s() - t;
+	close(fd);
+	fd = -1;
+
+	/* the restored state: guest 0's as it was saved */
+	for (unsigned j = 0; j < n; j++) {
+		struct vm *v = &r->vm[first + j];
+
+		v->halted = true;
+		check_guest(r, v, buf);
+		r->nrestored_ok += v->ok;
+		if (!v->ok && !r->o.json)
+			fprintf(stderr, PROG ": restored guest %u: WRONG: %s\n", v->idx, v->why);
+	}
+
+	/* each runs again from the image's code, with a seed of its own */
+	for (unsigned j = 0; j < n; j++) {
+		struct vm *v = &r->vm[first + j];
+		struct guest_params p = {
+			.magic = GUEST_MAGIC, .seed = (r->vm[0].seed + 1 + j) % r->o.distinct,
+			.array_gpa = ARRAY_GPA, .n = r->n, .rounds = r->o.rounds,
+		};
+
+		v->seed = p.seed;
+		v->why[0] = '\0';
+		v->halted = v->ok = false;
+		memcpy(v->base + GUEST_PARAMS_GPA, &p, sizeof(p));
+	}
+	if (!r->o.quiet && !r->o.json)
+		fprintf(stderr, PROG ": running the %u restored guests again\n", n);
+	t = now_s();
+	for (unsigned j = 0; j < n; j++)
+		if ((rc = pthread_create(&th[j], NULL, guest_thread, &r->vm[first + j]))) {
+			fprintf(stderr, PROG ": pthread_create: %s\n", strerror(rc));
+			for (unsigned k = 0; k < j; k++)
+				pthread_join(th[k], NULL);
+			free(th);
+			return 1;
+		}
+	for (unsigned j = 0; j < n; j++)
+		pthread_join(th[j], NULL);
+	r->rerun_s = now_s() - t;
+	for (unsigned j = 0; j < n; j++) {
+		struct vm *v = &r->vm[first + j];
+
+		if ((rc = umlmem_guest_stats(v->g, &v->gs))) {
+			lib_fail("umlmem_guest_stats", rc);
+			free(th);
+			return 1;
+		}
+		check_guest(r, v, buf);
+		r->nrerun_ok += v->ok;
+	}
+	r->restore_done = true;
+	free(th);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(th);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Report                                                                   */
 /* ------------------------------------------------------------------------ */
 
 static bool all_ok(const struct run *r)
 {
-	return r->nok == r->o.guests && r->budget_held && r->sampler_ok;
+	return r->nok == r->o.guests && r->budget_held && r->sampler_ok &&
+	       (!r->o.restore || (r->restore_done && r->nrestored_ok == r->o.restore &&
+				  r->nrerun_ok == r->o.restore));
 }
 
 static void print_text(const struct run *r)
@@ -787,6 +930,22 @@ static void print_text(const struct run *r)
 	if (!r->sampler_ok)
 		printf("  %-20s umlmem_host_stats failed: peak not known\n", "sampler");
 	printf("  %-20s %u of %u right\n", "results", r->nok, o->guests);
+	if (!o->restore)
+		return;
+	printf("\n  restored from an image of guest 0 (%s on disk), saved in %.3f s:\n",
+	       fmt_bytes(b1, sizeof(b1), r->image_bytes), r->save_s);
+	printf("  guest  seed   run s  hash              faults   swap-ins  result\n");
+	for (unsigned i = o->guests; r->restore_done && i < o->guests + o->restore; i++) {
+		const struct vm *v = &r->vm[i];
+
+		printf("  %5u  %4" PRIu64 "  %6.2f  %016" PRIx64 "  %7" PRIu64 "  %8" PRIu64 "  %s%s\n",
+		       i, v->seed, v->t1 - v->t0, v->p.hash, v->gs.faults, v->gs.swap_ins,
+		       v->ok ? "ok" : "WRONG: ", v->ok ? "" : v->why);
+	}
+	printf("  %-20s %u guests in %.3f s, %u of %u with guest 0's state\n", "restored",
+	       o->restore, r->restore_s, r->nrestored_ok, o->restore);
+	printf("  %-20s %.2f s, %u of %u right\n", "run again", r->rerun_s, r->nrerun_ok,
+	       o->restore);
 }
 
 static void print_json(const struct run *r)
@@ -816,9 +975,14 @@ static void print_json(const struct run *r)
 	       r->info.native_maps, r->info.native_zaps, r->info.native_flushes,
 	       (uint64_t)atomic_load(&r->peak_frames), r->budget_held ? "true" : "false",
 	       r->st_end.io_errors, r->st_end.checksum_errors);
+	if (o->restore)
+		printf(", \"restore\": %u, \"image_bytes\": %" PRIu64 ", \"save_s\": %.3f"
+		       ", \"restore_s\": %.3f, \"rerun_s\": %.3f, \"restored_ok\": %u"
+		       ", \"rerun_ok\": %u", o->restore, r->image_bytes, r->save_s, r->restore_s,
+		       r->rerun_s, r->nrestored_ok, r->nrerun_ok);
 	printf(", \"guests_ok\": %u, \"results_ok\": %s, \"results\": [", r->nok,
 	       all_ok(r) ? "true" : "false");
-	for (unsigned i = 0; i < o->guests; i++) {
+	for (unsigned i = 0; i < o->guests + (r->restore_done ? o->restore : 0); i++) {
 		const struct vm *v = &r->vm[i];
 
 		printf("%s{\"guest\": %u, \"seed\": %" PRIu64 ", \"run_s\": %.3f, \"faults\": %" PRIu64
@@ -861,7 +1025,7 @@ int main(int argc, char **argv)
 			"nothing will be swapped\n", fmt_bytes(b1, sizeof(b1), r.o.budget),
 			fmt_bytes(b2, sizeof(b2), (uint64_t)r.o.guests * r.touched));
 
-	r.vm = calloc(r.o.guests, sizeof(*r.vm));
+	r.vm = calloc(r.o.guests + r.o.restore, sizeof(*r.vm));
 	r.expect = calloc(r.o.distinct, sizeof(*r.expect));
 	th = calloc(r.o.guests, sizeof(*th));
 	buf = malloc(CHUNK);
@@ -942,6 +1106,8 @@ int main(int argc, char **argv)
 		r.nok += r.vm[i].ok;
 	}
 	r.check_s = now_s() - t;
+	if (r.o.restore && restore_phase(&r, buf))
+		goto out;
 	if ((rc = umlmem_host_stats(r.host, &r.st_end))) {
 		lib_fail("umlmem_host_stats", rc);
 		goto out;
@@ -952,7 +1118,7 @@ int main(int argc, char **argv)
 		print_text(&r);
 
 	status = all_ok(&r) ? 0 : 1;
-	for (unsigned i = 0; i < r.o.guests; i++) {
+	for (unsigned i = 0; i < r.o.guests + r.o.restore; i++) {
 		if (r.vm[i].base && (rc = umlmem_guest_unmap(r.vm[i].g))) {
 			lib_fail("umlmem_guest_unmap", rc);
 			status = 1;
