@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -641,6 +642,76 @@ static void *worker_run(void *arg)
 				w->bad++;
 		}
 	return NULL;
+}
+
+static sigjmp_buf Busjmp;
+static volatile sig_atomic_t Buses;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	Buses++;
+	siglongjmp(Busjmp, 1);
+}
+
+/* Native mode with the server gone: a load of a page that is only in swap
+   cannot return -EIO, so it raises SIGBUS in the loading thread once the
+   fault handler's bounded retries are over (as the kernel does when a swap
+   device fails); the pages in memory stay readable through the mapping,
+   and once the server is back the same load reads the page's bytes. */
+Test(nbd, native_sigbus)
+{
+	const uint64_t far = NP - 1;
+	struct sigaction sa, old;
+	volatile uint8_t x = 0;
+	uint8_t *base = NULL;
+	uint64_t t0, waited;
+	void *b = NULL;
+	int rc;
+
+	if (tu_valgrind())
+		cr_skip_test("userfaultfd does not run under valgrind");
+	NEED_NBDKIT();
+	file_server_start();
+	T.h = nbd_host(0);
+	T.g = tu_guest(T.h, NP * PG);
+	fill_all(500);
+	evict_all();
+	for (uint64_t p = 0; p < IN_MEM; p++)
+		cr_assert_eq(page_rc(p), 0);
+	rc = umlmem_guest_map(T.g, &b);
+	if (rc == -EPERM || rc == -EOPNOTSUPP)
+		cr_skip_test("native mode unavailable: %s", umlmem_errmsg());
+	cr_assert_eq(rc, 0, "umlmem_guest_map: %s", umlmem_errmsg());
+	base = b;
+
+	server_stop();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigbus;
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	Buses = 0;
+	t0 = now_ms();
+	if (!sigsetjmp(Busjmp, 1))
+		x = base[far * PG + 5];
+	waited = now_ms() - t0;
+	sigaction(SIGBUS, &old, NULL);
+	cr_assert_eq(Buses, 1, "a load of a page in swap with the server gone: %d SIGBUS "
+		     "(read %u)", (int)Buses, (unsigned)x);
+	/* after the handler's retries (2 s), not forever */
+	cr_assert_geq(waited, 1000, "SIGBUS after %llu ms: no retries", (unsigned long long)waited);
+	cr_assert_lt(waited, 30000, "SIGBUS after %llu ms", (unsigned long long)waited);
+	cr_assert_gt(stats().io_errors, 0);
+	for (uint64_t p = 0; p < IN_MEM; p++)
+		cr_assert_eq(memcmp(base + p * PG, T.mem + p * PG, PG), 0, "resident page %llu",
+			     (unsigned long long)p);
+
+	server_start();
+	cr_assert_eq(base[far * PG + 5], T.mem[far * PG + 5]);
+	cr_assert_eq(memcmp(base, T.mem, NP * PG), 0);
+	cr_assert_eq(umlmem_guest_unmap(T.g), 0);
+	check_all();
+	tu_check(T.h);
 }
 
 /* Faults of four threads at once, on the connections multi-conn allows. */
