@@ -61,7 +61,10 @@
 
 #include "swap.h"
 
-#define NBD_CONNS     4u     /* connections where the server allows multi-conn */
+#define NBD_CONNS     8u     /* connections where the server allows multi-conn:
+				as many as faulting threads are usual, so that
+				each drives its own and none waits for another's
+				poll (a wake-up on the other CPU) */
 #define NBD_RETRY_MS  50u    /* least time between two connection attempts */
 #define NBD_SLICE_MS  20     /* longest single nbd_poll: new commands of other
 				threads may need the socket's write side */

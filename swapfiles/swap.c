@@ -14,8 +14,10 @@
  * its file (FALLOC_FL_PUNCH_HOLE), so the disk space follows the live data
  * and not the high-water mark, and the cluster goes on an empty list to be
  * reused before any new one is created. Only whole clusters are punched:
- * one fallocate per 256 KiB freed instead of one per page, and a cluster's
- * blocks stay together on disk while it is in use.
+ * one fallocate per 256 KiB freed instead of one per page (one per run of
+ * clusters adjacent in a file that are freed together, as a destroyed
+ * guest's are: for an NBD export one trim, one round trip, per run), and a
+ * cluster's blocks stay together on disk while it is in use.
  *
  * Punches are deferred. swap_unref() runs under the caller's locks, and a
  * fallocate waits on the filesystem, so an emptied cluster only goes on the
@@ -654,29 +656,35 @@ unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
 	return got;
 }
 
-/* Punches cluster @c out of its file. No lock needed: the cluster is on
-   no list that swap_alloc() takes from. */
-static void sw_punch(struct swap *sw, uint64_t c)
+/* Punches the @n clusters @c, @c + nfiles, ... (adjacent in one file) out
+   of their file, as one range. No lock needed: the clusters are on no list
+   that swap_alloc() takes from. */
+static void sw_punch_run(struct swap *sw, uint64_t c, unsigned n)
 {
 	int fd = sw->fd[c % sw->nfiles];
 	off_t off = (off_t)((c / sw->nfiles) * SWAP_CLUSTER_BYTES);
+	off_t len = (off_t)n * (off_t)SWAP_CLUSTER_BYTES;
 	int rc;
 
 	if (sw->remote) {
 		rc = sw->discard ? sw->discard(sw->discard_arg, (unsigned)(c % sw->nfiles),
-					       (uint64_t)off, SWAP_CLUSTER_BYTES) : -EOPNOTSUPP;
-		__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, 1,
+					       (uint64_t)off, (uint64_t)len) : -EOPNOTSUPP;
+		__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, n,
 				   __ATOMIC_RELAXED);
 		return;
 	}
 	do {
-		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			       (off_t)SWAP_CLUSTER_BYTES);
+		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
 	} while (rc < 0 && errno == EINTR);
 	/* EOPNOTSUPP: the space stays, nothing else is lost */
-	__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, n, __ATOMIC_RELAXED);
 	if (rc == 0)
 		__atomic_store_n(&sw->fs_full, 0, __ATOMIC_RELAXED);
+}
+
+static void sw_punch(struct swap *sw, uint64_t c)
+{
+	sw_punch_run(sw, c, 1);
 }
 
 static void sw_to_empty(struct swap *sw, uint64_t c)
@@ -732,6 +740,31 @@ void (*swap_punch_hook)(struct swap *sw);
  */
 #define SW_PUNCH_BATCH 64
 
+/* Orders clusters by file, then by place in it. */
+static int sw_cluster_cmp(const void *a, const void *b, void *arg)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b, nf = *(unsigned *)arg;
+
+	if (x % nf != y % nf)
+		return x % nf < y % nf ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+/* Punches the @n clusters of @batch, sorted here so that clusters adjacent
+   in a file (a guest's pages freed together, as destroy frees them) go as
+   one range: one fallocate, or one trim over the network, per run. */
+static void sw_punch_batch(struct swap *sw, uint64_t *batch, unsigned n)
+{
+	unsigned nf = sw->nfiles, i, k;
+
+	qsort_r(batch, n, sizeof(*batch), sw_cluster_cmp, &nf);
+	for (i = 0; i < n; i += k) {
+		for (k = 1; i + k < n && batch[i + k] == batch[i] + (uint64_t)k * nf; k++)
+			;
+		sw_punch_run(sw, batch[i], k);
+	}
+}
+
 void swap_punch_pending(struct swap *sw)
 {
 	uint64_t batch[SW_PUNCH_BATCH];
@@ -751,8 +784,7 @@ void swap_punch_pending(struct swap *sw)
 		pthread_mutex_unlock(&sw->lock);
 		if (swap_punch_hook)
 			swap_punch_hook(sw);
-		for (i = 0; i < n; i++)
-			sw_punch(sw, batch[i]);
+		sw_punch_batch(sw, batch, n);
 		pthread_mutex_lock(&sw->lock);
 		for (i = 0; i < n; i++) {
 			sw->npunch--;

@@ -20,6 +20,13 @@
  * in the frame it read into, which no one sees before the load returns.
  * A page whose tag does not open is -EBADMSG, as a bad checksum is.
  *
+ * The bounce pages are kept between stores (a few batches of TS_BOUNCE
+ * pages, taken and given back with one atomic exchange each): a batch of
+ * fresh memory costs a page fault per page, and above malloc's mmap
+ * threshold an mmap and a munmap, which together cost more than the
+ * sealing itself. A store of more pages than a kept batch holds, or one
+ * that finds every kept batch taken, allocates its own.
+ *
  * The swap set and the engine are created by host.c (the engine maps the
  * frame store as fixed buffers) and closed by it; the tier only borrows
  * them. Locking: swap.lock (leaf, inside swap.c) and the engine's own; the
@@ -32,15 +39,57 @@
 
 #include "internal.h"
 
+/* Bounce pages kept: TS_BOUNCE_KEEP batches of TS_BOUNCE pages (the
+   largest default reclaim_batch), enough for the reclaim thread and a
+   faulting thread or two storing at once. */
+#define TS_BOUNCE       64u
+#define TS_BOUNCE_KEEP  4u
+
 struct tswap {
 	struct tier t;
 	struct umlmem_host *h;   /* for swap, io, swap_dir, cfg: fixed after create */
 	struct seal *seal;       /* sealed tier, else NULL; thread-safe, fixed after create */
+	/* Kept batches of TS_BOUNCE bounce pages, or NULL. A batch belongs
+	   to whoever exchanged its pointer out (atomics: the release in
+	   ts_bounce_put() pairs with the acquire in ts_bounce_get(), so the
+	   last store's use of the pages happens before the next one's). */
+	uint8_t *bounce[TS_BOUNCE_KEEP];
 };
 
 static struct tswap *ts(struct tier *t)
 {
 	return (struct tswap *)t;
+}
+
+/* Bounce pages for a sealed batch of @n pages: a kept batch when one is
+   free and large enough, else fresh memory; NULL when out of memory. */
+static uint8_t *ts_bounce_get(struct tswap *s, unsigned n)
+{
+	if (n <= TS_BOUNCE)
+		for (unsigned i = 0; i < TS_BOUNCE_KEEP; i++) {
+			uint8_t *b = __atomic_exchange_n(&s->bounce[i], NULL, __ATOMIC_ACQUIRE);
+
+			if (b)
+				return b;
+		}
+	return aligned_alloc(PAGE_SIZE, (size_t)(n > TS_BOUNCE ? n : TS_BOUNCE) * PAGE_SIZE);
+}
+
+/* Gives back what ts_bounce_get() returned for @n pages: kept when a slot
+   is free, else freed. */
+static void ts_bounce_put(struct tswap *s, uint8_t *b, unsigned n)
+{
+	if (!b)
+		return;
+	if (n <= TS_BOUNCE)
+		for (unsigned i = 0; i < TS_BOUNCE_KEEP; i++) {
+			uint8_t *none = NULL;
+
+			if (__atomic_compare_exchange_n(&s->bounce[i], &none, b, false,
+							__ATOMIC_RELEASE, __ATOMIC_RELAXED))
+				return;
+		}
+	free(b);
 }
 
 static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_t *handles,
@@ -57,13 +106,13 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 	msg[0] = '\0';
 	if (seal && n) {
 		tag = malloc(n * sizeof(*tag));
-		bounce = aligned_alloc(PAGE_SIZE, (size_t)n * PAGE_SIZE);
+		bounce = ts_bounce_get(ts(t), n);
 	}
 	if (!req || !csum || (seal && n && (!tag || !bounce))) {
 		free(req);
 		free(csum);
 		free(tag);
-		free(bounce);
+		ts_bounce_put(ts(t), bounce, n);
 		for (unsigned i = 0; i < n; i++)
 			res[i] = -ENOMEM;
 		snprintf(msg, msglen, "cannot allocate a write batch of %u pages", n);
@@ -122,7 +171,7 @@ static unsigned ts_store(struct tier *t, void *const *pages, unsigned n, uint64_
 	free(req);
 	free(csum);
 	free(tag);
-	free(bounce);
+	ts_bounce_put(ts(t), bounce, n);
 	return failed;
 }
 
@@ -199,6 +248,8 @@ static void ts_info(struct tier *t, struct tier_info *out)
 
 static void ts_fini(struct tier *t)
 {
+	for (unsigned i = 0; i < TS_BOUNCE_KEEP; i++)
+		free(ts(t)->bounce[i]);
 	seal_destroy(ts(t)->seal);
 	free(ts(t));
 }

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,6 +34,7 @@ static struct {
 	char dir[64];
 	char sock[100];
 	char file[128];      /* the file plugin's backing file, or "" */
+	char reqlog[128];    /* nbdkit's log filter writes every request here, or "" */
 	char uri[256];
 	pid_t pid;           /* the server, or 0 */
 	uint64_t np;
@@ -97,10 +99,11 @@ static bool sock_answers(void)
 }
 
 /* Starts nbdkit in the foreground on T.sock: the file plugin on T.file
-   when it is set, else the memory plugin; @filter may name a filter. */
+   when it is set, else the memory plugin; with T.reqlog set, behind the
+   log filter (memory plugin only). */
 static void server_start(void)
 {
-	char size[32], filearg[160], log[128];
+	char size[32], filearg[160], log[128], logarg[160];
 	pid_t pid;
 
 	unlink(T.sock);
@@ -116,9 +119,13 @@ static void server_start(void)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
+		snprintf(logarg, sizeof(logarg), "logfile=%s", T.reqlog);
 		if (T.file[0])
 			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
 			       "file", filearg, (char *)NULL);
+		else if (T.reqlog[0])
+			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
+			       "--filter=log", "memory", size, logarg, (char *)NULL);
 		else
 			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
 			       "memory", size, (char *)NULL);
@@ -280,6 +287,68 @@ Test(nbd, model)
 	cr_assert_eq(info.swap_slots_cap, EXPORT_BYTES / PG);
 	cr_assert_eq(info.swap_slots_used, 0);
 	cr_assert_gt(info.swap_punches, 0);
+}
+
+/* The trims nbdkit's log filter saw: their number, and in *bytes their
+   total length. A request is logged when it starts ("Trim id=...") and
+   when it ends ("...Trim id=... return=..."); only starts count. */
+static unsigned logged_trims(uint64_t *bytes)
+{
+	char line[512];
+	unsigned n = 0;
+	FILE *f = fopen(T.reqlog, "r");
+
+	*bytes = 0;
+	cr_assert_not_null(f, "%s: %s", T.reqlog, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		const char *t = strstr(line, " Trim id="), *c;
+
+		if (!t || strstr(line, "...Trim"))
+			continue;
+		c = strstr(t, "count=");
+		cr_assert_not_null(c, "a trim without a count: %s", line);
+		*bytes += strtoull(c + 6, NULL, 0);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* A guest destroyed with all its pages in swap frees clusters that lie
+   side by side in the export: they go as one trim per run, not one per
+   cluster, and every byte they held is trimmed. */
+Test(nbd, destroy_trims_runs)
+{
+	struct umlmem_host_info i0, i1;
+	uint64_t bytes, clusters;
+	unsigned trims;
+
+	NEED_NBDKIT();
+	snprintf(T.reqlog, sizeof(T.reqlog), "%s/requests.log", T.dir);
+	server_start();
+	T.h = nbd_host(0);
+	T.g = tu_guest(T.h, NP * PG);
+	fill_all(300);
+	evict_all();
+	cr_assert_eq(stats().resident_pages, 0);
+	cr_assert_eq(umlmem_host_info(T.h, &i0, sizeof(i0)), 0);
+	cr_assert_eq(logged_trims(&bytes), 0, "trims before the destroy");
+	umlmem_guest_destroy(T.g);
+	T.g = NULL;
+	cr_assert_eq(umlmem_host_info(T.h, &i1, sizeof(i1)), 0);
+	cr_assert_eq(i1.swap_slots_used, 0);
+	/* every slot was written once, in order: the clusters are the
+	   first ones of the export, NP pages' worth, rounded up */
+	clusters = i1.swap_punches - i0.swap_punches;
+	cr_assert_geq(clusters * (256 * 1024), i0.swap_slots_used * PG);
+	cr_assert_gt(clusters, 1);
+	/* the log is written as the server answers, and the destroy waited
+	   for every answer */
+	trims = logged_trims(&bytes);
+	cr_assert_eq(bytes, clusters * 256 * 1024, "%llu bytes trimmed in %u trims for %llu "
+		     "clusters", (unsigned long long)bytes, trims, (unsigned long long)clusters);
+	cr_assert_eq(trims, 1, "%u trims for %llu adjacent clusters", trims,
+		     (unsigned long long)clusters);
 }
 
 /* The server killed mid-run: what needs it fails with -EIO, quickly;
@@ -573,6 +642,76 @@ static void *worker_run(void *arg)
 				w->bad++;
 		}
 	return NULL;
+}
+
+static sigjmp_buf Busjmp;
+static volatile sig_atomic_t Buses;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	Buses++;
+	siglongjmp(Busjmp, 1);
+}
+
+/* Native mode with the server gone: a load of a page that is only in swap
+   cannot return -EIO, so it raises SIGBUS in the loading thread once the
+   fault handler's bounded retries are over (as the kernel does when a swap
+   device fails); the pages in memory stay readable through the mapping,
+   and once the server is back the same load reads the page's bytes. */
+Test(nbd, native_sigbus)
+{
+	const uint64_t far = NP - 1;
+	struct sigaction sa, old;
+	volatile uint8_t x = 0;
+	uint8_t *base = NULL;
+	uint64_t t0, waited;
+	void *b = NULL;
+	int rc;
+
+	if (tu_valgrind())
+		cr_skip_test("userfaultfd does not run under valgrind");
+	NEED_NBDKIT();
+	file_server_start();
+	T.h = nbd_host(0);
+	T.g = tu_guest(T.h, NP * PG);
+	fill_all(500);
+	evict_all();
+	for (uint64_t p = 0; p < IN_MEM; p++)
+		cr_assert_eq(page_rc(p), 0);
+	rc = umlmem_guest_map(T.g, &b);
+	if (rc == -EPERM || rc == -EOPNOTSUPP)
+		cr_skip_test("native mode unavailable: %s", umlmem_errmsg());
+	cr_assert_eq(rc, 0, "umlmem_guest_map: %s", umlmem_errmsg());
+	base = b;
+
+	server_stop();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigbus;
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	Buses = 0;
+	t0 = now_ms();
+	if (!sigsetjmp(Busjmp, 1))
+		x = base[far * PG + 5];
+	waited = now_ms() - t0;
+	sigaction(SIGBUS, &old, NULL);
+	cr_assert_eq(Buses, 1, "a load of a page in swap with the server gone: %d SIGBUS "
+		     "(read %u)", (int)Buses, (unsigned)x);
+	/* after the handler's retries (2 s), not forever */
+	cr_assert_geq(waited, 1000, "SIGBUS after %llu ms: no retries", (unsigned long long)waited);
+	cr_assert_lt(waited, 30000, "SIGBUS after %llu ms", (unsigned long long)waited);
+	cr_assert_gt(stats().io_errors, 0);
+	for (uint64_t p = 0; p < IN_MEM; p++)
+		cr_assert_eq(memcmp(base + p * PG, T.mem + p * PG, PG), 0, "resident page %llu",
+			     (unsigned long long)p);
+
+	server_start();
+	cr_assert_eq(base[far * PG + 5], T.mem[far * PG + 5]);
+	cr_assert_eq(memcmp(base, T.mem, NP * PG), 0);
+	cr_assert_eq(umlmem_guest_unmap(T.g), 0);
+	check_all();
+	tu_check(T.h);
 }
 
 /* Faults of four threads at once, on the connections multi-conn allows. */

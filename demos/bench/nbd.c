@@ -7,17 +7,27 @@
  *   temporary directory, started by the bench and killed after it. One
  *   guest of 4B on a budget of B, every page distinct, 3/4 of it in swap;
  *   one thread reads 8 bytes at uniformly random pages (every value
- *   checked); the value is swap-ins per second. Baseline: raw libnbd, one
- *   thread doing synchronous 4 KiB nbd_pread()s at random offsets of the
- *   part of the same export that umlmem wrote (queue depth 1), on a
- *   connection of its own that asks for simple replies, as the engine's do. That is what a fault costs at the least: one
- *   round trip to the server. Slices of the timed phase alternate between
- *   the two sides, as in pagein.c.
+ *   checked); the value is swap-ins per second. Before the timed phase the
+ *   fill's dirty pages are written out (umlmem_reclaim of the budget) and
+ *   the budget is read back in, so that both sides only read: an eviction
+ *   drops a clean page, as it does in any steady state of reads
+ *   ("swap_outs" counts the writes in the timed phase), and the frames
+ *   hold memory. Baseline: raw libnbd, one thread doing synchronous 4 KiB
+ *   nbd_pread()s at random offsets of the part of the same export that
+ *   umlmem wrote (queue depth 1), on a connection of its own that asks for
+ *   simple replies, as the engine's do, each into a page of its own
+ *   picked at random in a region of the budget's size (a memfd, shared,
+ *   as the frame store is): a fault lands in any frame of the budget, and
+ *   on this virtual machine the copy into a page that is not in the
+ *   caches and TLB costs several microseconds that a read into one page
+ *   used again and again does not pay. That is what a fault costs at the
+ *   least: one round trip to the server, into a frame. Slices of the timed
+ *   phase alternate between the two sides, as in pagein.c.
  *
  * nbd_pagein_t8 -- the same with 8 threads on the one guest (umlmem
- *   spreads them over the connections the server allows, up to 4), and
- *   for the baseline 8 threads of queue-depth-1 reads, each on its own
- *   connection: 8 requests in flight on both sides.
+ *   spreads them over the connections the server allows, up to 8, one per
+ *   thread here), and for the baseline 8 threads of queue-depth-1 reads,
+ *   each on its own connection: 8 requests in flight on both sides.
  *
  * Skipped, with the reason, where nbdkit is not installed.
  */
@@ -29,6 +39,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -124,7 +135,11 @@ struct rawnbd {
 	uint64_t ops;           /* atomic */
 	int *stop;
 	char err[200];
-	void *buf;
+	/* this reader's pages of the destination region: page i of them is
+	   region page i * stride + id, for i < pages */
+	uint8_t *region;
+	unsigned id, stride;
+	uint64_t pages;
 };
 
 static void *rawnbd_reader(void *arg)
@@ -133,8 +148,9 @@ static void *rawnbd_reader(void *arg)
 
 	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
 		uint64_t off = rng_below(&w->rng, w->span_pages) * PAGE;
+		uint8_t *buf = w->region + (rng_below(&w->rng, w->pages) * w->stride + w->id) * PAGE;
 
-		if (nbd_pread(w->h, w->buf, PAGE, off, 0) < 0) {
+		if (nbd_pread(w->h, buf, PAGE, off, 0) < 0) {
 			snprintf(w->err, sizeof(w->err), "nbd_pread: %s", nbd_get_error());
 			break;
 		}
@@ -193,6 +209,47 @@ static int rawnbd_slice(struct result *r, struct rawnbd *w, unsigned n, double w
 	return 0;
 }
 
+/* Writes the fill's dirty pages out and reads the budget back in (its
+   first pages, in order), so that the timed phase starts with every
+   resident page clean and every frame holding memory. */
+static int settle(struct result *r, umlmem_host *h, umlmem_guest *g, uint64_t budget)
+{
+	uint64_t v, evicted = 0;
+	int rc = umlmem_reclaim(h, budget / PAGE, &evicted);
+
+	if (rc) {
+		res_lib_fail(r, rc, "writing out the fill");
+		return rc;
+	}
+	for (uint64_t p = 0; p < budget / PAGE; p++) {
+		rc = umlmem_read(g, p * PAGE, &v, sizeof(v));
+		if (rc) {
+			res_lib_fail(r, rc, "reading the budget back in");
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* The raw readers' destination: a shared memfd of @bytes, written. */
+static uint8_t *region_map(struct result *r, uint64_t bytes)
+{
+	int fd = memfd_create("bench-nbd-region", MFD_CLOEXEC);
+	void *p = MAP_FAILED;
+
+	if (fd >= 0 && ftruncate(fd, (off_t)bytes) == 0)
+		p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (fd >= 0)
+		close(fd);
+	if (p == MAP_FAILED) {
+		res_fail(r, RS_ERROR, "a memfd of %" PRIu64 " bytes for the raw readers: %s",
+			 bytes, strerror(errno));
+		return NULL;
+	}
+	memset(p, 0x5a, bytes);
+	return p;
+}
+
 /* umlmem and raw libnbd in alternating slices, each warmed up once. */
 static int compare(struct bench *b, struct result *r, struct phase *ph, unsigned n,
 		   umlmem_host *h, umlmem_guest *g, struct rawnbd *w, struct phase_out *u,
@@ -201,6 +258,11 @@ static int compare(struct bench *b, struct result *r, struct phase *ph, unsigned
 	unsigned rounds = b->quick ? 4 : 8;
 	double secs = b->seconds / rounds;
 
+	for (unsigned i = 0; i < n; i++) {
+		w[i].id = i;
+		w[i].stride = n;
+		w[i].pages = b->budget / PAGE / n;
+	}
 	for (unsigned i = 0; i < rounds; i++) {
 		if (run_slice(r, ph, h, g, NULL, n, 100 + i, i ? 0 : b->warm, secs, u))
 			return -1;
@@ -211,7 +273,8 @@ static int compare(struct bench *b, struct result *r, struct phase *ph, unsigned
 }
 
 static void nbd_result(struct result *r, unsigned n, unsigned conns, const struct phase_out *u,
-		       const struct phase_out *raw, uint64_t npages, uint64_t budget)
+		       const struct phase_out *raw, uint64_t npages, uint64_t budget,
+		       uint64_t swap_outs)
 {
 	double value = u->secs > 0 ? (double)u->swap_ins / u->secs : 0;
 	double base = raw->secs > 0 ? (double)raw->ops / raw->secs : 0;
@@ -224,6 +287,7 @@ static void nbd_result(struct result *r, unsigned n, unsigned conns, const struc
 	res_int(r, "reads", (int64_t)u->ops);
 	res_int(r, "swap_ins", (int64_t)u->swap_ins);
 	res_int(r, "readahead_hits", (int64_t)u->ra_hits);
+	res_int(r, "swap_outs", (int64_t)swap_outs);
 	res_int(r, "baseline_reads", (int64_t)raw->ops);
 	res_num(r, "baseline_seconds", raw->secs);
 	res_int(r, "baseline_connections", conns);
@@ -231,7 +295,8 @@ static void nbd_result(struct result *r, unsigned n, unsigned conns, const struc
 		res_num(r, "overhead_us", 1e6 * n / value - 1e6 * n / base);
 	res_str(r, "server", "nbdkit memory plugin, Unix socket");
 	res_str(r, "baseline_mode", "%u thread(s), each synchronous 4 KiB nbd_pread on its own "
-		"connection (queue depth 1 each)", n);
+		"connection (queue depth 1 each), into random pages of a region of the budget's "
+		"size", n);
 	if (r->ratio > 0 && r->ratio < 0.85)
 		res_note(r, "below the goal of 0.85 of raw libnbd");
 }
@@ -245,12 +310,13 @@ static void nbd_run(struct bench *b, struct result **res)
 	struct umlmem_host_config hc;
 	struct umlmem_guest_config gc;
 	struct umlmem_host_info info;
+	struct umlmem_stats s0, s1;
 	struct rawnbd w[RAW_THREADS_MAX];
 	struct server s = { .pid = 0 };
 	struct phase *ph = NULL;
 	umlmem_host *h = NULL;
 	umlmem_guest *g = NULL;
-	uint8_t *bufs = NULL;
+	uint8_t *region = NULL;
 	unsigned i;
 	int rc;
 
@@ -280,7 +346,7 @@ static void nbd_run(struct bench *b, struct result **res)
 		goto out;
 	}
 	bench_progress("nbd: guest of %" PRIu64 " MiB over %s, filling it", ws >> 20, s.uri);
-	if (bench_fill_guest(r, g, ws, 0, "nbd fill"))
+	if (bench_fill_guest(r, g, ws, 0, "nbd fill") || settle(r, h, g, b->budget))
 		goto out;
 	ph = phase_new(r, npages);
 	if (!ph)
@@ -289,13 +355,11 @@ static void nbd_run(struct bench *b, struct result **res)
 	/* the slots umlmem wrote are the first of the export */
 	span = info.swap_slots_used ? info.swap_slots_used : 1;
 
-	bufs = aligned_alloc(PAGE, RAW_THREADS_MAX * PAGE);
-	if (!bufs) {
-		res_fail(r, RS_ERROR, "no memory for the raw readers");
+	region = region_map(r, b->budget);
+	if (!region)
 		goto out;
-	}
 	for (i = 0; i < RAW_THREADS_MAX; i++) {
-		w[i].buf = bufs + i * PAGE;
+		w[i].region = region;
 		w[i].span_pages = span;
 		w[i].h = nbd_create();
 		/* as the engine asks: simple replies, fewer receives per read */
@@ -309,14 +373,21 @@ static void nbd_run(struct bench *b, struct result **res)
 	if (r1->want) {
 		bench_progress("nbd_pagein_t1: umlmem and raw libnbd, 1 thread, %.1f s each",
 			       b->seconds);
-		if (!compare(b, r1, ph, 1, h, g, w, &u1, &raw1))
-			nbd_result(r1, 1, 1, &u1, &raw1, npages, b->budget);
+		umlmem_guest_stats(g, &s0);
+		if (!compare(b, r1, ph, 1, h, g, w, &u1, &raw1)) {
+			umlmem_guest_stats(g, &s1);
+			nbd_result(r1, 1, 1, &u1, &raw1, npages, b->budget,
+				   s1.swap_outs - s0.swap_outs);
+		}
 	}
 	if (r8->want) {
 		bench_progress("nbd_pagein_t8: umlmem and raw libnbd, 8 threads, %.1f s each",
 			       b->seconds);
+		umlmem_guest_stats(g, &s0);
 		if (!compare(b, r8, ph, 8, h, g, w, &u8, &raw8)) {
-			nbd_result(r8, 8, 8, &u8, &raw8, npages, b->budget);
+			umlmem_guest_stats(g, &s1);
+			nbd_result(r8, 8, 8, &u8, &raw8, npages, b->budget,
+				   s1.swap_outs - s0.swap_outs);
 			if (r1->state == RS_OK && r1->value > 0)
 				res_num(r8, "scaling_vs_t1", r8->value / r1->value);
 		}
@@ -328,7 +399,8 @@ out:
 	for (i = 0; i < RAW_THREADS_MAX; i++)
 		if (w[i].h)
 			nbd_close(w[i].h);
-	free(bufs);
+	if (region)
+		munmap(region, b->budget);
 	phase_free(ph);
 	umlmem_host_destroy(h);
 	server_stop(&s);
