@@ -8,11 +8,12 @@
  * set without a lock by the lock-free read path); nothing else happens on
  * the access path. There are three structures:
  *  - the small FIFO (a ring of frame numbers, at least a tenth of the
- *    budget, two frames at least): every page faulted in, and every page
- *    read ahead, enters it, its referenced byte clear (the access that
- *    faulted it does not count). When the FIFO is over its share, its
- *    oldest frame is judged: used since it came in, it moves to the main
- *    set; unused, it is evicted and remembered in the ghost set;
+ *    budget, two frames at least): every page faulted in (a copy read
+ *    ahead: when a page first uses it) enters it, its referenced byte
+ *    clear (the access that faulted it does not count). When the FIFO is
+ *    over its share, its oldest frame is judged: used since it came in, it
+ *    moves to the main set; unused, it is evicted and remembered in the
+ *    ghost set;
  *  - the main set (F_ACTIVE): a CLOCK over the frame table whose hand keeps
  *    a use count of 0 to 3 per frame (F_FREQ): a frame found referenced
  *    counts one more use, one found unreferenced spends one, and one at 0
@@ -49,7 +50,11 @@
  * Readahead takes at most 1/16 of the budget, and only frames already
  * free: a page read ahead is a guess, and evicting a page in use for it
  * cost more faults than the guesses saved (lua at 50%: 462 pages read
- * ahead, 178 of them used, 73 faults more). Faults over exact LRU's
+ * ahead, 178 of them used, 73 faults more). For the same reason the
+ * copies read ahead wait, until a page uses them, in a FIFO of their own
+ * (F_RA), and when frames are wanted the unused ones go first, alone in
+ * their batch: they only borrow frames that stood free. In the small
+ * FIFO, where they waited before, they pushed out pages in use. Faults over exact LRU's
  * (before: the two-set CLOCK with refault activation, on the same traces),
  * and the two published policies, simulated exactly (demos/replay):
  *
@@ -227,52 +232,73 @@ static bool ghost_take(struct umlmem_host *h, const struct umlmem_guest *g, uint
 	return false;
 }
 
-/* ---- the small FIFO --------------------------------------------------------
- * Frame numbers in the order their pages came in. A frame has at most one
- * live entry, the one F_SMALL stands for; an entry of a frame that was
- * freed (frame_put clears its flags) and taken again is stale: when the
- * frame comes in again it gets a new entry, and the old one, met first,
- * is judged early (a small error in the order, never a lost frame). The
- * ring grows by doubling with use, to at most two entries per frame of
- * the budget; full at that size, it drops its oldest entry's F_SMALL, and
- * the hand judges that frame as it judges any frame in neither set.
+/* ---- the two FIFOs ---------------------------------------------------------
+ * Frame numbers in the order they came in: the small FIFO of pages faulted
+ * in (F_SMALL) and the readahead FIFO of copies read ahead and not used yet
+ * (F_RA). A frame has at most one live entry, the one its flag stands for;
+ * an entry of a frame that lost the flag (it was judged, used, or freed:
+ * frame_put clears the flags) is stale and skipped, unless the frame came
+ * in again meanwhile: then the old entry, met first, is judged early (a
+ * small error in the order, never a lost frame). A ring grows by doubling
+ * with use, to at most two entries per frame of the budget; full at that
+ * size, it drops its oldest entry's flag, and the hand judges that frame
+ * as it judges any frame in neither set.
  */
-static uint64_t small_count(const struct umlmem_host *h)
+static uint64_t fifo_count(const struct pager_fifo *q)
 {
-	return h->small_tail - h->small_head;
+	return q->tail - q->head;
 }
 
 /* Removes and returns the oldest entry. Caller holds host->lock and has
    checked that the ring is not empty. */
-static uint32_t small_pop(struct umlmem_host *h)
+static uint32_t fifo_pop(struct pager_fifo *q)
 {
-	return h->small[h->small_head++ & (h->small_cap - 1)];
+	return q->e[q->head++ & (q->cap - 1)];
 }
 
-/* Appends frame @f, and sets its F_SMALL. Caller holds host->lock. */
-static void small_push(struct umlmem_host *h, uint64_t f)
+/* Appends frame @f to @q and sets @flag (F_SMALL or F_RA) on it. Caller
+   holds host->lock. */
+static void fifo_push(struct umlmem_host *h, struct pager_fifo *q, uint64_t f, uint16_t flag)
 {
-	if (small_count(h) == h->small_cap) {
-		uint64_t cap = h->small_cap ? 2 * h->small_cap : GHOST_MIN, n = small_count(h);
-		uint32_t *r = cap <= 2 * h->nframes || !h->small_cap ?
-			      malloc(cap * sizeof(*r)) : NULL;
+	if (fifo_count(q) == q->cap) {
+		uint64_t cap = q->cap ? 2 * q->cap : GHOST_MIN, n = fifo_count(q);
+		uint32_t *r = cap <= 2 * h->nframes || !q->cap ? malloc(cap * sizeof(*r)) : NULL;
 
 		if (r) {
 			for (uint64_t i = 0; i < n; i++)
-				r[i] = h->small[(h->small_head + i) & (h->small_cap - 1)];
-			free(h->small);
-			h->small = r;
-			h->small_cap = cap;
-			h->small_head = 0;
-			h->small_tail = n;
+				r[i] = q->e[(q->head + i) & (q->cap - 1)];
+			free(q->e);
+			q->e = r;
+			q->cap = cap;
+			q->head = 0;
+			q->tail = n;
 		} else if (n) {
-			h->frames[small_pop(h)].flags &= ~F_SMALL;
+			h->frames[fifo_pop(q)].flags &= (uint16_t)~flag;
 		} else {
 			return;   /* no ring at all: the hand judges @f */
 		}
 	}
-	h->small[h->small_tail++ & (h->small_cap - 1)] = (uint32_t)f;
-	h->frames[f].flags |= F_SMALL;
+	q->e[q->tail++ & (q->cap - 1)] = (uint32_t)f;
+	h->frames[f].flags |= flag;
+}
+
+static void small_push(struct umlmem_host *h, uint64_t f)
+{
+	fifo_push(h, &h->small, f, F_SMALL);
+}
+
+/* Empties @q, clearing @flag on the frames of its live entries, and frees
+   its ring. Caller holds host->lock, or is the host's last user. */
+static void fifo_free(struct umlmem_host *h, struct pager_fifo *q, uint16_t flag)
+{
+	while (fifo_count(q)) {
+		uint64_t f = fifo_pop(q);
+
+		if (!frame_gone(h, f))
+			h->frames[f].flags &= (uint16_t)~flag;
+	}
+	free(q->e);
+	*q = (struct pager_fifo){ 0 };
 }
 
 unsigned pager_ra_window(struct umlmem_host *h, unsigned win)
@@ -289,6 +315,9 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	struct frame *fr = &h->frames[f];
 	uint64_t dist;
 
+	/* a copy read ahead is used at last: from now on it is a page faulted
+	   in (its readahead entry goes stale) */
+	fr->flags &= (uint16_t)~F_RA;
 	if (fr->flags & (F_ACTIVE | F_SMALL))
 		return;   /* a cached copy that already has its place */
 	/* Evicted from the small FIFO fewer evictions ago than the budget
@@ -305,8 +334,8 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 
 void pager_readahead(struct umlmem_host *h, uint64_t f)
 {
-	if (!(h->frames[f].flags & (F_ACTIVE | F_SMALL)))
-		small_push(h, f);
+	if (!(h->frames[f].flags & (F_ACTIVE | F_SMALL | F_RA)))
+		fifo_push(h, &h->rafifo, f, F_RA);
 }
 
 /* The hand's verdict on main frame @fr, referenced or not since its last
@@ -353,18 +382,33 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
 	uint64_t target = h->nframes / SMALL_SHARE > SMALL_MIN ? h->nframes / SMALL_SHARE :
 			  h->nframes > SMALL_MIN ? SMALL_MIN : 1;
-	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
+	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + fifo_count(&h->small));
 	uint64_t kept = 0;   /* pinned or busy entries this call put back */
 	unsigned n = 0;
 
+	/* copies read ahead and still unused first: they hold frames that
+	   were free, and give them back before any page in use goes */
+	while (n < max && fifo_count(&h->rafifo)) {
+		uint64_t f = fifo_pop(&h->rafifo);
+		struct frame *fr = &h->frames[f];
+
+		if (!(fr->flags & F_RA))
+			continue;   /* stale: used (or freed) since */
+		fr->flags &= (uint16_t)~F_RA;
+		if (judgeable(fr))
+			take(h, &v[n++], f, false);
+	}
+	if (n)
+		return n;
 	for (uint64_t step = 0; n < max && step < limit; step++) {
 		uint64_t f;
 		struct frame *fr;
 		bool ref;
 
-		if (small_count(h) > kept && (small_count(h) > target || !h->nactive ||
-					      step >= (FREQ_MAX + 1) * h->nmade)) {
-			f = small_pop(h);
+		if (fifo_count(&h->small) > kept &&
+		    (fifo_count(&h->small) > target || !h->nactive ||
+		     step >= (FREQ_MAX + 1) * h->nmade)) {
+			f = fifo_pop(&h->small);
 			fr = &h->frames[f];
 			if (!(fr->flags & F_SMALL))
 				continue;   /* stale */
@@ -405,7 +449,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		if (frame_gone(h, f))
 			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
-		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & F_SMALL))
+		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & (F_SMALL | F_RA)))
 			continue;
 		ref = LOAD(&h->fref[f]);
 		if (ref)
@@ -424,8 +468,8 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 				take(h, &v[n++], f, false);
 			continue;
 		}
-		/* in neither set (read ahead, copied on write, merged, or
-		   dropped from a full ring): judged as a small frame */
+		/* in neither set (copied on write, merged, or dropped from a
+		   full ring): judged as a small frame */
 		if (ref) {
 			fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | F_ACTIVE);
 			h->nactive++;
@@ -436,9 +480,9 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	return n;
 }
 
-/* Victim @v is about to leave memory: the ghost clock ticks, and its page
-   (the first mapper's, for a shared frame), if it leaves the small FIFO,
-   is remembered. */
+/* Victim @v is about to leave memory: if it holds a page (not a copy no
+   page uses), the ghost clock ticks, and the page (the first mapper's, for
+   a shared frame), if it leaves the small FIFO, is remembered. */
 static void remember(struct umlmem_host *h, const struct victim *v)
 {
 	struct frame *fr = &h->frames[v->f];
@@ -787,17 +831,10 @@ void pager_stop(struct umlmem_host *h)
 	free(h->ghost);
 	h->ghost = NULL;
 	/* host destroy still frees its guests after this (and checks the host
-	   after each, in a debug build): no frame may keep an F_SMALL whose
-	   ring entry is gone */
-	while (small_count(h)) {
-		uint64_t f = small_pop(h);
-
-		if (!frame_gone(h, f))
-			h->frames[f].flags &= ~F_SMALL;
-	}
-	free(h->small);
-	h->small = NULL;
-	h->small_cap = h->small_head = h->small_tail = 0;
+	   after each, in a debug build): no frame may keep an F_SMALL or F_RA
+	   whose ring entry is gone */
+	fifo_free(h, &h->small, F_SMALL);
+	fifo_free(h, &h->rafifo, F_RA);
 }
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)
