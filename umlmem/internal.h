@@ -256,6 +256,10 @@ struct umlmem_guest {
 	/* handler threads serving a fault on this guest that may drop the
 	   lock; destroy waits for none (host->cond), under host->lock */
 	uint32_t nv_serving;
+	/* its number on the host, in order of creation: names its pages in
+	   the pager's ghost set (pager.c), so that the pager's choices do not
+	   depend on where the guest was allocated */
+	uint64_t pager_id;
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* store key of the last load */
 	unsigned ra_run;       /* faults in the current ascending run */
@@ -333,6 +337,7 @@ struct umlmem_host {
 	struct pager_fifo small, rafifo;
 	uint64_t evictions;
 	uint64_t refaults;
+	uint64_t guests_made;         /* guests linked so far: the next pager_id */
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
 	/* their further mappers: open addressing on the frame number, size a
