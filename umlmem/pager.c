@@ -403,12 +403,14 @@ static void take(struct umlmem_host *h, struct victim *v, uint64_t f, bool ghost
 }
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
-   nor another evictor picks one twice. While the small FIFO is over its
-   share (or the main set is empty) the oldest small frame is judged: used
-   since it came in, it moves to the main set; unused, it is taken and
-   remembered in the ghost set. Otherwise the hand judges the main set's
-   frames in frame order (main_judge) and frames in neither set as small
-   ones. A frame present in a native view is zapped first (its uses are
+   nor another evictor picks one twice. Copies read ahead and not used yet
+   go first, and alone: they only borrow frames that were free, and a page
+   in use taken beside them would leave before it must. While the small
+   FIFO is over its share (or the main set is empty) the oldest small
+   frame is judged: used since it came in, it moves to the main set;
+   unused, it is taken and remembered in the ghost set. Otherwise the hand
+   judges the main set's frames in frame order (main_judge) and frames in
+   neither set as small ones. A frame present in a native view is zapped first (its uses are
    unseen) and judged at its next turn. Bounded: FREQ_MAX + 2 turns of the
    frame table and the ring, which finds every frame that can go. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
@@ -513,9 +515,11 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	return n;
 }
 
-/* Victim @v is about to leave memory: if it holds a page (not a copy no
-   page uses), the ghost clock ticks, and the page (the first mapper's, for
-   a shared frame), if it leaves the small FIFO, is remembered. */
+/* Victim @v is about to leave memory: the ghost clock ticks (for a copy
+   read ahead and never used too: not counting those, cc1 at 10% on make
+   replay-table took 11917 faults instead of 11860), and its page (the
+   first mapper's, for a shared frame), if it leaves the small FIFO, is
+   remembered. */
 static void remember(struct umlmem_host *h, const struct victim *v)
 {
 	struct frame *fr = &h->frames[v->f];
