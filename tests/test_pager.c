@@ -1247,13 +1247,91 @@ Test(pager, memory_follows_use)
 		write_page(g, i, 1);
 	pthread_mutex_lock(&P.h->lock);
 	cr_assert_null(P.h->ghost, "a ghost set before any eviction");
-	cr_assert_geq(P.h->small_tail - P.h->small_head, used);
-	cr_assert_leq(P.h->small_cap, 2 * used, "a ring of %" PRIu64 " entries for %" PRIu64
-		      " pages", P.h->small_cap, used);
+	cr_assert_geq(P.h->small.tail - P.h->small.head, used);
+	cr_assert_leq(P.h->small.cap, 2 * used, "a ring of %" PRIu64 " entries for %" PRIu64
+		      " pages", P.h->small.cap, used);
 	pthread_mutex_unlock(&P.h->lock);
 	for (uint64_t i = 0; i < used; i++)
 		expect_page(g, i, 1);
 	tu_check(P.h);
+	umlmem_host_destroy(P.h);
+	P.h = NULL;
+}
+
+/* ---- readahead --------------------------------------------------------------- */
+
+static bool is_resident(umlmem_guest *g, uint64_t idx)
+{
+	pte_t *e = pte_find(g, idx);
+
+	return e && PTE_TYPE(*e) == PTE_FRAME;
+}
+
+/* Copies read ahead fill frames that were free. When frames are wanted
+   again, the copies no page used go first, before any page in use: a
+   reclaim of as many frames as there are such copies frees exactly them,
+   every resident page stays, and no page leaves memory. A copy a page then
+   uses is that page's frame like any other. Every byte reads back as the
+   model says. */
+Test(pager, readahead_first_out)
+{
+	const uint64_t budget = 64, npages = 4 * budget;
+	struct umlmem_host_config cfg;
+	bool *was = calloc(npages, sizeof(*was));
+	uint64_t ncached, got = UINT64_MAX;
+	umlmem_guest *g;
+
+	cr_assert(was);
+	umlmem_host_config_init(&cfg);
+	cfg.resident_bytes = budget * PG;
+	cfg.swap_dir = P.dir;
+	cr_assert_eq(umlmem_host_create(&cfg, &P.h), 0, "%s", umlmem_errmsg());
+	g = tu_guest(P.h, npages * PG);
+	for (uint64_t i = 0; i < npages; i++)
+		write_page(g, i, 1);
+	/* frames to spare, then a run of faults on ascending slots: the
+	   second reads ahead into the free frames */
+	cr_assert_eq(umlmem_reclaim(P.h, budget / 4, NULL), 0);
+	cr_assert(!is_resident(g, 0) && !is_resident(g, 1) && !is_resident(g, 2));
+	expect_page(g, 0, 1);
+	expect_page(g, 1, 1);
+	pthread_mutex_lock(&P.h->lock);
+	ncached = P.h->cached;
+	for (uint64_t i = 0; i < npages; i++)
+		was[i] = is_resident(g, i);
+	pthread_mutex_unlock(&P.h->lock);
+	cr_assert_gt(ncached, 0, "nothing was read ahead");
+
+	cr_assert_eq(umlmem_reclaim(P.h, ncached, &got), 0, "%s", umlmem_errmsg());
+	cr_assert_eq(got, 0, "%" PRIu64 " pages left memory to free %" PRIu64 " frames of "
+		     "unused copies", got, ncached);
+	pthread_mutex_lock(&P.h->lock);
+	cr_assert_eq(P.h->cached, 0, "%" PRIu64 " copies read ahead are still cached",
+		     P.h->cached);
+	for (uint64_t i = 0; i < npages; i++)
+		cr_assert_eq(is_resident(g, i), was[i], "page %" PRIu64 " %s", i,
+			     was[i] ? "left memory" : "came in");
+	pthread_mutex_unlock(&P.h->lock);
+	tu_check(P.h);
+
+	/* read ahead again, and used this time: the copies are pages now */
+	expect_page(g, 2, 1);
+	expect_page(g, 3, 1);
+	pthread_mutex_lock(&P.h->lock);
+	for (uint64_t i = 4; i < npages && P.h->cached; i++)
+		if (!is_resident(g, i) && tcache_get(P.h, PTE_VAL(*pte_find(g, i)))) {
+			pthread_mutex_unlock(&P.h->lock);
+			expect_page(g, i, 1);
+			pthread_mutex_lock(&P.h->lock);
+			cr_assert(!(P.h->frames[frame_of(g, i)].flags & F_RA),
+				  "page %" PRIu64 " maps a copy still in the readahead FIFO", i);
+		}
+	pthread_mutex_unlock(&P.h->lock);
+	tu_check(P.h);
+	for (uint64_t i = 0; i < npages; i++)
+		expect_page(g, i, 1);
+	tu_check(P.h);
+	free(was);
 	umlmem_host_destroy(P.h);
 	P.h = NULL;
 }

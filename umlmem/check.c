@@ -138,7 +138,7 @@ static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
 	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
-	uint64_t small = 0;
+	uint64_t small = 0, ra = 0;
 	uint64_t copies = 0, pooled = 0;
 	uint8_t *isfree;
 	int rc;
@@ -250,9 +250,17 @@ static int check_locked(struct ctx *c)
 		shared += fr->refs > 1;
 		active += !!(fr->flags & F_ACTIVE);
 		small += !!(fr->flags & F_SMALL);
+		ra += !!(fr->flags & F_RA);
 		if ((fr->flags & F_SMALL) && (fr->flags & F_ACTIVE) && !rc)
 			rc = fail(c, "frame %llu is in both the pager's small FIFO and its main set",
 				  (unsigned long long)f);
+		/* a copy read ahead leaves that FIFO when a page maps it */
+		if ((fr->flags & F_RA) && (fr->refs || fr->slot == TKEY_NONE ||
+					   (fr->flags & (F_SMALL | F_ACTIVE))) && !rc)
+			rc = fail(c, "frame %llu is in the pager's readahead FIFO with %u mappers%s",
+				  (unsigned long long)f, fr->refs,
+				  fr->slot == TKEY_NONE ? " and no stored copy" :
+				  (fr->flags & (F_SMALL | F_ACTIVE)) ? " and in another set" : "");
 		sharing += fr->refs > 1 ? fr->refs - 1 : 0;
 		if (fr->refs > h->dd.max_sharing && !rc)
 			rc = fail(c, "frame %llu: %u sharers, more than max_sharing %u",
@@ -282,10 +290,14 @@ static int check_locked(struct ctx *c)
 		return fail(c, "%llu active frames counted, %llu recorded",
 			    (unsigned long long)active, (unsigned long long)h->nactive);
 	/* every F_SMALL frame has its entry in the ring (stale ones add more) */
-	if (small > h->small_tail - h->small_head)
+	if (small > h->small.tail - h->small.head)
 		return fail(c, "%llu frames in the small FIFO, %llu entries in its ring",
 			    (unsigned long long)small,
-			    (unsigned long long)(h->small_tail - h->small_head));
+			    (unsigned long long)(h->small.tail - h->small.head));
+	if (ra > h->rafifo.tail - h->rafifo.head)
+		return fail(c, "%llu frames in the readahead FIFO, %llu entries in its ring",
+			    (unsigned long long)ra,
+			    (unsigned long long)(h->rafifo.tail - h->rafifo.head));
 	if (cached != h->cached)
 		return fail(c, "%llu cached frames counted, %llu recorded",
 			    (unsigned long long)cached, (unsigned long long)h->cached);

@@ -94,6 +94,7 @@ void guest_link(struct umlmem_guest *g)
 	h->guests = g;
 	h->nguests++;
 	h->ram_pages += g->npages;
+	g->pager_id = h->guests_made++;
 }
 
 /* ---- metadata memory ------------------------------------------------------ */

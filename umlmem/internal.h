@@ -156,6 +156,8 @@ enum {
 			    free; only that tier touches its bytes */
 	F_SMALL = 0x40,  /* has an entry in the pager's small FIFO (pager.c) */
 	F_FREQ  = 0x180, /* a main frame's uses seen by the hand, 0 to 3 */
+	F_RA    = 0x200, /* a copy read ahead, unused yet, with an entry in the
+			    pager's readahead FIFO (pager.c) */
 };
 #define F_FREQ_SHIFT 7
 
@@ -184,6 +186,13 @@ enum { NV_OFF = 0, NV_ON, NV_STOPPING };
 
 struct ra_page {
 	uint64_t f, key;        /* frame, store key read into it */
+};
+
+/* A ring of frame numbers, cap (a power of two, or 0) entries, head <= i <
+   tail taken modulo cap (pager.c). */
+struct pager_fifo {
+	uint32_t *e;
+	uint64_t head, tail, cap;
 };
 
 struct rmap {
@@ -263,6 +272,10 @@ struct umlmem_guest {
 	/* handler threads serving a fault on this guest that may drop the
 	   lock; destroy waits for none (host->cond), under host->lock */
 	uint32_t nv_serving;
+	/* its number on the host, in order of creation: names its pages in
+	   the pager's ghost set (pager.c), so that the pager's choices do not
+	   depend on where the guest was allocated */
+	uint64_t pager_id;
 	/* readahead state, under host->lock */
 	uint64_t ra_last;      /* store key of the last load */
 	unsigned ra_run;       /* faults in the current ascending run */
@@ -341,12 +354,12 @@ struct umlmem_host {
 	   power of two, mask = size - 1), the frames evicted so far (its
 	   clock), and the refaults it activated */
 	uint64_t *ghost, ghost_mask;
-	/* the small FIFO: frame numbers in the order they came in, a ring of
-	   small_cap (a power of two) entries, small_head <= i < small_tail */
-	uint32_t *small;
-	uint64_t small_head, small_tail, small_cap;
+	/* the small FIFO (frames faulted in) and the readahead FIFO (copies
+	   read ahead, unused yet): frame numbers in the order they came in */
+	struct pager_fifo small, rafifo;
 	uint64_t evictions;
 	uint64_t refaults;
+	uint64_t guests_made;         /* guests linked so far: the next pager_id */
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
 	/* their further mappers, indexed by frame: nframes entries, NULL
@@ -695,8 +708,8 @@ int  pager_count_read(struct umlmem_host *h, struct umlmem_guest *g, uint64_t k,
    evicted it unused from its small FIFO recently, it enters the main set
    at once; otherwise it joins the small FIFO. Caller holds host->lock. */
 void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, uint64_t f);
-/* Frame @f now holds a copy read ahead, unused yet: it joins the small
-   FIFO like a page faulted in. Caller holds host->lock. */
+/* Frame @f now holds a copy read ahead, unused yet: it joins the readahead
+   FIFO, whose frames are the first to go. Caller holds host->lock. */
 void pager_readahead(struct umlmem_host *h, uint64_t f);
 /* The most pages a readahead of @win pages may take now. Caller holds
    host->lock. */

@@ -8,11 +8,12 @@
  * set without a lock by the lock-free read path); nothing else happens on
  * the access path. There are three structures:
  *  - the small FIFO (a ring of frame numbers, at least a tenth of the
- *    budget, two frames at least): every page faulted in, and every page
- *    read ahead, enters it, its referenced bit clear (the access that
- *    faulted it does not count). When the FIFO is over its share, its
- *    oldest frame is judged: used since it came in, it moves to the main
- *    set; unused, it is evicted and remembered in the ghost set;
+ *    budget, two frames at least): every page faulted in (a copy read
+ *    ahead: when a page first uses it) enters it, its referenced bit
+ *    clear (the access that faulted it does not count). When the FIFO is
+ *    over its share, its oldest frame is judged: used since it came in, it
+ *    moves to the main set; unused, it is evicted and remembered in the
+ *    ghost set;
  *  - the main set (F_ACTIVE): a CLOCK over the frame table whose hand keeps
  *    a use count of 0 to 3 per frame (F_FREQ): a frame found referenced
  *    counts one more use, one found unreferenced spends one, and one at 0
@@ -38,45 +39,78 @@
  * referenced byte (Linux's two lists; with the ghost set's refault
  * activation, 1.078 times exact LRU on the geometric mean), CAR, an active
  * share adapted by ghost hits, GCLOCK ages of up to five turns. Tried in a
- * simulation of this pager on the same traces and dropped: S3-FIFO with a
- * main FIFO as published (0.985 times LRU; its FIFO order loses to this
- * CLOCK's on cc1, gzip and lua), one use bit in the main set instead of a
- * count of 3 (0.949), a small FIFO of a fifth of the budget (0.941), ARC's
- * adaptation of the small FIFO's size by ghost hits from each set (0.948
- * with counts of 2), remembering pages evicted from the main set too
- * (1.006: a ghost hit must mean "used twice", or the main set fills with
- * pages used once), and entering the main set with a use banked (0.971).
+ * simulation of this pager on the same traces (geometric means against
+ * LRU's; the pager itself: 0.919) and dropped:
+ *  - S3-FIFO with a main FIFO as published (0.985; its FIFO order loses
+ *    to this CLOCK's on cc1, gzip and lua); one use bit in the main set
+ *    instead of a count of 3 (0.949); a count of up to 4 or 7 (0.917,
+ *    0.915, but lua at 50% 1.166 -> 1.245 with 7); a small FIFO of a fifth
+ *    of the budget (0.941), or of at least one frame, or three (0.899 and
+ *    0.908 on gzip and lua alone, against 0.891);
+ *  - sizing the small FIFO like ARC, one frame more per ghost hit and one
+ *    less per fault of a page the main set evicted within the budget's
+ *    span (0.936; by a hundredth of the budget, never below a tenth:
+ *    0.920): a larger FIFO helps at 50% only when the main set's own
+ *    mistakes are fewer, and they are most of them (cc1 at 50%: 195 of the
+ *    235 faults beyond first touches are of pages the main set evicted
+ *    within the budget's span);
+ *  - entering the main set with a use banked (0.971), or on a fault of a
+ *    page the main set evicted (1.006: the main set fills with pages used
+ *    once; within a tenth of the budget's span only: 0.922);
+ *  - recency in the main set: a stamp per frame, set when the hand finds
+ *    it used, and of the next 8 frames at 0 uses the one stamped longest
+ *    ago goes, not the first. At 50% it closes half the gap to LRU (lua
+ *    1.166 -> 1.036, python 1.013 -> 0.972), at small budgets it loses the
+ *    CLOCK's resistance to loops larger than the budget (lua at 25% 0.677
+ *    -> 0.910, python at 10% 0.643 -> 0.771): 0.955. Choosing between the
+ *    two at each eviction by regret (as LeCaR: a page that faults back
+ *    within the budget's span counts against the choice that evicted it):
+ *    0.929. Only when the stamp is over two turns of the hand old: 0.923.
+ * Why not at or below LRU everywhere: at 50% of the footprint LRU faults
+ * little more than the first touches (cc1: 1072 for 930 pages), and what
+ * it has over this pager is the order of every access, where the pager
+ * sees a referenced byte per frame per turn of its hand. That byte alone,
+ * a plain CLOCK, is 13% above LRU on cc1 at 50% and 8.5% on lua; no
+ * variant above brought those two cells to LRU (at best 1.075 and 1.036),
+ * and each that came closer lost more at small budgets.
  * Readahead takes at most 1/16 of the budget, and only frames already
  * free: a page read ahead is a guess, and evicting a page in use for it
  * cost more faults than the guesses saved (lua at 50%: 462 pages read
- * ahead, 178 of them used, 73 faults more). Faults over exact LRU's
- * (before: the two-set CLOCK with refault activation, on the same traces),
- * and the two published policies, simulated exactly (demos/replay):
+ * ahead, 178 of them used, 73 faults more). For the same reason the
+ * copies read ahead wait, until a page uses them, in a FIFO of their own
+ * (F_RA), and when frames are wanted the unused ones go first, alone in
+ * their batch: they only borrow frames that stood free (in the small
+ * FIFO, where they waited before, they pushed out pages in use: xz at 50%
+ * 1690 faults then, 1659 now, 1650 with no readahead).
  *
- *   budget:        10%            25%            50%
- *             before  after  before  after  before  after
- *   cc1        1.007  0.844   1.050  0.965   1.193  1.095
- *   gzip       1.169  1.047   1.002  0.835   0.919  0.674
- *   lua        1.194  1.075   1.234  0.668   1.180  1.206
- *   python     0.946  0.643   1.152  0.985   1.075  1.040
- *   sort       1.002  1.000   1.002  0.999   1.009  1.007
- *   sqlite     1.121  0.702   1.151  1.040   1.044  1.015
- *   xz         1.076  0.888   1.127  0.923   1.161  1.025
- *   geometric mean: before 1.083, after 0.923; ARC 1.009, S3-FIFO 0.985
- *   (make replay-table has every count and ratio)
+ * Faults over exact LRU's on the same traces: CLOCK2 the two-set CLOCK
+ * with refault activation, S3 this pager before its readahead FIFO
+ * (its ghost set then hashed the guest's address, which moved its counts
+ * by up to 1.3% from run to run), and now:
+ *
+ *   budget:        10%                 25%                 50%
+ *           CLOCK2   S3   now   CLOCK2   S3   now   CLOCK2   S3   now
+ *   cc1      1.008 0.844 0.842   1.051 0.967 0.951   1.198 1.101 1.090
+ *   gzip     1.169 1.047 1.047   1.002 0.835 0.835   0.919 0.676 0.675
+ *   lua      1.182 1.075 1.074   1.203 0.677 0.677   1.149 1.161 1.150
+ *   python   0.934 0.639 0.643   1.146 0.998 0.986   1.076 1.037 1.026
+ *   sort     1.002 1.000 1.000   1.002 0.999 0.999   1.009 1.007 1.007
+ *   sqlite   1.122 0.702 0.702   1.151 1.040 1.038   1.044 1.015 1.017
+ *   xz       1.075 0.888 0.896   1.119 0.923 0.920   1.159 1.025 1.006
+ *   geometric mean: CLOCK2 1.079, S3 0.923, now 0.920; ARC 1.009, S3-FIFO
+ *   (simulated exactly, demos/replay) 0.983 (make replay-table has every
+ *   count and ratio)
  *
  * Where it stands: below LRU in 11 of the 21 cells, by up to a third
  * (gzip, lua, python, sqlite at small budgets, where a protected set of
- * pages used often beats recency), and above it by up to 21% in the
- * others, most at 50% of the footprint, where LRU faults little more than
- * the first touches and the pages a small FIFO of a tenth of the budget
- * lets go before their second use are most of the difference. It faults
- * 0.915 times as often as ARC and 0.937 times as often as S3-FIFO on the
- * geometric mean. One cell is worse than before: lua at 50%, 1532 faults
- * against 1499. The cost: one hash and a store per eviction from the small
- * FIFO, one hash and a load per fault, a ring entry (4 bytes) per page
- * faulted in and at most two ghost words (16 bytes) per frame made, both
- * allocated as they are used.
+ * pages used often beats recency), level in one, and above it by up to
+ * 15% in 9, most at 50% of the footprint (above). It faults 0.911 times as often as ARC and
+ * 0.935 times as often as S3-FIFO on the geometric mean. Against the
+ * two-set CLOCK one cell is not better: lua at 50%, 1555 faults against
+ * 1554. The cost: one hash and a store per eviction from the small FIFO,
+ * one hash and a load per fault, a ring entry (4 bytes) per page faulted
+ * in or read ahead and at most two ghost words (16 bytes) per frame made,
+ * all allocated as they are used (README has the time it takes).
  *
  * Eviction works in batches of cfg.reclaim_batch frames:
  *  - a clean frame (frame->slot valid: the stored copy equals the frame) is
@@ -141,14 +175,18 @@ struct victim {
  * doubling of the frames made) forgets every ghost, and a ghost whose page
  * was discarded or whose guest died is never asked for (or, rarely, a new
  * page inherits it: a wrong hint, never wrong data). It lives apart from
- * the page table, so it does not care how a page in swap is named.
+ * the page table, so it does not care how a page in swap is named. The
+ * guest goes into the hash as its pager_id, not its address, so that which
+ * ghosts collide, and so every choice of the pager, is the same from one
+ * run to the next: with the address, python at 10% on make replay-table
+ * took between 38101 and 39063 faults over three runs.
  */
 #define GHOST_TAG(z)    (((z) | 1ull << 32) & ~(uint64_t)UINT32_MAX)
 #define GHOST_MIN       64
 
 static uint64_t ghost_hash(const struct umlmem_guest *g, uint64_t idx)
 {
-	uint64_t z = (uintptr_t)g ^ (idx * 0x9e3779b97f4a7c15ull);
+	uint64_t z = (g->pager_id << 36 | idx) * 0x9e3779b97f4a7c15ull;
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -227,52 +265,73 @@ static bool ghost_take(struct umlmem_host *h, const struct umlmem_guest *g, uint
 	return false;
 }
 
-/* ---- the small FIFO --------------------------------------------------------
- * Frame numbers in the order their pages came in. A frame has at most one
- * live entry, the one F_SMALL stands for; an entry of a frame that was
- * freed (frame_put clears its flags) and taken again is stale: when the
- * frame comes in again it gets a new entry, and the old one, met first,
- * is judged early (a small error in the order, never a lost frame). The
- * ring grows by doubling with use, to at most two entries per frame of
- * the budget; full at that size, it drops its oldest entry's F_SMALL, and
- * the hand judges that frame as it judges any frame in neither set.
+/* ---- the two FIFOs ---------------------------------------------------------
+ * Frame numbers in the order they came in: the small FIFO of pages faulted
+ * in (F_SMALL) and the readahead FIFO of copies read ahead and not used yet
+ * (F_RA). A frame has at most one live entry, the one its flag stands for;
+ * an entry of a frame that lost the flag (it was judged, used, or freed:
+ * frame_put clears the flags) is stale and skipped, unless the frame came
+ * in again meanwhile: then the old entry, met first, is judged early (a
+ * small error in the order, never a lost frame). A ring grows by doubling
+ * with use, to at most two entries per frame of the budget; full at that
+ * size, it drops its oldest entry's flag, and the hand judges that frame
+ * as it judges any frame in neither set.
  */
-static uint64_t small_count(const struct umlmem_host *h)
+static uint64_t fifo_count(const struct pager_fifo *q)
 {
-	return h->small_tail - h->small_head;
+	return q->tail - q->head;
 }
 
 /* Removes and returns the oldest entry. Caller holds host->lock and has
    checked that the ring is not empty. */
-static uint32_t small_pop(struct umlmem_host *h)
+static uint32_t fifo_pop(struct pager_fifo *q)
 {
-	return h->small[h->small_head++ & (h->small_cap - 1)];
+	return q->e[q->head++ & (q->cap - 1)];
 }
 
-/* Appends frame @f, and sets its F_SMALL. Caller holds host->lock. */
-static void small_push(struct umlmem_host *h, uint64_t f)
+/* Appends frame @f to @q and sets @flag (F_SMALL or F_RA) on it. Caller
+   holds host->lock. */
+static void fifo_push(struct umlmem_host *h, struct pager_fifo *q, uint64_t f, uint16_t flag)
 {
-	if (small_count(h) == h->small_cap) {
-		uint64_t cap = h->small_cap ? 2 * h->small_cap : GHOST_MIN, n = small_count(h);
-		uint32_t *r = cap <= 2 * h->nframes || !h->small_cap ?
-			      malloc(cap * sizeof(*r)) : NULL;
+	if (fifo_count(q) == q->cap) {
+		uint64_t cap = q->cap ? 2 * q->cap : GHOST_MIN, n = fifo_count(q);
+		uint32_t *r = cap <= 2 * h->nframes || !q->cap ? malloc(cap * sizeof(*r)) : NULL;
 
 		if (r) {
 			for (uint64_t i = 0; i < n; i++)
-				r[i] = h->small[(h->small_head + i) & (h->small_cap - 1)];
-			free(h->small);
-			h->small = r;
-			h->small_cap = cap;
-			h->small_head = 0;
-			h->small_tail = n;
+				r[i] = q->e[(q->head + i) & (q->cap - 1)];
+			free(q->e);
+			q->e = r;
+			q->cap = cap;
+			q->head = 0;
+			q->tail = n;
 		} else if (n) {
-			h->frames[small_pop(h)].flags &= ~F_SMALL;
+			h->frames[fifo_pop(q)].flags &= (uint16_t)~flag;
 		} else {
 			return;   /* no ring at all: the hand judges @f */
 		}
 	}
-	h->small[h->small_tail++ & (h->small_cap - 1)] = (uint32_t)f;
-	h->frames[f].flags |= F_SMALL;
+	q->e[q->tail++ & (q->cap - 1)] = (uint32_t)f;
+	h->frames[f].flags |= flag;
+}
+
+static void small_push(struct umlmem_host *h, uint64_t f)
+{
+	fifo_push(h, &h->small, f, F_SMALL);
+}
+
+/* Empties @q, clearing @flag on the frames of its live entries, and frees
+   its ring. Caller holds host->lock, or is the host's last user. */
+static void fifo_free(struct umlmem_host *h, struct pager_fifo *q, uint16_t flag)
+{
+	while (fifo_count(q)) {
+		uint64_t f = fifo_pop(q);
+
+		if (!frame_gone(h, f))
+			h->frames[f].flags &= (uint16_t)~flag;
+	}
+	free(q->e);
+	*q = (struct pager_fifo){ 0 };
 }
 
 unsigned pager_ra_window(struct umlmem_host *h, unsigned win)
@@ -289,6 +348,9 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	struct frame *fr = &h->frames[f];
 	uint64_t dist;
 
+	/* a copy read ahead is used at last: from now on it is a page faulted
+	   in (its readahead entry goes stale) */
+	fr->flags &= (uint16_t)~F_RA;
 	if (fr->flags & (F_ACTIVE | F_SMALL))
 		return;   /* a cached copy that already has its place */
 	/* Evicted from the small FIFO fewer evictions ago than the budget
@@ -305,8 +367,8 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 
 void pager_readahead(struct umlmem_host *h, uint64_t f)
 {
-	if (!(h->frames[f].flags & (F_ACTIVE | F_SMALL)))
-		small_push(h, f);
+	if (!(h->frames[f].flags & (F_ACTIVE | F_SMALL | F_RA)))
+		fifo_push(h, &h->rafifo, f, F_RA);
 }
 
 /* The hand's verdict on main frame @fr, referenced or not since its last
@@ -341,30 +403,47 @@ static void take(struct umlmem_host *h, struct victim *v, uint64_t f, bool ghost
 }
 
 /* Picks up to @max victims, marking them F_BUSY so that neither this sweep
-   nor another evictor picks one twice. While the small FIFO is over its
-   share (or the main set is empty) the oldest small frame is judged: used
-   since it came in, it moves to the main set; unused, it is taken and
-   remembered in the ghost set. Otherwise the hand judges the main set's
-   frames in frame order (main_judge) and frames in neither set as small
-   ones. A frame present in a native view is zapped first (its uses are
+   nor another evictor picks one twice. Copies read ahead and not used yet
+   go first, and alone: they only borrow frames that were free, and a page
+   in use taken beside them would leave before it must. While the small
+   FIFO is over its share (or the main set is empty) the oldest small
+   frame is judged: used since it came in, it moves to the main set;
+   unused, it is taken and remembered in the ghost set. Otherwise the hand
+   judges the main set's frames in frame order (main_judge) and frames in
+   neither set as small ones. A frame present in a native view is zapped first (its uses are
    unseen) and judged at its next turn. Bounded: FREQ_MAX + 2 turns of the
    frame table and the ring, which finds every frame that can go. */
 static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 {
 	uint64_t target = h->nframes / SMALL_SHARE > SMALL_MIN ? h->nframes / SMALL_SHARE :
 			  h->nframes > SMALL_MIN ? SMALL_MIN : 1;
-	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + small_count(h));
+	uint64_t limit = (FREQ_MAX + 2) * (h->nmade + fifo_count(&h->small));
 	uint64_t kept = 0;   /* pinned or busy entries this call put back */
 	unsigned n = 0;
 
+	/* copies read ahead and still unused first: they hold frames that
+	   were free, and give them back before any page in use goes */
+	while (n < max && fifo_count(&h->rafifo)) {
+		uint64_t f = fifo_pop(&h->rafifo);
+		struct frame *fr = &h->frames[f];
+
+		if (!(fr->flags & F_RA))
+			continue;   /* stale: used (or freed) since */
+		fr->flags &= (uint16_t)~F_RA;
+		if (judgeable(fr))
+			take(h, &v[n++], f, false);
+	}
+	if (n)
+		return n;
 	for (uint64_t step = 0; n < max && step < limit; step++) {
 		uint64_t f;
 		struct frame *fr;
 		bool ref;
 
-		if (small_count(h) > kept && (small_count(h) > target || !h->nactive ||
-					      step >= (FREQ_MAX + 1) * h->nmade)) {
-			f = small_pop(h);
+		if (fifo_count(&h->small) > kept &&
+		    (fifo_count(&h->small) > target || !h->nactive ||
+		     step >= (FREQ_MAX + 1) * h->nmade)) {
+			f = fifo_pop(&h->small);
 			fr = &h->frames[f];
 			if (!(fr->flags & F_SMALL))
 				continue;   /* stale */
@@ -405,7 +484,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		if (frame_gone(h, f))
 			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
-		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & F_SMALL))
+		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & (F_SMALL | F_RA)))
 			continue;
 		ref = frame_ref(h, f);
 		if (ref)
@@ -424,8 +503,8 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 				take(h, &v[n++], f, false);
 			continue;
 		}
-		/* in neither set (read ahead, copied on write, merged, or
-		   dropped from a full ring): judged as a small frame */
+		/* in neither set (copied on write, merged, or dropped from a
+		   full ring): judged as a small frame */
 		if (ref) {
 			fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | F_ACTIVE);
 			h->nactive++;
@@ -436,9 +515,11 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	return n;
 }
 
-/* Victim @v is about to leave memory: the ghost clock ticks, and its page
-   (the first mapper's, for a shared frame), if it leaves the small FIFO,
-   is remembered. */
+/* Victim @v is about to leave memory: the ghost clock ticks (for a copy
+   read ahead and never used too: not counting those, cc1 at 10% on make
+   replay-table took 11917 faults instead of 11860), and its page (the
+   first mapper's, for a shared frame), if it leaves the small FIFO, is
+   remembered. */
 static void remember(struct umlmem_host *h, const struct victim *v)
 {
 	struct frame *fr = &h->frames[v->f];
@@ -790,17 +871,10 @@ void pager_stop(struct umlmem_host *h)
 	free(h->ghost);
 	h->ghost = NULL;
 	/* host destroy still frees its guests after this (and checks the host
-	   after each, in a debug build): no frame may keep an F_SMALL whose
-	   ring entry is gone */
-	while (small_count(h)) {
-		uint64_t f = small_pop(h);
-
-		if (!frame_gone(h, f))
-			h->frames[f].flags &= ~F_SMALL;
-	}
-	free(h->small);
-	h->small = NULL;
-	h->small_cap = h->small_head = h->small_tail = 0;
+	   after each, in a debug build): no frame may keep an F_SMALL or F_RA
+	   whose ring entry is gone */
+	fifo_free(h, &h->small, F_SMALL);
+	fifo_free(h, &h->rafifo, F_RA);
 }
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)

@@ -78,14 +78,15 @@
  * Budget. --budget BYTES (whole pages), or --budget-fraction F of the
  *  footprint (rounded down, at least one page; default 0.25). The library's
  *  budget counts frames, and so do the simulations: same number. Its other
- *  settings stay at their defaults, readahead on, reclaim_batch 64, no
- *  reclaim thread (which would make the counts depend on timing). Two
- *  consequences worth knowing when reading the ratios: umlmem evicts 64
- *  pages at a time when it runs out of frames, so just after an eviction
- *  up to 63 frames stand free that LRU and MIN would still use (on a
- *  budget below 64 pages a reclaim can empty the whole budget); and pages
- *  read ahead take frames of the same budget. readahead_pages and
- *  readahead_hits are reported so that the second can be seen.
+ *  settings stay at their defaults, readahead on, reclaim_batch a 32nd
+ *  of the budget (1 to 64 pages), no reclaim thread (which would make the
+ *  counts depend on timing). Two consequences worth knowing when reading
+ *  the ratios: umlmem evicts a batch at a time when it runs out of
+ *  frames, so just after an eviction up to a batch less one of frames
+ *  stand free that LRU and MIN would still use; and pages read ahead take
+ *  frames of the same budget (only free ones, and unused they are the
+ *  first to go). readahead_pages and readahead_hits are reported so that
+ *  the second can be seen.
  *  --reclaim-batch and --no-readahead change those two settings, to see
  *  how much of a gap each explains.
  *
