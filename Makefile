@@ -204,6 +204,7 @@ debug-test: deps
 	$(B)/debug/test_umlmem -j2 --filter='model/*' $(TEST_ARGS)
 	$(B)/debug/test_umlmem -j2 --filter='threads/!(background_refills)' $(TEST_ARGS)
 	$(B)/debug/test_umlmem -j2 --filter='clone/*' $(TEST_ARGS)
+	$(B)/debug/test_umlmem -j2 --filter='image/*' $(TEST_ARGS)
 # Criterion's sandbox cannot start under ThreadSanitizer, so the TSan build
 # runs the threaded subjects through tests/crshim.h, in one process.
 TSAN_TESTS := tests/test_threads.c tests/test_native.c tests/shim/main.c

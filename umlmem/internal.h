@@ -360,6 +360,10 @@ struct umlmem_host {
 	uint64_t evictions;
 	uint64_t refaults;
 	uint64_t guests_made;         /* guests linked so far: the next pager_id */
+	uint32_t restoring;           /* restores between taking their image's
+					 references and linking their guest
+					 (snapshot.c): host_check skips the
+					 reference counts while it is not 0 */
 	uint64_t cached;              /* frames with refs 0 and a slot: read ahead */
 	uint64_t shared_frames;       /* frames with refs > 1 */
 	/* their further mappers, indexed by frame: nframes entries, NULL

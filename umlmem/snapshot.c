@@ -173,17 +173,19 @@ static void drop_refs(struct umlmem_host *h, const struct image_desc *d, uint64_
 	host_unlock(h);
 }
 
-/* Entries set under one hold of host->lock: a large restore lets faults in
-   between. */
-#define RESTORE_STEP 4096u
-
+/* The restored guest is built unlinked, so that filling its page table
+   needs no lock and blocks no fault of other guests; it becomes visible in
+   one step (guest_link). From tier_image_open(), which takes the entries'
+   references, to that link, the image's references outnumber the entries
+   that hold them: host->restoring says so to host_check, which leaves the
+   reference counts alone meanwhile. */
 int umlmem_guest_restore_sized(umlmem_host *h, int fd, const struct umlmem_guest_config *ucfg,
 			       size_t size, umlmem_guest **out)
 {
 	struct umlmem_guest_config c = { 0 };
 	struct image_desc d;
 	struct umlmem_guest *g;
-	uint64_t img, i = 0;
+	uint64_t img, i;
 	int rc;
 
 	clearerr_tls();
@@ -196,55 +198,54 @@ int umlmem_guest_restore_sized(umlmem_host *h, int fd, const struct umlmem_guest
 		if (rc)
 			return rc;
 	}
+	host_lock(h);
+	h->restoring++;
+	host_unlock(h);
 	rc = tier_image_open(h->tier[TIER_IMAGE], fd, &d, &img);
 	if (rc)
-		return api_done(h, rc);
+		goto out;
 	if (c.ram_bytes && c.ram_bytes != d.hdr.guest_bytes) {
-		drop_refs(h, &d, img, 0);
 		rc = seterr(-EINVAL, "umlmem_guest_restore: ram_bytes %llu differs from the "
 			    "image's guest size %llu: pass 0 or that size",
 			    (unsigned long long)c.ram_bytes, (unsigned long long)d.hdr.guest_bytes);
-		image_desc_free(&d);
-		return api_done(h, rc);
+		goto drop;
 	}
 	c.ram_bytes = d.hdr.guest_bytes;
 	if (!c.name)
 		c.name = "restored";
-	rc = umlmem_guest_create_sized(h, &c, sizeof(c), &g);
-	if (rc) {
-		drop_refs(h, &d, img, 0);
-		image_desc_free(&d);
-		return rc;
-	}
-	while (i < d.hdr.nmap) {
-		host_lock(h);
-		for (uint64_t end = i + RESTORE_STEP; i < d.hdr.nmap && i < end; i++) {
-			pte_t *e = pte_alloc(g, d.map[i].page);
+	rc = guest_alloc(h, &c, &g);
+	if (rc)
+		goto drop;
+	for (i = 0; i < d.hdr.nmap; i++) {
+		pte_t *e = pte_alloc(g, d.map[i].page);
 
-			if (!e) {
-				rc = -ENOMEM;
-				break;
-			}
-			/* the entry takes the reference the tier gave it */
-			pte_set(g, e, PTE_MK(PTE_STORED,
-					     tkey(TIER_IMAGE, tier_image_handle(img, d.map[i].rec))));
-			g->zero--;
-			g->swapped++;
+		if (!e) {
+			guest_free(g);
+			rc = seterr(-ENOMEM, "umlmem_guest_restore: no memory for the page "
+				    "table of %llu pages", (unsigned long long)d.hdr.nmap);
+			goto drop;
 		}
-		host_unlock(h);
-		if (rc)
-			break;
+		/* the entry takes the reference the tier gave it */
+		pte_set(g, e, PTE_MK(PTE_STORED,
+				     tkey(TIER_IMAGE, tier_image_handle(img, d.map[i].rec))));
+		g->zero--;
+		g->swapped++;
 	}
-	if (rc) {
-		drop_refs(h, &d, img, i);
-		image_desc_free(&d);
-		umlmem_guest_destroy(g);
-		return api_done(h, seterr(-ENOMEM, "umlmem_guest_restore: no memory for the page "
-					  "table of %llu pages", (unsigned long long)d.hdr.nmap));
-	}
+	host_lock(h);
+	guest_link(g);
+	h->restoring--;
+	host_unlock(h);
 	image_desc_free(&d);
 	*out = g;
 	return api_done(h, 0);
+drop:
+	drop_refs(h, &d, img, 0);
+	image_desc_free(&d);
+out:
+	host_lock(h);
+	h->restoring--;
+	host_unlock(h);
+	return api_done(h, rc);
 }
 
 /* ---- working set ------------------------------------------------------------------ */
