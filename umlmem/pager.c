@@ -27,6 +27,21 @@
  *    the pager can keep: it enters the main set at once instead of going
  *    through the small FIFO again (the refault Linux's workingset.c
  *    detects with its shadow entries).
+ * A frame's way through these sets (its flags: internal.h):
+ *
+ *   fault -------------------------+
+ *                                  v
+ *   readahead --> readahead --> small FIFO --used--> main set (F_ACTIVE),
+ *                 FIFO (F_RA)   (F_SMALL)            a use count 0..3
+ *                 first use       | unused           (F_FREQ) per turn
+ *                   | unused      v                  of the hand
+ *                   v          evicted, remembered     | at 0 and unused
+ *                 dropped      in the ghost set        v
+ *                 first           |                  evicted
+ *                                 | faulted again within the budget's
+ *                                 | span of evictions
+ *                                 +----------------> main set
+ *
  * So a page must be used twice to reach the main set, and a sweep through
  * more memory than the budget (touching each page once) only ever passes
  * through the small FIFO: the main set survives it. Frames in neither set
