@@ -215,6 +215,8 @@ void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault k
 	e->fault[op].kind = kind;
 	e->fault[op].nth = __atomic_load_n(&e->seen[op], __ATOMIC_RELAXED) + (nth ? nth : 1);
 	e->fault[op].count = count ? count : 1;
+	/* pairs with io_mark()'s acquire load, as does the store that
+	   disarms */
 	__atomic_store_n(&e->fault_armed, e->fault[IO_READ].kind != IO_FAULT_NONE ||
 					  e->fault[IO_WRITE].kind != IO_FAULT_NONE, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(e->fault_lock);
@@ -231,7 +233,7 @@ static unsigned io_mark(struct io_engine *e, struct io_req *r, unsigned n)
 
 	/* Nothing armed (always, outside tests): count, but take no lock on
 	   the I/O path. */
-	if (!__atomic_load_n(&e->fault_armed, __ATOMIC_ACQUIRE)) {
+	if (!__atomic_load_n(&e->fault_armed, __ATOMIC_ACQUIRE)) {	/* pairs with io_inject()'s release */
 		for (i = 0; i < n; i++) {
 			r[i].res = 0;
 			__atomic_add_fetch(&e->seen[r[i].op & IO_WRITE], 1, __ATOMIC_RELAXED);

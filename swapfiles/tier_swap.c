@@ -67,6 +67,8 @@ static uint8_t *ts_bounce_get(struct tswap *s, unsigned n)
 {
 	if (n <= TS_BOUNCE)
 		for (unsigned i = 0; i < TS_BOUNCE_KEEP; i++) {
+			/* pairs with ts_bounce_put()'s release: the pages'
+			   last use happened before this one */
 			uint8_t *b = __atomic_exchange_n(&s->bounce[i], NULL, __ATOMIC_ACQUIRE);
 
 			if (b)
@@ -85,6 +87,7 @@ static void ts_bounce_put(struct tswap *s, uint8_t *b, unsigned n)
 		for (unsigned i = 0; i < TS_BOUNCE_KEEP; i++) {
 			uint8_t *none = NULL;
 
+			/* pairs with ts_bounce_get()'s acquire */
 			if (__atomic_compare_exchange_n(&s->bounce[i], &none, b, false,
 							__ATOMIC_RELEASE, __ATOMIC_RELAXED))
 				return;

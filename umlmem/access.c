@@ -692,7 +692,7 @@ static int read_locked(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8
 static bool read_fast(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8_t *dst, size_t n)
 {
 	struct umlmem_host *h = g->host;
-	uint32_t seq = LOAD_ACQ(&g->seq);
+	uint32_t seq = LOAD_ACQ(&g->seq);	/* pairs with seq_end()'s release */
 	pte_t *e, pte;
 	uint64_t f;
 
@@ -710,6 +710,8 @@ static bool read_fast(struct umlmem_guest *g, uint64_t idx, uint32_t off, uint8_
 		return false;
 	f = PTE_VAL(pte);
 	memcpy(dst, (uint8_t *)frame_addr(h, f) + off, n);
+	/* the copy is done before the count is read again: pairs with
+	   seq_begin()'s release fence */
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	if (LOAD(&g->seq) != seq)
 		return false;

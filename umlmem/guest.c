@@ -221,6 +221,8 @@ void umlmem_guest_destroy(umlmem_guest *g)
 
 pte_t *pte_find(struct umlmem_guest *g, uint64_t idx)
 {
+	/* both acquire loads pair with pte_alloc()'s release stores: a node
+	   seen is a node whose zeroed entries are seen */
 	pte_t **dir = LOAD_ACQ(&g->top[idx >> TOP_SHIFT]);
 	pte_t *leaf;
 
@@ -240,7 +242,7 @@ pte_t *pte_alloc(struct umlmem_guest *g, uint64_t idx)
 		if (!dir)
 			return NULL;
 		g->meta_bytes += PT_DIR_N * sizeof(*dir);
-		STORE_REL(dirp, dir);
+		STORE_REL(dirp, dir);	/* pairs with pte_find()'s acquire loads */
 	}
 	leafp = &(*dirp)[(idx >> PT_LEAF_BITS) & (PT_DIR_N - 1)];
 	if (!*leafp) {

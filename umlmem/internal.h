@@ -432,12 +432,17 @@ static inline void host_unlock(struct umlmem_host *h)
 	pthread_mutex_unlock(&h->lock);
 }
 
+/* The odd count is visible before the entry changes: the release fence
+   pairs with the acquire fence read_fast() (access.c) puts between its copy
+   and its second load of the count. */
 static inline void seq_begin(struct umlmem_guest *g)
 {
 	STORE(&g->seq, g->seq + 1);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
+/* The changed entry is visible before the even count: pairs with
+   read_fast()'s first, acquire load of the count. */
 static inline void seq_end(struct umlmem_guest *g)
 {
 	STORE_REL(&g->seq, g->seq + 1);

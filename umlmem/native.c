@@ -333,6 +333,7 @@ static void *remap_reader_main(void *arg)
 	struct pollfd pfd = { .fd = rr->h->uffd, .events = POLLIN };
 	struct uffd_msg msg[16];
 
+	/* pairs with the release store of views_move() */
 	while (!__atomic_load_n(&rr->stop, __ATOMIC_ACQUIRE)) {
 		ssize_t r;
 
@@ -403,6 +404,7 @@ static int views_move(struct umlmem_host *h, void *const *from, uint8_t *const *
 		if (r && !rc)
 			rc = r;
 	}
+	/* pairs with remap_reader_main()'s acquire load */
 	__atomic_store_n(&rr.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	for (size_t i = 0; i < rr.n; i++)
@@ -492,6 +494,9 @@ static int views_add(void *base, uint64_t len)
 	pthread_mutex_lock(&nv_views_lock);
 	for (unsigned i = 0; i < NV_VIEWS; i++)
 		if (!nv_views[i].base) {
+			/* len before base: a fork's child that sees the base
+			   (nv_atfork_child, whose plain loads read the copy
+			   fork made) sees its len too */
 			__atomic_store_n(&nv_views[i].len, len, __ATOMIC_RELAXED);
 			__atomic_store_n(&nv_views[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
 			rc = 0;

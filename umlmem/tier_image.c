@@ -157,6 +157,8 @@ static void timg_load(struct tier *t, const uint64_t *handles, void *const *bufs
 	/* A batch (readahead, prefetch) is read one run at a time: let the
 	   kernel start every run's reads at once first, so that they are in
 	   flight together rather than one after the other. */
+	/* the acquire loads of img[] here and in timg_where() pair with the
+	   release store of tier_image_open() */
 	for (unsigned i = 0; n > 1 && i < n; i++) {
 		struct img *m = LOAD_ACQ(&ti(t)->img[h_img(handles[i])]);
 		const struct image_rec *r = &m->rec[h_rec(handles[i])];
@@ -470,7 +472,7 @@ int tier_image_open(struct tier *t, int fd, struct image_desc *d, uint64_t *out)
 		*out = IMG_MAX;
 		return 0;
 	}
-	/* pairs with the acquire load of timg_load() */
+	/* pairs with the acquire loads of timg_load() and timg_where() */
 	STORE_REL(&s->img[slot], m);
 	pthread_mutex_unlock(&s->lock);
 	*out = slot;
