@@ -93,7 +93,18 @@
  *   PTE_STORED key << 2 | 2     content only in a tier below the frames: the
  *                               store key (tier, handle) of tier.h
  *   PTE_BUSY   3                being read in from a tier; waiters sleep on host->cond
- * (tier.c draws the states and their transitions.)
+ * Its transitions (tier.c says who makes each and why):
+ *
+ *            write, pin                              evict dirty: tier store
+ *   ZERO ------------------------------> FRAME f ----------------------+
+ *    ^  <------------------------------   ^   ^  evict clean: no I/O   |
+ *    |   discard, destroy, zeros          |   |                        v
+ *    |   merged or evicted     load verified  +-- key cached in a -- STORED
+ *    |                                    |       frame: map          (tier, handle)
+ *    |                                  BUSY <------- fault ---------- |  ^
+ *    |                                    +------- load failed: -EIO --|--+
+ *    +---------- discard, destroy: the handle's reference released ----+
+ *
  * A zero-filled leaf is all PTE_ZERO, so lazily allocated chunks need no
  * initialisation beyond calloc.
  */
@@ -141,6 +152,31 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
  * merge, see frame_written_lately), and the further mappers of shared
  * frames, which few frames have, live in a side table (access.c,
  * rmap_more) rather than a pointer in every entry.
+ */
+/*
+ * A frame's states, as its fields and flags tell them (the pager's sets
+ * inside MAPPED are drawn in pager.c):
+ *
+ *   never used: [nmade, nframes), F_FRESH
+ *        | frame_get
+ *        v
+ *   FREE: refs 0, slot NONE, on the free stack; warm (holds memory) or,
+ *   | ^   past the hysteresis band, cold (punched: F_FRESH)
+ *   | |
+ *   | +--- discard, destroy, evict clean (no I/O), write-out done,
+ *   |      failed load, a cached copy evicted, the pool giving one back
+ *   |
+ *   +--> POOL: F_POOL, lent to the compressed pool (zpool.c)
+ *   +--> READ-IN: F_BUSY, refs 0 --loaded--> CACHED: refs 0, slot set
+ *   |                                        (F_RA while read ahead, unused)
+ *   |                                          | a fault maps it
+ *   +--> MAPPED: refs >= 1  <------------------+
+ *        slot NONE (dirty) or set (clean copy); F_SMALL, or F_ACTIVE with
+ *        F_FREQ, in the pager's sets; F_NV, F_STABLE (merged) beside
+ *          | evict dirty                    ^
+ *          v                                | write failed: nothing lost
+ *        WRITE-OUT: F_BUSY, refs >= 1 ------+
+ *          | stored: every mapper now PTE_STORED --> FREE
  */
 enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
