@@ -11,9 +11,15 @@
  *                frame being written out is
  *                F_BUSY while the lock is dropped, and whoever needs such a
  *                page waits on host->cond.
- *   tier locks   leaf locks inside each tier (tier.h), e.g. swap->lock in
- *                the swap set (swapfiles/swap.h); taken under host->lock by
- *                the tier calls, or alone.
+ *   tier locks   leaf locks inside each tier (tier.h): swap->lock in the
+ *                swap set (swapfiles/swap.h), the compressed pool's lock
+ *                (zpool.c), the image tier's (tier_image.c); taken under
+ *                host->lock by the tier calls, or alone. The pool's zstd
+ *                context locks are taken with trylock only, so never
+ *                waited on under another.
+ *   nv_views_lock  process-wide, a leaf (native.c): taken by the native
+ *                map and unmap calls under host->lock; the fork handler
+ *                reads the views without it.
  *   engine locks internal to the I/O engines; taken with no umlmem lock held,
  *                but for the io_uring pool's lock, a leaf, which frames.c
  *                takes under host->lock through io_store_chunk().
