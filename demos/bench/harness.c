@@ -815,3 +815,25 @@ out:
 	free(b);
 	return rc < 0 ? 0 : rc;
 }
+
+/* Writes the fill's dirty pages out and reads the budget back in (its
+   first pages, in order), so that the timed phase starts with every
+   resident page clean and every frame holding memory. */
+int bench_settle(struct result *r, umlmem_host *h, umlmem_guest *g, uint64_t budget)
+{
+	uint64_t v, evicted = 0;
+	int rc = umlmem_reclaim(h, budget / PAGE, &evicted);
+
+	if (rc) {
+		res_lib_fail(r, rc, "writing out the fill");
+		return rc;
+	}
+	for (uint64_t p = 0; p < budget / PAGE; p++) {
+		rc = umlmem_read(g, p * PAGE, &v, sizeof(v));
+		if (rc) {
+			res_lib_fail(r, rc, "reading the budget back in");
+			return rc;
+		}
+	}
+	return 0;
+}

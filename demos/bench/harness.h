@@ -235,6 +235,11 @@ void phase_free(struct phase *ph);
 int run_slice(struct result *r, struct phase *ph, umlmem_host *h, umlmem_guest *g,
 	      struct rawfile *raw, unsigned nthreads, uint64_t seed, double warm, double secs,
 	      struct phase_out *out);
+/* Writes the fill's dirty pages out and reads the budget back in (its
+   first pages, in order), so that a timed page-in phase starts with every
+   resident page clean and every frame holding memory: its faults then
+   read, and evict without writing. 0 or the library's error, recorded. */
+int bench_settle(struct result *r, umlmem_host *h, umlmem_guest *g, uint64_t budget);
 /* umlmem and the raw file in alternating slices of one timed phase (the
    run's --seconds each), so that a change of the disk's speed or of other
    load during the run falls on both sides alike. */

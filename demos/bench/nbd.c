@@ -209,28 +209,6 @@ static int rawnbd_slice(struct result *r, struct rawnbd *w, unsigned n, double w
 	return 0;
 }
 
-/* Writes the fill's dirty pages out and reads the budget back in (its
-   first pages, in order), so that the timed phase starts with every
-   resident page clean and every frame holding memory. */
-static int settle(struct result *r, umlmem_host *h, umlmem_guest *g, uint64_t budget)
-{
-	uint64_t v, evicted = 0;
-	int rc = umlmem_reclaim(h, budget / PAGE, &evicted);
-
-	if (rc) {
-		res_lib_fail(r, rc, "writing out the fill");
-		return rc;
-	}
-	for (uint64_t p = 0; p < budget / PAGE; p++) {
-		rc = umlmem_read(g, p * PAGE, &v, sizeof(v));
-		if (rc) {
-			res_lib_fail(r, rc, "reading the budget back in");
-			return rc;
-		}
-	}
-	return 0;
-}
-
 /* The raw readers' destination: a shared memfd of @bytes, written. */
 static uint8_t *region_map(struct result *r, uint64_t bytes)
 {
@@ -346,7 +324,7 @@ static void nbd_run(struct bench *b, struct result **res)
 		goto out;
 	}
 	bench_progress("nbd: guest of %" PRIu64 " MiB over %s, filling it", ws >> 20, s.uri);
-	if (bench_fill_guest(r, g, ws, 0, "nbd fill") || settle(r, h, g, b->budget))
+	if (bench_fill_guest(r, g, ws, 0, "nbd fill") || bench_settle(r, h, g, b->budget))
 		goto out;
 	ph = phase_new(r, npages);
 	if (!ph)
