@@ -1679,16 +1679,6 @@ Test(native, referenced)
 
 /* ---- 9. a touch that cannot be served ------------------------------------------ */
 
-static sigjmp_buf Busjmp;
-static volatile sig_atomic_t Buses;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	Buses++;
-	siglongjmp(Busjmp, 1);
-}
-
 /* Every frame of the budget pinned: a touch of another page cannot get a
    frame, and raises SIGBUS in the touching thread (after the handler's
    retries); the pinned pages keep their data, and once they are unpinned
@@ -1696,9 +1686,9 @@ static void on_sigbus(int sig)
 Test(native, sigbus_all_pinned)
 {
 	const uint64_t B = 16, NP = 64;
-	struct sigaction sa, old;
 	void *p[16];
 	volatile uint8_t x = 0;
+	int buses;
 
 	NATIVE_ONLY();
 	H = mk_host(B * PG, 0);
@@ -1710,15 +1700,8 @@ Test(native, sigbus_all_pinned)
 		memset(p[i], (int)(i + 1), PG);
 		memset(T[0].mem + i * PG, (int)(i + 1), PG);
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_sigbus;
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
-	Buses = 0;
-	if (!sigsetjmp(Busjmp, 1))
-		x = T[0].base[40 * PG + 1];
-	sigaction(SIGBUS, &old, NULL);
-	cr_assert_eq(Buses, 1, "a load with every frame pinned: %d SIGBUS (read %u)", (int)Buses,
+	buses = tu_load_sigbus(&T[0].base[40 * PG + 1], &x);
+	cr_assert_eq(buses, 1, "a load with every frame pinned: %d SIGBUS (read %u)", buses,
 		     (unsigned)x);
 	/* the pinned pages, through the mapping (no frame needed: they are
 	   resident) */

@@ -644,16 +644,6 @@ static void *worker_run(void *arg)
 	return NULL;
 }
 
-static sigjmp_buf Busjmp;
-static volatile sig_atomic_t Buses;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	Buses++;
-	siglongjmp(Busjmp, 1);
-}
-
 /* Native mode with the server gone: a load of a page that is only in swap
    cannot return -EIO, so it raises SIGBUS in the loading thread once the
    fault handler's bounded retries are over (as the kernel does when a swap
@@ -662,8 +652,8 @@ static void on_sigbus(int sig)
 Test(nbd, native_sigbus)
 {
 	const uint64_t far = NP - 1;
-	struct sigaction sa, old;
 	volatile uint8_t x = 0;
+	int buses;
 	uint8_t *base = NULL;
 	uint64_t t0, waited;
 	void *b = NULL;
@@ -686,18 +676,11 @@ Test(nbd, native_sigbus)
 	base = b;
 
 	server_stop();
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_sigbus;
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
-	Buses = 0;
 	t0 = now_ms();
-	if (!sigsetjmp(Busjmp, 1))
-		x = base[far * PG + 5];
+	buses = tu_load_sigbus(&base[far * PG + 5], &x);
 	waited = now_ms() - t0;
-	sigaction(SIGBUS, &old, NULL);
-	cr_assert_eq(Buses, 1, "a load of a page in swap with the server gone: %d SIGBUS "
-		     "(read %u)", (int)Buses, (unsigned)x);
+	cr_assert_eq(buses, 1, "a load of a page in swap with the server gone: %d SIGBUS "
+		     "(read %u)", buses, (unsigned)x);
 	/* after the handler's retries (2 s), not forever */
 	cr_assert_geq(waited, 1000, "SIGBUS after %llu ms: no retries", (unsigned long long)waited);
 	cr_assert_lt(waited, 30000, "SIGBUS after %llu ms", (unsigned long long)waited);

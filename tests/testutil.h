@@ -17,6 +17,8 @@
 #endif
 #include <dirent.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -182,5 +184,37 @@ static inline uint64_t tu_cached(umlmem_host *h)
 
 static inline uint64_t tu_vmrss(void) { return tu_status_bytes("VmRSS"); }
 static inline uint64_t tu_rssshmem(void) { return tu_status_bytes("RssShmem"); }
+
+/* ---- SIGBUS ------------------------------------------------------------ */
+
+/* Native mode raises SIGBUS where a load cannot be served (the kernel's
+   answer to a failed swap-in); tests check that it comes, once. */
+static sigjmp_buf tu_busjmp __attribute__((unused));
+
+static void __attribute__((unused)) tu_on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(tu_busjmp, 1);
+}
+
+/* Loads the byte at @p with a SIGBUS handler installed for that load only:
+   0 and the byte in *out, or 1 when the load raised SIGBUS (*out is then
+   left alone). */
+static inline int tu_load_sigbus(const volatile uint8_t *p, volatile uint8_t *out)
+{
+	struct sigaction sa, old;
+	volatile int bus = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = tu_on_sigbus;
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	if (!sigsetjmp(tu_busjmp, 1))
+		*out = *p;
+	else
+		bus = 1;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
 
 #endif

@@ -92,10 +92,11 @@
  *  - the costs, moving averages measured where they are paid: a hit (copy
  *    out and decompress), a page read from below (its share of the batch
  *    read, so that a page readahead brings in a run is not valued as a
- *    random read), a compression; and ZP_FAULT_NS for the rest of a fault
- *    (10 us: reading a guest in page order with compress off, every fault
- *    served by a page read ahead, no load of its own, cost 7-18 us a read
- *    on the 2 loaded CPUs this was measured on).
+ *    random read), a compression; and ZP_FAULT_NS for the rest of a fault,
+ *    what a fault costs around its load: taken from reading a guest in page
+ *    order with compress off, where every fault finds its page read ahead
+ *    and loads nothing of its own (`make bench`'s readahead_seq gives that
+ *    cost per page on a given machine).
  * The cap grows when near x (disk - hit) beats young x (hit + compression
  * + ZP_FAULT_NS) by a quarter, and shrinks in the opposite case. On
  * uniform random reads over 4 budgets, near is about r times young and a
