@@ -197,13 +197,16 @@ int io_engine_create_uri(const char *uri, struct swap *sw, struct io_engine **ou
 	return 0;
 }
 
-int io_discard(void *arg, unsigned file, uint64_t off, uint64_t len)
+void io_discard(void *arg, struct swap_range *r, unsigned n)
 {
 	struct io_engine *e = arg;
 
-	if (!e || !e->ops->discard)
-		return -EOPNOTSUPP;
-	return e->ops->discard(e, file, off, len);
+	if (e && e->ops->discard) {
+		e->ops->discard(e, r, n);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		r[i].res = -EOPNOTSUPP;
 }
 
 void io_inject(struct io_engine *e, enum io_op op, uint64_t nth, enum io_fault kind,

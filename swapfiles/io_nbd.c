@@ -9,7 +9,9 @@
  * the export is a remote swap set (swap_open_remote) whose "file" i is the
  * i-th of swap_files equal ranges of the export, and this engine moves the
  * pages: a request (file, off) is the command at i * file_bytes + off, and
- * a freed cluster is trimmed (NBD_CMD_TRIM) where a file would be punched.
+ * a freed cluster is trimmed (NBD_CMD_TRIM) where a file would be punched;
+ * the trims of one punch batch (swap.c) are one batch here, all in flight
+ * together.
  *
  * Requests in flight. A batch is issued as one nbd_aio_pread/pwrite per
  * request on one connection, all in flight at once, and concurrent faults
@@ -475,30 +477,62 @@ out:
 	return 0;
 }
 
-static int nbd_discard(struct io_engine *e, unsigned file, uint64_t off, uint64_t len)
+/* The trims of @n ranges, issued as one batch: all in flight at once, as
+   the requests of nbd_run() are. */
+static void nbd_discard(struct io_engine *e, struct swap_range *r, unsigned n)
 {
 	struct nbd_eng *ne = e->priv;
-	struct nbd_conn *c;
-	struct nbd_op op;
-	struct nbd_batch b;
-	int32_t res = -EIO;
+	struct nbd_op stack_ops[NBD_STACK_OPS], *ops = stack_ops;
+	int32_t stack_res[NBD_STACK_OPS], *res = stack_res;
+	struct nbd_conn *c = conn_pick(ne);
+	struct nbd_batch b = { .c = c, .n = n };
+	unsigned i;
 
-	if (!ne->can_trim)
-		return -EOPNOTSUPP;
-	if (file >= ne->nfiles || off + len > ne->file_bytes)
-		return -EINVAL;
-	c = conn_pick(ne);
-	b = (struct nbd_batch){ .c = c, .ops = &op, .n = 1 };
-	op = (struct nbd_op){ .b = &b, .res = &res, .done = 1 };
+	for (i = 0; i < n; i++)
+		r[i].res = ne->can_trim ? -EIO : -EOPNOTSUPP;
+	if (!ne->can_trim || !n)
+		return;
+	if (n > NBD_STACK_OPS) {
+		ops = malloc(n * sizeof(*ops));
+		res = malloc(n * sizeof(*res));
+		if (!ops || !res) {
+			/* no memory for the records: one range at a time */
+			free(ops);
+			free(res);
+			for (i = 0; i < n; i++)
+				nbd_discard(e, &r[i], 1);
+			return;
+		}
+	}
+	b.ops = ops;
+	for (i = 0; i < n; i++) {
+		res[i] = -EIO;
+		ops[i] = (struct nbd_op){ .b = &b, .res = &res[i], .done = 1 };
+	}
 	if (conn_get(ne, c) < 0)
-		return -EIO;
+		goto out;
 	batch_link(c, &b);
-	if (nbd_aio_trim(c->h, len, (uint64_t)file * ne->file_bytes + off,
-			 (nbd_completion_callback){ .callback = nbd_done, .user_data = &op }, 0) < 0)
-		op_fail(c, &op);
+	for (i = 0; i < n; i++) {
+		nbd_completion_callback cb = { .callback = nbd_done, .user_data = &ops[i] };
+
+		if (r[i].file >= ne->nfiles || r[i].off + r[i].len > ne->file_bytes) {
+			op_fail(c, &ops[i]);
+			res[i] = -EINVAL;    /* done: nothing else writes it */
+			continue;
+		}
+		if (nbd_aio_trim(c->h, r[i].len, (uint64_t)r[i].file * ne->file_bytes + r[i].off,
+				 cb, 0) < 0)
+			op_fail(c, &ops[i]);
+	}
 	pthread_rwlock_unlock(&c->rw);
 	nbd_wait(c, &b, deadline_of(ne));
-	return res;
+	for (i = 0; i < n; i++)
+		r[i].res = res[i];
+out:
+	if (ops != stack_ops) {
+		free(ops);
+		free(res);
+	}
 }
 
 static int conn_init(struct nbd_conn *c)

@@ -145,9 +145,9 @@ struct swap {
 	uint64_t max_cl;	/* clusters needed to hold limit slots */
 	int fd[SWAP_MAX_FILES];
 	int remote;		/* no files: see swap_open_remote() */
-	/* remote sets: gives a freed range back to the device (set once,
+	/* remote sets: gives freed ranges back to the device (set once,
 	   before the first allocation, by swap_set_discard()) */
-	int (*discard)(void *arg, unsigned file, uint64_t off, uint64_t len);
+	void (*discard)(void *arg, struct swap_range *r, unsigned n);
 	void *discard_arg;
 };
 
@@ -406,8 +406,8 @@ uint64_t swap_cap(const struct swap *sw)
 	return sw->cap_slots * (uint64_t)SWAP_PAGE;
 }
 
-void swap_set_discard(struct swap *sw, int (*fn)(void *arg, unsigned file, uint64_t off,
-						 uint64_t len), void *arg)
+void swap_set_discard(struct swap *sw, void (*fn)(void *arg, struct swap_range *r, unsigned n),
+		      void *arg)
 {
 	sw->discard = fn;
 	sw->discard_arg = arg;
@@ -658,7 +658,8 @@ unsigned swap_alloc(struct swap *sw, unsigned n, uint64_t *out)
 
 /* Punches the @n clusters @c, @c + nfiles, ... (adjacent in one file) out
    of their file, as one range. No lock needed: the clusters are on no list
-   that swap_alloc() takes from. */
+   that swap_alloc() takes from. Files only: a remote set's ranges go to
+   its discard hook together (sw_punch_batch). */
 static void sw_punch_run(struct swap *sw, uint64_t c, unsigned n)
 {
 	int fd = sw->fd[c % sw->nfiles];
@@ -666,13 +667,6 @@ static void sw_punch_run(struct swap *sw, uint64_t c, unsigned n)
 	off_t len = (off_t)n * (off_t)SWAP_CLUSTER_BYTES;
 	int rc;
 
-	if (sw->remote) {
-		rc = sw->discard ? sw->discard(sw->discard_arg, (unsigned)(c % sw->nfiles),
-					       (uint64_t)off, (uint64_t)len) : -EOPNOTSUPP;
-		__atomic_fetch_add(rc == 0 ? &sw->punches : &sw->punch_errors, n,
-				   __ATOMIC_RELAXED);
-		return;
-	}
 	do {
 		rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
 	} while (rc < 0 && errno == EINTR);
@@ -752,17 +746,37 @@ static int sw_cluster_cmp(const void *a, const void *b, void *arg)
 
 /* Punches the @n clusters of @batch, sorted here so that clusters adjacent
    in a file (a guest's pages freed together, as destroy frees them) go as
-   one range: one fallocate, or one trim over the network, per run. */
+   one range: one fallocate, or one trim over the network, per run. A
+   remote set's runs go to the discard hook in one call, so that the trims
+   are in flight together rather than one round trip after another. */
 static void sw_punch_batch(struct swap *sw, uint64_t *batch, unsigned n)
 {
-	unsigned nf = sw->nfiles, i, k;
+	struct swap_range r[SW_PUNCH_BATCH];
+	unsigned nr = 0, nf = sw->nfiles, i, k, len[SW_PUNCH_BATCH];
 
 	qsort_r(batch, n, sizeof(*batch), sw_cluster_cmp, &nf);
 	for (i = 0; i < n; i += k) {
 		for (k = 1; i + k < n && batch[i + k] == batch[i] + (uint64_t)k * nf; k++)
 			;
-		sw_punch_run(sw, batch[i], k);
+		if (!sw->remote) {
+			sw_punch_run(sw, batch[i], k);
+			continue;
+		}
+		r[nr] = (struct swap_range){
+			.file = (unsigned)(batch[i] % nf),
+			.off = (batch[i] / nf) * SWAP_CLUSTER_BYTES,
+			.len = (uint64_t)k * SWAP_CLUSTER_BYTES,
+			.res = -EOPNOTSUPP,
+		};
+		len[nr++] = k;
 	}
+	if (!nr)
+		return;
+	if (sw->discard)
+		sw->discard(sw->discard_arg, r, nr);
+	for (i = 0; i < nr; i++)
+		__atomic_fetch_add(r[i].res == 0 ? &sw->punches : &sw->punch_errors, len[i],
+				   __ATOMIC_RELAXED);
 }
 
 void swap_punch_pending(struct swap *sw)

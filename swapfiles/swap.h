@@ -62,11 +62,19 @@ int  swap_is_remote(const struct swap *sw);
    the engine of a remote set bounds it by the device's size at init. */
 void swap_set_cap(struct swap *sw, uint64_t cap_bytes);
 uint64_t swap_cap(const struct swap *sw);   /* bytes; 0: unlimited */
-/* Remote sets: @fn(@arg, file, off, len) gives the range of an emptied
-   cluster back to the device; called with no lock held but where the
+/* One range of a remote set's device to give back (a trim). */
+struct swap_range {
+	unsigned file;      /* of the swap set */
+	uint64_t off, len;  /* bytes, in that file */
+	int res;            /* set by the discard hook: 0 or a negative errno */
+};
+/* Remote sets: @fn(@arg, r, n) gives the @n ranges of emptied clusters
+   back to the device, all at once (they are independent: a hook may have
+   them in flight together), and sets each one's res; a range that fails
+   simply keeps its old bytes. Called with no lock held but where the
    caller of swap_punch_pending() holds some. Set before the first use. */
-void swap_set_discard(struct swap *sw, int (*fn)(void *arg, unsigned file, uint64_t off,
-						 uint64_t len), void *arg);
+void swap_set_discard(struct swap *sw, void (*fn)(void *arg, struct swap_range *r, unsigned n),
+		      void *arg);
 
 unsigned swap_nfiles(const struct swap *sw);
 int      swap_fd(const struct swap *sw, unsigned file);
@@ -190,10 +198,11 @@ struct io_ops {
 	   merged. Returns 0. Safe to call from several threads at once. */
 	int  (*run)(struct io_engine *e, struct io_req *r, unsigned n);
 	void (*fini)(struct io_engine *e);
-	/* Gives [off, off + len) of file @file back to the storage (an NBD
-	   trim); NULL where files punch holes themselves (swap.c). 0 or a
-	   negative errno; the range then simply keeps its old bytes. */
-	int  (*discard)(struct io_engine *e, unsigned file, uint64_t off, uint64_t len);
+	/* Gives the @n ranges back to the storage (NBD trims, all in flight
+	   together) and sets each one's res: 0 or a negative errno, the range
+	   then simply keeping its old bytes. NULL where files punch holes
+	   themselves (swap.c). Safe to call from several threads at once. */
+	void (*discard)(struct io_engine *e, struct swap_range *r, unsigned n);
 	/* Optional (io_uring): a frame store that grows and shrinks by chunks
 	   of @chunk bytes (see io_engine_store); store_chunk registers chunk
 	   @c (@on) or unregisters it. NULL: the engine has no use for it. */
@@ -271,10 +280,10 @@ void io_store_chunk(struct io_engine *e, uint64_t c, int on);
  */
 int  io_engine_create_uri(const char *uri, struct swap *sw, struct io_engine **out, char *why,
 			  size_t whylen);
-/* Gives a freed range back through the engine's discard; -EOPNOTSUPP
-   where it has none. The signature of swap_set_discard()'s hook, @arg
-   being the engine. */
-int  io_discard(void *arg, unsigned file, uint64_t off, uint64_t len);
+/* Gives freed ranges back through the engine's discard; each res is
+   -EOPNOTSUPP where it has none. The signature of swap_set_discard()'s
+   hook, @arg being the engine. */
+void io_discard(void *arg, struct swap_range *r, unsigned n);
 
 /* Runs a batch through the engine, applying injected faults: an EIO or
    ENOSPC fault fails the request without submitting it, a SHORT fault

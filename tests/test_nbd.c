@@ -35,6 +35,7 @@ static struct {
 	char sock[100];
 	char file[128];      /* the file plugin's backing file, or "" */
 	char reqlog[128];    /* nbdkit's log filter writes every request here, or "" */
+	unsigned trim_ms;    /* with reqlog: the delay filter holds each trim this long */
 	char uri[256];
 	pid_t pid;           /* the server, or 0 */
 	uint64_t np;
@@ -100,10 +101,12 @@ static bool sock_answers(void)
 
 /* Starts nbdkit in the foreground on T.sock: the file plugin on T.file
    when it is set, else the memory plugin; with T.reqlog set, behind the
-   log filter (memory plugin only). */
+   log filter (memory plugin only), and with T.trim_ms too, the delay
+   filter under it, so that the log sees a trim start and end around the
+   delay. */
 static void server_start(void)
 {
-	char size[32], filearg[160], log[128], logarg[160];
+	char size[32], filearg[160], log[128], logarg[160], delayarg[64];
 	pid_t pid;
 
 	unlink(T.sock);
@@ -120,9 +123,14 @@ static void server_start(void)
 			dup2(fd, 2);
 		}
 		snprintf(logarg, sizeof(logarg), "logfile=%s", T.reqlog);
+		snprintf(delayarg, sizeof(delayarg), "delay-trim=%ums", T.trim_ms);
 		if (T.file[0])
 			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
 			       "file", filearg, (char *)NULL);
+		else if (T.reqlog[0] && T.trim_ms)
+			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
+			       "--filter=log", "--filter=delay", "memory", size, logarg, delayarg,
+			       (char *)NULL);
 		else if (T.reqlog[0])
 			execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", T.sock,
 			       "--filter=log", "memory", size, logarg, (char *)NULL);
@@ -349,6 +357,95 @@ Test(nbd, destroy_trims_runs)
 		     "clusters", (unsigned long long)bytes, trims, (unsigned long long)clusters);
 	cr_assert_eq(trims, 1, "%u trims for %llu adjacent clusters", trims,
 		     (unsigned long long)clusters);
+}
+
+/*
+ * Clusters freed together that are not side by side in the export (two
+ * guests' pages written out in turns, one guest destroyed) go as several
+ * trims, and those are in flight together: with the server holding each
+ * trim TRIM_MS, every trim has started before the first one ends, rather
+ * than each waiting for the one before. The other guest keeps its bytes.
+ */
+#define TRIM_MS 300u
+#define ROUND_PAGES 64u      /* one 256 KiB cluster of slots */
+
+Test(nbd, trims_in_flight_together)
+{
+	umlmem_guest *g[2];
+	uint8_t *mem[2], buf[PG];
+	struct umlmem_host_info i0, i1;
+	unsigned trims = 0, ends_before = 0, starts_after_end = 0;
+	uint64_t bytes = 0, clusters;
+	char line[512];
+	bool ended = false;
+	FILE *f;
+
+	NEED_NBDKIT();
+	snprintf(T.reqlog, sizeof(T.reqlog), "%s/requests.log", T.dir);
+	T.trim_ms = TRIM_MS;
+	server_start();
+	T.h = nbd_host(0);
+	for (int k = 0; k < 2; k++) {
+		g[k] = tu_guest(T.h, 2 * ROUND_PAGES * PG);
+		mem[k] = calloc(2 * ROUND_PAGES, PG);
+		cr_assert_not_null(mem[k]);
+	}
+	/* rounds A B A B: each writes one cluster's worth of slots in order */
+	for (unsigned r = 0; r < 4; r++) {
+		int k = r % 2;
+		uint64_t first = (r / 2) * ROUND_PAGES, n = 0;
+
+		for (uint64_t p = first; p < first + ROUND_PAGES; p++) {
+			tu_fill(mem[k] + p * PG, PG, 1000 * r + p);
+			cr_assert_eq(umlmem_write(g[k], p * PG, mem[k] + p * PG, PG), 0, "%s",
+				     umlmem_errmsg());
+		}
+		cr_assert_eq(umlmem_reclaim(T.h, 4 * ROUND_PAGES, &n), 0, "%s", umlmem_errmsg());
+	}
+	cr_assert_eq(umlmem_host_info(T.h, &i0, sizeof(i0)), 0);
+	umlmem_guest_destroy(g[0]);
+	cr_assert_eq(umlmem_host_info(T.h, &i1, sizeof(i1)), 0);
+	clusters = i1.swap_punches - i0.swap_punches;
+	cr_assert_geq(clusters, 2, "%llu clusters freed by the destroy",
+		      (unsigned long long)clusters);
+
+	/* the destroy waited for every answer, so the log is complete */
+	f = fopen(T.reqlog, "r");
+	cr_assert_not_null(f, "%s: %s", T.reqlog, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		const char *t = strstr(line, "Trim id="), *c;
+
+		if (!t)
+			continue;
+		if (t > line && t[-1] == '.') {    /* "...Trim id=N ... return=" */
+			ended = true;
+			ends_before++;
+			continue;
+		}
+		c = strstr(t, "count=");
+		cr_assert_not_null(c, "a trim without a count: %s", line);
+		bytes += strtoull(c + 6, NULL, 0);
+		trims++;
+		if (ended)
+			starts_after_end++;
+	}
+	fclose(f);
+	cr_assert_eq(bytes, clusters * 256 * 1024, "%llu bytes trimmed for %llu clusters",
+		     (unsigned long long)bytes, (unsigned long long)clusters);
+	cr_assert_geq(trims, 2, "%u trim(s): the freed clusters should not be adjacent", trims);
+	cr_assert_eq(ends_before, trims, "%u trims started, %u ended", trims, ends_before);
+	cr_assert_eq(starts_after_end, 0, "%u of %u trims started only after another had "
+		     "ended: they were not in flight together", starts_after_end, trims);
+
+	/* the other guest's pages, all in swap, read back unchanged */
+	for (uint64_t p = 0; p < 2 * ROUND_PAGES; p++) {
+		cr_assert_eq(umlmem_read(g[1], p * PG, buf, PG), 0, "%s", umlmem_errmsg());
+		cr_assert_eq(memcmp(buf, mem[1] + p * PG, PG), 0, "page %llu of the other guest",
+			     (unsigned long long)p);
+	}
+	umlmem_guest_destroy(g[1]);
+	free(mem[0]);
+	free(mem[1]);
 }
 
 /* The server killed mid-run: what needs it fails with -EIO, quickly;
