@@ -179,6 +179,11 @@ static struct nbd_handle *nbd_open(struct nbd_eng *ne, char *why, size_t whylen,
 	/* simple replies: a read is a header and the data, two receives,
 	   where a structured reply takes four; swap has no use for holes */
 	nbd_set_request_structured_replies(h, false);
+	/* libnbd zeroes a read's buffer before it reads, so that a caller who
+	   uses the buffer of a failed read sees no stale bytes; nothing here
+	   does (a failed read leaves its frame unmapped and the slot as it
+	   was), and the 4 KiB memset is a cost every fault would pay */
+	nbd_set_pread_initialize(h, false);
 	if (nbd_aio_connect_uri(h, ne->uri) < 0)
 		goto nbd_fail;
 	while (!nbd_aio_is_ready(h)) {
