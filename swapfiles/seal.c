@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * seal.c: authenticated encryption of the pages a host writes to swap
- * (UMLMEM_SWAP_ENCRYPT), with libsodium.
+ * (UMLMEM_SWAP_ENCRYPT), with libsodium and OpenSSL's libcrypto.
  *
  * Why. A swap file is a disk other tenants may read and an NBD export a
  * server on the network; a page that leaves the process must be unreadable
@@ -9,16 +9,33 @@
  * swap slot catches corruption, not an adversary, who can recompute it.
  *
  * The cipher. An AEAD from a well-kept library: AES-256-GCM where the CPU
- * has AES-NI and PCLMUL (libsodium's only AES-GCM is that hardware one),
- * else ChaCha20-Poly1305 (the IETF variant, 96-bit nonce), which is fast in
- * plain vector code. Both take a 256-bit key and give a 16-byte tag.
+ * has AES-NI and PCLMUL (libsodium's test: its only AES-GCM is that
+ * hardware one), else ChaCha20-Poly1305 (the IETF variant, 96-bit nonce),
+ * which is fast in plain vector code. Both take a 256-bit key and give a
+ * 16-byte tag.
+ *
+ * Who computes AES-256-GCM. A page goes through the cipher on every
+ * encrypted swap-in and swap-out, so its cost is a fault's: OpenSSL's
+ * libcrypto (EVP) does a page in about half of libsodium 1.0.18's time on
+ * CPUs with wide vector AES (the bench's crypt_seal_ns and crypt_open_ns
+ * show both). An EVP context is not thread-safe and keying one expands the
+ * key, so a seal keeps a small pool of keyed contexts (SEAL_CTXS), each
+ * taken by one thread at a time with an atomic exchange; a thread that
+ * finds none free, or cannot make one, uses libsodium's AES-GCM with the
+ * same key. Both are the standard GCM of NIST SP 800-38D with a 96-bit IV:
+ * a page sealed by one opens with the other, so which one ran is a matter
+ * of speed only and seal_page() still cannot fail.
  *
  * The key is random per seal (per host) and never leaves memory: it is made
- * by randombytes_buf() into sodium_malloc()ed memory (mlocked, so it is not
- * written to the host's own swap; fenced by inaccessible guard pages),
- * which is read-only except while it is made and wiped. With AES-GCM the
- * memory holds libsodium's expanded key schedule, made once, not the key.
- * A swap file is unreadable once its host is gone: nothing can recreate it.
+ * by randombytes_buf() into sodium_malloc()ed memory (mlocked, fenced by
+ * inaccessible guard pages), which is read-only except while it is made and
+ * wiped; with AES-GCM that memory also holds libsodium's expanded key
+ * schedule. The EVP contexts hold expanded copies in ordinary heap memory
+ * until the seal is destroyed (EVP_CIPHER_CTX_free wipes them). Locking the
+ * key away from the host's own swap protects little on its own: the frames,
+ * plain guest memory, are not locked either (README: what encryption does
+ * not protect). A swap file is unreadable once its host is gone: nothing
+ * can recreate the key.
  *
  * The nonce is a 64-bit counter per seal, taken with one atomic add per
  * page, from 1: two writes never share a nonce under one key, whatever the
@@ -45,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "seal.h"
@@ -62,16 +80,31 @@ _Static_assert(crypto_aead_chacha20poly1305_ietf_ABYTES == sizeof(((struct seal_
    16, so the allocation (which ends at a guard page) is 16-aligned, as the
    AES-GCM state must be. */
 struct seal_secret {
-	union {
-		crypto_aead_aes256gcm_state aes;   /* the expanded key schedule */
-		unsigned char key[crypto_aead_chacha20poly1305_ietf_KEYBYTES];
-	} u;
+	crypto_aead_aes256gcm_state aes;      /* libsodium's expanded key schedule (AES) */
+	unsigned char key[32];                /* the key: both ciphers', EVP's (AES) */
+};
+_Static_assert(sizeof(struct seal_secret) % 16 == 0, "keeps the state 16-aligned");
+_Static_assert(crypto_aead_aes256gcm_KEYBYTES == 32 &&
+	       crypto_aead_chacha20poly1305_ietf_KEYBYTES == 32, "key size");
+
+#define SEAL_CTXS 16u    /* EVP context pairs per seal: more than faulting threads
+			    are usual; one more thread falls back to libsodium */
+
+/* A pair of keyed EVP contexts (AES-256-GCM), used by one thread at a time.
+   busy: 0 free, 1 taken; taken with an atomic exchange (acquire) and given
+   back with a release store, which pair: whatever the last holder did to
+   enc and dec happens before the next holder's use. */
+struct seal_ctx {
+	int busy;
+	EVP_CIPHER_CTX *enc, *dec;    /* NULL until a holder first needs it; under busy */
 };
 
 struct seal {
 	enum seal_cipher cipher;              /* never SEAL_AUTO; fixed after create */
 	struct seal_secret *secret;           /* read-only between create and destroy */
 	uint64_t next;                        /* atomic: the next nonce, from 1 */
+	int evp;                              /* AES-GCM through EVP; seal_use_evp() */
+	struct seal_ctx ctx[SEAL_CTXS];       /* AES-GCM only */
 };
 
 static void seal_msg(char *msg, size_t msglen, const char *text)
@@ -87,7 +120,6 @@ int seal_create(struct seal **out, char *msg, size_t msglen)
 
 int seal_create_cipher(struct seal **out, enum seal_cipher c, char *msg, size_t msglen)
 {
-	unsigned char key[crypto_aead_aes256gcm_KEYBYTES];
 	struct seal *s;
 
 	seal_msg(msg, msglen, "");
@@ -122,13 +154,10 @@ int seal_create_cipher(struct seal **out, enum seal_cipher c, char *msg, size_t 
 	}
 	s->cipher = c;
 	s->next = 1;
-	if (c == SEAL_AES256GCM) {
-		randombytes_buf(key, sizeof(key));
-		crypto_aead_aes256gcm_beforenm(&s->secret->u.aes, key);
-		sodium_memzero(key, sizeof(key));
-	} else {
-		randombytes_buf(s->secret->u.key, sizeof(s->secret->u.key));
-	}
+	s->evp = 1;
+	randombytes_buf(s->secret->key, sizeof(s->secret->key));
+	if (c == SEAL_AES256GCM)
+		crypto_aead_aes256gcm_beforenm(&s->secret->aes, s->secret->key);
 	sodium_mprotect_readonly(s->secret);
 	*out = s;
 	return 0;
@@ -138,6 +167,10 @@ void seal_destroy(struct seal *s)
 {
 	if (!s)
 		return;
+	for (unsigned i = 0; i < SEAL_CTXS; i++) {
+		EVP_CIPHER_CTX_free(s->ctx[i].enc);    /* wipes the key schedule */
+		EVP_CIPHER_CTX_free(s->ctx[i].dec);
+	}
 	sodium_mprotect_readwrite(s->secret);
 	sodium_memzero(s->secret, sizeof(*s->secret));
 	sodium_free(s->secret);
@@ -147,6 +180,11 @@ void seal_destroy(struct seal *s)
 const char *seal_cipher(const struct seal *s)
 {
 	return s->cipher == SEAL_AES256GCM ? "aes256gcm" : "chacha20poly1305";
+}
+
+void seal_use_evp(struct seal *s, int on)
+{
+	s->evp = on != 0;
 }
 
 static void seal_put64(unsigned char *p, uint64_t v)
@@ -165,6 +203,55 @@ static void seal_params(uint64_t ad, uint64_t nonce, unsigned char npub[SEAL_NON
 	seal_put64(adb + 8, nonce);
 }
 
+/* Each thread starts its search for a free context at its own number, so
+   that threads that keep running keep to their own context. */
+static unsigned seal_threads;                 /* numbered so far (atomic) */
+static __thread unsigned seal_thread_no;      /* 0: not yet numbered, else 1 + it */
+
+/* Takes a free context pair of @s, or returns NULL when all are taken. */
+static struct seal_ctx *ctx_get(struct seal *s)
+{
+	unsigned start;
+
+	if (!seal_thread_no)
+		seal_thread_no = 1 + __atomic_fetch_add(&seal_threads, 1, __ATOMIC_RELAXED);
+	start = seal_thread_no - 1;
+	for (unsigned i = 0; i < SEAL_CTXS; i++) {
+		struct seal_ctx *x = &s->ctx[(start + i) % SEAL_CTXS];
+
+		/* acquire: pairs with the release in ctx_put() */
+		if (!__atomic_load_n(&x->busy, __ATOMIC_RELAXED) &&
+		    !__atomic_exchange_n(&x->busy, 1, __ATOMIC_ACQUIRE))
+			return x;
+	}
+	return NULL;
+}
+
+static void ctx_put(struct seal_ctx *x)
+{
+	if (x)    /* release: pairs with the acquire in ctx_get() */
+		__atomic_store_n(&x->busy, 0, __ATOMIC_RELEASE);
+}
+
+/* The holder's context for encrypting (@enc) or decrypting, keyed with
+   @s's key the first time; NULL when EVP cannot make one (no memory). */
+static EVP_CIPHER_CTX *ctx_keyed(struct seal *s, EVP_CIPHER_CTX **slot, int enc)
+{
+	EVP_CIPHER_CTX *c = *slot;
+
+	if (c)
+		return c;
+	c = EVP_CIPHER_CTX_new();
+	if (!c)
+		return NULL;
+	if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, s->secret->key, NULL, enc) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, SEAL_NONCE, NULL) != 1) {
+		EVP_CIPHER_CTX_free(c);
+		return NULL;
+	}
+	return *slot = c;
+}
+
 void seal_page(struct seal *s, uint64_t ad, const void *plain, void *cipher,
 	       struct seal_tag *tag)
 {
@@ -173,14 +260,30 @@ void seal_page(struct seal *s, uint64_t ad, const void *plain, void *cipher,
 
 	seal_params(ad, nonce, npub, adb);
 	tag->nonce = nonce;
-	if (s->cipher == SEAL_AES256GCM)
-		crypto_aead_aes256gcm_encrypt_detached_afternm(cipher, tag->mac, NULL, plain,
-							       SEAL_PAGE, adb, SEAL_AD, NULL,
-							       npub, &s->secret->u.aes);
-	else
+	if (s->cipher == SEAL_AES256GCM) {
+		struct seal_ctx *x = s->evp ? ctx_get(s) : NULL;
+		EVP_CIPHER_CTX *e = x ? ctx_keyed(s, &x->enc, 1) : NULL;
+		int n, ok = 0;
+
+		if (e)
+			ok = EVP_EncryptInit_ex(e, NULL, NULL, NULL, npub) == 1 &&
+			     EVP_EncryptUpdate(e, NULL, &n, adb, SEAL_AD) == 1 &&
+			     EVP_EncryptUpdate(e, cipher, &n, plain, SEAL_PAGE) == 1 &&
+			     n == SEAL_PAGE &&
+			     EVP_EncryptFinal_ex(e, (unsigned char *)cipher + n, &n) == 1 &&
+			     EVP_CIPHER_CTX_ctrl(e, EVP_CTRL_GCM_GET_TAG, sizeof(tag->mac),
+						 tag->mac) == 1;
+		ctx_put(x);
+		if (!ok)    /* the same cipher, libsodium's code */
+			crypto_aead_aes256gcm_encrypt_detached_afternm(cipher, tag->mac, NULL,
+								       plain, SEAL_PAGE, adb,
+								       SEAL_AD, NULL, npub,
+								       &s->secret->aes);
+	} else {
 		crypto_aead_chacha20poly1305_ietf_encrypt_detached(cipher, tag->mac, NULL, plain,
 								   SEAL_PAGE, adb, SEAL_AD, NULL,
-								   npub, s->secret->u.key);
+								   npub, s->secret->key);
+	}
 }
 
 int seal_open(struct seal *s, uint64_t ad, const void *cipher, void *plain,
@@ -192,17 +295,38 @@ int seal_open(struct seal *s, uint64_t ad, const void *cipher, void *plain,
 	if (!tag->nonce)
 		return -EBADMSG;
 	seal_params(ad, tag->nonce, npub, adb);
-	/* Both verify before they hand out a byte: ChaCha20-Poly1305 checks
-	   the tag first and decrypts only then, AES-GCM wipes @plain when the
-	   tag does not match (it decrypts while it hashes). */
-	if (s->cipher == SEAL_AES256GCM)
-		rc = crypto_aead_aes256gcm_decrypt_detached_afternm(plain, NULL, cipher, SEAL_PAGE,
-								    tag->mac, adb, SEAL_AD, npub,
-								    &s->secret->u.aes);
-	else
+	/* None hands out a byte it has not proved: ChaCha20-Poly1305 checks
+	   the tag first and decrypts only then; AES-GCM decrypts while it
+	   hashes, so @plain is wiped when the tag does not match (libsodium
+	   does it itself, EVP leaves it to its caller). */
+	if (s->cipher == SEAL_AES256GCM) {
+		struct seal_ctx *x = s->evp ? ctx_get(s) : NULL;
+		EVP_CIPHER_CTX *d = x ? ctx_keyed(s, &x->dec, 0) : NULL;
+		int n, r = -1;
+
+		if (d && EVP_DecryptInit_ex(d, NULL, NULL, NULL, npub) == 1 &&
+		    EVP_DecryptUpdate(d, NULL, &n, adb, SEAL_AD) == 1 &&
+		    EVP_DecryptUpdate(d, plain, &n, cipher, SEAL_PAGE) == 1 && n == SEAL_PAGE &&
+		    EVP_CIPHER_CTX_ctrl(d, EVP_CTRL_GCM_SET_TAG, sizeof(tag->mac),
+					(void *)tag->mac) == 1)
+			r = EVP_DecryptFinal_ex(d, (unsigned char *)plain + n, &n) == 1;
+		ctx_put(x);
+		if (r == 0) {
+			sodium_memzero(plain, SEAL_PAGE);
+			rc = -1;
+		} else if (r == 1) {
+			rc = 0;
+		} else {    /* EVP could not run: the same cipher, libsodium's code */
+			rc = crypto_aead_aes256gcm_decrypt_detached_afternm(plain, NULL, cipher,
+									    SEAL_PAGE, tag->mac,
+									    adb, SEAL_AD, npub,
+									    &s->secret->aes);
+		}
+	} else {
 		rc = crypto_aead_chacha20poly1305_ietf_decrypt_detached(plain, NULL, cipher,
 									SEAL_PAGE, tag->mac, adb,
 									SEAL_AD, npub,
-									s->secret->u.key);
+									s->secret->key);
+	}
 	return rc ? -EBADMSG : 0;
 }

@@ -51,6 +51,11 @@ int  seal_create_cipher(struct seal **out, enum seal_cipher c, char *msg, size_t
 void seal_destroy(struct seal *s);
 /* The cipher's name, for messages and the bench ("aes256gcm", ...). */
 const char *seal_cipher(const struct seal *s);
+/* AES-256-GCM only: @on 0 makes @s use libsodium's code for every page,
+   1 (the default) OpenSSL's where it can (see seal.c). The two give the
+   same bytes; this is for the tests, which check that, and the bench,
+   which times both. Call it while no other thread uses @s. */
+void seal_use_evp(struct seal *s, int on);
 
 /* Encrypts the SEAL_PAGE bytes at @plain into @cipher (may be the same
    buffer) under a nonce no earlier call of @s used, authenticating @ad;

@@ -111,7 +111,8 @@ static void expect_refused(struct seal *s, uint64_t ad, const uint8_t *cipher,
 	free(out);
 }
 
-static void seal_case(enum seal_cipher c, const char *name)
+/* @evp: AES-256-GCM through OpenSSL's code (1) or libsodium's (0). */
+static void seal_case(enum seal_cipher c, const char *name, int evp)
 {
 	uint8_t *p = C.buf, *x = C.raw, *x2 = C.raw2, *q = C.buf2;
 	struct seal_tag t, t2, bad;
@@ -126,6 +127,7 @@ static void seal_case(enum seal_cipher c, const char *name)
 		cr_skip_test("no AES-NI here: %s", msg);
 	cr_assert_eq(rc, 0, "%d: %s", rc, msg);
 	cr_assert_str_eq(seal_cipher(s), name);
+	seal_use_evp(s, evp);
 
 	tu_fill(p, PG, 0x1234);
 	seal_page(s, 42, p, x, &t);
@@ -176,6 +178,7 @@ static void seal_case(enum seal_cipher c, const char *name)
 	expect_refused(s, 42, x, &bad, p, "a tag of zeros");
 	/* another host's key */
 	other = mk_seal(c);
+	seal_use_evp(other, evp);
 	expect_refused(other, 42, x, &t, p, "another seal's key");
 	/* and the right one still opens after all that */
 	cr_assert_eq(seal_open(s, 42, x, q, &t), 0);
@@ -185,8 +188,48 @@ static void seal_case(enum seal_cipher c, const char *name)
 	seal_destroy(NULL);
 }
 
-Test(crypt, seal_aes) { seal_case(SEAL_AES256GCM, "aes256gcm"); }
-Test(crypt, seal_chacha) { seal_case(SEAL_CHACHA20POLY1305, "chacha20poly1305"); }
+Test(crypt, seal_aes) { seal_case(SEAL_AES256GCM, "aes256gcm", 1); }
+Test(crypt, seal_aes_sodium) { seal_case(SEAL_AES256GCM, "aes256gcm", 0); }
+Test(crypt, seal_chacha) { seal_case(SEAL_CHACHA20POLY1305, "chacha20poly1305", 1); }
+
+/* AES-256-GCM has two codes, OpenSSL's and libsodium's (which a thread
+   uses when it finds no free EVP context): a page sealed by either opens
+   with the other to its bytes, and is refused by the other when changed,
+   so which code ran for which page does not matter. */
+Test(crypt, seal_aes_codes_agree)
+{
+	uint8_t *p = C.buf, *x = C.raw, *x2 = C.raw2, *q = C.buf2;
+	struct seal_tag t, t2;
+	struct seal *s = NULL;
+	char msg[256];
+	int rc = seal_create_cipher(&s, SEAL_AES256GCM, msg, sizeof(msg));
+
+	if (rc == -ENOTSUP)
+		cr_skip_test("no AES-NI here: %s", msg);
+	cr_assert_eq(rc, 0, "%d: %s", rc, msg);
+	for (int k = 0; k < 4; k++) {
+		tu_fill(p, PG, 0xa11ce + k);
+		seal_use_evp(s, 1);
+		seal_page(s, 100 + k, p, x, &t);
+		seal_use_evp(s, 0);
+		seal_page(s, 100 + k, p, x2, &t2);
+		/* sealed by OpenSSL, opened by libsodium, and the other way */
+		cr_assert_eq(seal_open(s, 100 + k, x, q, &t), 0, "EVP's page, libsodium's open");
+		cr_assert(memcmp(p, q, PG) == 0, "EVP's page opened by libsodium: other bytes");
+		x[k * 1000] ^= 4;
+		expect_refused(s, 100 + k, x, &t, p, "EVP's page changed, libsodium's open");
+		x[k * 1000] ^= 4;
+		seal_use_evp(s, 1);
+		cr_assert_eq(seal_open(s, 100 + k, x2, q, &t2), 0, "libsodium's page, EVP's open");
+		cr_assert(memcmp(p, q, PG) == 0, "libsodium's page opened by EVP: other bytes");
+		x2[PG - 1 - k] ^= 0x80;
+		expect_refused(s, 100 + k, x2, &t2, p, "libsodium's page changed, EVP's open");
+		/* and each code opens its own */
+		cr_assert_eq(seal_open(s, 100 + k, x, q, &t), 0);
+		cr_assert(memcmp(p, q, PG) == 0);
+	}
+	seal_destroy(s);
+}
 
 Test(crypt, seal_auto)
 {
@@ -199,8 +242,10 @@ Test(crypt, seal_auto)
 	seal_destroy(s);
 }
 
-/* Threads sealing with one seal: every nonce is used once. */
-#define ST_THREADS 4
+/* Threads sealing with one seal: every nonce is used once; with more
+   threads than the seal has EVP contexts (16), some pages go through
+   libsodium's AES code meanwhile, and all open. */
+#define ST_THREADS 20
 #define ST_PAGES   256
 
 struct st_arg {

@@ -128,6 +128,7 @@ int umlmem_test_seal_time(enum umlmem_test_cipher cipher, unsigned pages,
 		[UMLMEM_TEST_CIPHER_HOST] = SEAL_AUTO,
 		[UMLMEM_TEST_CIPHER_AES] = SEAL_AES256GCM,
 		[UMLMEM_TEST_CIPHER_CHACHA] = SEAL_CHACHA20POLY1305,
+		[UMLMEM_TEST_CIPHER_AES_SODIUM] = SEAL_AES256GCM,
 	};
 	struct seal_tag tag[TS_RING];
 	struct seal *s = NULL;
@@ -138,13 +139,15 @@ int umlmem_test_seal_time(enum umlmem_test_cipher cipher, unsigned pages,
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if ((unsigned)cipher > UMLMEM_TEST_CIPHER_CHACHA || !pages) {
+	if ((unsigned)cipher > UMLMEM_TEST_CIPHER_AES_SODIUM || !pages) {
 		snprintf(err, errlen, "bad cipher %d or no pages", (int)cipher);
 		return -EINVAL;
 	}
 	rc = seal_create_cipher(&s, map[cipher], err, errlen);
 	if (rc)
 		return rc;
+	if (cipher == UMLMEM_TEST_CIPHER_AES_SODIUM)
+		seal_use_evp(s, 0);
 	src = aligned_alloc(SWAP_PAGE, (size_t)TS_RING * SWAP_PAGE);
 	dst = aligned_alloc(SWAP_PAGE, (size_t)TS_RING * SWAP_PAGE);
 	back = aligned_alloc(SWAP_PAGE, (size_t)TS_RING * SWAP_PAGE);

@@ -77,6 +77,7 @@ enum umlmem_test_cipher {
 	UMLMEM_TEST_CIPHER_HOST = 0,   /* the one a host picks here */
 	UMLMEM_TEST_CIPHER_AES,        /* AES-256-GCM (needs AES-NI) */
 	UMLMEM_TEST_CIPHER_CHACHA,     /* ChaCha20-Poly1305 */
+	UMLMEM_TEST_CIPHER_AES_SODIUM, /* AES-256-GCM through libsodium's code alone */
 };
 
 /* Nanoseconds of the calling thread's CPU time per page (other load on the

@@ -8,7 +8,8 @@
  *   destinations (they stay in the caches, as frames just written out and
  *   bounce pages do). Baseline: the xxh3 checksum of a page, what a plain
  *   write-out computes instead. Best of 5 runs for both. Fields: the other
- *   cipher's figures where the CPU runs it, and memcpy of a page.
+ *   cipher's figures where the CPU runs it, AES-256-GCM through libsodium's
+ *   code alone (sodium_*: what OpenSSL's replaced), and memcpy of a page.
  *
  * crypt_open_ns -- the same for opening a page (prove and decrypt), what
  *   each swap-in does; baseline: the xxh3 check of a plain swap-in.
@@ -66,10 +67,10 @@ static int seal_best(enum umlmem_test_cipher c, unsigned pages, int runs,
 static void cost_run(struct bench *b, struct result *rs, struct result *ro)
 {
 	unsigned pages = b->quick ? 20000 : 100000;
-	struct umlmem_test_seal_times host, alt;
+	struct umlmem_test_seal_times host, alt, sod;
 	enum umlmem_test_cipher other;
 	char err[256];
-	bool have_alt;
+	bool have_alt, have_sod;
 	int rc;
 
 	bench_progress("crypt: sealing and opening %u pages, best of 5", pages);
@@ -83,6 +84,7 @@ static void cost_run(struct bench *b, struct result *rs, struct result *ro)
 	}
 	other = host.cipher[0] == 'a' ? UMLMEM_TEST_CIPHER_CHACHA : UMLMEM_TEST_CIPHER_AES;
 	have_alt = !seal_best(other, pages, 5, &alt, err, sizeof(err));
+	have_sod = !seal_best(UMLMEM_TEST_CIPHER_AES_SODIUM, pages, 5, &sod, err, sizeof(err));
 	for (int k = 0; k < 2; k++) {
 		struct result *r = k ? ro : rs;
 		double v = k ? host.open_ns : host.seal_ns;
@@ -100,6 +102,10 @@ static void cost_run(struct bench *b, struct result *rs, struct result *ro)
 			res_str(r, "other_cipher", "%s", alt.cipher);
 			res_num(r, "other_seal_ns", alt.seal_ns);
 			res_num(r, "other_open_ns", alt.open_ns);
+		}
+		if (have_sod) {
+			res_num(r, "sodium_aes_seal_ns", sod.seal_ns);
+			res_num(r, "sodium_aes_open_ns", sod.open_ns);
 		}
 		res_note(r, "%s; per page, caches warm; the baseline is the xxh3 checksum a "
 			 "plain swap slot %s instead", k ? "prove and decrypt in place" :
