@@ -261,7 +261,10 @@ void seal_page(struct seal *s, uint64_t ad, const void *plain, void *cipher,
 	seal_params(ad, nonce, npub, adb);
 	tag->nonce = nonce;
 	if (s->cipher == SEAL_AES256GCM) {
-		struct seal_ctx *x = s->evp ? ctx_get(s) : NULL;
+		/* EVP only out of place (every write-out: into a bounce page),
+		   so that @plain is still whole for libsodium should a step
+		   fail midway (none does, once the context is keyed) */
+		struct seal_ctx *x = s->evp && plain != cipher ? ctx_get(s) : NULL;
 		EVP_CIPHER_CTX *e = x ? ctx_keyed(s, &x->enc, 1) : NULL;
 		int n, ok = 0;
 
@@ -304,12 +307,15 @@ int seal_open(struct seal *s, uint64_t ad, const void *cipher, void *plain,
 		EVP_CIPHER_CTX *d = x ? ctx_keyed(s, &x->dec, 0) : NULL;
 		int n, r = -1;
 
+		/* r: -1 while @cipher is untouched (libsodium may still open
+		   it, in place too), then 1 proved or 0 not (wiped below) */
 		if (d && EVP_DecryptInit_ex(d, NULL, NULL, NULL, npub) == 1 &&
-		    EVP_DecryptUpdate(d, NULL, &n, adb, SEAL_AD) == 1 &&
-		    EVP_DecryptUpdate(d, plain, &n, cipher, SEAL_PAGE) == 1 && n == SEAL_PAGE &&
 		    EVP_CIPHER_CTX_ctrl(d, EVP_CTRL_GCM_SET_TAG, sizeof(tag->mac),
-					(void *)tag->mac) == 1)
-			r = EVP_DecryptFinal_ex(d, (unsigned char *)plain + n, &n) == 1;
+					(void *)tag->mac) == 1 &&
+		    EVP_DecryptUpdate(d, NULL, &n, adb, SEAL_AD) == 1)
+			r = EVP_DecryptUpdate(d, plain, &n, cipher, SEAL_PAGE) == 1 &&
+			    n == SEAL_PAGE &&
+			    EVP_DecryptFinal_ex(d, (unsigned char *)plain + n, &n) == 1;
 		ctx_put(x);
 		if (r == 0) {
 			sodium_memzero(plain, SEAL_PAGE);
