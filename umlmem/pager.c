@@ -79,7 +79,10 @@
  *    at once). On frames from the small FIFO: 0.961 (the 50% cells come
  *    nearer LRU, lua 1.162 -> 1.050, python 1.031 -> 1.001, and the
  *    small budgets lose their scan resistance, python at 10% 0.639 ->
- *    0.774); on ghost refaults only: 0.921 against 0.920;
+ *    0.774); on ghost refaults only: 0.921 against 0.920; only while
+ *    pages the main set evicted fault back within the budget's span more
+ *    often than ghosts of the small FIFO do (both remembered, counts
+ *    halved every budget's worth of evictions): 0.962;
  *  - recency in the main set: a stamp per frame, set when the hand finds
  *    it used, and of the next 8 frames at 0 uses the one stamped longest
  *    ago goes, not the first. At 50% it closes half the gap to LRU (lua
