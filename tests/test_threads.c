@@ -301,11 +301,14 @@ Test(threads, background_refills)
 		tu_fill(buf, sizeof(buf), p + 1);
 		cr_assert_eq(umlmem_write(g, p * 4096, buf, sizeof(buf)), 0);
 	}
-	/* 240 of 256 frames used: below the low mark of free frames */
+	/* 240 of 256 frames used: below the low mark of free frames. The
+	   bound is generous: the property is that the thread refills by
+	   itself, not how fast, and under valgrind with another test
+	   running beside it a write-out can take a second */
 	do {
 		usleep(10000);
 		umlmem_host_stats(h, &s);
-	} while (256 - s.frames_used < 64 && ++waited < 300);
+	} while (256 - s.frames_used < 64 && ++waited < 3000);
 	cr_expect_geq(256 - s.frames_used, 64, "only %llu frames free after %d ms",
 		      (unsigned long long)(256 - s.frames_used), waited * 10);
 	cr_expect_gt(s.swap_outs, 0);
