@@ -70,6 +70,8 @@
 #define NBD_RETRY_MS  50u    /* least time between two connection attempts */
 #define NBD_SLICE_MS  20     /* longest single nbd_poll: new commands of other
 				threads may need the socket's write side */
+#define NBD_IDLE_NS   1000000u   /* a connection idle this long is checked for a
+				    hang-up before it is used (conn_hung_up) */
 #define NBD_STACK_OPS 32u
 
 struct nbd_conn;
@@ -100,6 +102,8 @@ struct nbd_conn {
 	pthread_rwlock_t rw;         /* see the top of the file */
 	struct nbd_handle *h;        /* NULL: not connected; under rw */
 	uint64_t last_try_ns;        /* last failed connect; under rw (write) */
+	uint64_t last_reply_ns;      /* when a batch last got its answers (atomic,
+					relaxed: a hint for conn_hung_up) */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;           /* a batch finished or the poller left; with mu */
@@ -248,18 +252,24 @@ static void conn_drop(struct nbd_conn *c, uint64_t gen)
 /*
  * Whether the server of an idle connection has gone (its socket is hung
  * up). libnbd notices only when it next reads, which an idle connection
- * does not do, and libnbd 1.14 reads a command it has just freed when the
- * connection dies while the command is being issued (valgrind shows it):
- * so a batch does not issue on a connection that is known to be gone. A
- * server that dies in the instant between this check and the send is
- * still handled (libnbd fails the command), only without that care.
- * Caller holds c->rw for reading.
+ * does not do; issuing on it would fail the batch with -EIO although a
+ * restarted server may be waiting for a new connection. So a connection
+ * idle for NBD_IDLE_NS or more is polled (no wait) before a batch uses it,
+ * and reconnected if it is gone. One that answered more recently is not:
+ * the poll is a system call on every fault of a busy connection, and a
+ * server that dies within that span cannot have come back yet (a restart
+ * takes far longer), so failing the batch (-EIO, as for any command in
+ * flight when a server dies) is the right answer then; the next batch
+ * reconnects. libnbd then reads the cookie of the command whose callback
+ * has just retired it (nbd_internal_command_common: a read of freed
+ * memory, which tests/valgrind.supp names). Caller holds c->rw for reading.
  */
 static bool conn_hung_up(struct nbd_conn *c)
 {
 	struct pollfd p = { .fd = nbd_aio_get_fd(c->h), .events = POLLIN | POLLRDHUP };
 
-	if (nbd_aio_in_flight(c->h) > 0 || p.fd < 0)
+	if (nbd_aio_in_flight(c->h) > 0 || p.fd < 0 ||
+	    now_ns() - __atomic_load_n(&c->last_reply_ns, __ATOMIC_RELAXED) < NBD_IDLE_NS)
 		return false;
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
 }
@@ -472,6 +482,8 @@ static int nbd_run(struct io_engine *e, struct io_req *r, unsigned n)
 	}
 	pthread_rwlock_unlock(&c->rw);
 	nbd_wait(c, &b, deadline);
+	if (n && r[0].res == 0)
+		__atomic_store_n(&c->last_reply_ns, now_ns(), __ATOMIC_RELAXED);
 	/* no command holds a bounce buffer now: each is done or its
 	   connection closed */
 	for (i = 0; i < n; i++)
