@@ -752,7 +752,7 @@ static int sw_cluster_cmp(const void *a, const void *b, void *arg)
 static void sw_punch_batch(struct swap *sw, uint64_t *batch, unsigned n)
 {
 	struct swap_range r[SW_PUNCH_BATCH];
-	unsigned nr = 0, nf = sw->nfiles, i, k, len[SW_PUNCH_BATCH];
+	unsigned nr = 0, nf = sw->nfiles, i, k;
 
 	qsort_r(batch, n, sizeof(*batch), sw_cluster_cmp, &nf);
 	for (i = 0; i < n; i += k) {
@@ -762,21 +762,20 @@ static void sw_punch_batch(struct swap *sw, uint64_t *batch, unsigned n)
 			sw_punch_run(sw, batch[i], k);
 			continue;
 		}
-		r[nr] = (struct swap_range){
+		r[nr++] = (struct swap_range){
 			.file = (unsigned)(batch[i] % nf),
 			.off = (batch[i] / nf) * SWAP_CLUSTER_BYTES,
 			.len = (uint64_t)k * SWAP_CLUSTER_BYTES,
 			.res = -EOPNOTSUPP,
 		};
-		len[nr++] = k;
 	}
 	if (!nr)
 		return;
 	if (sw->discard)
 		sw->discard(sw->discard_arg, r, nr);
 	for (i = 0; i < nr; i++)
-		__atomic_fetch_add(r[i].res == 0 ? &sw->punches : &sw->punch_errors, len[i],
-				   __ATOMIC_RELAXED);
+		__atomic_fetch_add(r[i].res == 0 ? &sw->punches : &sw->punch_errors,
+				   r[i].len / SWAP_CLUSTER_BYTES, __ATOMIC_RELAXED);
 }
 
 void swap_punch_pending(struct swap *sw)
