@@ -51,7 +51,7 @@ endif
 
 # Debian packages the build and the tests need, and the command that shows
 # each one is there.
-DEB_PKGS := gcc make pkg-config liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
+DEB_PKGS := gcc make pkg-config lld liburing-dev libaio-dev libcriterion-dev libxxhash-dev liblz4-dev libzstd-dev valgrind
 # the man pages and the Debian packages (make man, deb, test-man, test-deb)
 DEB_PKGS += scdoc man-db dpkg-dev debhelper fakeroot lintian
 # swap encryption (swapfiles/seal.c)
@@ -107,9 +107,13 @@ $(B)/libumlmem.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 # Exports: what umlmem.map lists (the UMLMEM_API calls), with its versions.
+# Linked by lld: GNU ld and gold also export each version node as an
+# absolute symbol (UMLMEM_0.1 ...), which is not a call; lld writes the
+# nodes only where they belong, in the version definitions.
 $(B)/libumlmem.so: $(LIB_OBJ) umlmem.map
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libumlmem.so.$(SOVER) -Wl,--version-script=umlmem.map \
+	$(Q)$(CC) $(CFLAGS) -fuse-ld=lld -shared -Wl,-soname,libumlmem.so.$(SOVER) \
+	  -Wl,--version-script=umlmem.map \
 	  -o $@ $(LIB_OBJ) $(LDFLAGS) $(LIBS)
 	$(Q)ln -sf libumlmem.so $(B)/libumlmem.so.$(SOVER)
 

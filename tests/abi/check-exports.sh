@@ -10,7 +10,9 @@
 # the entry points that the header otherwise defines inline), so comments
 # and line breaks inside a declaration do not matter. The exports come from
 # nm -D, whose names carry their version (name@@NODE, or name@NODE for an
-# entry point kept only for old binaries).
+# entry point kept only for old binaries); the version nodes from the
+# version definitions (readelf -V), where they belong: every defined
+# dynamic symbol, absolute ones included, must be an umlmem_ call.
 set -eu
 lib=$1 header=$2 map=$3
 CC=${CC:-cc}
@@ -45,13 +47,15 @@ done
 dups=$(uniq -d "$tmp/map-names")
 [ -z "$dups" ] || bad "listed twice in $map: $dups"
 
-# nm -D: "ADDR T name@@NODE" for calls, "0 A NODE" for each version node
-nm -D --defined-only "$lib" > "$tmp/nm"
-awk '$2 == "A" { print $3 }' "$tmp/nm" | sort > "$tmp/lib-nodes"
+# readelf -V: the version definitions, "... Flags: none ... Name: NODE"
+# (the BASE one names the file itself)
+readelf -V "$lib" | awk '/^Version/ { def = /definition/; next }
+	def && /Flags:/ && !/BASE/ { print $NF }' | sort > "$tmp/lib-nodes"
 if ! cmp -s "$tmp/lib-nodes" "$tmp/map-nodes"; then
 	bad "version nodes of $lib ($(echo $(cat "$tmp/lib-nodes"))) are not those of $map ($(echo $(cat "$tmp/map-nodes")))"
 fi
-awk '$2 != "A" { print $3 }' "$tmp/nm" | sed 's/@@*/ /' | sort > "$tmp/lib"
+# nm -D: "ADDR T name@@NODE" for each defined dynamic symbol
+nm -D --defined-only "$lib" | awk '{ print $3 }' | sed 's/@@*/ /' | sort > "$tmp/lib"
 while read -r name node; do
 	case $name in
 	umlmem_*) ;;
