@@ -207,8 +207,9 @@ Test(pager, budget_held)
 
 /* ---- batches -------------------------------------------------------------- */
 
-/* Fills the budget, then faults once more: the pager must free a batch,
-   not one page, and the frames so freed serve the next faults without
+/* Fills the budget, then faults once more: the pager must write a batch,
+   not one page, yet free only the frame the fault needs. The other pages
+   written stay resident, and their frames serve the next faults without
    further I/O. */
 static void batch_case(unsigned cfg_batch, unsigned expect_max)
 {
@@ -236,17 +237,22 @@ static void batch_case(unsigned cfg_batch, unsigned expect_max)
 		     jump);
 	cr_assert_leq(jump, expect_max, "a batch of %" PRIu64 " pages, above the batch size %u",
 		      jump, expect_max);
-	cr_assert_eq(s1.resident_pages, budget - jump + 1);
+	cr_assert_eq(s1.resident_pages, budget, "one fault on a full budget left %" PRIu64
+		     " of %" PRIu64 " pages resident: the batch written for it left with it",
+		     s1.resident_pages, budget);
+	cr_assert_eq(s1.swapped_pages, 1);
 
-	/* The batch left jump - 1 free frames: that many first touches need
-	   no eviction. */
+	/* The batch left jump - 1 pages written and still resident: that many
+	   first touches take their frames without writing. */
 	next = budget + 1;
 	for (uint64_t k = 0; k + 1 < jump; k++)
 		write_page(g, next++, 0);
 	s2 = hstats();
-	cr_assert_eq(s2.swap_outs, s1.swap_outs, "%" PRIu64 " swap-outs although frames were free",
-		     s2.swap_outs - s1.swap_outs);
+	cr_assert_eq(s2.swap_outs, s1.swap_outs, "%" PRIu64 " swap-outs although pages were "
+		     "written already", s2.swap_outs - s1.swap_outs);
 	cr_assert_eq(s2.frames_used, budget);
+	cr_assert_eq(s2.resident_pages, budget);
+	cr_assert_eq(s2.swapped_pages, jump);
 	write_page(g, next++, 0);
 	cr_assert_gt(hstats().swap_outs - s2.swap_outs, 1, "the second batch is a single page");
 
@@ -270,6 +276,42 @@ Test(pager, batch_default)
 Test(pager, batch_configured)
 {
 	batch_case(16, 16);
+}
+
+/* A page written out in a batch but still resident, and used again
+   before its frame was needed, is in use: the next fault writes a new
+   batch rather than take its frame, and reading it again is no fault. */
+Test(pager, written_used_again)
+{
+	const uint64_t budget = 64, batch = 16;
+	struct umlmem_stats s0, s1, s2;
+	umlmem_guest *g;
+
+	mk_host(budget, batch, 0, 0);
+	g = tu_guest(P.h, 4 * budget * PG);
+	for (uint64_t i = 0; i <= budget; i++)
+		write_page(g, i, 0);
+	s0 = hstats();
+	cr_assert_eq(s0.swap_outs, batch, "a fault on a full budget wrote %" PRIu64 " pages",
+		     s0.swap_outs);
+	cr_assert_eq(s0.swapped_pages, 1);
+	/* the batch was the oldest pages, 0 .. 15, and 0 left: use the rest */
+	for (uint64_t i = 1; i < batch; i++)
+		expect_page(g, i, 0);
+	s1 = hstats();
+	cr_assert_eq(s1.faults, s0.faults, "%" PRIu64 " faults on pages written but resident",
+		     s1.faults - s0.faults);
+	write_page(g, budget + 1, 0);
+	s2 = hstats();
+	cr_assert_gt(s2.swap_outs, s1.swap_outs, "a fault took the frame of a page written "
+		     "and used again instead of writing a new batch");
+	for (uint64_t i = 1; i < batch; i++)
+		expect_page(g, i, 0);
+	cr_assert_eq(hstats().faults, s2.faults, "%" PRIu64 " pages used again after their "
+		     "write faulted afterwards", hstats().faults - s2.faults);
+	for (uint64_t i = 0; i <= budget + 1; i++)
+		expect_page(g, i, 0);
+	tu_check(P.h);
 }
 
 /* ---- clean pages ---------------------------------------------------------- */

@@ -281,13 +281,10 @@ static unsigned readahead_prepare(struct umlmem_guest *g, uint64_t k, struct ra_
 	win = pager_ra_window(h, win);
 	if (!win)
 		return 0;
-	if (h->nfree < win) {
-		uint64_t done;
-
-		/* the coldest pages make room for the ones a run will want */
-		pager_evict(h, win - h->nfree, &done, NULL);
-		clearerr_tls();
-	}
+	/* victims already written make room for the pages a run will want;
+	   no page in use goes for a guess */
+	if (h->nfree < win)
+		pager_drop_written(h, win - h->nfree);
 	if (win > h->nfree)
 		win = (unsigned)h->nfree;
 	n = win && hd < TIER_HANDLE_MAX ? t->ops->live(t, hd + 1, win, live) : 0;

@@ -138,7 +138,7 @@ static int check_locked(struct ctx *c)
 {
 	struct umlmem_host *h = c->h;
 	uint64_t ram = 0, nguests = 0, freecount = 0, cached = 0, shared = 0, sharing = 0, active = 0;
-	uint64_t small = 0, ra = 0;
+	uint64_t small = 0, ra = 0, written = 0;
 	uint64_t copies = 0, pooled = 0;
 	uint8_t *isfree;
 	int rc;
@@ -251,6 +251,14 @@ static int check_locked(struct ctx *c)
 		active += !!(fr->flags & F_ACTIVE);
 		small += !!(fr->flags & F_SMALL);
 		ra += !!(fr->flags & F_RA);
+		written += !!(fr->flags & F_WRITTEN);
+		/* a victim waiting in the written FIFO is mapped, clean or
+		   written to since (then used again), in no other set, and no
+		   I/O is on it */
+		if ((fr->flags & F_WRITTEN) &&
+		    (!fr->refs || (fr->flags & (F_SMALL | F_ACTIVE | F_RA | F_BUSY))) && !rc)
+			rc = fail(c, "frame %llu is in the pager's written FIFO with %u mappers, "
+				  "flags 0x%x", (unsigned long long)f, fr->refs, fr->flags);
 		if ((fr->flags & F_SMALL) && (fr->flags & F_ACTIVE) && !rc)
 			rc = fail(c, "frame %llu is in both the pager's small FIFO and its main set",
 				  (unsigned long long)f);
@@ -294,6 +302,11 @@ static int check_locked(struct ctx *c)
 		return fail(c, "%llu frames in the small FIFO, %llu entries in its ring",
 			    (unsigned long long)small,
 			    (unsigned long long)(h->small.tail - h->small.head));
+	if (written != h->nwritten || written > h->written.tail - h->written.head)
+		return fail(c, "%llu frames in the written FIFO, %llu recorded, %llu entries in "
+			    "its ring", (unsigned long long)written,
+			    (unsigned long long)h->nwritten,
+			    (unsigned long long)(h->written.tail - h->written.head));
 	if (ra > h->rafifo.tail - h->rafifo.head)
 		return fail(c, "%llu frames in the readahead FIFO, %llu entries in its ring",
 			    (unsigned long long)ra,

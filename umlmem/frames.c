@@ -261,7 +261,9 @@ int frame_get(struct umlmem_host *h, bool zero, uint64_t *out)
 	int rc;
 
 	if (!h->nfree) {
-		rc = pager_evict(h, h->cfg.reclaim_batch, &done, NULL);
+		/* one frame: the rest of the batch written for it stays
+		   mapped until it is needed (pager.c) */
+		rc = pager_evict(h, pager_fault_want(h), &done, NULL);
 		/* the lock was dropped if anything was written: look again */
 		if (h->nfree || done)
 			return -EAGAIN;
@@ -347,6 +349,8 @@ void frame_put(struct umlmem_host *h, uint64_t f)
 
 	if (fr->flags & F_ACTIVE)
 		h->nactive--;
+	if (fr->flags & F_WRITTEN)
+		h->nwritten--;
 	fr->g = NULL;
 	fr->refs = 0;
 	fr->pins = 0;

@@ -178,11 +178,17 @@ enum { PTE_ZERO = 0, PTE_FRAME = 1, PTE_STORED = 2, PTE_BUSY = 3 };
  *   |                                          | a fault maps it
  *   +--> MAPPED: refs >= 1  <------------------+
  *        slot NONE (dirty) or set (clean copy); F_SMALL, or F_ACTIVE with
- *        F_FREQ, in the pager's sets; F_NV, F_STABLE (merged) beside
+ *        F_FREQ, in the pager's sets, or F_WRITTEN; F_NV, F_STABLE
+ *        (merged) beside
  *          | evict dirty                    ^
  *          v                                | write failed: nothing lost
  *        WRITE-OUT: F_BUSY, refs >= 1 ------+
- *          | stored: every mapper now PTE_STORED --> FREE
+ *          | stored
+ *          v
+ *        MAPPED, clean, F_WRITTEN ---- a frame is needed: every mapper
+ *          (a clean victim chosen          now PTE_STORED --> FREE
+ *          comes here at once)         (at once for a page the pool
+ *                                      compressed: its copy took frames)
  */
 enum {
 	F_FRESH = 0x1,   /* never used since the store was created: reads as zeros */
@@ -200,6 +206,10 @@ enum {
 	F_FREQ  = 0x180, /* a main frame's uses seen by the hand, 0 to 3 */
 	F_RA    = 0x200, /* a copy read ahead, unused yet, with an entry in the
 			    pager's readahead FIFO (pager.c) */
+	F_WRITTEN = 0x400, /* chosen by the pager and made clean (written out if
+			    it was dirty), still mapped: waits in its written
+			    FIFO until a frame is needed (pager.c); F_FREQ 1
+			    meanwhile marks a page that leaves the small FIFO */
 };
 #define F_FREQ_SHIFT 7
 
@@ -258,7 +268,7 @@ struct frame {
 	uint32_t pins;
 };
 _Static_assert(sizeof(struct frame) == 32, "struct frame: 32 bytes, see Size above");
-_Static_assert((F_SMALL | F_FREQ) < (1u << 11), "every F_* flag fits frame.flags");
+_Static_assert((F_SMALL | F_FREQ | F_RA | F_WRITTEN) < (1u << 11), "every F_* flag fits frame.flags");
 _Static_assert((UMLMEM_MAX_GUEST_BYTES >> PAGE_SHIFT) <= (UINT64_C(1) << 35),
 	       "a page index fits frame.idx");
 #define FRAME_NVSUM_MASK 0x7fu
@@ -396,9 +406,12 @@ struct umlmem_host {
 	   power of two, mask = size - 1), the frames evicted so far (its
 	   clock), and the refaults it activated */
 	uint64_t *ghost, ghost_mask;
-	/* the small FIFO (frames faulted in) and the readahead FIFO (copies
-	   read ahead, unused yet): frame numbers in the order they came in */
-	struct pager_fifo small, rafifo;
+	/* the small FIFO (frames faulted in), the readahead FIFO (copies
+	   read ahead, unused yet) and the written FIFO (victims made clean,
+	   still mapped, F_WRITTEN: nwritten of them): frame numbers in the
+	   order they came in */
+	struct pager_fifo small, rafifo, written;
+	uint64_t nwritten;
 	uint64_t evictions;
 	uint64_t refaults;
 	uint64_t guests_made;         /* guests linked so far: the next pager_id */
@@ -745,11 +758,20 @@ void frame_unmap_all(struct umlmem_host *h, uint64_t f, pte_t to);
 void guest_record_load(struct umlmem_guest *g, uint64_t idx);
 
 /* ---- pager.c ------------------------------------------------------------ */
-/* Frees up to @want frames by eviction. Caller holds host->lock, which is
+/* Frees up to @want frames by eviction: victims already written first,
+   then a batch chosen and written, of which the frames not wanted stay
+   mapped, clean, until the next call. Caller holds host->lock, which is
    dropped during write-outs. Returns 0 or the first error; *done gets the
    frames freed, *pages (may be NULL) the guest pages that left memory
    (fewer when cached copies were dropped, more when a shared frame was). */
 int  pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *done, uint64_t *pages);
+/* What a fault that found no free frame asks pager_evict for: one frame,
+   or a whole batch on a host whose pool needs the batch's frames. */
+unsigned pager_fault_want(const struct umlmem_host *h);
+/* Frees up to @want frames of victims already written (none is chosen or
+   written now). Caller holds host->lock, which an absorbing tier's call
+   drops. Returns the frames freed. */
+uint64_t pager_drop_written(struct umlmem_host *h, uint64_t want);
 /* Counts the outcome @rc of a tier load for page of @g on @g and the host
    and words the error, naming where key @k is (tier_where): -EBADMSG
    (content not proven) is a checksum error, any other failure an I/O
@@ -762,7 +784,8 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 /* Frame @f now holds a copy read ahead, unused yet: it joins the readahead
    FIFO, whose frames are the first to go. Caller holds host->lock. */
 void pager_readahead(struct umlmem_host *h, uint64_t f);
-/* The most pages a readahead of @win pages may take now. Caller holds
+/* The most pages a readahead of @win pages may take now: free frames and
+   victims already written (pager_drop_written frees them). Caller holds
    host->lock. */
 unsigned pager_ra_window(struct umlmem_host *h, unsigned win);
 /* Starts and stops the background reclaim thread. */

@@ -42,6 +42,10 @@
  *                                 | span of evictions
  *                                 +----------------> main set
  *
+ * Every victim (evicted above) first waits, mapped and clean, in the
+ * written FIFO (F_WRITTEN; see Eviction below) until its frame is needed;
+ * one used again meanwhile goes back to the main set.
+ *
  * So a page must be used twice to reach the main set, and a sweep through
  * more memory than the budget (touching each page once) only ever passes
  * through the small FIFO: the main set survives it. Frames in neither set
@@ -100,7 +104,7 @@
  * variant above brought those two cells to LRU (at best 1.075 and 1.036),
  * and each that came closer lost more at small budgets.
  * Readahead takes at most 1/16 of the budget, and only frames already
- * free: a page read ahead is a guess, and evicting a page in use for it
+ * free or waiting in the written FIFO: a page read ahead is a guess, and evicting a page in use for it
  * cost more faults than the guesses saved (lua at 50%: 462 pages read
  * ahead, 178 of them used, 73 faults more). For the same reason the
  * copies read ahead wait, until a page uses them, in a FIFO of their own
@@ -112,35 +116,45 @@
  * Faults over exact LRU's on the same traces: CLOCK2 the two-set CLOCK
  * with refault activation, S3 this pager before its readahead FIFO
  * (its ghost set then hashed the guest's address, which moved its counts
- * by up to 1.3% from run to run), and now:
+ * by up to 1.3% from run to run), B the pager that freed a whole batch's
+ * frames at once, and now, with the written FIFO:
  *
  *   budget:        10%                 25%                 50%
- *           CLOCK2   S3   now   CLOCK2   S3   now   CLOCK2   S3   now
- *   cc1      1.008 0.844 0.842   1.051 0.967 0.951   1.198 1.101 1.090
- *   gzip     1.169 1.047 1.047   1.002 0.835 0.835   0.919 0.676 0.675
- *   lua      1.182 1.075 1.074   1.203 0.677 0.677   1.149 1.161 1.150
- *   python   0.934 0.639 0.643   1.146 0.998 0.986   1.076 1.037 1.026
- *   sort     1.002 1.000 1.000   1.002 0.999 0.999   1.009 1.007 1.007
- *   sqlite   1.122 0.702 0.702   1.151 1.040 1.038   1.044 1.015 1.017
- *   xz       1.075 0.888 0.896   1.119 0.923 0.920   1.159 1.025 1.006
- *   geometric mean: CLOCK2 1.079, S3 0.923, now 0.920; ARC 1.009, S3-FIFO
- *   (simulated exactly, demos/replay) 0.983 (make replay-table has every
- *   count and ratio)
+ *           CLOCK2   S3    B   now   CLOCK2  S3    B   now   CLOCK2  S3    B   now
+ *   cc1      1.008 0.844 0.850 0.834 1.051 0.967 0.954 0.945 1.198 1.101 1.092 1.088
+ *   gzip     1.169 1.047 1.047 1.047 1.002 0.835 0.835 0.835 0.919 0.676 0.674 0.674
+ *   lua      1.182 1.075 1.075 1.075 1.203 0.677 0.669 0.669 1.149 1.161 1.162 1.143
+ *   python   0.934 0.639 0.639 0.638 1.146 0.998 0.986 0.962 1.076 1.037 1.030 1.012
+ *   sort     1.002 1.000 1.000 1.000 1.002 0.999 0.999 0.999 1.009 1.007 1.007 1.006
+ *   sqlite   1.122 0.702 0.705 0.705 1.151 1.040 1.039 1.037 1.044 1.015 1.017 1.015
+ *   xz       1.075 0.888 0.891 0.891 1.119 0.923 0.912 0.901 1.159 1.025 1.007 0.990
+ *   geometric mean: CLOCK2 1.079, S3 0.923, B 0.920, now 0.914; ARC 1.009,
+ *   S3-FIFO (simulated exactly, demos/replay) 0.983 (make replay-table has
+ *   every count and ratio; CLOCK2 and S3 were measured on an earlier
+ *   recording of the same programs)
  *
- * Where it stands: below LRU in 11 of the 21 cells, by up to a third
+ * Where it stands: below LRU in 12 of the 21 cells, by up to a third
  * (gzip, lua, python, sqlite at small budgets, where a protected set of
  * pages used often beats recency), level in one, and above it by up to
- * 15% in 9, most at 50% of the footprint (above). It faults 0.911 times as often as ARC and
- * 0.935 times as often as S3-FIFO on the geometric mean. Against the
- * two-set CLOCK one cell is not better: lua at 50%, 1555 faults against
- * 1554. The cost: one hash and a store per eviction from the small FIFO,
+ * 14% in 8, most at 50% of the footprint (above), and below the two-set
+ * CLOCK's ratio in every cell. The cost: one hash and a store per eviction from the small FIFO,
  * one hash and a load per fault, a ring entry (4 bytes) per page faulted
  * in or read ahead and at most two ghost words (16 bytes) per frame made,
  * all allocated as they are used (README has the time it takes).
  *
- * Eviction works in batches of cfg.reclaim_batch frames:
- *  - a clean frame (frame->slot valid: the stored copy equals the frame) is
- *    dropped without I/O, its mappers pointed back at its store key; when
+ * Eviction chooses and writes cfg.reclaim_batch victims at a time, and
+ * frees only the frames wanted (a fault wants one). The others stay
+ * mapped, clean, in the written FIFO (F_WRITTEN), oldest first in line
+ * for the next frame wanted: a batch is for the write, one sequential
+ * store, and frames freed with it would stand idle while the guest could
+ * still use their pages (the B column above). A page used again while it
+ * waits (its referenced bit, a write, a native mapping) is in use: it
+ * goes to the main set, and the next victims are chosen afresh. Not on a
+ * host with the compressed pool, which holds each batch in the frames
+ * the batch before it freed (keep_written). Of a batch:
+ *  - a clean frame (frame->slot valid: the stored copy equals the frame)
+ *    needs no I/O: when it goes, its mappers are pointed back at its store
+ *    key; when
  *    the key's tier has an absorb operation (the pool: the page is on disk
  *    only), that tier first gets to keep the content nearer, with the lock
  *    dropped as for a store, and the key stays the same;
@@ -315,8 +329,23 @@ static uint32_t fifo_pop(struct pager_fifo *q)
 	return q->e[q->head++ & (q->cap - 1)];
 }
 
-/* Appends frame @f to @q and sets @flag (F_SMALL or F_RA) on it. Caller
-   holds host->lock. */
+/* Frame @f leaves the FIFO whose entry sets @flag, if it is still in it.
+   Caller holds host->lock. */
+static void fifo_forget(struct umlmem_host *h, uint64_t f, uint16_t flag)
+{
+	struct frame *fr = &h->frames[f];
+
+	if (!(fr->flags & flag))
+		return;
+	fr->flags &= (uint16_t)~flag;
+	if (flag == F_WRITTEN) {
+		fr->flags &= (uint16_t)~F_FREQ;
+		h->nwritten--;
+	}
+}
+
+/* Appends frame @f to @q and sets @flag (F_SMALL, F_RA or F_WRITTEN) on
+   it, unless no ring can be had. Caller holds host->lock. */
 static void fifo_push(struct umlmem_host *h, struct pager_fifo *q, uint64_t f, uint16_t flag)
 {
 	if (fifo_count(q) == q->cap) {
@@ -332,12 +361,17 @@ static void fifo_push(struct umlmem_host *h, struct pager_fifo *q, uint64_t f, u
 			q->head = 0;
 			q->tail = n;
 		} else if (n) {
-			h->frames[fifo_pop(q)].flags &= (uint16_t)~flag;
+			uint64_t old = fifo_pop(q);
+
+			if (!frame_gone(h, old))
+				fifo_forget(h, old, flag);
 		} else {
 			return;   /* no ring at all: the hand judges @f */
 		}
 	}
 	q->e[q->tail++ & (q->cap - 1)] = (uint32_t)f;
+	if (flag == F_WRITTEN && !(h->frames[f].flags & F_WRITTEN))
+		h->nwritten++;
 	h->frames[f].flags |= flag;
 }
 
@@ -354,7 +388,7 @@ static void fifo_free(struct umlmem_host *h, struct pager_fifo *q, uint16_t flag
 		uint64_t f = fifo_pop(q);
 
 		if (!frame_gone(h, f))
-			h->frames[f].flags &= (uint16_t)~flag;
+			fifo_forget(h, f, flag);
 	}
 	free(q->e);
 	*q = (struct pager_fifo){ 0 };
@@ -364,8 +398,8 @@ unsigned pager_ra_window(struct umlmem_host *h, unsigned win)
 {
 	uint64_t most = h->nframes / RA_SHARE;
 
-	if (most > h->nfree)
-		most = h->nfree;
+	if (most > h->nfree + h->nwritten)
+		most = h->nfree + h->nwritten;
 	return win < most ? win : (unsigned)most;
 }
 
@@ -418,6 +452,12 @@ static bool main_judge(struct umlmem_host *h, struct frame *fr, bool ref)
 static bool judgeable(const struct frame *fr)
 {
 	return (fr->refs || fr->slot != TKEY_NONE) && !fr->pins && !(fr->flags & F_BUSY);
+}
+
+static void unbusy(struct umlmem_host *h, uint64_t f)
+{
+	h->frames[f].flags &= ~F_BUSY;
+	h->busy_frames--;
 }
 
 static void take(struct umlmem_host *h, struct victim *v, uint64_t f, bool ghost)
@@ -510,7 +550,8 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 		if (frame_gone(h, f))
 			f |= FRAME_CHUNK - 1;   /* a chunk of free frames: skip it */
 		h->hand = f + 1 >= h->nmade ? 0 : f + 1;
-		if (frame_gone(h, f) || !judgeable(fr) || (fr->flags & (F_SMALL | F_RA)))
+		if (frame_gone(h, f) || !judgeable(fr) ||
+		    (fr->flags & (F_SMALL | F_RA | F_WRITTEN)))
 			continue;
 		ref = frame_ref(h, f);
 		if (ref)
@@ -541,6 +582,77 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
 	return n;
 }
 
+/* ---- the written FIFO ------------------------------------------------------
+ * Victims chosen in a batch and made clean (written out, if they were
+ * dirty) but not needed yet stay mapped, F_WRITTEN, in the order they were
+ * chosen. The batch is for the write, one sequential store of many pages;
+ * the frames need not go with it. Freed with it, the pages the guest uses
+ * next would find a batch less one of frames standing idle (for a budget
+ * of 465 pages and a batch of 14, cc1 at 50% on make replay-table took
+ * 1172 faults that way, 1168 with a batch of one).
+ */
+
+/* Whether victims not needed yet may wait mapped. Not on a host with a
+   tier that keeps its data in frames of the budget (a balance op: the
+   compressed pool): it holds a batch compressed in the frames the batch
+   before it freed, and would find none free. */
+static bool keep_written(const struct umlmem_host *h)
+{
+	for (unsigned i = 0; i < TIER_MAX; i++)
+		if (h->tier[i] && h->tier[i]->ops->balance)
+			return false;
+	return true;
+}
+
+unsigned pager_fault_want(const struct umlmem_host *h)
+{
+	return keep_written(h) ? 1 : h->cfg.reclaim_batch;
+}
+
+/* Victim @v is clean and stays mapped until a frame is needed. Its ghost
+   mark waits in F_FREQ, unused by a frame in no set. Caller holds
+   host->lock. */
+static void written_put(struct umlmem_host *h, const struct victim *v)
+{
+	struct frame *fr = &h->frames[v->f];
+
+	fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | (v->ghost ? 1u << F_FREQ_SHIFT : 0));
+	unbusy(h, v->f);
+	fifo_push(h, &h->written, v->f, F_WRITTEN);
+}
+
+/* Takes up to @max victims from the written FIFO, oldest first, as pick()
+   does. One used again since it was chosen (referenced, written to, or
+   mapped into a native view, which a fault that set the bit did) is still
+   in use: it goes to the main set instead, its stored copy kept while it
+   stays clean. One pinned meanwhile stays, in no set. Caller holds
+   host->lock. */
+static unsigned take_written(struct umlmem_host *h, struct victim *v, unsigned max)
+{
+	unsigned n = 0;
+
+	while (n < max && fifo_count(&h->written)) {
+		uint64_t f = fifo_pop(&h->written);
+		struct frame *fr = &h->frames[f];
+		bool ghost;
+
+		if (frame_gone(h, f) || !(fr->flags & F_WRITTEN))
+			continue;   /* stale: freed since */
+		ghost = fr->flags & F_FREQ;
+		fifo_forget(h, f, F_WRITTEN);
+		if (!judgeable(fr))
+			continue;
+		if (frame_ref(h, f) || fr->slot == TKEY_NONE || (fr->flags & F_NV)) {
+			frame_ref_set(h, f, false);
+			fr->flags |= F_ACTIVE;
+			h->nactive++;
+			continue;
+		}
+		take(h, &v[n++], f, ghost);
+	}
+	return n;
+}
+
 /* Victim @v is about to leave memory: the ghost clock ticks (for a copy
    read ahead and never used too: not counting those, cc1 at 10% on make
    replay-table took 11917 faults instead of 11860), and its page (the
@@ -553,12 +665,6 @@ static void remember(struct umlmem_host *h, const struct victim *v)
 	h->evictions++;
 	if (fr->refs && v->ghost)
 		ghost_put(h, fr->g, fr->idx);
-}
-
-static void unbusy(struct umlmem_host *h, uint64_t f)
-{
-	h->frames[f].flags &= ~F_BUSY;
-	h->busy_frames--;
 }
 
 bool page_is_zero(const uint8_t *p)
@@ -600,10 +706,18 @@ static void drop_clean(struct umlmem_host *h, const struct victim *v, uint64_t *
 	frame_unmap_all(h, v->f, PTE_MK(PTE_STORED, k));
 }
 
-/* Evicts the @n victims in @v; returns how many left memory. Drops
-   host->lock while storing. @bufs, @handles and @res have room for @n. */
+/* Evicts the @n victims in @v; returns how many left memory. With @keep,
+   a mapped page that is clean, or has just been written out, stays mapped
+   in the written FIFO instead (*kept counts those), and the ones that
+   cannot wait there leave only while fewer than @most have: a page of
+   zeros, a copy no page maps, and a page the pool compressed, whose copy
+   took frames of the budget and wants its frame back (it waits too once
+   @most have left; a copy or a page of zeros stays where it is). Drops
+   host->lock while storing. @bufs and @handles have room for @n, @res for
+   2 * @n. */
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
-			    uint64_t *handles, int *res, uint64_t *pages, int *err)
+			    uint64_t *handles, int *res, uint64_t *pages, int *err, bool keep,
+			    unsigned most, unsigned *kept)
 {
 	unsigned done = 0, ndirty = 0, nabsorb = 0, failed = 0, left;
 	struct tier *t;
@@ -613,7 +727,13 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		uint64_t f = v[i].f;
 		struct frame *fr = &h->frames[f];
 
-		if (fr->slot != TKEY_NONE) {
+		if (fr->slot != TKEY_NONE && keep && fr->refs) {
+			written_put(h, &v[i]);
+			(*kept)++;
+		} else if (keep && done >= most && (fr->slot != TKEY_NONE ||
+						    page_is_zero(frame_addr(h, f)))) {
+			unbusy(h, f);
+		} else if (fr->slot != TKEY_NONE) {
 			/* clean: a tier that may keep it nearer (tier_ops.absorb)
 			   sees it first, with the lock dropped */
 			t = tier_of(h, fr->slot);
@@ -714,10 +834,21 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 				*err = seterr(res[i] == -ENOSPC ? -ENOSPC : -EIO, "%s", msg);
 			continue;
 		}
-		if (fr->refs > 1)
-			tier_ref(h, k, fr->refs - 1);
 		fr->g->ev.swap_outs++;
 		h->ev.swap_outs++;
+		/* The frame keeps the new handle's reference, as a page read
+		   back in would, unless readahead found the handle live while
+		   the lock was dropped and read it into a frame of its own:
+		   that frame is the key's one copy, and this one goes. */
+		if (keep && !tcache_get(h, k) && (!tier_of(h, k)->ops->balance || done >= most)) {
+			fr->slot = k;
+			tcache_set(h, k, (uint32_t)f + 1);
+			written_put(h, &v[i]);
+			(*kept)++;
+			continue;
+		}
+		if (fr->refs > 1)
+			tier_ref(h, k, fr->refs - 1);
 		h->busy_frames--;
 		*pages += fr->refs;
 		remember(h, &v[i]);
@@ -730,52 +861,114 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 	return done;
 }
 
+/* The arrays a reclaim batch needs, on the stack for batches up to
+   BATCH_STACK (the default reclaim_batch is at most 64): a fault that finds
+   no free frame asks for one, and should not pay an allocation for it. */
+#define BATCH_STACK 64
+
+struct batch_room {
+	struct victim *v;
+	void **bufs;
+	uint64_t *handles;
+	int *res;
+	struct victim sv[BATCH_STACK];
+	void *sbufs[BATCH_STACK];
+	uint64_t shandles[BATCH_STACK];
+	int sres[2 * BATCH_STACK];
+};
+
+static int room_get(struct batch_room *r, unsigned batch)
+{
+	if (batch <= BATCH_STACK) {
+		r->v = r->sv;
+		r->bufs = r->sbufs;
+		r->handles = r->shandles;
+		r->res = r->sres;
+		return 0;
+	}
+	r->v = malloc(batch * sizeof(*r->v));
+	r->bufs = malloc(batch * sizeof(*r->bufs));
+	r->handles = malloc(batch * sizeof(*r->handles));
+	r->res = malloc(2 * batch * sizeof(*r->res));
+	if (r->v && r->bufs && r->handles && r->res)
+		return 0;
+	return seterr(-ENOMEM, "cannot allocate a reclaim batch of %u", batch);
+}
+
+static void room_put(struct batch_room *r)
+{
+	if (r->v == r->sv)
+		return;   /* on the stack */
+	free(r->v);
+	free(r->bufs);
+	free(r->handles);
+	free(r->res);
+}
+
+uint64_t pager_drop_written(struct umlmem_host *h, uint64_t want)
+{
+	struct victim v[BATCH_STACK];
+	void *bufs[BATCH_STACK];
+	uint64_t handles[BATCH_STACK], total = 0, npages = 0;
+	int res[2 * BATCH_STACK], err = 0;
+	unsigned n, kept = 0;
+
+	while (total < want &&
+	       (n = take_written(h, v, want - total < BATCH_STACK ? (unsigned)(want - total) :
+				 BATCH_STACK)))
+		total += evict_batch(h, v, n, bufs, handles, res, &npages, &err, false, 0, &kept);
+	return total;
+}
+
 int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *pages)
 {
 	uint64_t npages = 0;
 	unsigned batch = h->cfg.reclaim_batch;
 	uint64_t total = 0, scanned = 0;
-	struct victim *v;
-	void **bufs;
-	uint64_t *handles;
-	int *res;
-	int err = 0;
+	struct batch_room r;
+	bool keep = keep_written(h);
+	int err;
 
 	*out = 0;
-	v = malloc(batch * sizeof(*v));
-	bufs = malloc(batch * sizeof(*bufs));
-	handles = malloc(batch * sizeof(*handles));
-	res = malloc(2 * batch * sizeof(*res));
-	if (!v || !bufs || !handles || !res) {
-		err = seterr(-ENOMEM, "cannot allocate a reclaim batch of %u", batch);
+	err = room_get(&r, batch);
+	if (err)
 		goto out;
-	}
 	while (total < want) {
 		uint64_t left = want - total;
-		unsigned n = pick(h, v, left < batch ? (unsigned)left : batch);
-		unsigned done;
+		unsigned n, done, kept = 0;
 
+		/* victims chosen before, clean and still unused, go first */
+		n = take_written(h, r.v, left < batch ? (unsigned)left : batch);
+		if (n) {
+			total += evict_batch(h, r.v, n, r.bufs, r.handles, r.res, &npages, &err,
+					     false, 0, &kept);
+			continue;
+		}
+		/* a whole batch, whatever is wanted: what is not wanted now
+		   stays mapped, written, for the next call (if it may) */
+		n = pick(h, r.v, keep || left > batch ? batch : (unsigned)left);
 		if (!n) {
 			if (!err)
-				err = seterr(-ENOMEM, "no page can be evicted: all %llu frames of the "
-					     "budget are pinned, free or under I/O; unpin pages or "
-					     "raise resident_bytes", (unsigned long long)h->nframes);
+				err = seterr(-ENOMEM, "no page can be evicted: all %llu frames of "
+					     "the budget are pinned, free or under I/O; unpin "
+					     "pages or raise resident_bytes",
+					     (unsigned long long)h->nframes);
 			break;
 		}
-		done = evict_batch(h, v, n, bufs, handles, res, &npages, &err);
+		done = evict_batch(h, r.v, n, r.bufs, r.handles, r.res, &npages, &err, keep,
+				   left < n ? (unsigned)left : n, &kept);
 		total += done;
 		scanned += n;
 		/* A batch of only dirty pages with swap full (or failing) frees
 		   nothing, but a clean page further round the clock may: keep
-		   going until every frame has been looked at once. */
-		if (!done && scanned >= h->nframes)
+		   going until every frame has been looked at once. Pages used
+		   again while their batch was written go back to the main set;
+		   bounded by two turns of the frame table in all. */
+		if (!done && (!kept ? scanned >= h->nframes : scanned >= 2 * h->nframes))
 			break;
 	}
 out:
-	free(v);
-	free(bufs);
-	free(handles);
-	free(res);
+	room_put(&r);
 	*out = total;
 	if (pages)
 		*pages = npages;
@@ -901,6 +1094,7 @@ void pager_stop(struct umlmem_host *h)
 	   whose ring entry is gone */
 	fifo_free(h, &h->small, F_SMALL);
 	fifo_free(h, &h->rafifo, F_RA);
+	fifo_free(h, &h->written, F_WRITTEN);
 }
 
 int umlmem_reclaim(umlmem_host *h, uint64_t pages, uint64_t *evicted)

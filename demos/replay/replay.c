@@ -80,13 +80,13 @@
  *  budget counts frames, and so do the simulations: same number. Its other
  *  settings stay at their defaults, readahead on, reclaim_batch a 32nd
  *  of the budget (1 to 64 pages), no reclaim thread (which would make the
- *  counts depend on timing). Two consequences worth knowing when reading
- *  the ratios: umlmem evicts a batch at a time when it runs out of
- *  frames, so just after an eviction up to a batch less one of frames
- *  stand free that LRU and MIN would still use; and pages read ahead take
- *  frames of the same budget (only free ones, and unused they are the
- *  first to go). readahead_pages and readahead_hits are reported so that
- *  the second can be seen.
+ *  counts depend on timing). umlmem writes a batch at a time when it runs
+ *  out of frames, but frees only the frame a fault needs: the rest of the
+ *  batch stays mapped, clean, until its frames are wanted, so the whole
+ *  budget holds pages as it does for LRU and MIN. Pages read ahead take
+ *  frames of the same budget (free ones, or those of a batch written,
+ *  and unused they are the first to go); readahead_pages and
+ *  readahead_hits are reported so that this can be seen.
  *  --reclaim-batch and --no-readahead change those two settings, to see
  *  how much of a gap each explains.
  *
