@@ -711,10 +711,9 @@ static void drop_clean(struct umlmem_host *h, const struct victim *v, uint64_t *
 }
 
 /* Evicts the @n victims in @v; returns how many frames left memory. With
-   @keep, a mapped page that is clean, or has just been written out, stays
-   mapped in the written FIFO instead (*kept counts those), and a page of
-   zeros leaves only while fewer than @most frames have (after that it
-   stays, in no set). Copies no page maps always go: they only borrowed
+   @keep, once @most frames have left, a mapped page that is clean, or has
+   just been written out, stays mapped in the written FIFO instead (*kept
+   counts those), and a page of zeros stays where it is, in no set. Copies no page maps always go: they only borrowed
    frames that stood free. Drops host->lock while storing. @bufs and
    @handles have room for @n, @res for 2 * @n. */
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
@@ -729,7 +728,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		uint64_t f = v[i].f;
 		struct frame *fr = &h->frames[f];
 
-		if (fr->slot != TKEY_NONE && keep && fr->refs) {
+		if (fr->slot != TKEY_NONE && keep && fr->refs && done >= most) {
 			written_put(h, &v[i]);
 			(*kept)++;
 		} else if (fr->slot != TKEY_NONE) {
@@ -843,7 +842,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		   back in would, unless readahead found the handle live while
 		   the lock was dropped and read it into a frame of its own:
 		   that frame is the key's one copy, and this one goes. */
-		if (keep && !tcache_get(h, k)) {
+		if (keep && done >= most && !tcache_get(h, k)) {
 			fr->slot = k;
 			tcache_set(h, k, (uint32_t)f + 1);
 			written_put(h, &v[i]);
