@@ -314,6 +314,53 @@ Test(pager, written_used_again)
 	tu_check(P.h);
 }
 
+/* A victim waiting in the written FIFO whose stored copy another guest
+   shares: that guest's fault maps the waiting frame too (the swap cache
+   names it) and reads nothing, and every byte of both guests holds. */
+Test(pager, written_victim_mapped_by_a_sharer)
+{
+	const uint64_t budget = 64, batch = 16, n = 32;
+	struct umlmem_stats s0, s1;
+	umlmem_guest *g, *c = NULL;
+	uint64_t ev;
+	int rc;
+
+	mk_host(budget, batch, 0, 0);
+	g = tu_guest(P.h, 4 * budget * PG);
+	for (uint64_t i = 0; i < n; i++)
+		write_page(g, i, 0);
+	cr_assert_eq(umlmem_reclaim(P.h, budget, &ev), 0);
+	cr_assert_eq(ev, n);
+	rc = umlmem_guest_clone(g, NULL, &c);
+	cr_assert_eq(rc, 0, "umlmem_guest_clone: %s: %s", umlmem_strerror(rc), umlmem_errmsg());
+	/* the clone reads the pages back (clean copies of handles g shares),
+	   fills the budget, and one fault more chooses a batch of the oldest,
+	   its pages 0 .. 15: page 0 leaves, the rest wait */
+	for (uint64_t i = 0; i < n; i++)
+		expect_page(c, i, 0);
+	for (uint64_t i = n; i <= budget; i++)
+		write_page(c, i, 0);
+	s0 = hstats();
+	cr_assert_eq(s0.resident_pages, budget);
+	cr_assert_eq(s0.swap_outs, n, "a batch of clean pages wrote %" PRIu64 " pages",
+		     s0.swap_outs - n);
+	/* g's pages 1 .. 15 are in those frames: no read */
+	for (uint64_t i = 1; i < batch; i++)
+		expect_page(g, i, 0);
+	s1 = hstats();
+	cr_assert_eq(s1.swap_ins, s0.swap_ins, "g read %" PRIu64 " pages the clone still "
+		     "had resident", s1.swap_ins - s0.swap_ins);
+	tu_check(P.h);
+	for (uint64_t i = 0; i < n; i++)
+		expect_page(g, i, 0);
+	for (uint64_t i = 0; i <= budget; i++)
+		expect_page(c, i, 0);
+	for (uint64_t i = n; i <= budget; i++)
+		expect_zero_page(g, i);
+	tu_check(P.h);
+	umlmem_guest_destroy(c);
+}
+
 /* ---- clean pages ---------------------------------------------------------- */
 
 /* A page read back from swap and not written since still has its swap copy:

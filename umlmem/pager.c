@@ -411,10 +411,8 @@ void pager_refault(struct umlmem_host *h, struct umlmem_guest *g, uint64_t idx, 
 	uint64_t dist;
 
 	/* a copy read ahead is used at last: from now on it is a page faulted
-	   in (its readahead entry goes stale); so is a victim waiting in the
-	   written FIFO that another sharer of its stored copy maps */
+	   in (its readahead entry goes stale) */
 	fr->flags &= (uint16_t)~F_RA;
-	fifo_forget(h, f, F_WRITTEN);
 	if (fr->flags & (F_ACTIVE | F_SMALL))
 		return;   /* a cached copy that already has its place */
 	/* Evicted from the small FIFO fewer evictions ago than the budget
