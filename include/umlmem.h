@@ -244,9 +244,12 @@ struct umlmem_host_config {
 	enum umlmem_io_engine io;
 	/** UMLMEM_BACKGROUND, ... */
 	unsigned flags;
-	/** Pages the pager evicts in one batch when it needs frames; 0: 64,
-	 *  or 1/32 of the budget where that is less (at least 1). Pages
-	 *  evicted together are written to adjacent swap slots. */
+	/** Pages the pager chooses and writes out in one batch when it needs
+	 *  frames; 0: 64, or 1/32 of the budget where that is less (at least
+	 *  1). Pages written together go to adjacent swap slots. Only the
+	 *  frames wanted are freed at once: the rest of the batch stays
+	 *  resident and clean until its frames are needed (not with the
+	 *  compressed pool, which needs the batch's frames). */
 	unsigned reclaim_batch;
 	/** With UMLMEM_BACKGROUND: the reclaim thread wakes when fewer than
 	 *  reclaim_low frames are free and evicts until reclaim_high are.
@@ -759,7 +762,7 @@ struct umlmem_host_info {
 	uint64_t full_scans;      /**< passes completed round every guest */
 	uint64_t stable_frames;   /**< shared frames in the stable index */
 	uint64_t hash_impl_avx2;  /**< 1 when pages are hashed with AVX2 */
-	uint64_t reclaim_batch;   /**< pages evicted at once (the default resolved) */
+	uint64_t reclaim_batch;   /**< pages chosen and written at once (the default resolved) */
 	/* native mode (umlmem_guest_map) */
 	uint64_t native_guests;   /**< guests mapped now */
 	uint64_t native_faults;   /**< faults its handler threads served */
