@@ -42,9 +42,9 @@
  *                                 | span of evictions
  *                                 +----------------> main set
  *
- * Every victim (evicted above) first waits, mapped and clean, in the
- * written FIFO (F_WRITTEN; see Eviction below) until its frame is needed;
- * one used again meanwhile goes back to the main set.
+ * A victim (evicted above) whose frame is not wanted at once waits, mapped
+ * and clean, in the written FIFO (F_WRITTEN; see Eviction below) until it
+ * is; one used again meanwhile goes back to the main set.
  *
  * So a page must be used twice to reach the main set, and a sweep through
  * more memory than the budget (touching each page once) only ever passes
@@ -139,10 +139,11 @@
  * pages used often beats recency), level in one, and above it by up to
  * 14% in 8, most at 50% of the footprint (above), and below the two-set
  * CLOCK's ratio in every cell. It faults 0.906 times as often as ARC and
- * 0.928 times as often as S3-FIFO on the geometric mean. The cost: one hash and a store per eviction from the small FIFO,
- * one hash and a load per fault, a ring entry (4 bytes) per page faulted
- * in or read ahead and at most two ghost words (16 bytes) per frame made,
- * all allocated as they are used (README has the time it takes).
+ * 0.928 times as often as S3-FIFO on the geometric mean. The cost: one hash
+ * and a store per eviction from the small FIFO, one hash and a load per
+ * fault, a ring entry (4 bytes) per page faulted in or read ahead and at
+ * most two ghost words (16 bytes) per frame made, all allocated as they are
+ * used (README has the time it takes).
  *
  * Eviction chooses and writes cfg.reclaim_batch victims at a time, and
  * frees only the frames wanted (a fault wants one). The others stay
@@ -156,10 +157,9 @@
  * the batch before it freed (keep_written). Of a batch:
  *  - a clean frame (frame->slot valid: the stored copy equals the frame)
  *    needs no I/O: when it goes, its mappers are pointed back at its store
- *    key; when
- *    the key's tier has an absorb operation (the pool: the page is on disk
- *    only), that tier first gets to keep the content nearer, with the lock
- *    dropped as for a store, and the key stays the same;
+ *    key; when the key's tier has an absorb operation (the pool: the page
+ *    is on disk only), that tier first gets to keep the content nearer,
+ *    with the lock dropped as for a store, and the key stays the same;
  *  - a frame of zeros is dropped to PTE_ZERO without I/O, so a page that
  *    was cleared by its guest costs neither a frame nor a slot;
  *  - the rest are stored together, in guest address order, by one call to
@@ -372,8 +372,6 @@ static void fifo_push(struct umlmem_host *h, struct pager_fifo *q, uint64_t f, u
 		}
 	}
 	q->e[q->tail++ & (q->cap - 1)] = (uint32_t)f;
-	if (flag == F_WRITTEN && !(h->frames[f].flags & F_WRITTEN))
-		h->nwritten++;
 	h->frames[f].flags |= flag;
 }
 
@@ -591,7 +589,7 @@ static unsigned pick(struct umlmem_host *h, struct victim *v, unsigned max)
  * the frames need not go with it. Freed with it, the pages the guest uses
  * next would find a batch less one of frames standing idle (for a budget
  * of 465 pages and a batch of 14, cc1 at 50% on make replay-table took
- * 1172 faults that way, 1168 with a batch of one).
+ * 1172 faults that way, 1167 now: the B column above).
  */
 
 /* Whether victims not needed yet may wait mapped. Not on a host with a
@@ -611,9 +609,9 @@ unsigned pager_fault_want(const struct umlmem_host *h)
 	return keep_written(h) ? 1 : h->cfg.reclaim_batch;
 }
 
-/* Victim @v is clean and stays mapped until a frame is needed. Its ghost
-   mark waits in F_FREQ, unused by a frame in no set. Caller holds
-   host->lock. */
+/* Victim @v (taken: F_BUSY, in no FIFO) is clean and stays mapped until a
+   frame is needed. Its ghost mark waits in F_FREQ, unused by a frame in no
+   set. Caller holds host->lock. */
 static void written_put(struct umlmem_host *h, const struct victim *v)
 {
 	struct frame *fr = &h->frames[v->f];
@@ -621,6 +619,7 @@ static void written_put(struct umlmem_host *h, const struct victim *v)
 	fr->flags = (uint16_t)((fr->flags & ~F_FREQ) | (v->ghost ? 1u << F_FREQ_SHIFT : 0));
 	unbusy(h, v->f);
 	fifo_push(h, &h->written, v->f, F_WRITTEN);
+	h->nwritten += !!(fr->flags & F_WRITTEN);   /* not without a ring */
 }
 
 /* Takes up to @max victims from the written FIFO, oldest first, as pick()
@@ -708,15 +707,16 @@ static void drop_clean(struct umlmem_host *h, const struct victim *v, uint64_t *
 	frame_unmap_all(h, v->f, PTE_MK(PTE_STORED, k));
 }
 
-/* Evicts the @n victims in @v; returns how many frames left memory. With
-   @keep, once @most frames have left, a mapped page that is clean, or has
-   just been written out, stays mapped in the written FIFO instead (*kept
-   counts those), and a page of zeros stays where it is, in no set. Copies no page maps always go: they only borrowed
-   frames that stood free. Drops host->lock while storing. @bufs and
-   @handles have room for @n, @res for 2 * @n. */
+/* Evicts the @n victims in @v; returns how many frames left memory. Once
+   @most frames have left (@most < @n: the rest are not wanted yet), a
+   mapped page that is clean, or has just been written out, stays mapped
+   in the written FIFO instead (*kept counts those), and a page of zeros
+   stays where it is, in no set. Copies no page maps always go: they only
+   borrowed frames that stood free. Drops host->lock while storing. @bufs
+   and @handles have room for @n, @res for 2 * @n. */
 static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n, void **bufs,
-			    uint64_t *handles, int *res, uint64_t *pages, int *err, bool keep,
-			    unsigned most, unsigned *kept)
+			    uint64_t *handles, int *res, uint64_t *pages, int *err, unsigned most,
+			    unsigned *kept)
 {
 	unsigned done = 0, ndirty = 0, nabsorb = 0, failed = 0, left;
 	struct tier *t;
@@ -726,7 +726,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		uint64_t f = v[i].f;
 		struct frame *fr = &h->frames[f];
 
-		if (fr->slot != TKEY_NONE && keep && fr->refs && done >= most) {
+		if (fr->slot != TKEY_NONE && fr->refs && done >= most) {
 			written_put(h, &v[i]);
 			(*kept)++;
 		} else if (fr->slot != TKEY_NONE) {
@@ -742,7 +742,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 			drop_clean(h, &v[i], pages);
 			done++;
 		} else if (page_is_zero(frame_addr(h, f))) {
-			if (keep && done >= most) {
+			if (done >= most) {
 				unbusy(h, f);   /* judged again by the hand */
 				continue;
 			}
@@ -840,7 +840,7 @@ static unsigned evict_batch(struct umlmem_host *h, struct victim *v, unsigned n,
 		   back in would, unless readahead found the handle live while
 		   the lock was dropped and read it into a frame of its own:
 		   that frame is the key's one copy, and this one goes. */
-		if (keep && done >= most && !tcache_get(h, k)) {
+		if (done >= most && !tcache_get(h, k)) {
 			fr->slot = k;
 			tcache_set(h, k, (uint32_t)f + 1);
 			written_put(h, &v[i]);
@@ -905,19 +905,29 @@ static void room_put(struct batch_room *r)
 	free(r->res);
 }
 
-uint64_t pager_drop_written(struct umlmem_host *h, uint64_t want)
+/* Frees up to @want frames of victims in the written FIFO (pager_drop_written),
+   adding the pages that left to *pages and a failure to *err. */
+static uint64_t drop_written(struct umlmem_host *h, uint64_t want, uint64_t *pages, int *err)
 {
 	struct victim v[BATCH_STACK];
 	void *bufs[BATCH_STACK];
-	uint64_t handles[BATCH_STACK], total = 0, npages = 0;
-	int res[2 * BATCH_STACK], err = 0;
+	uint64_t handles[BATCH_STACK], total = 0;
+	int res[2 * BATCH_STACK];
 	unsigned n, kept = 0;
 
 	while (total < want &&
 	       (n = take_written(h, v, want - total < BATCH_STACK ? (unsigned)(want - total) :
 				 BATCH_STACK)))
-		total += evict_batch(h, v, n, bufs, handles, res, &npages, &err, false, 0, &kept);
+		total += evict_batch(h, v, n, bufs, handles, res, pages, err, n, &kept);
 	return total;
+}
+
+uint64_t pager_drop_written(struct umlmem_host *h, uint64_t want)
+{
+	uint64_t npages = 0;
+	int err = 0;
+
+	return drop_written(h, want, &npages, &err);
 }
 
 int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *pages)
@@ -938,12 +948,10 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 		unsigned n, done, kept = 0;
 
 		/* victims chosen before, clean and still unused, go first */
-		n = take_written(h, r.v, left < batch ? (unsigned)left : batch);
-		if (n) {
-			total += evict_batch(h, r.v, n, r.bufs, r.handles, r.res, &npages, &err,
-					     false, 0, &kept);
+		done = drop_written(h, left, &npages, &err);
+		total += done;
+		if (done)
 			continue;
-		}
 		/* a whole batch, whatever is wanted: what is not wanted now
 		   stays mapped, written, for the next call (if it may) */
 		n = pick(h, r.v, keep || left > batch ? batch : (unsigned)left);
@@ -955,8 +963,8 @@ int pager_evict(struct umlmem_host *h, uint64_t want, uint64_t *out, uint64_t *p
 					     (unsigned long long)h->nframes);
 			break;
 		}
-		done = evict_batch(h, r.v, n, r.bufs, r.handles, r.res, &npages, &err, keep,
-				   left < n ? (unsigned)left : n, &kept);
+		done = evict_batch(h, r.v, n, r.bufs, r.handles, r.res, &npages, &err,
+				   keep && left < n ? (unsigned)left : n, &kept);
 		total += done;
 		scanned += n;
 		/* A batch of only dirty pages with swap full (or failing) frees
